@@ -1,0 +1,1 @@
+"""Wallet core: the gRPC service that owns player money (see README.md)."""
