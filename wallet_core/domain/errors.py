@@ -79,3 +79,9 @@ DEADLOCK_RETRIES_EXHAUSTED = "DEADLOCK_RETRIES_EXHAUSTED"
 
 def rejected(reason: str, message: str) -> Rejected:
     return Rejected(message, reason=reason)
+
+
+class Aborted(WalletError):
+    """Deadlock or serialization failure persisted past the bounded retries."""
+
+    reason = DEADLOCK_RETRIES_EXHAUSTED

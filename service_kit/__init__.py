@@ -1,0 +1,1 @@
+"""Code shared by the wallet core and the gateway bridge: migrations, logging, settings."""

@@ -1,0 +1,1 @@
+"""The gRPC edge: request conversion, auth, the error table, the servicer."""

@@ -1,0 +1,183 @@
+"""Conversion between wallet.v1 messages and domain commands/outcomes.
+
+Every request field is validated here (through domain.validation) before a command exists,
+so a malformed request never reaches the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC
+
+from google.protobuf import timestamp_pb2
+
+from wallet.v1 import wallet_service_pb2 as pb
+from wallet_core.domain import commands as cmd
+from wallet_core.domain import validation as v
+from wallet_core.domain.errors import InvalidField
+from wallet_core.domain.ledger import Balances, BonusState
+from wallet_core.domain.money import Currency
+from wallet_core.domain.outcome import Outcome
+from wallet_core.reads import TransactionView
+
+Currencies = Mapping[str, Currency]
+_BUCKETS = {pb.BUCKET_CASH: "cash", pb.BUCKET_BONUS: "bonus"}
+_BONUS_STATES = {"active": pb.BONUS_STATE_ACTIVE, "converted": pb.BONUS_STATE_CONVERTED,
+                 "forfeited": pb.BONUS_STATE_FORFEITED, "expired": pb.BONUS_STATE_EXPIRED}
+_ROLLBACK_OUTCOMES = {"reversed": pb.ROLLBACK_OUTCOME_REVERSED,
+                      "already_rolled_back": pb.ROLLBACK_OUTCOME_ALREADY_ROLLED_BACK,
+                      "bet_not_found": pb.ROLLBACK_OUTCOME_BET_NOT_FOUND}
+
+
+def wallet(req: pb.OpenWalletRequest | pb.GetBalanceRequest | pb.DepositRequest
+            | pb.ReserveWithdrawalRequest | pb.BetRequest | pb.WinRequest | pb.RollbackRequest
+            | pb.GrantBonusRequest | pb.ChargebackRequest | pb.AdjustRequest
+            | pb.GetBonusesRequest | pb.ListTransactionsRequest,
+            currencies: Currencies) -> tuple[str, Currency]:
+    return v.identifier(req.player_id, "player_id"), v.currency(req.currency, currencies)
+
+
+def open_wallet(req: pb.OpenWalletRequest, cur: Currencies) -> cmd.OpenWallet:
+    player, currency = wallet(req, cur)
+    return cmd.OpenWallet(player_id=player, currency=currency.code,
+                          idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def deposit(req: pb.DepositRequest, cur: Currencies) -> cmd.Deposit:
+    player, currency = wallet(req, cur)
+    return cmd.Deposit(player_id=player, currency=currency.code,
+                       amount_minor=v.positive_amount(req.amount, currency),
+                       psp=v.identifier(req.psp, "psp"),
+                       psp_reference=v.identifier(req.psp_reference, "psp_reference"),
+                       idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def chargeback(req: pb.ChargebackRequest, cur: Currencies) -> cmd.Chargeback:
+    player, currency = wallet(req, cur)
+    return cmd.Chargeback(player_id=player, currency=currency.code,
+                          amount_minor=v.positive_amount(req.amount, currency),
+                          psp=v.identifier(req.psp, "psp"),
+                          psp_reference=v.identifier(req.psp_reference, "psp_reference"),
+                          idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def reserve_withdrawal(req: pb.ReserveWithdrawalRequest, cur: Currencies) -> cmd.ReserveWithdrawal:
+    player, currency = wallet(req, cur)
+    return cmd.ReserveWithdrawal(player_id=player, currency=currency.code,
+                                 amount_minor=v.positive_amount(req.amount, currency),
+                                 psp=v.identifier(req.psp, "psp"),
+                                 idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def commit_withdrawal(req: pb.CommitWithdrawalRequest, _: Currencies) -> cmd.CommitWithdrawal:
+    return cmd.CommitWithdrawal(withdrawal_id=v.numeric_id(req.withdrawal_id, "withdrawal_id"),
+                                idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def cancel_withdrawal(req: pb.CancelWithdrawalRequest, _: Currencies) -> cmd.CancelWithdrawal:
+    return cmd.CancelWithdrawal(withdrawal_id=v.numeric_id(req.withdrawal_id, "withdrawal_id"),
+                                reason=v.free_text(req.reason, "reason", required=True),
+                                idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def bet(req: pb.BetRequest, cur: Currencies) -> cmd.Bet:
+    player, currency = wallet(req, cur)
+    return cmd.Bet(player_id=player, currency=currency.code,
+                   amount_minor=v.positive_amount(req.amount, currency),
+                   game_id=v.identifier(req.game_id, "game_id"),
+                   round_id=v.identifier(req.round_id, "round_id"),
+                   idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def win(req: pb.WinRequest, cur: Currencies) -> cmd.Win:
+    player, currency = wallet(req, cur)
+    return cmd.Win(player_id=player, currency=currency.code,
+                   amount_minor=v.positive_amount(req.amount, currency),
+                   game_id=v.identifier(req.game_id, "game_id"),
+                   round_id=v.identifier(req.round_id, "round_id"),
+                   idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def rollback(req: pb.RollbackRequest, cur: Currencies) -> cmd.Rollback:
+    player, currency = wallet(req, cur)
+    return cmd.Rollback(player_id=player, currency=currency.code,
+                        game_id=v.identifier(req.game_id, "game_id"),
+                        bet_idempotency_key=v.idempotency_key(req.bet_idempotency_key,
+                                                              "bet_idempotency_key"),
+                        idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def grant_bonus(req: pb.GrantBonusRequest, cur: Currencies) -> cmd.GrantBonus:
+    player, currency = wallet(req, cur)
+    if not req.HasField("expires_at"):
+        raise InvalidField("expires_at", "is required")
+    try:
+        expires_at = req.expires_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidField("expires_at", "is not a valid timestamp") from None
+    return cmd.GrantBonus(
+        player_id=player, currency=currency.code,
+        amount_minor=v.positive_amount(req.amount, currency),
+        wagering_required_minor=v.non_negative_amount(req.wagering_requirement, currency,
+                                                      "wagering_requirement"),
+        expires_at=expires_at, idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def forfeit_bonus(req: pb.ForfeitBonusRequest, _: Currencies) -> cmd.ForfeitBonus:
+    return cmd.ForfeitBonus(bonus_id=v.numeric_id(req.bonus_id, "bonus_id"),
+                            idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def adjust(req: pb.AdjustRequest, cur: Currencies) -> cmd.Adjust:
+    player, currency = wallet(req, cur)
+    bucket = _BUCKETS.get(req.bucket)
+    if bucket is None:
+        raise InvalidField("bucket", "must be BUCKET_CASH or BUCKET_BONUS")
+    return cmd.Adjust(player_id=player, currency=currency.code, bucket=bucket,
+                      amount_minor=v.signed_amount(req.amount, currency),
+                      reason=v.free_text(req.reason, "reason", required=True),
+                      idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+def _timestamp(value: object) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)  # type: ignore[arg-type]
+    return ts
+
+
+def balances(currency: str, b: Balances) -> pb.Balances:
+    return pb.Balances(currency=currency, cash=b.cash, bonus=b.bonus, reserved=b.reserved,
+                       available=b.available)
+
+
+def result(o: Outcome) -> pb.OperationResult:
+    assert o.balances is not None, "rejections are answered as errors, not results"
+    return pb.OperationResult(transaction_id=str(o.transaction_id),
+                              balances=balances(o.currency, o.balances), replay=o.replay,
+                              created_at=_timestamp(o.created_at))
+
+
+def rollback_outcome(o: Outcome) -> pb.RollbackOutcome.ValueType:
+    return _ROLLBACK_OUTCOMES[o.fields["outcome"]]
+
+
+def bonus(b: BonusState) -> pb.Bonus:
+    return pb.Bonus(bonus_id=str(b.bonus_id), state=_BONUS_STATES[b.state],
+                    granted_amount=b.granted_minor, balance=b.balance_minor,
+                    wagering_requirement=b.wagering_required_minor, wagered=b.wagered_minor,
+                    expires_at=_timestamp(b.expires_at), created_at=_timestamp(b.created_at))
+
+
+def transaction(t: TransactionView) -> pb.Transaction:
+    message = pb.Transaction(
+        transaction_id=str(t.transaction_id), kind=t.kind, status=t.status,
+        reason=t.reason or "", player_id=t.player_id or "", currency=t.currency or "",
+        caller=t.caller, idempotency_key=t.idempotency_key,
+        created_at=_timestamp(t.created_at),
+        postings=[pb.Posting(account=p.account, amount=p.amount_minor) for p in t.postings],
+        details=t.details)
+    if t.balances is not None and t.currency:
+        message.balances.CopyFrom(balances(t.currency, t.balances))
+    return message

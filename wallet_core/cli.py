@@ -1,0 +1,94 @@
+"""`wallet-core` command line: serve, migrate, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import uvloop
+
+from service_kit import logs
+from service_kit.migrations import MigrationError, migrate
+from service_kit.settings import SettingsError
+from wallet_core import config
+from wallet_core.db import connect
+from wallet_core.server import MIGRATIONS, serve
+from wallet_core.storage.checker import check_ledger
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url:
+        sys.exit("DATABASE_URL: required, not set")
+    return url
+
+
+async def _migrate() -> int:
+    conn = await connect(_database_url())
+    try:
+        applied = await migrate(conn, schema="wallet", folder=MIGRATIONS)
+    finally:
+        await conn.close()
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return 0
+
+
+async def _check() -> int:
+    conn = await connect(_database_url())
+    try:
+        problems = await check_ledger(conn)
+    finally:
+        await conn.close()
+    if problems:
+        print(f"ledger check FAILED: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print("ledger check: OK (every currency sums to zero, every bucket matches its postings)")
+    return 0
+
+
+async def _serve() -> int:
+    settings = config.load()
+    logs.configure(settings.log_level)
+    await serve(settings)
+    return 0
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        return uvloop.run(coro)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except MigrationError as exc:
+        print(f"migration failed: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ConnectionError) as exc:
+        # asyncpg/redis connection failures: say where, never echo the URL (it may hold a password)
+        print(f"cannot reach a required service: {type(exc).__name__}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="wallet-core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gRPC service (configured by environment variables)")
+    sub.add_parser("migrate", help="apply pending database migrations (safe to run twice)")
+    sub.add_parser("check", help="verify the ledger's invariants; exit 1 listing problems")
+    demo = sub.add_parser("demo", help="run a short scripted session against a running wallet")
+    demo.add_argument("--target", default=os.environ.get("WALLET_TARGET", "127.0.0.1:50051"))
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        sys.exit(_run(_serve()))
+    if args.command == "migrate":
+        sys.exit(_run(_migrate()))
+    if args.command == "check":
+        sys.exit(_run(_check()))
+    from wallet_core.demo import run_demo
+    sys.exit(_run(run_demo(args.target)))

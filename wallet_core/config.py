@@ -1,0 +1,157 @@
+"""Wallet settings: read once from the environment at start-up, validated, frozen.
+
+Every bound and timeout is a named setting with a comment on what it costs. Secrets (the
+callers' bearer tokens) have no defaults and never appear in repr() or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from service_kit.settings import EnvReader, SettingsError
+
+SCOPES = frozenset({"game", "bonus", "payments", "support", "read"})
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A calling service: its name (idempotency keys are scoped to it) and its scopes."""
+
+    name: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = field(repr=False)
+    redis_url: str = field(repr=False)  # "" turns the Redis fast path off
+    listen_addr: str = "127.0.0.1:50051"
+    # sha256(token) -> caller; only digests are kept in memory after start-up.
+    callers_by_token_sha256: Mapping[bytes, Caller] = field(default_factory=dict, repr=False)
+    # Few connections per core: more only queue longer on hot rows (DESIGN.md §9).
+    db_pool_size_min: int = 2
+    db_pool_size_max: int = 8
+    db_pool_acquire_timeout_ms: int = 1000
+    # Server-side safety net; the request deadline usually ends a call first.
+    db_statement_timeout_ms: int = 5000
+    db_connect_timeout_ms: int = 3000
+    redis_timeout_ms: int = 50
+    idempotency_ttl_s: int = 86_400
+    # Upper bound on a call's time even when the client sets no deadline.
+    request_timeout_ms: int = 5000
+    # grpc.aio refuses calls past this many in flight with RESOURCE_EXHAUSTED.
+    concurrent_rpcs_max: int = 256
+    message_size_max_bytes: int = 64 * 1024
+    conflict_retries_max: int = 3
+    shutdown_grace_ms: int = 10_000
+    bonus_sweep_interval_ms: int = 5_000
+    bonus_sweep_batch_max: int = 100
+    migrate_on_start: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    log_level: str = "INFO"
+
+
+def _callers(raw: str, reader: EnvReader) -> dict[bytes, Caller]:
+    """WALLET_CALLERS: {"<service>": {"token": "...", "scopes": ["game", "read"]}, ...}."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        reader.problems.append("WALLET_CALLERS: not valid JSON (expected "
+                               '{"service": {"token": "...", "scopes": [...]}})')
+        return {}
+    if not isinstance(parsed, dict) or not parsed:
+        reader.problems.append("WALLET_CALLERS: expected a non-empty JSON object of services")
+        return {}
+    callers: dict[bytes, Caller] = {}
+    for name, spec in parsed.items():
+        token = spec.get("token") if isinstance(spec, dict) else None
+        scopes = spec.get("scopes") if isinstance(spec, dict) else None
+        if not isinstance(token, str) or len(token) < 16:
+            reader.problems.append(f"WALLET_CALLERS[{name}].token: a string of 16+ characters")
+            continue
+        if not isinstance(scopes, list) or not scopes or not set(scopes) <= SCOPES:
+            reader.problems.append(f"WALLET_CALLERS[{name}].scopes: a non-empty list of "
+                                   f"{sorted(SCOPES)}")
+            continue
+        digest = hashlib.sha256(token.encode()).digest()
+        if digest in callers:
+            reader.problems.append(f"WALLET_CALLERS[{name}].token: shared with another service")
+        callers[digest] = Caller(str(name), frozenset(scopes))
+    return callers
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    r = EnvReader(env)
+    callers_raw = env.get("WALLET_CALLERS", "")
+    callers_file = env.get("WALLET_CALLERS_FILE", "")
+    if callers_file:
+        try:
+            callers_raw = Path(callers_file).read_text()
+        except OSError as exc:
+            r.problems.append(f"WALLET_CALLERS_FILE: cannot read {callers_file}: {exc.strerror}")
+    if not callers_raw and not r.problems:
+        r.problems.append("WALLET_CALLERS (or WALLET_CALLERS_FILE): required, not set")
+    settings = Settings(
+        database_url=r.text("DATABASE_URL"),
+        redis_url=env.get("REDIS_URL", ""),
+        listen_addr=r.text("WALLET_LISTEN_ADDR", "127.0.0.1:50051"),
+        callers_by_token_sha256=_callers(callers_raw, r) if callers_raw else {},
+        db_pool_size_min=r.integer("WALLET_DB_POOL_SIZE_MIN", 2, low=1, high=64),
+        db_pool_size_max=r.integer("WALLET_DB_POOL_SIZE_MAX", 8, low=1, high=64),
+        db_pool_acquire_timeout_ms=r.integer("WALLET_DB_POOL_ACQUIRE_TIMEOUT_MS", 1000,
+                                             low=10, high=60_000),
+        db_statement_timeout_ms=r.integer("WALLET_DB_STATEMENT_TIMEOUT_MS", 5000,
+                                          low=100, high=600_000),
+        db_connect_timeout_ms=r.integer("WALLET_DB_CONNECT_TIMEOUT_MS", 3000, low=100,
+                                        high=60_000),
+        redis_timeout_ms=r.integer("WALLET_REDIS_TIMEOUT_MS", 50, low=1, high=5000),
+        idempotency_ttl_s=r.integer("WALLET_IDEMPOTENCY_TTL_S", 86_400, low=60,
+                                    high=90 * 86_400),
+        request_timeout_ms=r.integer("WALLET_REQUEST_TIMEOUT_MS", 5000, low=10, high=120_000),
+        concurrent_rpcs_max=r.integer("WALLET_CONCURRENT_RPCS_MAX", 256, low=1, high=100_000),
+        message_size_max_bytes=r.integer("WALLET_MESSAGE_SIZE_MAX_BYTES", 64 * 1024,
+                                         low=1024, high=16 * 1024 * 1024),
+        conflict_retries_max=r.integer("WALLET_CONFLICT_RETRIES_MAX", 3, low=0, high=10),
+        shutdown_grace_ms=r.integer("WALLET_SHUTDOWN_GRACE_MS", 10_000, low=0, high=300_000),
+        bonus_sweep_interval_ms=r.integer("WALLET_BONUS_SWEEP_INTERVAL_MS", 5000, low=100,
+                                          high=3_600_000),
+        bonus_sweep_batch_max=r.integer("WALLET_BONUS_SWEEP_BATCH_MAX", 100, low=1,
+                                        high=10_000),
+        migrate_on_start=r.flag("WALLET_MIGRATE_ON_START", False),
+        tls_cert_file=env.get("WALLET_TLS_CERT_FILE", ""),
+        tls_key_file=env.get("WALLET_TLS_KEY_FILE", ""),
+        log_level=r.text("WALLET_LOG_LEVEL", "INFO").upper(),
+    )
+    _cross_checks(settings, r)
+    r.done()
+    return settings
+
+
+def _cross_checks(s: Settings, r: EnvReader) -> None:
+    if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
+        r.problems.append("DATABASE_URL: must start with postgresql://")
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        r.problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
+    if s.db_pool_size_min > s.db_pool_size_max:
+        r.problems.append("WALLET_DB_POOL_SIZE_MIN: larger than WALLET_DB_POOL_SIZE_MAX")
+    if ":" not in s.listen_addr:
+        r.problems.append("WALLET_LISTEN_ADDR: expected host:port")
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        r.problems.append("WALLET_TLS_CERT_FILE/WALLET_TLS_KEY_FILE: set both or neither")
+    for name, path in (("WALLET_TLS_CERT_FILE", s.tls_cert_file),
+                       ("WALLET_TLS_KEY_FILE", s.tls_key_file)):
+        if path and not Path(path).is_file():
+            r.problems.append(f"{name}: {path} does not exist")
+    if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        r.problems.append("WALLET_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
+
+
+__all__ = ["SCOPES", "Caller", "Settings", "SettingsError", "load"]

@@ -1,0 +1,130 @@
+"""Validated commands: one frozen dataclass per operation that moves money.
+
+A command's fingerprint is what "the same request" means for idempotency: every field but
+the key, so a retry with the same key and the same fields replays, and the same key with
+any field changed is IDEMPOTENCY_KEY_REUSED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    kind: ClassVar[str] = ""
+    idempotency_key: str
+
+    def fingerprint(self) -> bytes:
+        fields = tuple(
+            (f.name, getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "idempotency_key"
+        )
+        return hashlib.sha256(repr((self.kind, fields)).encode()).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalletCommand(Command):
+    """A command addressed to a (player, currency) wallet."""
+
+    player_id: str
+    currency: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenWallet(WalletCommand):
+    kind: ClassVar[str] = "open"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deposit(WalletCommand):
+    kind: ClassVar[str] = "deposit"
+    amount_minor: int
+    psp: str
+    psp_reference: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReserveWithdrawal(WalletCommand):
+    kind: ClassVar[str] = "withdrawal_reserve"
+    amount_minor: int
+    psp: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitWithdrawal(Command):
+    kind: ClassVar[str] = "withdrawal_commit"
+    withdrawal_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelWithdrawal(Command):
+    kind: ClassVar[str] = "withdrawal_cancel"
+    withdrawal_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bet(WalletCommand):
+    kind: ClassVar[str] = "bet"
+    amount_minor: int
+    game_id: str
+    round_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Win(WalletCommand):
+    kind: ClassVar[str] = "win"
+    amount_minor: int
+    game_id: str
+    round_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rollback(WalletCommand):
+    kind: ClassVar[str] = "rollback"
+    game_id: str
+    bet_idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantBonus(WalletCommand):
+    kind: ClassVar[str] = "bonus_grant"
+    amount_minor: int
+    wagering_required_minor: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForfeitBonus(Command):
+    kind: ClassVar[str] = "bonus_forfeit"
+    bonus_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chargeback(WalletCommand):
+    kind: ClassVar[str] = "chargeback"
+    amount_minor: int
+    psp: str
+    psp_reference: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adjust(WalletCommand):
+    kind: ClassVar[str] = "adjust"
+    bucket: str  # "cash" or "bonus"
+    amount_minor: int  # signed
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpireBonus(Command):
+    """Internal: the sweeper's expiry of one bonus (caller "system")."""
+
+    kind: ClassVar[str] = "bonus_expire"
+    bonus_id: int

@@ -1,0 +1,152 @@
+"""Double-entry postings and the Draft that builds them.
+
+Every operation is written as moves between accounts. A player's buckets are accounts
+(`player:<wallet id>:cash|bonus|reserved`); the counter-parties are system accounts:
+
+    house:<game id>       the game provider's house side of bets, wins and rollbacks
+    psp:<psp>             PSP clearing: deposits in, committed withdrawals out
+    chargebacks:<psp>     money taken back by a PSP's chargeback
+    bonus_pool            source of granted bonus funds, sink of forfeited/expired ones
+    adjustments           support corrections
+
+A move debits one account and credits another by the same amount, so the postings of a
+transaction always sum to zero and, per currency, all accounts together sum to zero.
+System accounts have no balance row (no hot row every bet would lock): their balances are
+the sum of their postings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from wallet_core.domain import errors
+from wallet_core.domain.money import BALANCE_MAX_MINOR
+
+BONUS_POOL = "bonus_pool"
+ADJUSTMENTS = "adjustments"
+
+
+class Bucket(str, Enum):
+    CASH = "cash"
+    BONUS = "bonus"
+    RESERVED = "reserved"
+
+
+def house_account(game_id: str) -> str:
+    return f"house:{game_id}"
+
+
+def psp_account(psp: str) -> str:
+    return f"psp:{psp}"
+
+
+def chargeback_account(psp: str) -> str:
+    return f"chargebacks:{psp}"
+
+
+def player_account(wallet_id: int, bucket: Bucket) -> str:
+    return f"player:{wallet_id}:{bucket.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account: str
+    amount_minor: int
+
+
+@dataclass(slots=True)
+class BonusState:
+    """One bonus as stored; `balance_minor` is its share of the wallet's bonus bucket."""
+
+    bonus_id: int
+    state: str  # active | converted | forfeited | expired
+    granted_minor: int
+    balance_minor: int
+    wagering_required_minor: int
+    wagered_minor: int
+    expires_at: datetime
+    created_at: datetime
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    cash: int
+    bonus: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        """What a bet may spend: nothing while in debt, else cash plus bonus."""
+        return self.cash + self.bonus if self.cash >= 0 else 0
+
+
+Account = Bucket | str
+
+
+@dataclass(slots=True)
+class Draft:
+    """A locked wallet's balances and bonuses, changed by balanced moves.
+
+    Built from the locked rows, mutated by the operation's rules, then written back in the
+    same transaction. Bonuses are ordered oldest first (the order wagering and spending use).
+    """
+
+    wallet_id: int
+    cash: int
+    bonus: int
+    reserved: int
+    bonuses: list[BonusState] = field(default_factory=list)
+    # False when the operation has no business with bonuses and did not load them.
+    bonuses_loaded: bool = True
+    _net: dict[str, int] = field(default_factory=dict)
+    changed_bonus_ids: set[int] = field(default_factory=set)
+
+    def move(self, amount_minor: int, *, source: Account, dest: Account) -> None:
+        if amount_minor < 0:
+            raise AssertionError(f"a move is never negative (got {amount_minor})")
+        if amount_minor == 0:
+            return
+        self._apply(source, -amount_minor)
+        self._apply(dest, amount_minor)
+
+    def _apply(self, account: Account, delta: int) -> None:
+        if isinstance(account, Bucket):
+            name = account.value
+            balance = getattr(self, name) + delta
+            if balance > BALANCE_MAX_MINOR:
+                raise errors.rejected(errors.BALANCE_LIMIT_EXCEEDED,
+                                      f"the {name} balance would exceed its limit")
+            setattr(self, name, balance)
+            key = player_account(self.wallet_id, account)
+        else:
+            key = account
+        self._net[key] = self._net.get(key, 0) + delta
+
+    def postings(self) -> list[Posting]:
+        return [Posting(a, m) for a, m in sorted(self._net.items()) if m != 0]
+
+    def balances(self) -> Balances:
+        return Balances(self.cash, self.bonus, self.reserved)
+
+    def active_bonuses(self) -> list[BonusState]:
+        return [b for b in self.bonuses if b.active]
+
+    def touch(self, bonus: BonusState) -> None:
+        self.changed_bonus_ids.add(bonus.bonus_id)
+
+    def check_invariants(self) -> None:
+        """Broken invariants are bugs: fail loudly before anything is written."""
+        if self.bonus < 0 or self.reserved < 0:
+            raise AssertionError(f"negative bucket on wallet {self.wallet_id}")
+        held = sum(b.balance_minor for b in self.active_bonuses())
+        if self.bonuses_loaded and held != self.bonus:
+            raise AssertionError(
+                f"wallet {self.wallet_id}: bonus bucket {self.bonus} != active bonuses {held}")
+        if sum(self._net.values()) != 0:
+            raise AssertionError("postings do not balance")

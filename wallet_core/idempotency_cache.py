@@ -1,0 +1,100 @@
+"""Redis fast path for idempotent replays; Postgres stays the arbiter.
+
+A completed outcome is cached under (caller, key) with a TTL, so a retry is answered without
+touching Postgres. Redis is only a cache: any failure (down, slow, flushed) makes lookups
+miss and writes no-ops, and the operation falls through to Postgres, whose unique
+constraint decides. After a failure, Redis is skipped for `retry_after_ms` so an outage
+costs one timeout, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from wallet_core.domain.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+
+class IdempotencyCache:
+    def __init__(self, client: aioredis.Redis | None, *, ttl_s: int, timeout_ms: int,
+                 retry_after_ms: int = 1000) -> None:
+        self._client = client
+        self._ttl_s = ttl_s
+        self._timeout_s = timeout_ms / 1000
+        self._retry_after_s = retry_after_ms / 1000
+        self._down_until = 0.0
+
+    @staticmethod
+    def _key(caller: str, key: str) -> str:
+        # {caller} is a Redis Cluster hash tag: one service's keys stay on one slot range.
+        return f"wallet:idem:{{{caller}}}:{key}"
+
+    def _usable(self) -> bool:
+        return self._client is not None and time.monotonic() >= self._down_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self._retry_after_s
+        log.warning("redis %s failed; serving from Postgres", what,
+                    extra={"error": type(exc).__name__})
+
+    async def get(self, caller: str, key: str) -> tuple[bytes, Outcome] | None:
+        if not self._usable():
+            return None
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                raw = await self._client.get(self._key(caller, key))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("get", exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return _decode(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable idempotency cache entry")
+            return None
+
+    async def put(self, caller: str, key: str, fingerprint: bytes, outcome: Outcome) -> None:
+        if not self._usable():
+            return
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._client.set(self._key(caller, key), _encode(fingerprint, outcome),
+                                       ex=self._ttl_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("set", exc)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _encode(fingerprint: bytes, outcome: Outcome) -> bytes:
+    entry: dict[str, Any] = {
+        "fp": fingerprint.hex(), "id": outcome.transaction_id,
+        "at": outcome.created_at.isoformat(), "kind": outcome.kind,
+        "status": "rejected" if outcome.rejection else "ok",
+        "reason": outcome.rejection.reason if outcome.rejection else None,
+        "record": outcome.to_record(),
+    }
+    return orjson.dumps(entry)
+
+
+def _decode(raw: bytes) -> tuple[bytes, Outcome]:
+    entry = orjson.loads(raw)
+    outcome = Outcome.from_record(
+        transaction_id=int(entry["id"]), created_at=datetime.fromisoformat(entry["at"]),
+        kind=entry["kind"], status=entry["status"], reason=entry["reason"],
+        record=entry["record"])
+    return bytes.fromhex(entry["fp"]), outcome

@@ -1,0 +1,373 @@
+"""Use cases: run each command in one Postgres transaction, exactly once per key.
+
+The flow of every money-moving call:
+1. Redis fast path: a cached outcome for (caller, key) is replayed without Postgres.
+2. Postgres: the journal row for (caller, key), if any, is replayed (or refused as
+   IDEMPOTENCY_KEY_REUSED when the request differs).
+3. Otherwise, in one transaction: lock the one wallet concerned, apply the domain rules to a
+   Draft, write journal + postings + balances (+ the op's own rows). A business rejection is
+   recorded the same way, without postings, so its retry replays the same rejection.
+4. A concurrent request with the same key loses on the journal's unique constraint after the
+   winner commits; it retries, finds the winner's row and replays it.
+Transient failures (database down, deadline) record nothing, so a retry executes afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from wallet_core.domain import commands as cmd
+from wallet_core.domain import errors, rules
+from wallet_core.domain.errors import InvalidField, NotFound, Rejected
+from wallet_core.domain.ledger import BonusState, Draft
+from wallet_core.domain.money import Currency
+from wallet_core.domain.outcome import Outcome
+from wallet_core.idempotency_cache import IdempotencyCache
+from wallet_core.storage import repo
+
+log = logging.getLogger(__name__)
+
+SYSTEM_CALLER = "system"
+# Errors that mean "Postgres is not there right now": nothing was committed, retry is safe.
+_DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    caller: str
+    command: cmd.Command
+    fingerprint: bytes
+
+
+class Ledger:
+    def __init__(self, *, pool: asyncpg.Pool, cache: IdempotencyCache,
+                 currencies: dict[str, Currency], pool_acquire_timeout_ms: int,
+                 conflict_retries_max: int, clock: Callable[[], datetime] = utc_now) -> None:
+        self._pool = pool
+        self._cache = cache
+        self.currencies = currencies
+        self._acquire_timeout_s = pool_acquire_timeout_ms / 1000
+        self._retries_max = conflict_retries_max
+        self._clock = clock
+        self._handlers: dict[type[cmd.Command], Callable[[asyncpg.Connection, _Call],
+                                                          Awaitable[Outcome]]] = {
+            cmd.OpenWallet: self._open, cmd.Deposit: self._deposit,
+            cmd.ReserveWithdrawal: self._reserve, cmd.CommitWithdrawal: self._finish_withdrawal,
+            cmd.CancelWithdrawal: self._finish_withdrawal, cmd.Bet: self._bet, cmd.Win: self._win,
+            cmd.Rollback: self._rollback, cmd.GrantBonus: self._grant,
+            cmd.ForfeitBonus: self._end_bonus, cmd.ExpireBonus: self._end_bonus,
+            cmd.Chargeback: self._chargeback, cmd.Adjust: self._adjust,
+        }
+
+    # -- the idempotent execution every command goes through -------------------------------
+
+    async def execute(self, caller: str, command: cmd.Command) -> Outcome:
+        call = _Call(caller, command, command.fingerprint())
+        cached = await self._cache.get(caller, command.idempotency_key)
+        if cached is not None:
+            return _replay(call, *cached)
+        try:
+            outcome = await self._execute_in_db(call)
+        except _DB_DOWN as exc:
+            raise errors.Unavailable("the ledger database is unavailable; retry with the same "
+                                     "idempotency key", reason=errors.DATABASE_UNAVAILABLE) from exc
+        await self._cache.put(caller, command.idempotency_key, call.fingerprint, outcome)
+        return outcome
+
+    async def _execute_in_db(self, call: _Call) -> Outcome:
+        for attempt in range(self._retries_max + 1):
+            try:
+                async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                    found = await repo.journal_by_key(conn, call.caller,
+                                                      call.command.idempotency_key)
+                    if found is not None:
+                        return _replay(call, *found)
+                    async with conn.transaction():
+                        return await self._handlers[type(call.command)](conn, call)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == repo.PSP_REFERENCE_TAKEN:
+                    raise errors.Conflict(
+                        "this psp_reference was already credited under another idempotency key",
+                        reason=errors.DUPLICATE_PSP_REFERENCE) from exc
+                if exc.constraint_name != repo.KEY_TAKEN:
+                    raise
+                # Another request with this key committed first: the next pass replays it.
+            except _RETRYABLE:
+                await asyncio.sleep(0.002 * (attempt + 1))
+        raise errors.Aborted("the operation kept conflicting with concurrent ones; retry "
+                             "with the same idempotency key")
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    async def _lock(self, conn: asyncpg.Connection, c: cmd.WalletCommand, *,
+                    with_bonuses: bool) -> Draft:
+        draft = await repo.lock_wallet(conn, c.player_id, c.currency, with_bonuses=with_bonuses)
+        if draft is None:
+            raise NotFound(f"player_id has no {c.currency} wallet; open it first",
+                           reason=errors.WALLET_NOT_FOUND)
+        return draft
+
+    async def _settle(self, conn: asyncpg.Connection, call: _Call, draft: Draft,
+                      currency: str, rule: Callable[[], dict[str, Any]],
+                      details: dict[str, str],
+                      after: Callable[[int], Awaitable[None]] | None = None) -> Outcome:
+        """Apply a rule to the draft and record the result, or record its rejection."""
+        c = call.command
+        try:
+            fields = rule()
+        except Rejected as rejection:
+            tid, at = await repo.record(
+                conn, caller=call.caller, key=c.idempotency_key, fingerprint=call.fingerprint,
+                kind=c.kind, draft=draft, currency=currency, outcome_fields={},
+                details=details, rejection_reason=rejection.reason,
+                rejection_message=rejection.message)
+            rejection.metadata["transaction_id"] = str(tid)
+            return Outcome(tid, at, c.kind, currency, None, {}, rejection)
+        draft.check_invariants()
+        tid, at = await repo.record(
+            conn, caller=call.caller, key=c.idempotency_key, fingerprint=call.fingerprint,
+            kind=c.kind, draft=draft, currency=currency, outcome_fields=fields, details=details)
+        await repo.write_bonuses(conn, draft, skip=fields.get("_new_bonus_id"))
+        if after is not None:
+            await after(tid)
+        fields.pop("_new_bonus_id", None)
+        return Outcome(tid, at, c.kind, currency, draft.balances(), fields)
+
+    # -- handlers, one per command -----------------------------------------------------------
+
+    async def _open(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.OpenWallet)
+        created = await repo.create_wallet(conn, c.player_id, c.currency)
+        draft = await self._lock(conn, c, with_bonuses=False)
+        return await self._settle(conn, call, draft, c.currency,
+                                  lambda: {"created": created}, {"player_id": c.player_id})
+
+    async def _deposit(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.Deposit)
+        draft = await self._lock(conn, c, with_bonuses=False)
+        return await self._settle(conn, call, draft, c.currency, lambda: rules.deposit(draft, c),
+                                  {"psp": c.psp, "psp_reference": c.psp_reference})
+
+    async def _chargeback(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.Chargeback)
+        draft = await self._lock(conn, c, with_bonuses=False)
+        return await self._settle(conn, call, draft, c.currency,
+                                  lambda: rules.chargeback(draft, c),
+                                  {"psp": c.psp, "psp_reference": c.psp_reference})
+
+    async def _reserve(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.ReserveWithdrawal)
+        draft = await self._lock(conn, c, with_bonuses=False)
+        withdrawal_id = await repo.next_withdrawal_id(conn)
+
+        def rule() -> dict[str, Any]:
+            rules.reserve_withdrawal(draft, c)
+            return {"withdrawal_id": str(withdrawal_id)}
+
+        async def after(tid: int) -> None:
+            await repo.insert_withdrawal(conn, withdrawal_id, draft.wallet_id, c.amount_minor,
+                                         c.psp, tid)
+
+        return await self._settle(conn, call, draft, c.currency, rule, {"psp": c.psp}, after)
+
+    async def _finish_withdrawal(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.CommitWithdrawal | cmd.CancelWithdrawal)
+        wallet_id = await repo.withdrawal_wallet_id(conn, c.withdrawal_id)
+        if wallet_id is None:
+            raise NotFound("withdrawal_id: no such withdrawal", reason=errors.WITHDRAWAL_NOT_FOUND)
+        _, currency, draft = await repo.lock_wallet_by_id(conn, wallet_id, with_bonuses=False)
+        w = await repo.withdrawal(conn, c.withdrawal_id)  # stable now: its wallet is locked
+        target = "committed" if isinstance(c, cmd.CommitWithdrawal) else "cancelled"
+        if w["state"] == target:
+            # Repeating the same final step is a replay of the first one, whatever its key.
+            return (await repo.journal_by_id(conn, w["final_journal_id"])).as_replay()
+        reason = c.reason if isinstance(c, cmd.CancelWithdrawal) else None
+
+        def rule() -> dict[str, Any]:
+            if w["state"] != "reserved":
+                raise errors.rejected(errors.WITHDRAWAL_ALREADY_FINAL,
+                                      f"the withdrawal is already {w['state']}")
+            if target == "committed":
+                return rules.commit_withdrawal(draft, w["amount_minor"], w["psp"])
+            return rules.cancel_withdrawal(draft, w["amount_minor"])
+
+        async def after(tid: int) -> None:
+            await repo.finish_withdrawal(conn, c.withdrawal_id, target, tid, reason)
+
+        details = {"withdrawal_id": str(c.withdrawal_id), "psp": w["psp"]}
+        if reason:
+            details["reason"] = reason
+        return await self._settle(conn, call, draft, currency, rule, details, after)
+
+    async def _bet(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.Bet)
+        draft = await self._lock(conn, c, with_bonuses=True)
+        tombstoned = await repo.tombstone_exists(conn, call.caller, c.idempotency_key)
+        now = self._clock()
+        record: list[rules.BetRecord] = []
+
+        def rule() -> dict[str, Any]:
+            if tombstoned:
+                raise errors.rejected(errors.ALREADY_ROLLED_BACK,
+                                      "this bet was rolled back before it arrived")
+            record.append(rules.bet(draft, c, now))
+            return {"cash_minor": record[0].cash_minor, "bonus_minor": record[0].bonus_minor}
+
+        async def after(tid: int) -> None:
+            r = record[0]
+            await repo.insert_bet(conn, journal_id=tid, wallet_id=draft.wallet_id,
+                                  caller=call.caller, key=c.idempotency_key, game_id=c.game_id,
+                                  round_id=c.round_id, cash_minor=r.cash_minor,
+                                  bonus_minor=r.bonus_minor, bonus_debits=r.bonus_debits,
+                                  wagered=r.wagered)
+            await repo.add_round_stake(conn, draft.wallet_id, c.game_id, c.round_id,
+                                       r.cash_minor, r.bonus_minor)
+
+        return await self._settle(conn, call, draft, c.currency, rule,
+                                  {"game_id": c.game_id, "round_id": c.round_id}, after)
+
+    async def _win(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.Win)
+        draft = await self._lock(conn, c, with_bonuses=True)
+        staked = await repo.round_stake(conn, draft.wallet_id, c.game_id, c.round_id)
+        stake = rules.RoundStake(*staked) if staked is not None else None
+        now = self._clock()
+        return await self._settle(conn, call, draft, c.currency,
+                                  lambda: rules.win(draft, c, stake, now),
+                                  {"game_id": c.game_id, "round_id": c.round_id})
+
+    async def _rollback(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.Rollback)
+        draft = await self._lock(conn, c, with_bonuses=True)
+        bet = await repo.bet_by_key(conn, call.caller, c.bet_idempotency_key)
+        details = {"game_id": c.game_id, "bet_idempotency_key": c.bet_idempotency_key}
+        if bet is None:
+            return await self._tombstone(conn, call, draft, c, details)
+        if bet["wallet_id"] != draft.wallet_id:
+            raise InvalidField("bet_idempotency_key", "names a bet of another wallet")
+        if bet["game_id"] != c.game_id:
+            raise InvalidField("game_id", "differs from the game_id of the bet")
+        details["round_id"] = bet["round_id"]
+        if bet["rolled_back_by"] is not None:
+            return await self._settle(conn, call, draft, c.currency,
+                                      lambda: {"outcome": "already_rolled_back",
+                                               "cash_minor": 0, "bonus_minor": 0}, details)
+        record = rules.BetRecord(bet["cash_minor"], bet["bonus_minor"],
+                                 [tuple(d) for d in bet["bonus_debits"]],  # type: ignore[misc]
+                                 [tuple(w) for w in bet["wagered"]])  # type: ignore[misc]
+        await repo.add_bonuses(conn, draft, [d[0] for d in record.bonus_debits])
+        now = self._clock()
+
+        async def after(tid: int) -> None:
+            await repo.mark_bet_rolled_back(conn, bet["journal_id"], tid)
+            await repo.remove_round_stake(conn, draft.wallet_id, c.game_id, bet["round_id"],
+                                          record.cash_minor, record.bonus_minor)
+
+        return await self._settle(conn, call, draft, c.currency,
+                                  lambda: rules.rollback(draft, c, record, now), details, after)
+
+    async def _tombstone(self, conn: asyncpg.Connection, call: _Call, draft: Draft,
+                         c: cmd.Rollback, details: dict[str, str]) -> Outcome:
+        """Rollback of a bet never seen: succeed, move nothing, refuse the bet if it comes."""
+        exists = await repo.tombstone_exists(conn, call.caller, c.bet_idempotency_key)
+
+        async def after(tid: int) -> None:
+            if not exists:
+                await repo.insert_tombstone(conn, call.caller, c.bet_idempotency_key,
+                                            draft.wallet_id, tid)
+
+        return await self._settle(conn, call, draft, c.currency,
+                                  lambda: {"outcome": "bet_not_found", "cash_minor": 0,
+                                           "bonus_minor": 0}, details, after)
+
+    async def _grant(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.GrantBonus)
+        now = self._clock()
+        if c.expires_at <= now:
+            raise InvalidField("expires_at", "must be in the future")
+        draft = await self._lock(conn, c, with_bonuses=True)
+        bonus = BonusState(bonus_id=await repo.next_bonus_id(conn), state="active",
+                           granted_minor=c.amount_minor, balance_minor=0,
+                           wagering_required_minor=c.wagering_required_minor, wagered_minor=0,
+                           expires_at=c.expires_at, created_at=now)
+
+        def rule() -> dict[str, Any]:
+            rules.grant_bonus(draft, c, bonus, now)
+            return {"bonus_id": str(bonus.bonus_id), "_new_bonus_id": bonus.bonus_id}
+
+        async def after(tid: int) -> None:
+            await repo.insert_bonus(conn, draft.wallet_id, bonus, tid)
+
+        return await self._settle(conn, call, draft, c.currency, rule,
+                                  {"bonus_id": str(bonus.bonus_id)}, after)
+
+    async def _end_bonus(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        """ForfeitBonus, and the sweeper's ExpireBonus (which only expires what is due)."""
+        c = call.command
+        assert isinstance(c, cmd.ForfeitBonus | cmd.ExpireBonus)
+        wallet_id = await repo.bonus_wallet_id(conn, c.bonus_id)
+        if wallet_id is None:
+            raise NotFound("bonus_id: no such bonus", reason=errors.BONUS_NOT_FOUND)
+        _, currency, draft = await repo.lock_wallet_by_id(conn, wallet_id, with_bonuses=True)
+        await repo.add_bonuses(conn, draft, [c.bonus_id])
+        now = self._clock()
+        if isinstance(c, cmd.ForfeitBonus):
+            def rule() -> dict[str, Any]:
+                return rules.forfeit_bonus(draft, c.bonus_id, now)
+        else:
+            def rule() -> dict[str, Any]:
+                return {"expired": [list(e) for e in rules.bonus_policy.expire_due(draft, now)]}
+        return await self._settle(conn, call, draft, currency, rule,
+                                  {"bonus_id": str(c.bonus_id)})
+
+    async def _adjust(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.Adjust)
+        draft = await self._lock(conn, c, with_bonuses=True)
+        now = self._clock()
+        return await self._settle(conn, call, draft, c.currency,
+                                  lambda: rules.adjust(draft, c, now),
+                                  {"bucket": c.bucket, "reason": c.reason})
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    async def expire_due_bonuses(self, batch_size_max: int) -> int:
+        """Expire bonuses past their expiry (bounded batch); returns how many were handled."""
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            due = await repo.due_bonus_ids(conn, batch_size_max)
+        for bonus_id in due:
+            await self.execute(SYSTEM_CALLER, cmd.ExpireBonus(
+                bonus_id=bonus_id, idempotency_key=f"bonus-expire:{bonus_id}"))
+        return len(due)
+
+
+def _replay(call: _Call, fingerprint: bytes, outcome: Outcome) -> Outcome:
+    if fingerprint != call.fingerprint:
+        raise errors.Conflict(
+            "idempotency_key was already used for a different request; use a new key for a "
+            "new operation", reason=errors.IDEMPOTENCY_KEY_REUSED,
+            metadata={"field": "idempotency_key", "transaction_id": str(outcome.transaction_id)})
+    return outcome.as_replay()

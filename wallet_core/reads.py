@@ -1,0 +1,116 @@
+"""Read-only use cases: balances, bonuses, and the journal for support and audit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from wallet_core.domain import errors
+from wallet_core.domain.errors import InvalidField, NotFound
+from wallet_core.domain.ledger import Balances, BonusState, Posting
+from wallet_core.storage import repo
+
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 500
+_FIRST_PAGE = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionView:
+    transaction_id: int
+    kind: str
+    status: str
+    reason: str | None
+    player_id: str | None
+    currency: str | None
+    caller: str
+    idempotency_key: str
+    created_at: datetime
+    postings: list[Posting]
+    balances: Balances | None
+    details: dict[str, str]
+
+
+def _view(row: asyncpg.Record) -> TransactionView:
+    outcome: dict[str, Any] = row["outcome"]
+    raw = outcome.get("balances")
+    details = {k: str(v) for k, v in row["details"].items()}
+    for name, value in outcome.get("fields", {}).items():
+        details.setdefault(name, str(value))
+    return TransactionView(
+        transaction_id=row["id"], kind=row["kind"], status=row["status"], reason=row["reason"],
+        player_id=row["player_id"], currency=row["currency"], caller=row["caller"],
+        idempotency_key=row["idempotency_key"], created_at=row["created_at"],
+        postings=[Posting(a, m) for a, m in zip(row["accounts"], row["amounts"], strict=True)],
+        balances=Balances(*raw) if raw is not None else None, details=details)
+
+
+class Reads:
+    def __init__(self, pool: asyncpg.Pool, *, pool_acquire_timeout_ms: int) -> None:
+        self._pool = pool
+        self._acquire_timeout_s = pool_acquire_timeout_ms / 1000
+
+    async def balance(self, player_id: str, currency: str) -> Balances:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            row = await repo.balance(conn, player_id, currency)
+        if row is None:
+            raise NotFound(f"player_id has no {currency} wallet", reason=errors.WALLET_NOT_FOUND)
+        return Balances(row["cash"], row["bonus"], row["reserved"])
+
+    async def bonuses(self, player_id: str, currency: str,
+                      include_inactive: bool) -> list[BonusState]:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            if await repo.balance(conn, player_id, currency) is None:
+                raise NotFound(f"player_id has no {currency} wallet",
+                               reason=errors.WALLET_NOT_FOUND)
+            return await repo.list_bonuses(conn, player_id, currency, include_inactive)
+
+    async def transaction(self, *, transaction_id: int | None = None,
+                          caller: str | None = None, key: str | None = None) -> TransactionView:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            if transaction_id is None:
+                assert caller is not None and key is not None
+                transaction_id = await repo.transaction_id_by_key(conn, caller, key)
+            row = (await repo.transaction_by_id(conn, transaction_id)
+                   if transaction_id is not None else None)
+        if row is None:
+            raise NotFound("no such transaction", reason=errors.TRANSACTION_NOT_FOUND)
+        return _view(row)
+
+    async def transactions(self, player_id: str, currency: str, page_size: int,
+                           page_token: str) -> tuple[list[TransactionView], str]:
+        if page_size < 0 or page_size > PAGE_SIZE_MAX:
+            raise InvalidField("page_size", f"must be between 1 and {PAGE_SIZE_MAX} (0 means "
+                                            f"{PAGE_SIZE_DEFAULT})")
+        limit = page_size or PAGE_SIZE_DEFAULT
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            wallet = await repo.balance(conn, player_id, currency)
+            if wallet is None:
+                raise NotFound(f"player_id has no {currency} wallet",
+                               reason=errors.WALLET_NOT_FOUND)
+            before = _decode_token(page_token, wallet["id"]) if page_token else _FIRST_PAGE
+            rows = await repo.list_transactions(conn, wallet["id"], before, limit + 1)
+        views = [_view(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return views, _encode_token(wallet["id"], views[-1].transaction_id) if more else ""
+
+
+# Page tokens are opaque to callers; they name the wallet so a token can't page another one.
+def _encode_token(wallet_id: int, last_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([wallet_id, last_id])).decode()
+
+
+def _decode_token(token: str, wallet_id: int) -> int:
+    try:
+        token_wallet, last_id = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidField("page_token", "is not a token returned by ListTransactions") from None
+    if token_wallet != wallet_id or not isinstance(last_id, int):
+        raise InvalidField("page_token", "belongs to another wallet's listing")
+    return last_id

@@ -1,0 +1,136 @@
+"""The wallet process: build the pool, cache, ledger and gRPC server; run until SIGTERM.
+
+Shutdown on SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and gives
+in-flight calls `shutdown_grace_ms` to finish, then background tasks stop and the pools close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service_kit.migrations import migrate
+from wallet.v1 import wallet_service_pb2 as pb
+from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+from wallet_core.api.servicer import WalletServicer
+from wallet_core.config import Settings
+from wallet_core.db import create_pool
+from wallet_core.idempotency_cache import IdempotencyCache
+from wallet_core.operations import Ledger
+from wallet_core.reads import Reads
+from wallet_core.storage import repo
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "storage" / "migrations"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
+
+
+@dataclass
+class Running:
+    server: grpc.aio.Server
+    port: int
+    ledger: Ledger
+    health: health.HealthServicer
+
+
+def _redis_client(settings: Settings) -> aioredis.Redis | None:
+    if not settings.redis_url:
+        return None
+    timeout_s = settings.redis_timeout_ms / 1000
+    return aioredis.from_url(settings.redis_url, socket_timeout=timeout_s,
+                             socket_connect_timeout=timeout_s, retry_on_timeout=False,
+                             max_connections=64, health_check_interval=30)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """Start everything on the running loop; stop it gracefully on exit."""
+    pool = await create_pool(settings)
+    cache = IdempotencyCache(_redis_client(settings), ttl_s=settings.idempotency_ttl_s,
+                             timeout_ms=settings.redis_timeout_ms)
+    try:
+        async with pool.acquire() as conn:
+            if settings.migrate_on_start:
+                await migrate(conn, schema="wallet", folder=MIGRATIONS)
+            currencies = await repo.load_currencies(conn)
+        ledger = Ledger(pool=pool, cache=cache, currencies=currencies,
+                        pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
+                        conflict_retries_max=settings.conflict_retries_max)
+        reads = Reads(pool, pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms)
+        server, port, health_servicer = await _start_server(settings, ledger, reads)
+        sweeper = asyncio.create_task(_sweep_bonuses(ledger, settings), name="bonus-sweeper")
+        try:
+            yield Running(server, port, ledger, health_servicer)
+        finally:
+            health_servicer.enter_graceful_shutdown()
+            await server.stop(settings.shutdown_grace_ms / 1000)
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+    finally:
+        await cache.close()
+        await asyncio.wait_for(pool.close(), timeout=settings.shutdown_grace_ms / 1000 + 5)
+
+
+async def _start_server(settings: Settings, ledger: Ledger,
+                        reads: Reads) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
+    size = settings.message_size_max_bytes
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=settings.concurrent_rpcs_max,
+        options=[("grpc.max_receive_message_length", size),
+                 ("grpc.max_send_message_length", 4 * size),
+                 ("grpc.so_reuseport", 0)])
+    pb_grpc.add_WalletServiceServicer_to_server(WalletServicer(ledger, reads, settings), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    if settings.tls_cert_file:
+        credentials = grpc.ssl_server_credentials([(Path(settings.tls_key_file).read_bytes(),
+                                                    Path(settings.tls_cert_file).read_bytes())])
+        port = server.add_secure_port(settings.listen_addr, credentials)
+    else:
+        port = server.add_insecure_port(settings.listen_addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen_addr}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
+
+
+async def _sweep_bonuses(ledger: Ledger, settings: Settings) -> None:
+    """Expire due bonuses in bounded batches; failures are logged and retried next round."""
+    while True:
+        await asyncio.sleep(settings.bonus_sweep_interval_ms / 1000)
+        try:
+            await ledger.expire_due_bonuses(settings.bonus_sweep_batch_max)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("bonus sweep failed; will retry", extra={"error": type(exc).__name__})
+        except Exception:  # a background loop must survive a bug in one round; logged loudly
+            log.exception("bonus sweep failed unexpectedly")
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(settings) as run:
+        log.info("wallet-core serving", extra={"listen": settings.listen_addr, "port": run.port,
+                                               "tls": bool(settings.tls_cert_file)})
+        await stop.wait()
+        log.info("shutting down", extra={"grace_ms": settings.shutdown_grace_ms})
+    log.info("stopped")

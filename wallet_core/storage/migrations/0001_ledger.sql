@@ -1,0 +1,132 @@
+-- 0001: the ledger. Why: wallets hold player buckets as locked rows; journal + postings are
+-- the append-only truth every balance can be rebuilt from; system accounts get no balance
+-- row at all (their balance is the sum of their postings), so no bet ever locks a shared row.
+CREATE SCHEMA IF NOT EXISTS wallet;
+
+CREATE TABLE wallet.currencies (
+    code             text PRIMARY KEY CHECK (code ~ '^[A-Z][A-Z0-9]{2,9}$'),
+    scale            smallint NOT NULL CHECK (scale BETWEEN 0 AND 18),
+    amount_max_minor bigint NOT NULL CHECK (amount_max_minor > 0 AND amount_max_minor <= 4611686018427387904)
+);
+
+-- Per-operation caps: large enough for any real payment, far below bigint so sums can't overflow.
+INSERT INTO wallet.currencies (code, scale, amount_max_minor) VALUES
+    ('USD', 2, 100000000000),      -- 1,000,000,000.00
+    ('EUR', 2, 100000000000),
+    ('GBP', 2, 100000000000),
+    ('CAD', 2, 100000000000),
+    ('BRL', 2, 500000000000),
+    ('JPY', 0, 100000000000),
+    ('KWD', 3, 100000000000),
+    ('BTC', 8, 10000000000000),    -- 100,000 BTC
+    ('USDT', 6, 1000000000000000); -- 1,000,000,000 USDT
+
+CREATE TABLE wallet.wallets (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    player_id   text NOT NULL,
+    currency    text NOT NULL REFERENCES wallet.currencies (code),
+    -- cash may go below zero only through a chargeback (debt); `check` verifies that.
+    cash        bigint NOT NULL DEFAULT 0,
+    bonus       bigint NOT NULL DEFAULT 0 CHECK (bonus >= 0),
+    reserved    bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT wallets_player_currency_key UNIQUE (player_id, currency)
+);
+
+-- One row per operation: its key (unique per calling service), the request's fingerprint,
+-- and the outcome replayed to retries. Rejections are rows too (status 'rejected').
+CREATE TABLE wallet.journal (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    caller          text NOT NULL,
+    idempotency_key text NOT NULL,
+    request_hash    bytea NOT NULL,
+    kind            text NOT NULL,
+    status          text NOT NULL CHECK (status IN ('ok', 'rejected')),
+    reason          text,
+    wallet_id       bigint REFERENCES wallet.wallets (id),
+    currency        text REFERENCES wallet.currencies (code),
+    outcome         jsonb NOT NULL,
+    details         jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT journal_caller_key UNIQUE (caller, idempotency_key)
+);
+CREATE INDEX journal_wallet_id_idx ON wallet.journal (wallet_id, id DESC);
+-- A PSP reference is credited once, whatever idempotency key a caller derives for it.
+CREATE UNIQUE INDEX journal_psp_reference_key ON wallet.journal
+    (kind, (details ->> 'psp'), (details ->> 'psp_reference'))
+    WHERE status = 'ok' AND kind IN ('deposit', 'chargeback');
+
+CREATE TABLE wallet.postings (
+    journal_id   bigint NOT NULL REFERENCES wallet.journal (id),
+    account      text NOT NULL,
+    currency     text NOT NULL REFERENCES wallet.currencies (code),
+    amount_minor bigint NOT NULL CHECK (amount_minor <> 0),
+    PRIMARY KEY (journal_id, account)
+);
+CREATE INDEX postings_account_idx ON wallet.postings (account, currency);
+
+CREATE TABLE wallet.bets (
+    journal_id      bigint PRIMARY KEY REFERENCES wallet.journal (id),
+    wallet_id       bigint NOT NULL REFERENCES wallet.wallets (id),
+    caller          text NOT NULL,
+    idempotency_key text NOT NULL,
+    game_id         text NOT NULL,
+    round_id        text NOT NULL,
+    cash_minor      bigint NOT NULL CHECK (cash_minor >= 0),
+    bonus_minor     bigint NOT NULL CHECK (bonus_minor >= 0),
+    bonus_debits    jsonb NOT NULL,
+    wagered         jsonb NOT NULL,
+    rolled_back_by  bigint REFERENCES wallet.journal (id),
+    CONSTRAINT bets_caller_key UNIQUE (caller, idempotency_key)
+);
+
+CREATE TABLE wallet.rounds (
+    wallet_id          bigint NOT NULL REFERENCES wallet.wallets (id),
+    game_id            text NOT NULL,
+    round_id           text NOT NULL,
+    staked_cash_minor  bigint NOT NULL CHECK (staked_cash_minor >= 0),
+    staked_bonus_minor bigint NOT NULL CHECK (staked_bonus_minor >= 0),
+    PRIMARY KEY (wallet_id, game_id, round_id)
+);
+
+-- A rollback for a bet never seen: a late bet under that key is refused, never debited.
+CREATE TABLE wallet.rollback_tombstones (
+    caller              text NOT NULL,
+    bet_idempotency_key text NOT NULL,
+    wallet_id           bigint NOT NULL REFERENCES wallet.wallets (id),
+    journal_id          bigint NOT NULL REFERENCES wallet.journal (id),
+    PRIMARY KEY (caller, bet_idempotency_key)
+);
+
+-- Ids drawn with nextval() first: the journal row that returns the id is written before the row.
+CREATE TABLE wallet.bonuses (
+    id                      bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    wallet_id               bigint NOT NULL REFERENCES wallet.wallets (id),
+    state                   text NOT NULL CHECK (state IN ('active', 'converted', 'forfeited', 'expired')),
+    granted_minor           bigint NOT NULL CHECK (granted_minor > 0),
+    balance_minor           bigint NOT NULL CHECK (balance_minor >= 0),
+    wagering_required_minor bigint NOT NULL CHECK (wagering_required_minor >= 0),
+    wagered_minor           bigint NOT NULL CHECK (wagered_minor >= 0),
+    expires_at              timestamptz NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    grant_journal_id        bigint NOT NULL REFERENCES wallet.journal (id),
+    CHECK (state = 'active' OR balance_minor = 0)
+);
+CREATE INDEX bonuses_wallet_idx ON wallet.bonuses (wallet_id, created_at, id);
+CREATE INDEX bonuses_active_expiry_idx ON wallet.bonuses (expires_at) WHERE state = 'active';
+
+CREATE TABLE wallet.withdrawals (
+    id                 bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    wallet_id          bigint NOT NULL REFERENCES wallet.wallets (id),
+    amount_minor       bigint NOT NULL CHECK (amount_minor > 0),
+    psp                text NOT NULL,
+    state              text NOT NULL CHECK (state IN ('reserved', 'committed', 'cancelled')),
+    reserve_journal_id bigint NOT NULL REFERENCES wallet.journal (id),
+    final_journal_id   bigint REFERENCES wallet.journal (id),
+    cancel_reason      text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    CHECK ((state = 'reserved') = (final_journal_id IS NULL))
+);
+CREATE INDEX withdrawals_wallet_idx ON wallet.withdrawals (wallet_id) WHERE state = 'reserved';

@@ -1,0 +1,219 @@
+"""Every SQL statement of the wallet, as named constants with $n parameters.
+
+Lock order (deadlock freedom): an operation locks exactly one wallet row (FOR UPDATE) and
+nothing else. Bonuses, bets, rounds, withdrawals and tombstones of a wallet are only written
+while holding that wallet's lock, so they need no locks of their own. Journal and postings
+are append-only; the unique index on (caller, idempotency_key) is the arbiter between two
+concurrent requests with the same key.
+"""
+
+JOURNAL_BY_KEY = """
+SELECT id, created_at, kind, status, reason, request_hash, outcome
+FROM wallet.journal WHERE caller = $1 AND idempotency_key = $2"""
+
+JOURNAL_BY_ID = """
+SELECT id, created_at, kind, status, reason, request_hash, outcome
+FROM wallet.journal WHERE id = $1"""
+
+LOAD_CURRENCIES = "SELECT code, scale, amount_max_minor FROM wallet.currencies ORDER BY code"
+
+CREATE_WALLET = """
+INSERT INTO wallet.wallets (player_id, currency) VALUES ($1, $2)
+ON CONFLICT ON CONSTRAINT wallets_player_currency_key DO NOTHING
+RETURNING id, cash, bonus, reserved"""
+
+# The wallet's row lock also guards its bonuses, bets, rounds and withdrawals (see above).
+LOCK_WALLET = """
+SELECT id, cash, bonus, reserved FROM wallet.wallets
+WHERE player_id = $1 AND currency = $2 FOR UPDATE"""
+
+LOCK_WALLET_BY_ID = """
+SELECT id, player_id, currency, cash, bonus, reserved FROM wallet.wallets
+WHERE id = $1 FOR UPDATE"""
+
+ACTIVE_BONUSES = """
+SELECT id, state, granted_minor, balance_minor, wagering_required_minor, wagered_minor,
+       expires_at, created_at
+FROM wallet.bonuses WHERE wallet_id = $1 AND state = 'active' ORDER BY created_at, id"""
+
+BONUS_BY_ID = """
+SELECT b.id, b.wallet_id, b.state, b.granted_minor, b.balance_minor,
+       b.wagering_required_minor, b.wagered_minor, b.expires_at, b.created_at
+FROM wallet.bonuses b WHERE b.id = $1"""
+
+BONUSES_BY_IDS = """
+SELECT id, state, granted_minor, balance_minor, wagering_required_minor, wagered_minor,
+       expires_at, created_at
+FROM wallet.bonuses WHERE id = ANY($1::bigint[]) ORDER BY created_at, id"""
+
+LIST_BONUSES = """
+SELECT b.id, b.state, b.granted_minor, b.balance_minor, b.wagering_required_minor,
+       b.wagered_minor, b.expires_at, b.created_at
+FROM wallet.bonuses b JOIN wallet.wallets w ON w.id = b.wallet_id
+WHERE w.player_id = $1 AND w.currency = $2 AND ($3 OR b.state = 'active')
+ORDER BY b.created_at, b.id"""
+
+DUE_BONUSES = """
+SELECT id FROM wallet.bonuses WHERE state = 'active' AND expires_at <= now()
+ORDER BY expires_at LIMIT $1"""
+
+NEXT_BONUS_ID = "SELECT nextval(pg_get_serial_sequence('wallet.bonuses', 'id'))"
+NEXT_WITHDRAWAL_ID = "SELECT nextval(pg_get_serial_sequence('wallet.withdrawals', 'id'))"
+
+INSERT_BONUS = """
+INSERT INTO wallet.bonuses (id, wallet_id, state, granted_minor, balance_minor,
+    wagering_required_minor, wagered_minor, expires_at, grant_journal_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+
+UPDATE_BONUSES = """
+UPDATE wallet.bonuses AS b SET state = u.state, balance_minor = u.balance_minor,
+    wagered_minor = u.wagered_minor
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
+    AS u(id, state, balance_minor, wagered_minor)
+WHERE b.id = u.id"""
+
+# One statement writes the journal row, its postings and the wallet's new balances.
+RECORD = """
+WITH j AS (
+    INSERT INTO wallet.journal (caller, idempotency_key, request_hash, kind, status, reason,
+                                wallet_id, currency, outcome, details)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    RETURNING id, created_at
+), p AS (
+    INSERT INTO wallet.postings (journal_id, account, currency, amount_minor)
+    SELECT j.id, u.account, $8, u.amount_minor
+    FROM j, unnest($11::text[], $12::bigint[]) AS u(account, amount_minor)
+), w AS (
+    UPDATE wallet.wallets SET cash = $13, bonus = $14, reserved = $15, updated_at = now()
+    WHERE id = $7 AND $16
+)
+SELECT id, created_at FROM j"""
+
+TOMBSTONE_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM wallet.rollback_tombstones
+               WHERE caller = $1 AND bet_idempotency_key = $2)"""
+
+INSERT_TOMBSTONE = """
+INSERT INTO wallet.rollback_tombstones (caller, bet_idempotency_key, wallet_id, journal_id)
+VALUES ($1, $2, $3, $4)"""
+
+BET_BY_KEY = """
+SELECT journal_id, wallet_id, game_id, round_id, cash_minor, bonus_minor, bonus_debits,
+       wagered, rolled_back_by
+FROM wallet.bets WHERE caller = $1 AND idempotency_key = $2"""
+
+INSERT_BET = """
+INSERT INTO wallet.bets (journal_id, wallet_id, caller, idempotency_key, game_id, round_id,
+                         cash_minor, bonus_minor, bonus_debits, wagered)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
+
+MARK_BET_ROLLED_BACK = "UPDATE wallet.bets SET rolled_back_by = $2 WHERE journal_id = $1"
+
+ROUND_STAKE = """
+SELECT staked_cash_minor, staked_bonus_minor FROM wallet.rounds
+WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3"""
+
+ADD_ROUND_STAKE = """
+INSERT INTO wallet.rounds (wallet_id, game_id, round_id, staked_cash_minor, staked_bonus_minor)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (wallet_id, game_id, round_id) DO UPDATE
+SET staked_cash_minor = wallet.rounds.staked_cash_minor + EXCLUDED.staked_cash_minor,
+    staked_bonus_minor = wallet.rounds.staked_bonus_minor + EXCLUDED.staked_bonus_minor"""
+
+# A plain UPDATE: Postgres checks CHECK constraints on an INSERT's proposed row even when
+# ON CONFLICT turns it into an update, so negative deltas can't go through ADD_ROUND_STAKE.
+REMOVE_ROUND_STAKE = """
+UPDATE wallet.rounds SET staked_cash_minor = staked_cash_minor - $4,
+    staked_bonus_minor = staked_bonus_minor - $5
+WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3"""
+
+WITHDRAWAL_WALLET = "SELECT wallet_id FROM wallet.withdrawals WHERE id = $1"
+
+WITHDRAWAL = """
+SELECT id, wallet_id, amount_minor, psp, state, final_journal_id
+FROM wallet.withdrawals WHERE id = $1"""
+
+INSERT_WITHDRAWAL = """
+INSERT INTO wallet.withdrawals (id, wallet_id, amount_minor, psp, state, reserve_journal_id)
+VALUES ($1, $2, $3, $4, 'reserved', $5)"""
+
+FINISH_WITHDRAWAL = """
+UPDATE wallet.withdrawals SET state = $2, final_journal_id = $3, cancel_reason = $4,
+    updated_at = now()
+WHERE id = $1 AND state = 'reserved'"""
+
+BALANCE = """
+SELECT id, cash, bonus, reserved FROM wallet.wallets WHERE player_id = $1 AND currency = $2"""
+
+_TRANSACTION_SELECT = """
+SELECT j.id, j.kind, j.status, j.reason, j.caller, j.idempotency_key, j.created_at,
+       j.currency, j.outcome, j.details, w.player_id,
+       coalesce((SELECT array_agg(p.account ORDER BY p.account) FROM wallet.postings p
+                 WHERE p.journal_id = j.id), '{}') AS accounts,
+       coalesce((SELECT array_agg(p.amount_minor ORDER BY p.account) FROM wallet.postings p
+                 WHERE p.journal_id = j.id), '{}') AS amounts
+FROM wallet.journal j LEFT JOIN wallet.wallets w ON w.id = j.wallet_id"""
+
+TRANSACTION_BY_ID = _TRANSACTION_SELECT + " WHERE j.id = $1"
+
+TRANSACTION_ID_BY_KEY = """
+SELECT id FROM wallet.journal WHERE caller = $1 AND idempotency_key = $2"""
+
+# Keyset paging on the journal id: stable while new rows arrive (they sort before the page).
+LIST_TRANSACTIONS = _TRANSACTION_SELECT + """
+WHERE j.wallet_id = $1 AND j.id < $2 ORDER BY j.id DESC LIMIT $3"""
+
+# -- ledger checker (wallet-core check) -------------------------------------------------------
+# Each query returns the rows that break one invariant; an empty result means it holds.
+
+CHECK_CURRENCY_SUMS = """
+SELECT currency, sum(amount_minor) AS total FROM wallet.postings
+GROUP BY currency HAVING sum(amount_minor) <> 0"""
+
+CHECK_UNBALANCED_JOURNAL = """
+SELECT journal_id, currency, sum(amount_minor) AS total FROM wallet.postings
+GROUP BY journal_id, currency HAVING sum(amount_minor) <> 0 ORDER BY journal_id LIMIT 100"""
+
+CHECK_REJECTED_WITH_POSTINGS = """
+SELECT DISTINCT j.id FROM wallet.journal j JOIN wallet.postings p ON p.journal_id = j.id
+WHERE j.status = 'rejected' ORDER BY j.id LIMIT 100"""
+
+CHECK_POSTING_CURRENCY = """
+SELECT p.journal_id, p.account, p.currency FROM wallet.postings p
+JOIN wallet.journal j ON j.id = p.journal_id
+WHERE p.currency IS DISTINCT FROM j.currency ORDER BY p.journal_id LIMIT 100"""
+
+CHECK_BUCKETS_VS_POSTINGS = """
+WITH sums AS (
+    SELECT account, sum(amount_minor) AS total FROM wallet.postings
+    WHERE account LIKE 'player:%' GROUP BY account
+)
+SELECT w.id, w.player_id, w.currency, b.bucket, b.balance, coalesce(s.total, 0) AS posted
+FROM wallet.wallets w
+CROSS JOIN LATERAL (VALUES ('cash', w.cash), ('bonus', w.bonus), ('reserved', w.reserved))
+    AS b(bucket, balance)
+LEFT JOIN sums s ON s.account = 'player:' || w.id || ':' || b.bucket
+WHERE b.balance <> coalesce(s.total, 0) ORDER BY w.id LIMIT 100"""
+
+CHECK_ORPHAN_PLAYER_POSTINGS = """
+SELECT DISTINCT p.account FROM wallet.postings p
+LEFT JOIN wallet.wallets w ON p.account LIKE 'player:' || w.id || ':%'
+WHERE p.account LIKE 'player:%' AND (w.id IS NULL OR w.currency <> p.currency) LIMIT 100"""
+
+CHECK_NEGATIVE_BUCKETS = """
+SELECT w.id, w.player_id, w.currency, w.cash, w.bonus, w.reserved FROM wallet.wallets w
+WHERE w.bonus < 0 OR w.reserved < 0
+   OR (w.cash < 0 AND NOT EXISTS (SELECT 1 FROM wallet.journal j WHERE j.wallet_id = w.id
+                                  AND j.kind = 'chargeback' AND j.status = 'ok'))
+ORDER BY w.id LIMIT 100"""
+
+CHECK_BONUS_BUCKET = """
+SELECT w.id, w.player_id, w.currency, w.bonus, coalesce(sum(b.balance_minor), 0) AS held
+FROM wallet.wallets w LEFT JOIN wallet.bonuses b ON b.wallet_id = w.id AND b.state = 'active'
+GROUP BY w.id HAVING w.bonus <> coalesce(sum(b.balance_minor), 0) ORDER BY w.id LIMIT 100"""
+
+CHECK_RESERVED_BUCKET = """
+SELECT w.id, w.player_id, w.currency, w.reserved, coalesce(sum(x.amount_minor), 0) AS held
+FROM wallet.wallets w
+LEFT JOIN wallet.withdrawals x ON x.wallet_id = w.id AND x.state = 'reserved'
+GROUP BY w.id HAVING w.reserved <> coalesce(sum(x.amount_minor), 0) ORDER BY w.id LIMIT 100"""

@@ -1,0 +1,230 @@
+"""Storage functions: run the statements in queries.py and return domain objects.
+
+Every function takes a connection that the caller holds inside a transaction (writes) or
+not (reads); none opens its own. Postgres constraint names are translated here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from wallet_core.domain.ledger import BonusState, Draft, Posting
+from wallet_core.domain.money import Currency
+from wallet_core.domain.outcome import Outcome, outcome_record
+from wallet_core.storage import queries as q
+
+# Constraint names that mean "somebody else got there first" (see the migrations).
+KEY_TAKEN = "journal_caller_key"
+PSP_REFERENCE_TAKEN = "journal_psp_reference_key"
+
+
+async def load_currencies(conn: asyncpg.Connection) -> dict[str, Currency]:
+    return {r["code"]: Currency(r["code"], r["scale"], r["amount_max_minor"])
+            for r in await conn.fetch(q.LOAD_CURRENCIES)}
+
+
+def _outcome(row: asyncpg.Record) -> Outcome:
+    return Outcome.from_record(transaction_id=row["id"], created_at=row["created_at"],
+                               kind=row["kind"], status=row["status"], reason=row["reason"],
+                               record=row["outcome"])
+
+
+async def journal_by_key(conn: asyncpg.Connection, caller: str,
+                         key: str) -> tuple[bytes, Outcome] | None:
+    row = await conn.fetchrow(q.JOURNAL_BY_KEY, caller, key)
+    return None if row is None else (bytes(row["request_hash"]), _outcome(row))
+
+
+async def journal_by_id(conn: asyncpg.Connection, journal_id: int) -> Outcome:
+    row = await conn.fetchrow(q.JOURNAL_BY_ID, journal_id)
+    if row is None:
+        raise AssertionError(f"journal row {journal_id} referenced but missing")
+    return _outcome(row)
+
+
+def _bonus(row: asyncpg.Record) -> BonusState:
+    return BonusState(bonus_id=row["id"], state=row["state"], granted_minor=row["granted_minor"],
+                      balance_minor=row["balance_minor"],
+                      wagering_required_minor=row["wagering_required_minor"],
+                      wagered_minor=row["wagered_minor"], expires_at=row["expires_at"],
+                      created_at=row["created_at"])
+
+
+async def create_wallet(conn: asyncpg.Connection, player_id: str, currency: str) -> bool:
+    return await conn.fetchrow(q.CREATE_WALLET, player_id, currency) is not None
+
+
+async def lock_wallet(conn: asyncpg.Connection, player_id: str, currency: str, *,
+                      with_bonuses: bool) -> Draft | None:
+    row = await conn.fetchrow(q.LOCK_WALLET, player_id, currency)
+    if row is None:
+        return None
+    return await _draft(conn, row, with_bonuses=with_bonuses)
+
+
+async def lock_wallet_by_id(conn: asyncpg.Connection, wallet_id: int, *,
+                            with_bonuses: bool) -> tuple[str, str, Draft]:
+    row = await conn.fetchrow(q.LOCK_WALLET_BY_ID, wallet_id)
+    if row is None:
+        raise AssertionError(f"wallet {wallet_id} referenced but missing")
+    draft = await _draft(conn, row, with_bonuses=with_bonuses)
+    return row["player_id"], row["currency"], draft
+
+
+async def _draft(conn: asyncpg.Connection, row: asyncpg.Record, *, with_bonuses: bool) -> Draft:
+    bonuses = ([_bonus(b) for b in await conn.fetch(q.ACTIVE_BONUSES, row["id"])]
+               if with_bonuses else [])
+    return Draft(wallet_id=row["id"], cash=row["cash"], bonus=row["bonus"],
+                 reserved=row["reserved"], bonuses=bonuses, bonuses_loaded=with_bonuses)
+
+
+async def add_bonuses(conn: asyncpg.Connection, draft: Draft, bonus_ids: Sequence[int]) -> None:
+    """Load bonuses a rollback or forfeit refers to that are no longer active."""
+    known = {b.bonus_id for b in draft.bonuses}
+    missing = [i for i in bonus_ids if i not in known]
+    if missing:
+        draft.bonuses.extend(_bonus(r) for r in await conn.fetch(q.BONUSES_BY_IDS, missing))
+
+
+async def bonus_wallet_id(conn: asyncpg.Connection, bonus_id: int) -> int | None:
+    row = await conn.fetchrow(q.BONUS_BY_ID, bonus_id)
+    return None if row is None else int(row["wallet_id"])
+
+
+async def due_bonus_ids(conn: asyncpg.Connection, limit: int) -> list[int]:
+    return [r["id"] for r in await conn.fetch(q.DUE_BONUSES, limit)]
+
+
+async def next_bonus_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(q.NEXT_BONUS_ID))
+
+
+async def next_withdrawal_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(q.NEXT_WITHDRAWAL_ID))
+
+
+async def record(conn: asyncpg.Connection, *, caller: str, key: str, fingerprint: bytes,
+                 kind: str, draft: Draft, currency: str, outcome_fields: dict[str, Any],
+                 details: dict[str, str], postings: Sequence[Posting] | None = None,
+                 rejection_reason: str | None = None, rejection_message: str | None = None
+                 ) -> tuple[int, datetime]:
+    """Write journal + postings + balances in one statement; returns (id, created_at)."""
+    rejected = rejection_reason is not None
+    postings = [] if rejected else (draft.postings() if postings is None else postings)
+    outcome = outcome_record(currency=currency, fields=outcome_fields,
+                             balances=None if rejected else draft.balances(),
+                             message=rejection_message)
+    row = await conn.fetchrow(
+        q.RECORD, caller, key, fingerprint, kind, "rejected" if rejected else "ok",
+        rejection_reason, draft.wallet_id, currency, outcome, details,
+        [p.account for p in postings], [p.amount_minor for p in postings],
+        draft.cash, draft.bonus, draft.reserved, not rejected)
+    return row["id"], row["created_at"]
+
+
+async def write_bonuses(conn: asyncpg.Connection, draft: Draft, *, skip: int | None = None) -> None:
+    changed = [b for b in draft.bonuses if b.bonus_id in draft.changed_bonus_ids
+               and b.bonus_id != skip]
+    if changed:
+        await conn.execute(q.UPDATE_BONUSES, [b.bonus_id for b in changed],
+                           [b.state for b in changed], [b.balance_minor for b in changed],
+                           [b.wagered_minor for b in changed])
+
+
+async def insert_bonus(conn: asyncpg.Connection, wallet_id: int, bonus: BonusState,
+                       journal_id: int) -> None:
+    await conn.execute(q.INSERT_BONUS, bonus.bonus_id, wallet_id, bonus.state,
+                       bonus.granted_minor, bonus.balance_minor, bonus.wagering_required_minor,
+                       bonus.wagered_minor, bonus.expires_at, journal_id)
+
+
+async def tombstone_exists(conn: asyncpg.Connection, caller: str, bet_key: str) -> bool:
+    return bool(await conn.fetchval(q.TOMBSTONE_EXISTS, caller, bet_key))
+
+
+async def insert_tombstone(conn: asyncpg.Connection, caller: str, bet_key: str,
+                           wallet_id: int, journal_id: int) -> None:
+    await conn.execute(q.INSERT_TOMBSTONE, caller, bet_key, wallet_id, journal_id)
+
+
+async def bet_by_key(conn: asyncpg.Connection, caller: str, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(q.BET_BY_KEY, caller, key)
+
+
+async def insert_bet(conn: asyncpg.Connection, *, journal_id: int, wallet_id: int, caller: str,
+                     key: str, game_id: str, round_id: str, cash_minor: int, bonus_minor: int,
+                     bonus_debits: list[tuple[int, int]], wagered: list[tuple[int, int]]) -> None:
+    await conn.execute(q.INSERT_BET, journal_id, wallet_id, caller, key, game_id, round_id,
+                       cash_minor, bonus_minor, bonus_debits, wagered)
+
+
+async def mark_bet_rolled_back(conn: asyncpg.Connection, bet_journal_id: int,
+                               rollback_journal_id: int) -> None:
+    await conn.execute(q.MARK_BET_ROLLED_BACK, bet_journal_id, rollback_journal_id)
+
+
+async def round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
+                      round_id: str) -> tuple[int, int] | None:
+    row = await conn.fetchrow(q.ROUND_STAKE, wallet_id, game_id, round_id)
+    return None if row is None else (row[0], row[1])
+
+
+async def add_round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
+                          round_id: str, cash_minor: int, bonus_minor: int) -> None:
+    await conn.execute(q.ADD_ROUND_STAKE, wallet_id, game_id, round_id, cash_minor, bonus_minor)
+
+
+async def remove_round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
+                             round_id: str, cash_minor: int, bonus_minor: int) -> None:
+    await conn.execute(q.REMOVE_ROUND_STAKE, wallet_id, game_id, round_id, cash_minor,
+                       bonus_minor)
+
+
+async def withdrawal_wallet_id(conn: asyncpg.Connection, withdrawal_id: int) -> int | None:
+    return await conn.fetchval(q.WITHDRAWAL_WALLET, withdrawal_id)  # type: ignore[no-any-return]
+
+
+async def withdrawal(conn: asyncpg.Connection, withdrawal_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(q.WITHDRAWAL, withdrawal_id)
+    if row is None:
+        raise AssertionError(f"withdrawal {withdrawal_id} vanished under its wallet lock")
+    return row
+
+
+async def insert_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, wallet_id: int,
+                            amount_minor: int, psp: str, journal_id: int) -> None:
+    await conn.execute(q.INSERT_WITHDRAWAL, withdrawal_id, wallet_id, amount_minor, psp, journal_id)
+
+
+async def finish_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, state: str,
+                            journal_id: int, reason: str | None) -> None:
+    status = await conn.execute(q.FINISH_WITHDRAWAL, withdrawal_id, state, journal_id, reason)
+    if status != "UPDATE 1":
+        raise AssertionError(f"withdrawal {withdrawal_id} left 'reserved' under its wallet lock")
+
+
+async def balance(conn: asyncpg.Connection, player_id: str, currency: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(q.BALANCE, player_id, currency)
+
+
+async def list_bonuses(conn: asyncpg.Connection, player_id: str, currency: str,
+                       include_inactive: bool) -> list[BonusState]:
+    return [_bonus(r) for r in await conn.fetch(q.LIST_BONUSES, player_id, currency,
+                                                include_inactive)]
+
+
+async def transaction_by_id(conn: asyncpg.Connection, journal_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(q.TRANSACTION_BY_ID, journal_id)
+
+
+async def transaction_id_by_key(conn: asyncpg.Connection, caller: str, key: str) -> int | None:
+    return await conn.fetchval(q.TRANSACTION_ID_BY_KEY, caller, key)  # type: ignore[no-any-return]
+
+
+async def list_transactions(conn: asyncpg.Connection, wallet_id: int, before_id: int,
+                            limit: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q.LIST_TRANSACTIONS, wallet_id, before_id, limit))
