@@ -22,9 +22,8 @@ def proto_files(root: Path) -> list[Path]:
 
 def generate(root: Path, out_dir: Path) -> list[Path]:
     """Run protoc (from grpcio-tools) over every proto; returns the files written."""
-    from grpc_tools import protoc  # build requirement, imported only when generating
-
     import grpc_tools
+    from grpc_tools import protoc  # build requirement, imported only when generating
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 import orjson
-
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+
 from wallet_core.domain.money import Currency
 
 USD = Currency("USD", 2, 0)
@@ -55,7 +55,7 @@ async def run_demo(target: str) -> int:
 
     async with grpc.aio.insecure_channel(target) as channel:
         await channel.channel_ready()
-        w = pb_grpc.WalletServiceStub(channel)
+        w = pb_grpc.WalletServiceStub(channel)  # type: ignore[no-untyped-call]
         kw: dict[str, Any] = {"timeout": 5}
         print(f"\nDemo session for player {player} on {target} (amounts in USD):")
         r = await w.OpenWallet(pb.OpenWalletRequest(player_id=player, currency="USD",

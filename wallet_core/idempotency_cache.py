@@ -59,7 +59,7 @@ class IdempotencyCache:
         if raw is None:
             return None
         try:
-            return _decode(raw)
+            return _decode(raw if isinstance(raw, bytes) else raw.encode())
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring unreadable idempotency cache entry")
             return None

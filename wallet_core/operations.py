@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from wallet_core.domain import bonus as bonus_policy
 from wallet_core.domain import commands as cmd
 from wallet_core.domain import errors, rules
 from wallet_core.domain.errors import InvalidField, NotFound, Rejected
@@ -275,8 +276,8 @@ class Ledger:
                                       lambda: {"outcome": "already_rolled_back",
                                                "cash_minor": 0, "bonus_minor": 0}, details)
         record = rules.BetRecord(bet["cash_minor"], bet["bonus_minor"],
-                                 [tuple(d) for d in bet["bonus_debits"]],  # type: ignore[misc]
-                                 [tuple(w) for w in bet["wagered"]])  # type: ignore[misc]
+                                 [(d[0], d[1]) for d in bet["bonus_debits"]],
+                                 [(w[0], w[1]) for w in bet["wagered"]])
         await repo.add_bonuses(conn, draft, [d[0] for d in record.bonus_debits])
         now = self._clock()
 
@@ -339,7 +340,7 @@ class Ledger:
                 return rules.forfeit_bonus(draft, c.bonus_id, now)
         else:
             def rule() -> dict[str, Any]:
-                return {"expired": [list(e) for e in rules.bonus_policy.expire_due(draft, now)]}
+                return {"expired": [list(e) for e in bonus_policy.expire_due(draft, now)]}
         return await self._settle(conn, call, draft, currency, rule,
                                   {"bonus_id": str(c.bonus_id)})
 

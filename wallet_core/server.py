@@ -19,10 +19,10 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-from service_kit.migrations import migrate
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+
+from service_kit.migrations import migrate
 from wallet_core.api.servicer import WalletServicer
 from wallet_core.config import Settings
 from wallet_core.db import create_pool
@@ -91,16 +91,15 @@ async def _start_server(settings: Settings, ledger: Ledger,
         options=[("grpc.max_receive_message_length", size),
                  ("grpc.max_send_message_length", 4 * size),
                  ("grpc.so_reuseport", 0)])
-    pb_grpc.add_WalletServiceServicer_to_server(WalletServicer(ledger, reads, settings), server)
+    pb_grpc.add_WalletServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        WalletServicer(ledger, reads, settings), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
     if settings.tls_cert_file:
-        credentials = grpc.ssl_server_credentials([(Path(settings.tls_key_file).read_bytes(),
-                                                    Path(settings.tls_cert_file).read_bytes())])
-        port = server.add_secure_port(settings.listen_addr, credentials)
+        port = server.add_secure_port(settings.listen_addr, _tls_credentials(settings))
     else:
         port = server.add_insecure_port(settings.listen_addr)
     if port == 0:
@@ -109,6 +108,13 @@ async def _start_server(settings: Settings, ledger: Ledger,
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
+
+
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """Read once at start-up, before serving (a blocking read is fine here)."""
+    key = Path(settings.tls_key_file).read_bytes()
+    cert = Path(settings.tls_cert_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 async def _sweep_bonuses(ledger: Ledger, settings: Settings) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC
 
 from google.protobuf import timestamp_pb2
-
 from wallet.v1 import wallet_service_pb2 as pb
+
 from wallet_core.domain import commands as cmd
 from wallet_core.domain import validation as v
 from wallet_core.domain.errors import InvalidField
@@ -24,7 +24,7 @@ Currencies = Mapping[str, Currency]
 _BUCKETS = {pb.BUCKET_CASH: "cash", pb.BUCKET_BONUS: "bonus"}
 _BONUS_STATES = {"active": pb.BONUS_STATE_ACTIVE, "converted": pb.BONUS_STATE_CONVERTED,
                  "forfeited": pb.BONUS_STATE_FORFEITED, "expired": pb.BONUS_STATE_EXPIRED}
-_ROLLBACK_OUTCOMES = {"reversed": pb.ROLLBACK_OUTCOME_REVERSED,
+_ROLLBACK_OUTCOMES: dict[str, pb.RollbackOutcome] = {"reversed": pb.ROLLBACK_OUTCOME_REVERSED,
                       "already_rolled_back": pb.ROLLBACK_OUTCOME_ALREADY_ROLLED_BACK,
                       "bet_not_found": pb.ROLLBACK_OUTCOME_BET_NOT_FOUND}
 
@@ -159,7 +159,7 @@ def result(o: Outcome) -> pb.OperationResult:
                               created_at=_timestamp(o.created_at))
 
 
-def rollback_outcome(o: Outcome) -> pb.RollbackOutcome.ValueType:
+def rollback_outcome(o: Outcome) -> pb.RollbackOutcome:
     return _ROLLBACK_OUTCOMES[o.fields["outcome"]]
 
 

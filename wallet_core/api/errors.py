@@ -28,7 +28,7 @@ STATUS_BY_ERROR: dict[type[errors.WalletError], grpc.StatusCode] = {
 def status_for(error: errors.WalletError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return grpc.StatusCode.INTERNAL
 
 

@@ -14,13 +14,13 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from grpc_status import rpc_status
-
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+
 from wallet_core.api import convert
 from wallet_core.api.auth import AuthError, authenticate
 from wallet_core.api.errors import rich_status, status_for
@@ -30,6 +30,11 @@ from wallet_core.domain.errors import InvalidField, WalletError
 from wallet_core.domain.outcome import Outcome
 from wallet_core.operations import Ledger
 from wallet_core.reads import Reads
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
 
 log = logging.getLogger("wallet_core.access")
 Response = TypeVar("Response")
@@ -43,7 +48,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self._callers = settings.callers_by_token_sha256
         self._timeout_s = settings.request_timeout_ms / 1000
 
-    async def _call(self, method: str, context: grpc.aio.ServicerContext,
+    async def _call(self, method: str, context: Context,
                     work: Callable[[Caller], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         metadata = {k: v for k, v in (context.invocation_metadata() or ())
@@ -70,7 +75,8 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             fields.update({k: v for k, v in exc.metadata.items() if k != "field"})
             self._log(fields, code, started)
             status = rich_status(code, exc.message, exc.reason, exc.metadata)
-            await context.abort_with_status(rpc_status.to_status(status))
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                rpc_status.to_status(status))
         except TimeoutError:
             self._log(fields, grpc.StatusCode.DEADLINE_EXCEEDED, started)
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -104,21 +110,21 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     # -- money-moving methods ----------------------------------------------------------------
 
     async def OpenWallet(self, request: pb.OpenWalletRequest,
-                         context: grpc.aio.ServicerContext) -> pb.OpenWalletResponse:
+                         context: Context) -> pb.OpenWalletResponse:
         async def work(caller: Caller) -> pb.OpenWalletResponse:
             o = await self._execute(caller, convert.open_wallet(request, self._ledger.currencies))
             return pb.OpenWalletResponse(result=convert.result(o), created=o.fields["created"])
         return await self._call("OpenWallet", context, work)
 
     async def Deposit(self, request: pb.DepositRequest,
-                      context: grpc.aio.ServicerContext) -> pb.DepositResponse:
+                      context: Context) -> pb.DepositResponse:
         async def work(caller: Caller) -> pb.DepositResponse:
             o = await self._execute(caller, convert.deposit(request, self._ledger.currencies))
             return pb.DepositResponse(result=convert.result(o))
         return await self._call("Deposit", context, work)
 
     async def ReserveWithdrawal(self, request: pb.ReserveWithdrawalRequest,
-                                context: grpc.aio.ServicerContext) -> pb.ReserveWithdrawalResponse:
+                                context: Context) -> pb.ReserveWithdrawalResponse:
         async def work(caller: Caller) -> pb.ReserveWithdrawalResponse:
             o = await self._execute(caller, convert.reserve_withdrawal(request,
                                                                        self._ledger.currencies))
@@ -127,7 +133,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("ReserveWithdrawal", context, work)
 
     async def CommitWithdrawal(self, request: pb.CommitWithdrawalRequest,
-                               context: grpc.aio.ServicerContext) -> pb.CommitWithdrawalResponse:
+                               context: Context) -> pb.CommitWithdrawalResponse:
         async def work(caller: Caller) -> pb.CommitWithdrawalResponse:
             o = await self._execute(caller, convert.commit_withdrawal(request,
                                                                       self._ledger.currencies))
@@ -135,7 +141,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("CommitWithdrawal", context, work)
 
     async def CancelWithdrawal(self, request: pb.CancelWithdrawalRequest,
-                               context: grpc.aio.ServicerContext) -> pb.CancelWithdrawalResponse:
+                               context: Context) -> pb.CancelWithdrawalResponse:
         async def work(caller: Caller) -> pb.CancelWithdrawalResponse:
             o = await self._execute(caller, convert.cancel_withdrawal(request,
                                                                       self._ledger.currencies))
@@ -143,7 +149,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("CancelWithdrawal", context, work)
 
     async def Bet(self, request: pb.BetRequest,
-                  context: grpc.aio.ServicerContext) -> pb.BetResponse:
+                  context: Context) -> pb.BetResponse:
         async def work(caller: Caller) -> pb.BetResponse:
             o = await self._execute(caller, convert.bet(request, self._ledger.currencies))
             return pb.BetResponse(result=convert.result(o), cash_amount=o.fields["cash_minor"],
@@ -151,7 +157,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("Bet", context, work)
 
     async def Win(self, request: pb.WinRequest,
-                  context: grpc.aio.ServicerContext) -> pb.WinResponse:
+                  context: Context) -> pb.WinResponse:
         async def work(caller: Caller) -> pb.WinResponse:
             o = await self._execute(caller, convert.win(request, self._ledger.currencies))
             return pb.WinResponse(result=convert.result(o), cash_amount=o.fields["cash_minor"],
@@ -159,7 +165,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("Win", context, work)
 
     async def Rollback(self, request: pb.RollbackRequest,
-                       context: grpc.aio.ServicerContext) -> pb.RollbackResponse:
+                       context: Context) -> pb.RollbackResponse:
         async def work(caller: Caller) -> pb.RollbackResponse:
             o = await self._execute(caller, convert.rollback(request, self._ledger.currencies))
             return pb.RollbackResponse(result=convert.result(o),
@@ -169,14 +175,14 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("Rollback", context, work)
 
     async def GrantBonus(self, request: pb.GrantBonusRequest,
-                         context: grpc.aio.ServicerContext) -> pb.GrantBonusResponse:
+                         context: Context) -> pb.GrantBonusResponse:
         async def work(caller: Caller) -> pb.GrantBonusResponse:
             o = await self._execute(caller, convert.grant_bonus(request, self._ledger.currencies))
             return pb.GrantBonusResponse(result=convert.result(o), bonus_id=o.fields["bonus_id"])
         return await self._call("GrantBonus", context, work)
 
     async def ForfeitBonus(self, request: pb.ForfeitBonusRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ForfeitBonusResponse:
+                           context: Context) -> pb.ForfeitBonusResponse:
         async def work(caller: Caller) -> pb.ForfeitBonusResponse:
             o = await self._execute(caller, convert.forfeit_bonus(request,
                                                                   self._ledger.currencies))
@@ -185,14 +191,14 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("ForfeitBonus", context, work)
 
     async def Chargeback(self, request: pb.ChargebackRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ChargebackResponse:
+                         context: Context) -> pb.ChargebackResponse:
         async def work(caller: Caller) -> pb.ChargebackResponse:
             o = await self._execute(caller, convert.chargeback(request, self._ledger.currencies))
             return pb.ChargebackResponse(result=convert.result(o))
         return await self._call("Chargeback", context, work)
 
     async def Adjust(self, request: pb.AdjustRequest,
-                     context: grpc.aio.ServicerContext) -> pb.AdjustResponse:
+                     context: Context) -> pb.AdjustResponse:
         async def work(caller: Caller) -> pb.AdjustResponse:
             o = await self._execute(caller, convert.adjust(request, self._ledger.currencies))
             return pb.AdjustResponse(result=convert.result(o))
@@ -201,7 +207,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     # -- reads -------------------------------------------------------------------------------
 
     async def GetBalance(self, request: pb.GetBalanceRequest,
-                         context: grpc.aio.ServicerContext) -> pb.GetBalanceResponse:
+                         context: Context) -> pb.GetBalanceResponse:
         async def work(caller: Caller) -> pb.GetBalanceResponse:
             player, currency = convert.wallet(request, self._ledger.currencies)
             b = await self._reads.balance(player, currency.code)
@@ -209,7 +215,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("GetBalance", context, work)
 
     async def GetBonuses(self, request: pb.GetBonusesRequest,
-                         context: grpc.aio.ServicerContext) -> pb.GetBonusesResponse:
+                         context: Context) -> pb.GetBonusesResponse:
         async def work(caller: Caller) -> pb.GetBonusesResponse:
             player, currency = convert.wallet(request, self._ledger.currencies)
             found = await self._reads.bonuses(player, currency.code, request.include_inactive)
@@ -217,7 +223,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("GetBonuses", context, work)
 
     async def GetTransaction(self, request: pb.GetTransactionRequest,
-                             context: grpc.aio.ServicerContext) -> pb.GetTransactionResponse:
+                             context: Context) -> pb.GetTransactionResponse:
         async def work(caller: Caller) -> pb.GetTransactionResponse:
             lookup = request.WhichOneof("lookup")
             if lookup == "transaction_id":
@@ -234,7 +240,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         return await self._call("GetTransaction", context, work)
 
     async def ListTransactions(self, request: pb.ListTransactionsRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ListTransactionsResponse:
+                               context: Context) -> pb.ListTransactionsResponse:
         async def work(caller: Caller) -> pb.ListTransactionsResponse:
             player, currency = convert.wallet(request, self._ledger.currencies)
             views, token = await self._reads.transactions(player, currency.code,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from wallet_core.domain import errors
 from wallet_core.domain.money import BALANCE_MAX_MINOR
@@ -28,7 +28,7 @@ BONUS_POOL = "bonus_pool"
 ADJUSTMENTS = "adjustments"
 
 
-class Bucket(str, Enum):
+class Bucket(StrEnum):
     CASH = "cash"
     BONUS = "bonus"
     RESERVED = "reserved"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Command (2) of the README and what CI runs: lint the contract and the code, type-check,
+# run the whole test suite against real Postgres, Redis and gRPC on loopback, then prove the
+# ledger the suite left behind is sound with `wallet-core check`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+eval "$(scripts/services.sh ensure)"
+export DATABASE_URL REDIS_URL
+export WALLET_TEST_DB="${WALLET_TEST_DB:-wallet_test}"
+
+echo "== buf lint (protos)"
+scripts/buf.sh lint
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy wallet_core service_kit
+echo "== pytest"
+.venv/bin/pytest "$@"
+echo "== wallet-core check (the ledger the test suite left behind)"
+DATABASE_URL="$(.venv/bin/python -c "
+import os, urllib.parse as u
+p = u.urlsplit(os.environ['DATABASE_URL'])
+print(u.urlunsplit(p._replace(path='/' + os.environ['WALLET_TEST_DB'])))")" .venv/bin/wallet-core check

@@ -1,0 +1,119 @@
+"""Shared fixtures: a fresh test database, Redis, and the real wallet server on loopback.
+
+DATABASE_URL / REDIS_URL point at the servers `scripts/services.sh ensure` found or started.
+Tests use their own database (WALLET_TEST_DB, default wallet_test, recreated per run) and
+their own Redis database index (15), so a running demo wallet is never disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from service_kit.migrations import migrate
+from tests.helpers import CALLERS_JSON, Client
+from wallet_core import config
+from wallet_core.db import connect
+from wallet_core.server import MIGRATIONS, Running, running
+from wallet_core.storage.checker import check_ledger
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=path))
+
+
+@pytest.fixture(scope="session")
+def base_database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        pytest.exit("DATABASE_URL is not set: run the tests with `make test`", returncode=2)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def database_url(base_database_url: str) -> str:
+    name = os.environ.get("WALLET_TEST_DB", "wallet_test")
+    admin = await asyncpg.connect(base_database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_path(base_database_url, f"/{name}")
+    conn = await connect(url)
+    try:
+        await migrate(conn, schema="wallet", folder=MIGRATIONS)
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.exit("REDIS_URL is not set: run the tests with `make test`", returncode=2)
+    return _with_path(url, "/15")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> config.Settings:
+    return config.load({
+        "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+        "WALLET_LISTEN_ADDR": "127.0.0.1:0", "WALLET_CALLERS": CALLERS_JSON,
+        "WALLET_BONUS_SWEEP_INTERVAL_MS": "200", "WALLET_DB_POOL_SIZE_MAX": "8",
+    })
+
+
+@pytest.fixture(scope="session")
+async def server(settings: config.Settings) -> AsyncIterator[Running]:
+    async with running(settings) as run:
+        yield run
+
+
+@pytest.fixture(scope="session")
+async def client(server: Running) -> AsyncIterator[Client]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield Client(channel)
+
+
+@pytest.fixture(scope="session")
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.from_url(redis_url)
+    yield r
+    await r.aclose()
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def player() -> str:
+    return f"p-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def ledger_clean(db: asyncpg.Connection) -> AsyncIterator[None]:
+    """Asserts after the test that `wallet-core check` finds nothing wrong."""
+    yield
+    assert await check_ledger(db) == []
+
+
+@pytest.fixture
+def custom_settings(settings: config.Settings):  # type: ignore[no-untyped-def]
+    def make(**changes: object) -> config.Settings:
+        return replace(settings, **changes)
+    return make
