@@ -1,0 +1,1 @@
+"""Gateway bridge: PSP webhooks in, wallet gRPC out (issue 3; not built yet)."""

@@ -1,0 +1,1 @@
+"""Load tests and the benchmark (issue 4; not built yet)."""
