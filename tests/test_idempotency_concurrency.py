@@ -13,9 +13,9 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from wallet.v1 import wallet_service_pb2 as pb
 
 from tests.helpers import Client, error_info, key
-from wallet.v1 import wallet_service_pb2 as pb
 from wallet_core.server import running
 
 

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -249,7 +250,8 @@ class Model:
 
 
 # --------------------------------------------------------------------------------------------
-# The state machine.
+# The state machine. `pick` arguments choose among earlier items, counting back from the
+# newest (so shrinking points at the most recent one).
 # --------------------------------------------------------------------------------------------
 
 SCOPES = {"Deposit": "payments", "ReserveWithdrawal": "payments",
@@ -281,7 +283,11 @@ def _bal(b: pb.Balances) -> tuple[int, int, int, int]:
     return (b.cash, b.bonus, b.reserved, b.available)
 
 
-amounts = st.integers(min_value=1, max_value=500)
+# Mostly small stakes, so that bets usually go through and bonuses get wagered.
+amounts = st.one_of(st.integers(min_value=1, max_value=120),
+                    st.integers(min_value=1, max_value=600))
+# Small wagering requirements (0 converts on grant), so conversions happen within a run.
+requirements = st.one_of(st.just(0), st.integers(min_value=1, max_value=300))
 
 
 class WalletMachine(RuleBasedStateMachine):
@@ -338,6 +344,11 @@ class WalletMachine(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------------
 
+    @initialize(amount=st.integers(min_value=0, max_value=1500))
+    def first_deposit(self, amount: int) -> None:
+        if amount:
+            self.deposit(amount)
+
     @rule(amount=st.integers(min_value=1, max_value=1000))
     def deposit(self, amount: int) -> None:
         ref = key("dep")
@@ -382,7 +393,7 @@ class WalletMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(min_value=0, max_value=10_000))
     def rollback_bet(self, pick: int) -> None:
         """A bet sent before: placed (reversed or, repeated, already rolled back) or refused."""
-        self._rollback(self.bet_keys[pick % len(self.bet_keys)])
+        self._rollback(self.bet_keys[-1 - pick % len(self.bet_keys)])
 
     @rule()
     def rollback_unknown(self) -> None:
@@ -400,7 +411,7 @@ class WalletMachine(RuleBasedStateMachine):
             self.withdrawals.append(MWithdrawal(resp.withdrawal_id, amount))
 
     def _finish(self, method: str, pick: int) -> None:
-        w = self.withdrawals[pick % len(self.withdrawals)]
+        w = self.withdrawals[-1 - pick % len(self.withdrawals)]
         target = "committed" if method == "CommitWithdrawal" else "cancelled"
         if method == "CommitWithdrawal":
             request: Any = pb.CommitWithdrawalRequest(withdrawal_id=w.server_id,
@@ -442,7 +453,7 @@ class WalletMachine(RuleBasedStateMachine):
     def cancel(self, pick: int) -> None:
         self._finish("CancelWithdrawal", pick)
 
-    @rule(amount=amounts, requirement=st.integers(min_value=0, max_value=600))
+    @rule(amount=amounts, requirement=requirements)
     def grant(self, amount: int, requirement: int) -> None:
         index: list[int] = []
         resp, _ = self._do("GrantBonus", pb.GrantBonusRequest(
@@ -481,7 +492,7 @@ class WalletMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(min_value=0, max_value=10_000))
     def retry(self, pick: int) -> None:
         """The same request under the same key: the recorded answer, and nothing moves."""
-        s = self.sent[pick % len(self.sent)]
+        s = self.sent[-1 - pick % len(self.sent)]
         resp, reason, tid = self._call(s.method, s.request)
         assert reason == s.reason, (
             f"retry of {s.method}: server said {reason or 'OK'}, first answer was "
