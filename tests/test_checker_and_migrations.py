@@ -103,7 +103,7 @@ async def test_migrations_run_twice_and_from_two_processes(scratch_database: str
     try:
         assert await migrate(conn, schema="wallet", folder=MIGRATIONS) == []
         versions = await conn.fetch("SELECT version FROM wallet.schema_migrations")
-        assert sorted(r["version"] for r in versions) == [1]
+        assert sorted(r["version"] for r in versions) == [1, 2]
     finally:
         await conn.close()
 

@@ -32,9 +32,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from wallet.v1 import wallet_service_pb2 as pb
 
 from tests.helpers import Client, error_info, future, key
-from wallet.v1 import wallet_service_pb2 as pb
 from wallet_core.storage.checker import check_ledger
 
 pytestmark = pytest.mark.slow
@@ -287,7 +287,8 @@ def _bal(b: pb.Balances) -> tuple[int, int, int, int]:
 amounts = st.one_of(st.integers(min_value=1, max_value=120),
                     st.integers(min_value=1, max_value=600))
 # Small wagering requirements (0 converts on grant), so conversions happen within a run.
-requirements = st.one_of(st.just(0), st.integers(min_value=1, max_value=300))
+requirements = st.one_of(st.integers(min_value=0, max_value=200),
+                         st.integers(min_value=0, max_value=1500))
 
 
 class WalletMachine(RuleBasedStateMachine):
@@ -344,12 +345,12 @@ class WalletMachine(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------------
 
-    @initialize(amount=st.integers(min_value=0, max_value=1500))
+    @initialize(amount=st.integers(min_value=0, max_value=600))
     def first_deposit(self, amount: int) -> None:
         if amount:
             self.deposit(amount)
 
-    @rule(amount=st.integers(min_value=1, max_value=1000))
+    @rule(amount=st.integers(min_value=1, max_value=400))
     def deposit(self, amount: int) -> None:
         ref = key("dep")
         self._do("Deposit", pb.DepositRequest(
@@ -365,8 +366,11 @@ class WalletMachine(RuleBasedStateMachine):
         if resp is not None:
             assert (resp.cash_amount, resp.bonus_amount) == split, "Bet: cash/bonus split"
 
-    @rule(amount=amounts, round_id=st.sampled_from(ROUNDS))
-    def bet(self, amount: int, round_id: str) -> None:
+    @rule(amount=amounts, round_id=st.sampled_from(ROUNDS), beyond_cash=st.booleans())
+    def bet(self, amount: int, round_id: str, beyond_cash: bool) -> None:
+        """`beyond_cash` stakes all the cash plus `amount`, so that bonus funds are spent."""
+        if beyond_cash:
+            amount += max(self.m.cash, 0)
         self._bet(key("bet"), amount, round_id)
 
     @precondition(lambda self: bool(self.fresh_tombstones))
@@ -389,14 +393,14 @@ class WalletMachine(RuleBasedStateMachine):
         assert (resp.outcome, resp.cash_amount, resp.bonus_amount) == expected, (
             "Rollback: (outcome, cash_amount, bonus_amount)")
 
-    @precondition(lambda self: bool(self.bet_keys))
-    @rule(pick=st.integers(min_value=0, max_value=10_000))
-    def rollback_bet(self, pick: int) -> None:
-        """A bet sent before: placed (reversed or, repeated, already rolled back) or refused."""
-        self._rollback(self.bet_keys[-1 - pick % len(self.bet_keys)])
-
-    @rule()
-    def rollback_unknown(self) -> None:
+    @rule(known=st.sampled_from([True, True, True, False]),
+          pick=st.integers(min_value=0, max_value=10_000))
+    def rollback(self, known: bool, pick: int) -> None:
+        """Of a bet sent before (placed: reversed, or already rolled back when repeated;
+        refused: not found), or of a key never seen (not found, and tombstoned)."""
+        if known and self.bet_keys:
+            self._rollback(self.bet_keys[-1 - pick % len(self.bet_keys)])
+            return
         bet_key = key("ghost")
         self._rollback(bet_key)
         self.fresh_tombstones.append(bet_key)
@@ -444,14 +448,12 @@ class WalletMachine(RuleBasedStateMachine):
             self.sent.append(Sent(method, request, None, tid, w.final_balances))
 
     @precondition(lambda self: bool(self.withdrawals))
-    @rule(pick=st.integers(min_value=0, max_value=10_000))
-    def commit(self, pick: int) -> None:
-        self._finish("CommitWithdrawal", pick)
-
-    @precondition(lambda self: bool(self.withdrawals))
-    @rule(pick=st.integers(min_value=0, max_value=10_000))
-    def cancel(self, pick: int) -> None:
-        self._finish("CancelWithdrawal", pick)
+    @rule(method=st.sampled_from(["CommitWithdrawal", "CancelWithdrawal"]),
+          pick=st.integers(min_value=0, max_value=10_000))
+    def finish_withdrawal(self, method: str, pick: int) -> None:
+        """Commit or cancel a reserved withdrawal; repeat its final step (a replay under a
+        new key); or attempt the other final step (WITHDRAWAL_ALREADY_FINAL)."""
+        self._finish(method, pick)
 
     @rule(amount=amounts, requirement=requirements)
     def grant(self, amount: int, requirement: int) -> None:
@@ -467,14 +469,14 @@ class WalletMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.m.bonuses))
     @rule(pick=st.integers(min_value=0, max_value=10_000))
     def forfeit(self, pick: int) -> None:
-        i = pick % len(self.m.bonuses)
+        i = len(self.m.bonuses) - 1 - pick % len(self.m.bonuses)
         resp, amount = self._do("ForfeitBonus", pb.ForfeitBonusRequest(
             bonus_id=self.m.bonuses[i].server_id, idempotency_key=key("forfeit")),
             lambda: self.m.forfeit(i))
         if resp is not None:
             assert resp.forfeited_amount == amount, "ForfeitBonus: forfeited_amount"
 
-    @rule(amount=st.integers(min_value=1, max_value=1500))
+    @rule(amount=st.integers(min_value=1, max_value=800))
     def chargeback(self, amount: int) -> None:
         ref = key("cb")
         self._do("Chargeback", pb.ChargebackRequest(
@@ -523,12 +525,66 @@ class WalletMachine(RuleBasedStateMachine):
         assert server == model, f"GetBonuses (state, balance, wagered) {server} != model {model}"
 
 
+def _scenario() -> None:
+    """One fixed walk through the paths random runs reach only sometimes."""
+    m = WalletMachine()
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("first_deposit", {"amount": 100}),
+        ("grant", {"amount": 200, "requirement": 400}),           # bonus A
+        ("bet", {"amount": 50, "round_id": "r1", "beyond_cash": True}),   # 100 cash + 50 A
+        ("win", {"amount": 91, "round_id": "r1"}),                 # split 60 cash / 31 bonus
+        ("rollback", {"known": True, "pick": 0}),                  # reversed, back to A
+        ("rollback", {"known": True, "pick": 0}),                  # already rolled back
+        ("retry", {"pick": 0}),
+        ("bet", {"amount": 40, "round_id": "r2", "beyond_cash": True}),   # spends A
+        ("grant", {"amount": 30, "requirement": 0}),               # converts at once
+        ("grant", {"amount": 80, "requirement": 1000}),            # bonus C
+        ("bet", {"amount": 250, "round_id": "r2", "beyond_cash": False}),  # A reaches 400
+        ("rollback", {"known": True, "pick": 1}),                  # A converted: debit to cash
+        ("bet", {"amount": 20, "round_id": "r3", "beyond_cash": True}),   # spends C
+        ("forfeit", {"pick": 0}),                                  # C forfeited
+        ("forfeit", {"pick": 0}),                                  # BONUS_NOT_ACTIVE
+        ("rollback", {"known": True, "pick": 0}),                  # C forfeited: to the pool
+        ("win", {"amount": 77, "round_id": "r3"}),                 # no active bonus: all cash
+        ("rollback", {"known": False, "pick": 0}),                 # unknown: tombstone
+        ("bet_after_rollback", {"amount": 5, "round_id": "r1"}),  # ALREADY_ROLLED_BACK
+        ("retry", {"pick": 0}),
+        ("deposit", {"amount": 300}),
+        ("reserve", {"amount": 120}),
+        ("finish_withdrawal", {"method": "CancelWithdrawal", "pick": 0}),
+        ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),  # already final
+        ("finish_withdrawal", {"method": "CancelWithdrawal", "pick": 0}),  # replay
+        ("reserve", {"amount": 60}),
+        ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),
+        ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),  # replay
+        ("adjust_cash", {"amount": -100_000}),                     # INSUFFICIENT_FUNDS
+        ("adjust_cash", {"amount": -10}),
+        ("chargeback", {"amount": 5_000}),                         # cash < 0
+        ("bet", {"amount": 1, "round_id": "r1", "beyond_cash": False}),   # WALLET_BLOCKED
+        ("reserve", {"amount": 1}),                                # WALLET_BLOCKED
+        ("retry", {"pick": 1}),
+        ("adjust_cash", {"amount": 6_000}),
+        ("bet", {"amount": 1, "round_id": "r1", "beyond_cash": False}),
+    ]
+    m.server_matches_model()
+    for name, args in steps:
+        getattr(m, name)(**args)
+        m.server_matches_model()
+
+
+async def test_fixed_scenario_follows_the_model(client: Client, db: asyncpg.Connection) -> None:
+    WalletMachine.client = client
+    WalletMachine.loop = asyncio.get_running_loop()
+    await asyncio.to_thread(_scenario)
+    assert await check_ledger(db) == []
+
+
 async def test_server_follows_the_model(client: Client, db: asyncpg.Connection) -> None:
     WalletMachine.client = client
     WalletMachine.loop = asyncio.get_running_loop()
     await asyncio.to_thread(
         run_state_machine_as_test, WalletMachine,
-        settings=settings(max_examples=40, stateful_step_count=25, deadline=None,
+        settings=settings(max_examples=60, stateful_step_count=40, deadline=None,
                           database=None,
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.function_scoped_fixture]))

@@ -21,9 +21,9 @@ from google.protobuf import message as pb_message
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from wallet.v1 import wallet_service_pb2 as pb
 
 from tests.helpers import TOKENS, Client, error_info, future, key
-from wallet.v1 import wallet_service_pb2 as pb
 from wallet_core.api.auth import METHOD_SCOPES
 from wallet_core.server import Running
 
@@ -136,8 +136,8 @@ async def fails(client: Client, method: str, request: Any,
 def all_error_text(err: grpc.aio.AioRpcError) -> str:
     """Everything the client sees of a failed call: details, debug string, trailers."""
     parts = [err.details() or "", err.debug_error_string() or ""]
-    for k, v in err.trailing_metadata() or ():
-        parts.append(f"{k}={v!r}")
+    for item in err.trailing_metadata() or ():
+        parts.append(repr(item))
     return "\n".join(parts)
 
 
@@ -382,7 +382,12 @@ case("wagering-above-max", "GrantBonus", {"wagering_requirement": USD_MAX + 1},
 # ListTransactions
 case("page-size-501", "ListTransactions", {"page_size": 501}, "page_size", INV)
 case("page-size-negative", "ListTransactions", {"page_size": -1}, "page_size", INV)
-_b64 = lambda obj: base64.urlsafe_b64encode(orjson.dumps(obj)).decode()  # noqa: E731
+
+
+def _b64(obj: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(obj)).decode()
+
+
 for _n, _v in {"garbage": "garbage!!", "percent": "%%%", "unicode": "ü",
                "json-object": _b64({"a": 1}), "json-number": _b64(123),
                "json-one": _b64([1]), "other-wallet": _b64([-5, 10]),
@@ -467,13 +472,13 @@ async def test_no_wallet_is_wallet_not_found(client: Client, db: asyncpg.Connect
 
 UNKNOWN_IDS = [
     ("CommitWithdrawal", pb.CommitWithdrawalRequest(withdrawal_id="987654321987",
-                                                    idempotency_key="k-unknown-commit"),
+                                                    idempotency_key=key("unk")),
      "WITHDRAWAL_NOT_FOUND"),
     ("CancelWithdrawal", pb.CancelWithdrawalRequest(withdrawal_id="987654321987", reason="x",
-                                                    idempotency_key="k-unknown-cancel"),
+                                                    idempotency_key=key("unk")),
      "WITHDRAWAL_NOT_FOUND"),
     ("ForfeitBonus", pb.ForfeitBonusRequest(bonus_id="987654321987",
-                                            idempotency_key="k-unknown-forfeit"),
+                                            idempotency_key=key("unk")),
      "BONUS_NOT_FOUND"),
     ("GetTransaction", pb.GetTransactionRequest(transaction_id="987654321987"),
      "TRANSACTION_NOT_FOUND"),

@@ -12,9 +12,9 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from wallet.v1 import wallet_service_pb2 as pb
 
 from tests.helpers import SERVICES, Client, error_info, key
-from wallet.v1 import wallet_service_pb2 as pb
 
 # -- small helpers ---------------------------------------------------------------------------
 
@@ -46,52 +46,67 @@ async def bonuses(client: Client, player: str, include_inactive: bool = True,
     return {b.bonus_id: b for b in r.bonuses}
 
 
-async def forfeit(client: Client, bonus_id: str, idem: str | None = None) -> pb.ForfeitBonusResponse:
-    return await client.call("ForfeitBonus", pb.ForfeitBonusRequest(
-        bonus_id=bonus_id, idempotency_key=idem or key("forfeit")), "bonus")
+async def forfeit(client: Client, bonus_id: str,
+                  idem: str | None = None) -> pb.ForfeitBonusResponse:
+    r: pb.ForfeitBonusResponse = await client.call(
+        "ForfeitBonus", pb.ForfeitBonusRequest(
+            bonus_id=bonus_id, idempotency_key=idem or key("forfeit")), "bonus")
+    return r
 
 
 async def reserve(client: Client, player: str, amount: int,
                   currency: str = "USD") -> pb.ReserveWithdrawalResponse:
-    return await client.call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
-        player_id=player, currency=currency, amount=amount, psp="stripe",
-        idempotency_key=key("res")), "payments")
+    r: pb.ReserveWithdrawalResponse = await client.call(
+        "ReserveWithdrawal", pb.ReserveWithdrawalRequest(
+            player_id=player, currency=currency, amount=amount, psp="stripe",
+            idempotency_key=key("res")), "payments")
+    return r
 
 
 async def commit(client: Client, wid: str, idem: str | None = None) -> pb.CommitWithdrawalResponse:
-    return await client.call("CommitWithdrawal", pb.CommitWithdrawalRequest(
-        withdrawal_id=wid, idempotency_key=idem or key("commit")), "payments")
+    r: pb.CommitWithdrawalResponse = await client.call(
+        "CommitWithdrawal", pb.CommitWithdrawalRequest(
+            withdrawal_id=wid, idempotency_key=idem or key("commit")), "payments")
+    return r
 
 
 async def cancel(client: Client, wid: str) -> pb.CancelWithdrawalResponse:
-    return await client.call("CancelWithdrawal", pb.CancelWithdrawalRequest(
-        withdrawal_id=wid, reason="player asked", idempotency_key=key("cancel")), "payments")
+    r: pb.CancelWithdrawalResponse = await client.call(
+        "CancelWithdrawal", pb.CancelWithdrawalRequest(
+            withdrawal_id=wid, reason="player asked", idempotency_key=key("cancel")), "payments")
+    return r
 
 
 async def chargeback(client: Client, player: str, amount: int) -> pb.ChargebackResponse:
     ref = key("cb")
-    return await client.call("Chargeback", pb.ChargebackRequest(
-        player_id=player, currency="USD", amount=amount, psp="stripe",
-        psp_reference=f"ch_{ref}", idempotency_key=ref), "payments")
+    r: pb.ChargebackResponse = await client.call(
+        "Chargeback", pb.ChargebackRequest(
+            player_id=player, currency="USD", amount=amount, psp="stripe",
+            psp_reference=f"ch_{ref}", idempotency_key=ref), "payments")
+    return r
 
 
-async def adjust(client: Client, player: str, bucket: int, amount: int,
+async def adjust(client: Client, player: str, bucket: pb.Bucket, amount: int,
                  reason: str = "support correction") -> pb.AdjustResponse:
-    return await client.call("Adjust", pb.AdjustRequest(
-        player_id=player, currency="USD", bucket=bucket, amount=amount, reason=reason,
-        idempotency_key=key("adj")), "support")
+    r: pb.AdjustResponse = await client.call(
+        "Adjust", pb.AdjustRequest(
+            player_id=player, currency="USD", bucket=bucket, amount=amount, reason=reason,
+            idempotency_key=key("adj")), "support")
+    return r
 
 
 async def get_tx(client: Client, tid: str) -> pb.Transaction:
-    r = await client.call("GetTransaction", pb.GetTransactionRequest(transaction_id=tid),
-                          "support")
+    r: pb.GetTransactionResponse = await client.call(
+        "GetTransaction", pb.GetTransactionRequest(transaction_id=tid), "support")
     return r.transaction
 
 
 async def list_tx(client: Client, player: str, page_size: int = 0, token: str = "",
                   currency: str = "USD") -> pb.ListTransactionsResponse:
-    return await client.call("ListTransactions", pb.ListTransactionsRequest(
-        player_id=player, currency=currency, page_size=page_size, page_token=token), "support")
+    r: pb.ListTransactionsResponse = await client.call(
+        "ListTransactions", pb.ListTransactionsRequest(
+            player_id=player, currency=currency, page_size=page_size, page_token=token), "support")
+    return r
 
 
 # -- OpenWallet --------------------------------------------------------------------------------
@@ -188,7 +203,7 @@ async def test_win_split_proportional_to_stake(client: Client, player: str,
 
 async def test_win_split_remainder_goes_to_bonus(client: Client, player: str,
                                                  ledger_clean: None) -> None:
-    """Odd amounts: the rounding remainder of the win split goes to bonus (1:2 stake, win 10 → 3/7)."""
+    """Odd amounts: the win split's remainder goes to bonus (stake 1+2, win 10 → 3 / 7)."""
     await client.funded(player, 1)
     await client.grant(player, 100, wagering=10_000)
     r = await client.bet(player, 3, round_id="odd")
@@ -238,7 +253,7 @@ async def test_rollback_reverses_split(client: Client, player: str, ledger_clean
 
 
 async def test_rollback_twice_and_replay(client: Client, player: str, ledger_clean: None) -> None:
-    """A second rollback with a new key is ALREADY_ROLLED_BACK and moves nothing; same key replays."""
+    """Rollback again with a new key: ALREADY_ROLLED_BACK, nothing moves; same key: replay."""
     await client.funded(player, 100)
     bet_key = key("bet")
     await client.bet(player, 40, idem=bet_key)
@@ -349,7 +364,8 @@ async def test_forfeit_bonus(client: Client, player: str, ledger_clean: None) ->
     assert bal(await client.balance(player)) == (10, 0, 0, 10)
 
 
-async def test_bonus_expires_by_sweeper(client: Client, player: str, ledger_clean: None) -> None:
+async def test_bonus_expires_by_sweeper(client: Client, player: str, redis_client: Any,
+                                        ledger_clean: None) -> None:
     """A bonus past its expiry is EXPIRED by the sweeper and the bonus bucket drops to 0."""
     await client.funded(player, 5)
     expires = Timestamp()
@@ -360,7 +376,11 @@ async def test_bonus_expires_by_sweeper(client: Client, player: str, ledger_clea
     assert bal(g.result.balances) == (5, 100, 0, 105)
     await asyncio.sleep(2.5)
     b = (await bonuses(client, player, include_inactive=True))[g.bonus_id]
-    assert (b.state, b.balance) == (pb.BONUS_STATE_EXPIRED, 0)
+    # The sweeper's key is "bonus-expire:<bonus id>" (caller "system"); a cached outcome left in
+    # Redis db 15 by an earlier run (whose fresh database reused this id) is replayed instead.
+    stale = await redis_client.exists(f"wallet:idem:{{system}}:bonus-expire:{g.bonus_id}")
+    assert (b.state, b.balance) == (pb.BONUS_STATE_EXPIRED, 0), (
+        f"bonus {g.bonus_id} not expired; sweeper idempotency key cached in Redis: {bool(stale)}")
     assert bal(await client.balance(player)) == (5, 0, 0, 5)
 
 
@@ -509,7 +529,7 @@ async def test_list_transactions_paging_is_stable(client: Client, player: str,
 
 async def test_page_token_of_another_wallet_refused(client: Client, player: str,
                                                     ledger_clean: None) -> None:
-    """A page_token from one wallet's listing is INVALID_ARGUMENT (field page_token) for another."""
+    """A page_token from another wallet's listing is INVALID_ARGUMENT, field page_token."""
     await client.funded(player, 100)
     for _ in range(2):
         await client.bet(player, 1)

@@ -26,17 +26,18 @@ log = logging.getLogger(__name__)
 
 class IdempotencyCache:
     def __init__(self, client: aioredis.Redis | None, *, ttl_s: int, timeout_ms: int,
-                 retry_after_ms: int = 1000) -> None:
+                 retry_after_ms: int = 1000, namespace: str = "") -> None:
         self._client = client
+        # The ledger database's instance id: entries of another database never match.
+        self.namespace = namespace
         self._ttl_s = ttl_s
         self._timeout_s = timeout_ms / 1000
         self._retry_after_s = retry_after_ms / 1000
         self._down_until = 0.0
 
-    @staticmethod
-    def _key(caller: str, key: str) -> str:
+    def _key(self, caller: str, key: str) -> str:
         # {caller} is a Redis Cluster hash tag: one service's keys stay on one slot range.
-        return f"wallet:idem:{{{caller}}}:{key}"
+        return f"wallet:idem:{self.namespace}:{{{caller}}}:{key}"
 
     def _usable(self) -> bool:
         return self._client is not None and time.monotonic() >= self._down_until

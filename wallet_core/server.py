@@ -64,6 +64,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             if settings.migrate_on_start:
                 await migrate(conn, schema="wallet", folder=MIGRATIONS)
             currencies = await repo.load_currencies(conn)
+            cache.namespace = await repo.instance_id(conn)
         ledger = Ledger(pool=pool, cache=cache, currencies=currencies,
                         pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
                         conflict_retries_max=settings.conflict_retries_max)

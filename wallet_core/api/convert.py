@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 from wallet.v1 import wallet_service_pb2 as pb
 
 from wallet_core.domain import commands as cmd
+from wallet_core.domain import errors
 from wallet_core.domain import validation as v
 from wallet_core.domain.errors import InvalidField
 from wallet_core.domain.ledger import Balances, BonusState
@@ -110,7 +111,7 @@ def rollback(req: pb.RollbackRequest, cur: Currencies) -> cmd.Rollback:
 def grant_bonus(req: pb.GrantBonusRequest, cur: Currencies) -> cmd.GrantBonus:
     player, currency = wallet(req, cur)
     if not req.HasField("expires_at"):
-        raise InvalidField("expires_at", "is required")
+        raise InvalidField("expires_at", "is required", reason=errors.FIELD_REQUIRED)
     try:
         expires_at = req.expires_at.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):

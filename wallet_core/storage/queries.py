@@ -15,6 +15,8 @@ JOURNAL_BY_ID = """
 SELECT id, created_at, kind, status, reason, request_hash, outcome
 FROM wallet.journal WHERE id = $1"""
 
+INSTANCE_ID = "SELECT id::text FROM wallet.instance"
+
 LOAD_CURRENCIES = "SELECT code, scale, amount_max_minor FROM wallet.currencies ORDER BY code"
 
 CREATE_WALLET = """

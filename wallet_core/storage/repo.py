@@ -22,6 +22,10 @@ KEY_TAKEN = "journal_caller_key"
 PSP_REFERENCE_TAKEN = "journal_psp_reference_key"
 
 
+async def instance_id(conn: asyncpg.Connection) -> str:
+    return str(await conn.fetchval(q.INSTANCE_ID))
+
+
 async def load_currencies(conn: asyncpg.Connection) -> dict[str, Currency]:
     return {r["code"]: Currency(r["code"], r["scale"], r["amount_max_minor"])
             for r in await conn.fetch(q.LOAD_CURRENCIES)}
