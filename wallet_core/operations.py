@@ -66,12 +66,12 @@ class Ledger:
         self._clock = clock
         self._handlers: dict[type[cmd.Command], Callable[[asyncpg.Connection, _Call],
                                                           Awaitable[Outcome]]] = {
-            cmd.OpenWallet: self._open, cmd.Deposit: self._deposit,
+            cmd.OpenWallet: self._open, cmd.Deposit: self._psp_transfer,
             cmd.ReserveWithdrawal: self._reserve, cmd.CommitWithdrawal: self._finish_withdrawal,
             cmd.CancelWithdrawal: self._finish_withdrawal, cmd.Bet: self._bet, cmd.Win: self._win,
             cmd.Rollback: self._rollback, cmd.GrantBonus: self._grant,
             cmd.ForfeitBonus: self._end_bonus, cmd.ExpireBonus: self._end_bonus,
-            cmd.Chargeback: self._chargeback, cmd.Adjust: self._adjust,
+            cmd.Chargeback: self._psp_transfer, cmd.Adjust: self._adjust,
         }
 
     # -- the idempotent execution every command goes through -------------------------------
@@ -125,7 +125,8 @@ class Ledger:
     async def _settle(self, conn: asyncpg.Connection, call: _Call, draft: Draft,
                       currency: str, rule: Callable[[], dict[str, Any]],
                       details: dict[str, str],
-                      after: Callable[[int], Awaitable[None]] | None = None) -> Outcome:
+                      after: Callable[[int], Awaitable[None]] | None = None,
+                      new_bonus_id: int | None = None) -> Outcome:
         """Apply a rule to the draft and record the result, or record its rejection."""
         c = call.command
         try:
@@ -142,10 +143,10 @@ class Ledger:
         tid, at = await repo.record(
             conn, caller=call.caller, key=c.idempotency_key, fingerprint=call.fingerprint,
             kind=c.kind, draft=draft, currency=currency, outcome_fields=fields, details=details)
-        await repo.write_bonuses(conn, draft, skip=fields.get("_new_bonus_id"))
+        # A bonus granted now is inserted by `after` with its final state, not updated.
+        await repo.write_bonuses(conn, draft, skip=new_bonus_id)
         if after is not None:
             await after(tid)
-        fields.pop("_new_bonus_id", None)
         return Outcome(tid, at, c.kind, currency, draft.balances(), fields)
 
     # -- handlers, one per command -----------------------------------------------------------
@@ -158,19 +159,18 @@ class Ledger:
         return await self._settle(conn, call, draft, c.currency,
                                   lambda: {"created": created}, {"player_id": c.player_id})
 
-    async def _deposit(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+    async def _psp_transfer(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        """Deposit and Chargeback: cash against a PSP account, keyed by psp_reference."""
         c = call.command
-        assert isinstance(c, cmd.Deposit)
+        assert isinstance(c, cmd.Deposit | cmd.Chargeback)
         draft = await self._lock(conn, c, with_bonuses=False)
-        return await self._settle(conn, call, draft, c.currency, lambda: rules.deposit(draft, c),
-                                  {"psp": c.psp, "psp_reference": c.psp_reference})
 
-    async def _chargeback(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
-        c = call.command
-        assert isinstance(c, cmd.Chargeback)
-        draft = await self._lock(conn, c, with_bonuses=False)
-        return await self._settle(conn, call, draft, c.currency,
-                                  lambda: rules.chargeback(draft, c),
+        def rule() -> dict[str, Any]:
+            if isinstance(c, cmd.Deposit):
+                return rules.deposit(draft, c)
+            return rules.chargeback(draft, c)
+
+        return await self._settle(conn, call, draft, c.currency, rule,
                                   {"psp": c.psp, "psp_reference": c.psp_reference})
 
     async def _reserve(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
@@ -317,13 +317,14 @@ class Ledger:
 
         def rule() -> dict[str, Any]:
             rules.grant_bonus(draft, c, bonus, now)
-            return {"bonus_id": str(bonus.bonus_id), "_new_bonus_id": bonus.bonus_id}
+            return {"bonus_id": str(bonus.bonus_id)}
 
         async def after(tid: int) -> None:
             await repo.insert_bonus(conn, draft.wallet_id, bonus, tid)
 
         return await self._settle(conn, call, draft, c.currency, rule,
-                                  {"bonus_id": str(bonus.bonus_id)}, after)
+                                  {"bonus_id": str(bonus.bonus_id)}, after,
+                                  new_bonus_id=bonus.bonus_id)
 
     async def _end_bonus(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
         """ForfeitBonus, and the sweeper's ExpireBonus (which only expires what is due)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from wallet.v1 import wallet_service_pb2 as pb
@@ -44,22 +45,23 @@ def open_wallet(req: pb.OpenWalletRequest, cur: Currencies) -> cmd.OpenWallet:
                           idempotency_key=v.idempotency_key(req.idempotency_key))
 
 
-def deposit(req: pb.DepositRequest, cur: Currencies) -> cmd.Deposit:
+def _psp_transfer_fields(req: pb.DepositRequest | pb.ChargebackRequest,
+                        cur: Currencies) -> dict[str, Any]:
+    """Deposit and Chargeback carry the same fields, validated the same way."""
     player, currency = wallet(req, cur)
-    return cmd.Deposit(player_id=player, currency=currency.code,
-                       amount_minor=v.positive_amount(req.amount, currency),
-                       psp=v.identifier(req.psp, "psp"),
-                       psp_reference=v.identifier(req.psp_reference, "psp_reference"),
-                       idempotency_key=v.idempotency_key(req.idempotency_key))
+    return {"player_id": player, "currency": currency.code,
+            "amount_minor": v.positive_amount(req.amount, currency),
+            "psp": v.identifier(req.psp, "psp"),
+            "psp_reference": v.identifier(req.psp_reference, "psp_reference"),
+            "idempotency_key": v.idempotency_key(req.idempotency_key)}
+
+
+def deposit(req: pb.DepositRequest, cur: Currencies) -> cmd.Deposit:
+    return cmd.Deposit(**_psp_transfer_fields(req, cur))
 
 
 def chargeback(req: pb.ChargebackRequest, cur: Currencies) -> cmd.Chargeback:
-    player, currency = wallet(req, cur)
-    return cmd.Chargeback(player_id=player, currency=currency.code,
-                          amount_minor=v.positive_amount(req.amount, currency),
-                          psp=v.identifier(req.psp, "psp"),
-                          psp_reference=v.identifier(req.psp_reference, "psp_reference"),
-                          idempotency_key=v.idempotency_key(req.idempotency_key))
+    return cmd.Chargeback(**_psp_transfer_fields(req, cur))
 
 
 def reserve_withdrawal(req: pb.ReserveWithdrawalRequest, cur: Currencies) -> cmd.ReserveWithdrawal:
