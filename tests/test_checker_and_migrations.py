@@ -82,6 +82,30 @@ async def test_check_command_exits_non_zero_with_a_readable_list(
     assert good.returncode == 0, good.stdout + good.stderr
 
 
+async def test_reversed_withdrawal_needs_its_reversal_entry(client: Client, player: str,
+                                                          db: asyncpg.Connection) -> None:
+    """Migration 0003: state 'reversed' and reversal_journal_id come together or not at all."""
+    await client.funded(player, 1_00)
+    journal_id = await db.fetchval(
+        "SELECT max(j.id) FROM wallet.journal j JOIN wallet.wallets w ON w.id = j.wallet_id "
+        "WHERE w.player_id = $1", player)
+    wallet_id = await _wallet_id(db, player)
+    for state, reversal in (("reversed", None), ("committed", journal_id)):
+        with pytest.raises(asyncpg.CheckViolationError) as caught:
+            await db.execute(
+                "INSERT INTO wallet.withdrawals (wallet_id, amount_minor, psp, state, "
+                "reserve_journal_id, final_journal_id, reversal_journal_id) "
+                "VALUES ($1, 1, 'stripe', $2, $3, $3, $4)",
+                wallet_id, state, journal_id, reversal)
+        assert caught.value.constraint_name == "withdrawals_reversal_check"
+    with pytest.raises(asyncpg.CheckViolationError) as caught:
+        await db.execute(
+            "INSERT INTO wallet.withdrawals (wallet_id, amount_minor, psp, state, "
+            "reserve_journal_id, final_journal_id) VALUES ($1, 1, 'stripe', 'returned', $2, $2)",
+            wallet_id, journal_id)
+    assert caught.value.constraint_name == "withdrawals_state_check"
+
+
 @pytest.fixture
 async def scratch_database(base_database_url: str):  # type: ignore[no-untyped-def]
     name = f"wallet_scratch_{uuid.uuid4().hex[:8]}"
@@ -103,7 +127,7 @@ async def test_migrations_run_twice_and_from_two_processes(scratch_database: str
     try:
         assert await migrate(conn, schema="wallet", folder=MIGRATIONS) == []
         versions = await conn.fetch("SELECT version FROM wallet.schema_migrations")
-        assert sorted(r["version"] for r in versions) == [1, 2]
+        assert sorted(r["version"] for r in versions) == [1, 2, 3]
     finally:
         await conn.close()
 

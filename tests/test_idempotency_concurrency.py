@@ -51,6 +51,32 @@ async def test_same_key_50_times_at_once_has_one_effect(
                              bet_key) == 1
 
 
+@pytest.mark.parametrize("same_key", [True, False], ids=["same-key", "different-keys"])
+async def test_reversal_sent_20_times_at_once_credits_once(
+        client: Client, player: str, db: asyncpg.Connection, same_key: bool,
+        ledger_clean: None) -> None:
+    """One withdrawal reversed 20 times concurrently (one key, or 20 keys): cash comes back
+    once, and all 20 answers carry the first reversal's transaction id and balances."""
+    await client.funded(player, 100_00)
+    w = await client.call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
+        player_id=player, currency="USD", amount=30_00, psp="stripe",
+        idempotency_key=key("res")), "payments")
+    await client.call("CommitWithdrawal", pb.CommitWithdrawalRequest(
+        withdrawal_id=w.withdrawal_id, idempotency_key=key("commit")), "payments")
+    shared = key("reverse")
+    answers = await asyncio.gather(*(client.call("ReverseWithdrawal", pb.ReverseWithdrawalRequest(
+        withdrawal_id=w.withdrawal_id, reason="payout.failed",
+        idempotency_key=shared if same_key else key("reverse")), "payments")
+        for _ in range(20)))
+    assert {a.result.transaction_id for a in answers} == {answers[0].result.transaction_id}
+    assert {(a.result.balances.cash, a.result.balances.reserved) for a in answers} == {(100_00, 0)}
+    assert sum(not a.result.replay for a in answers) == 1
+    assert (await client.balance(player)).cash == 100_00
+    assert await db.fetchval(
+        "SELECT count(*) FROM wallet.journal WHERE kind = 'withdrawal_reverse' "
+        "AND details ->> 'withdrawal_id' = $1", w.withdrawal_id) == 1
+
+
 async def test_same_key_different_amount_is_refused_and_changes_nothing(
         client: Client, player: str, ledger_clean: None) -> None:
     """Reusing a key for a different request: ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED."""

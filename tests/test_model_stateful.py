@@ -229,14 +229,20 @@ class Model:
         self.reserved += amount
 
     def finish(self, w: MWithdrawal, target: str) -> bool:
-        """Commit or cancel; returns True when the server must answer with a replay."""
+        """Commit, cancel or reverse; returns True when the server must answer with a replay."""
         if w.state == target:
             return True
-        if w.state != "reserved":
-            raise Refused("WITHDRAWAL_ALREADY_FINAL")
-        self.reserved -= w.amount
-        if target == "cancelled":
+        if target == "reversed":
+            # The PSP returned a committed payout: back to cash, even while in debt.
+            if w.state != "committed":
+                raise Refused("WITHDRAWAL_NOT_COMMITTED")
             self.cash += w.amount
+        elif w.state != "reserved":
+            raise Refused("WITHDRAWAL_ALREADY_FINAL")
+        else:
+            self.reserved -= w.amount
+            if target == "cancelled":
+                self.cash += w.amount
         w.state = target
         return False
 
@@ -256,6 +262,7 @@ class Model:
 
 SCOPES = {"Deposit": "payments", "ReserveWithdrawal": "payments",
           "CommitWithdrawal": "payments", "CancelWithdrawal": "payments",
+          "ReverseWithdrawal": "payments",
           "Chargeback": "payments", "Bet": "game", "Win": "game", "Rollback": "game",
           "GrantBonus": "bonus", "ForfeitBonus": "bonus", "Adjust": "support"}
 # Op-specific response fields a replay must repeat.
@@ -263,6 +270,8 @@ EXTRA_FIELDS = {"Bet": ("cash_amount", "bonus_amount"), "Win": ("cash_amount", "
                 "Rollback": ("outcome", "cash_amount", "bonus_amount"),
                 "ReserveWithdrawal": ("withdrawal_id",), "GrantBonus": ("bonus_id",),
                 "ForfeitBonus": ("forfeited_amount",)}
+WITHDRAWAL_TARGETS = {"CommitWithdrawal": "committed", "CancelWithdrawal": "cancelled",
+                      "ReverseWithdrawal": "reversed"}
 BONUS_STATES = {ACTIVE: pb.BONUS_STATE_ACTIVE, CONVERTED: pb.BONUS_STATE_CONVERTED,
                 FORFEITED: pb.BONUS_STATE_FORFEITED}
 
@@ -416,13 +425,17 @@ class WalletMachine(RuleBasedStateMachine):
 
     def _finish(self, method: str, pick: int) -> None:
         w = self.withdrawals[-1 - pick % len(self.withdrawals)]
-        target = "committed" if method == "CommitWithdrawal" else "cancelled"
+        target = WITHDRAWAL_TARGETS[method]
         if method == "CommitWithdrawal":
             request: Any = pb.CommitWithdrawalRequest(withdrawal_id=w.server_id,
                                                       idempotency_key=key("wdc"))
-        else:
+        elif method == "CancelWithdrawal":
             request = pb.CancelWithdrawalRequest(withdrawal_id=w.server_id, reason="player",
                                                  idempotency_key=key("wdx"))
+        else:
+            request = pb.ReverseWithdrawalRequest(withdrawal_id=w.server_id,
+                                                  reason="payout.failed",
+                                                  idempotency_key=key("wdr"))
         try:
             replay = self.m.finish(w, target)
         except Refused as r:
@@ -448,11 +461,12 @@ class WalletMachine(RuleBasedStateMachine):
             self.sent.append(Sent(method, request, None, tid, w.final_balances))
 
     @precondition(lambda self: bool(self.withdrawals))
-    @rule(method=st.sampled_from(["CommitWithdrawal", "CancelWithdrawal"]),
+    @rule(method=st.sampled_from(["CommitWithdrawal", "CancelWithdrawal", "ReverseWithdrawal"]),
           pick=st.integers(min_value=0, max_value=10_000))
     def finish_withdrawal(self, method: str, pick: int) -> None:
-        """Commit or cancel a reserved withdrawal; repeat its final step (a replay under a
-        new key); or attempt the other final step (WITHDRAWAL_ALREADY_FINAL)."""
+        """Commit or cancel a reserved withdrawal, or reverse a committed one; repeat a step
+        (a replay under a new key); or attempt a step its state refuses
+        (WITHDRAWAL_ALREADY_FINAL, WITHDRAWAL_NOT_COMMITTED)."""
         self._finish(method, pick)
 
     @rule(amount=amounts, requirement=requirements)
@@ -554,15 +568,24 @@ def _scenario() -> None:
         ("finish_withdrawal", {"method": "CancelWithdrawal", "pick": 0}),
         ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),  # already final
         ("finish_withdrawal", {"method": "CancelWithdrawal", "pick": 0}),  # replay
+        ("finish_withdrawal", {"method": "ReverseWithdrawal", "pick": 0}),  # NOT_COMMITTED
         ("reserve", {"amount": 60}),
+        ("finish_withdrawal", {"method": "ReverseWithdrawal", "pick": 0}),  # NOT_COMMITTED
         ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),
         ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),  # replay
+        ("finish_withdrawal", {"method": "ReverseWithdrawal", "pick": 0}),  # cash back
+        ("finish_withdrawal", {"method": "ReverseWithdrawal", "pick": 0}),  # replay
+        ("retry", {"pick": 0}),
+        ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),  # already final
+        ("reserve", {"amount": 40}),
+        ("finish_withdrawal", {"method": "CommitWithdrawal", "pick": 0}),
         ("adjust_cash", {"amount": -100_000}),                     # INSUFFICIENT_FUNDS
         ("adjust_cash", {"amount": -10}),
         ("chargeback", {"amount": 5_000}),                         # cash < 0
         ("bet", {"amount": 1, "round_id": "r1", "beyond_cash": False}),   # WALLET_BLOCKED
         ("reserve", {"amount": 1}),                                # WALLET_BLOCKED
         ("retry", {"pick": 1}),
+        ("finish_withdrawal", {"method": "ReverseWithdrawal", "pick": 0}),  # in debt: credits
         ("adjust_cash", {"amount": 6_000}),
         ("bet", {"amount": 1, "round_id": "r1", "beyond_cash": False}),
     ]

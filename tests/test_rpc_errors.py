@@ -37,7 +37,8 @@ CLEAR = object()  # marker: ClearField on the request
 SCOPE_FOR = {
     "OpenWallet": "payments", "GetBalance": "read", "GetBonuses": "read",
     "Deposit": "payments", "ReserveWithdrawal": "payments", "CommitWithdrawal": "payments",
-    "CancelWithdrawal": "payments", "Chargeback": "payments", "Bet": "game", "Win": "game",
+    "CancelWithdrawal": "payments", "ReverseWithdrawal": "payments", "Chargeback": "payments",
+    "Bet": "game", "Win": "game",
     "Rollback": "game", "GrantBonus": "bonus", "ForfeitBonus": "bonus", "Adjust": "support",
     "GetTransaction": "support", "ListTransactions": "support",
 }
@@ -79,6 +80,8 @@ def base_request(method: str, c: Ctx) -> Any:
             withdrawal_id=c.withdrawal_id, idempotency_key=key("cw")),
         "CancelWithdrawal": lambda: pb.CancelWithdrawalRequest(
             withdrawal_id=c.withdrawal_id, reason="player asked", idempotency_key=key("xw")),
+        "ReverseWithdrawal": lambda: pb.ReverseWithdrawalRequest(
+            withdrawal_id=c.withdrawal_id, reason="payout.failed", idempotency_key=key("rw")),
         "Chargeback": lambda: pb.ChargebackRequest(player_id=p, currency=usd, amount=1_00,
                                                    psp="stripe", psp_reference=key("cb"),
                                                    idempotency_key=key("cb")),
@@ -203,10 +206,10 @@ WRONG_TOKENS = {
 
 
 def test_method_scopes_cover_every_rpc() -> None:
-    """METHOD_SCOPES names exactly the 16 RPCs of wallet.v1.WalletService."""
+    """METHOD_SCOPES names exactly the 17 RPCs of wallet.v1.WalletService."""
     rpcs = set(pb.DESCRIPTOR.services_by_name["WalletService"].methods_by_name)
     assert set(METHOD_SCOPES) == rpcs
-    assert len(rpcs) == 16
+    assert len(rpcs) == 17
 
 
 @pytest.mark.parametrize("header", list(NO_TOKEN_HEADERS), ids=list(NO_TOKEN_HEADERS))
@@ -273,7 +276,8 @@ async def test_allowed_scope_gets_past_auth(client: Client, player: str, method:
 # -- 2. bad input ----------------------------------------------------------------------------
 
 KEYED = ["OpenWallet", "Deposit", "ReserveWithdrawal", "CommitWithdrawal", "CancelWithdrawal",
-         "Chargeback", "Bet", "Win", "Rollback", "GrantBonus", "ForfeitBonus", "Adjust"]
+         "ReverseWithdrawal", "Chargeback", "Bet", "Win", "Rollback", "GrantBonus",
+         "ForfeitBonus", "Adjust"]
 WITH_PLAYER = ["OpenWallet", "GetBalance", "GetBonuses", "Deposit", "ReserveWithdrawal",
                "Chargeback", "Bet", "Win", "Rollback", "GrantBonus", "Adjust",
                "ListTransactions"]
@@ -283,6 +287,7 @@ REQUIRED_TEXT = {
     "Chargeback": ["psp", "psp_reference"], "Bet": ["game_id", "round_id"],
     "Win": ["game_id", "round_id"], "Rollback": ["game_id", "bet_idempotency_key"],
     "CommitWithdrawal": ["withdrawal_id"], "CancelWithdrawal": ["withdrawal_id", "reason"],
+    "ReverseWithdrawal": ["withdrawal_id", "reason"],
     "ForfeitBonus": ["bonus_id"], "Adjust": ["reason"],
 }
 REQ, INV = "FIELD_REQUIRED", "FIELD_INVALID"
@@ -347,7 +352,7 @@ for _m, _fields in REQUIRED_TEXT.items():
     for _f in _fields:
         case(f"{_f}-empty", _m, {_f: ""}, _f, REQ)
 for _m, _f in (("CommitWithdrawal", "withdrawal_id"), ("CancelWithdrawal", "withdrawal_id"),
-               ("ForfeitBonus", "bonus_id")):
+               ("ReverseWithdrawal", "withdrawal_id"), ("ForfeitBonus", "bonus_id")):
     for _n, _v in BAD_IDS.items():
         case(f"{_f}-{_n}", _m, {_f: _v}, _f, INV)
 for _m, _f in (("Bet", "game_id"), ("Bet", "round_id"), ("Win", "game_id"),
@@ -367,10 +372,11 @@ case("amount-below-minus-max", "Adjust", {"amount": -(USD_MAX + 1)}, "amount",
 case("amount-int64-min", "Adjust", {"amount": INT64_MIN}, "amount", "AMOUNT_ABOVE_MAXIMUM")
 case("reason-control", "Adjust", {"reason": "fix\x00it"}, "reason", INV)
 case("reason-257-chars", "Adjust", {"reason": "r" * 257}, "reason", INV)
-# CancelWithdrawal
-case("reason-missing", "CancelWithdrawal", {"reason": CLEAR}, "reason", REQ)
-case("reason-control", "CancelWithdrawal", {"reason": "bye\x1b[31m"}, "reason", INV)
-case("reason-257-chars", "CancelWithdrawal", {"reason": "r" * 257}, "reason", INV)
+# CancelWithdrawal, ReverseWithdrawal
+for _m in ("CancelWithdrawal", "ReverseWithdrawal"):
+    case("reason-missing", _m, {"reason": CLEAR}, "reason", REQ)
+    case("reason-control", _m, {"reason": "bye\x1b[31m"}, "reason", INV)
+    case("reason-257-chars", _m, {"reason": "r" * 257}, "reason", INV)
 # GrantBonus
 case("expires-missing", "GrantBonus", {"expires_at": CLEAR}, "expires_at", {REQ, INV})
 case("expires-past", "GrantBonus", {"expires_at": past()}, "expires_at", None)
@@ -476,6 +482,9 @@ UNKNOWN_IDS = [
      "WITHDRAWAL_NOT_FOUND"),
     ("CancelWithdrawal", pb.CancelWithdrawalRequest(withdrawal_id="987654321987", reason="x",
                                                     idempotency_key=key("unk")),
+     "WITHDRAWAL_NOT_FOUND"),
+    ("ReverseWithdrawal", pb.ReverseWithdrawalRequest(withdrawal_id="987654321987", reason="x",
+                                                      idempotency_key=key("unk")),
      "WITHDRAWAL_NOT_FOUND"),
     ("ForfeitBonus", pb.ForfeitBonusRequest(bonus_id="987654321987",
                                             idempotency_key=key("unk")),
@@ -630,6 +639,8 @@ async def test_adjust_bonus_without_active_bonus_is_refused(
 OVERSIZED = [
     ("CancelWithdrawal", lambda: pb.CancelWithdrawalRequest(
         withdrawal_id="1", reason="r" * 100_000, idempotency_key=key("xw"))),
+    ("ReverseWithdrawal", lambda: pb.ReverseWithdrawalRequest(
+        withdrawal_id="1", reason="r" * 100_000, idempotency_key=key("rw"))),
     ("Adjust", lambda: pb.AdjustRequest(
         player_id="p1", currency="USD", bucket=pb.BUCKET_CASH, amount=1, reason="r" * 100_000,
         idempotency_key=key("adj"))),

@@ -1,5 +1,6 @@
 """End-to-end money semantics over real gRPC: wallets, bets/wins/rollbacks, bonuses,
-withdrawals, chargebacks, adjustments and the journal reads. Exact numbers throughout."""
+withdrawals (and their reversals), chargebacks, adjustments and the journal reads. Exact
+numbers throughout."""
 
 from __future__ import annotations
 
@@ -74,6 +75,15 @@ async def cancel(client: Client, wid: str) -> pb.CancelWithdrawalResponse:
     r: pb.CancelWithdrawalResponse = await client.call(
         "CancelWithdrawal", pb.CancelWithdrawalRequest(
             withdrawal_id=wid, reason="player asked", idempotency_key=key("cancel")), "payments")
+    return r
+
+
+async def reverse(client: Client, wid: str, idem: str | None = None,
+                  reason: str = "payout.failed: account_closed") -> pb.ReverseWithdrawalResponse:
+    r: pb.ReverseWithdrawalResponse = await client.call(
+        "ReverseWithdrawal", pb.ReverseWithdrawalRequest(
+            withdrawal_id=wid, reason=reason, idempotency_key=idem or key("reverse")),
+        "payments")
     return r
 
 
@@ -434,6 +444,93 @@ async def test_withdrawal_cancel(client: Client, player: str, ledger_clean: None
     await expect_error(commit(client, w.withdrawal_id), grpc.StatusCode.FAILED_PRECONDITION,
                        "WITHDRAWAL_ALREADY_FINAL")
     assert bal(await client.balance(player)) == (100, 0, 0, 100)
+
+
+async def test_withdrawal_reverse_returns_cash(client: Client, db: asyncpg.Connection,
+                                              player: str, ledger_clean: None) -> None:
+    """Reversing a committed withdrawal credits cash from psp:<psp>; reserved is untouched."""
+    await client.funded(player, 100_00)
+    w = await reserve(client, player, 40_00)
+    await reserve(client, player, 10_00)  # still held: the reversal must not touch it
+    c = await commit(client, w.withdrawal_id)
+    assert bal(c.result.balances) == (50_00, 0, 10_00, 50_00)
+    r = await reverse(client, w.withdrawal_id, reason="payout.failed: account_closed")
+    assert r.result.replay is False
+    assert bal(r.result.balances) == (90_00, 0, 10_00, 90_00)
+    tx = await get_tx(client, r.result.transaction_id)
+    wid = await wallet_id(db, player)
+    assert (tx.kind, tx.status, tx.player_id, tx.caller) == (
+        "withdrawal_reverse", "ok", player, SERVICES["payments"])
+    assert {p.account: p.amount for p in tx.postings} == {
+        f"player:{wid}:cash": 40_00, "psp:stripe": -40_00}
+    assert dict(tx.details) == {"withdrawal_id": w.withdrawal_id, "psp": "stripe",
+                                "reason": "payout.failed: account_closed"}
+    row = await db.fetchrow("SELECT state, final_journal_id, reversal_journal_id, "
+                            "reversal_reason FROM wallet.withdrawals WHERE id = $1",
+                            int(w.withdrawal_id))
+    assert tuple(row) == ("reversed", int(c.result.transaction_id),
+                          int(r.result.transaction_id), "payout.failed: account_closed")
+    assert bal(await client.balance(player)) == (90_00, 0, 10_00, 90_00)
+
+
+async def test_withdrawal_reverse_repeated_is_replay(client: Client, player: str,
+                                                     ledger_clean: None) -> None:
+    """A second reversal (new key or same key) replays the first; commit/cancel are refused."""
+    await client.funded(player, 100_00)
+    w = await reserve(client, player, 30_00)
+    await commit(client, w.withdrawal_id)
+    first_key = key("reverse")
+    first = await reverse(client, w.withdrawal_id, idem=first_key)
+    assert bal(first.result.balances) == (100_00, 0, 0, 100_00)
+    for again in (await reverse(client, w.withdrawal_id),
+                  await reverse(client, w.withdrawal_id, idem=first_key)):
+        assert again.result.replay is True
+        assert again.result.transaction_id == first.result.transaction_id
+        assert again.result.balances == first.result.balances
+    await expect_error(commit(client, w.withdrawal_id), grpc.StatusCode.FAILED_PRECONDITION,
+                       "WITHDRAWAL_ALREADY_FINAL")
+    await expect_error(cancel(client, w.withdrawal_id), grpc.StatusCode.FAILED_PRECONDITION,
+                       "WITHDRAWAL_ALREADY_FINAL")
+    assert bal(await client.balance(player)) == (100_00, 0, 0, 100_00)
+
+
+@pytest.mark.parametrize("state", ["reserved", "cancelled"])
+async def test_withdrawal_reverse_needs_a_committed_one(client: Client, db: asyncpg.Connection,
+                                                        player: str, state: str,
+                                                        ledger_clean: None) -> None:
+    """Reversing a reserved or cancelled withdrawal is a recorded WITHDRAWAL_NOT_COMMITTED
+    rejection (replayed on retry) and moves nothing."""
+    await client.funded(player, 100_00)
+    w = await reserve(client, player, 25_00)
+    if state == "cancelled":
+        await cancel(client, w.withdrawal_id)
+    before = bal(await client.balance(player))
+    rev_key = key("reverse")
+    info = await expect_error(reverse(client, w.withdrawal_id, idem=rev_key),
+                              grpc.StatusCode.FAILED_PRECONDITION, "WITHDRAWAL_NOT_COMMITTED")
+    assert info.metadata["replay"] == "false"
+    tx = await get_tx(client, info.metadata["transaction_id"])
+    assert (tx.kind, tx.status, tx.reason, list(tx.postings)) == (
+        "withdrawal_reverse", "rejected", "WITHDRAWAL_NOT_COMMITTED", [])
+    again = await expect_error(reverse(client, w.withdrawal_id, idem=rev_key),
+                               grpc.StatusCode.FAILED_PRECONDITION, "WITHDRAWAL_NOT_COMMITTED")
+    assert again.metadata["replay"] == "true"
+    assert again.metadata["transaction_id"] == info.metadata["transaction_id"]
+    assert bal(await client.balance(player)) == before
+    assert await db.fetchval("SELECT state FROM wallet.withdrawals WHERE id = $1",
+                             int(w.withdrawal_id)) == state
+
+
+async def test_withdrawal_reverse_credits_a_wallet_in_debt(client: Client, player: str,
+                                                           ledger_clean: None) -> None:
+    """A reversal only credits, so a wallet in debt after a chargeback is not refused."""
+    await client.funded(player, 50_00)
+    w = await reserve(client, player, 50_00)
+    await commit(client, w.withdrawal_id)
+    cb = await chargeback(client, player, 20_00)
+    assert bal(cb.result.balances) == (-20_00, 0, 0, 0)
+    r = await reverse(client, w.withdrawal_id)
+    assert bal(r.result.balances) == (30_00, 0, 0, 30_00)
 
 
 # -- Chargeback --------------------------------------------------------------------------------

@@ -68,8 +68,9 @@ class Ledger:
                                                           Awaitable[Outcome]]] = {
             cmd.OpenWallet: self._open, cmd.Deposit: self._psp_transfer,
             cmd.ReserveWithdrawal: self._reserve, cmd.CommitWithdrawal: self._finish_withdrawal,
-            cmd.CancelWithdrawal: self._finish_withdrawal, cmd.Bet: self._bet, cmd.Win: self._win,
-            cmd.Rollback: self._rollback, cmd.GrantBonus: self._grant,
+            cmd.CancelWithdrawal: self._finish_withdrawal,
+            cmd.ReverseWithdrawal: self._reverse_withdrawal, cmd.Bet: self._bet,
+            cmd.Win: self._win, cmd.Rollback: self._rollback, cmd.GrantBonus: self._grant,
             cmd.ForfeitBonus: self._end_bonus, cmd.ExpireBonus: self._end_bonus,
             cmd.Chargeback: self._psp_transfer, cmd.Adjust: self._adjust,
         }
@@ -189,14 +190,19 @@ class Ledger:
 
         return await self._settle(conn, call, draft, c.currency, rule, {"psp": c.psp}, after)
 
-    async def _finish_withdrawal(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
-        c = call.command
-        assert isinstance(c, cmd.CommitWithdrawal | cmd.CancelWithdrawal)
-        wallet_id = await repo.withdrawal_wallet_id(conn, c.withdrawal_id)
+    async def _lock_withdrawal(self, conn: asyncpg.Connection,
+                               withdrawal_id: int) -> tuple[str, Draft, asyncpg.Record]:
+        """Lock the withdrawal's wallet, then read the withdrawal (stable under that lock)."""
+        wallet_id = await repo.withdrawal_wallet_id(conn, withdrawal_id)
         if wallet_id is None:
             raise NotFound("withdrawal_id: no such withdrawal", reason=errors.WITHDRAWAL_NOT_FOUND)
         _, currency, draft = await repo.lock_wallet_by_id(conn, wallet_id, with_bonuses=False)
-        w = await repo.withdrawal(conn, c.withdrawal_id)  # stable now: its wallet is locked
+        return currency, draft, await repo.withdrawal(conn, withdrawal_id)
+
+    async def _finish_withdrawal(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.CommitWithdrawal | cmd.CancelWithdrawal)
+        currency, draft, w = await self._lock_withdrawal(conn, c.withdrawal_id)
         target = "committed" if isinstance(c, cmd.CommitWithdrawal) else "cancelled"
         if w["state"] == target:
             # Repeating the same final step is a replay of the first one, whatever its key.
@@ -217,6 +223,28 @@ class Ledger:
         details = {"withdrawal_id": str(c.withdrawal_id), "psp": w["psp"]}
         if reason:
             details["reason"] = reason
+        return await self._settle(conn, call, draft, currency, rule, details, after)
+
+    async def _reverse_withdrawal(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
+        """The PSP returned a committed payout (paid, then failed): credit it back to cash."""
+        c = call.command
+        assert isinstance(c, cmd.ReverseWithdrawal)
+        currency, draft, w = await self._lock_withdrawal(conn, c.withdrawal_id)
+        if w["state"] == "reversed":
+            # Like a repeated commit or cancel: the first reversal's answer, whatever the key.
+            return (await repo.journal_by_id(conn, w["reversal_journal_id"])).as_replay()
+
+        def rule() -> dict[str, Any]:
+            if w["state"] != "committed":
+                raise errors.rejected(errors.WITHDRAWAL_NOT_COMMITTED,
+                                      f"only a committed withdrawal can be reversed; this one "
+                                      f"is {w['state']}")
+            return rules.reverse_withdrawal(draft, w["amount_minor"], w["psp"])
+
+        async def after(tid: int) -> None:
+            await repo.reverse_withdrawal(conn, c.withdrawal_id, tid, c.reason)
+
+        details = {"withdrawal_id": str(c.withdrawal_id), "psp": w["psp"], "reason": c.reason}
         return await self._settle(conn, call, draft, currency, rule, details, after)
 
     async def _bet(self, conn: asyncpg.Connection, call: _Call) -> Outcome:

@@ -20,6 +20,7 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "ReserveWithdrawal": frozenset({"payments"}),
     "CommitWithdrawal": frozenset({"payments"}),
     "CancelWithdrawal": frozenset({"payments"}),
+    "ReverseWithdrawal": frozenset({"payments"}),
     "Chargeback": frozenset({"payments"}),
     "Bet": frozenset({"game"}),
     "Win": frozenset({"game"}),

@@ -83,6 +83,12 @@ def cancel_withdrawal(req: pb.CancelWithdrawalRequest, _: Currencies) -> cmd.Can
                                 idempotency_key=v.idempotency_key(req.idempotency_key))
 
 
+def reverse_withdrawal(req: pb.ReverseWithdrawalRequest, _: Currencies) -> cmd.ReverseWithdrawal:
+    return cmd.ReverseWithdrawal(withdrawal_id=v.numeric_id(req.withdrawal_id, "withdrawal_id"),
+                                 reason=v.free_text(req.reason, "reason", required=True),
+                                 idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
 def bet(req: pb.BetRequest, cur: Currencies) -> cmd.Bet:
     player, currency = wallet(req, cur)
     return cmd.Bet(player_id=player, currency=currency.code,

@@ -148,6 +148,14 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             return pb.CancelWithdrawalResponse(result=convert.result(o))
         return await self._call("CancelWithdrawal", context, work)
 
+    async def ReverseWithdrawal(self, request: pb.ReverseWithdrawalRequest,
+                                context: Context) -> pb.ReverseWithdrawalResponse:
+        async def work(caller: Caller) -> pb.ReverseWithdrawalResponse:
+            o = await self._execute(caller, convert.reverse_withdrawal(request,
+                                                                       self._ledger.currencies))
+            return pb.ReverseWithdrawalResponse(result=convert.result(o))
+        return await self._call("ReverseWithdrawal", context, work)
+
     async def Bet(self, request: pb.BetRequest,
                   context: Context) -> pb.BetResponse:
         async def work(caller: Caller) -> pb.BetResponse:

@@ -70,6 +70,15 @@ class CancelWithdrawal(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReverseWithdrawal(Command):
+    """A committed payout the PSP reported as failed or returned afterwards."""
+
+    kind: ClassVar[str] = "withdrawal_reverse"
+    withdrawal_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Bet(WalletCommand):
     kind: ClassVar[str] = "bet"
     amount_minor: int

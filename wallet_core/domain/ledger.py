@@ -4,7 +4,8 @@ Every operation is written as moves between accounts. A player's buckets are acc
 (`player:<wallet id>:cash|bonus|reserved`); the counter-parties are system accounts:
 
     house:<game id>       the game provider's house side of bets, wins and rollbacks
-    psp:<psp>             PSP clearing: deposits in, committed withdrawals out
+    psp:<psp>             PSP clearing: deposits in, committed withdrawals out (and back
+                          in when the PSP reverses a payout)
     chargebacks:<psp>     money taken back by a PSP's chargeback
     bonus_pool            source of granted bonus funds, sink of forfeited/expired ones
     adjustments           support corrections

@@ -73,6 +73,14 @@ def cancel_withdrawal(draft: Draft, amount_minor: int) -> dict[str, Any]:
     return {}
 
 
+def reverse_withdrawal(draft: Draft, amount_minor: int, psp: str) -> dict[str, Any]:
+    """The PSP returned a committed payout: the amount comes back from the PSP's clearing
+    account to cash (nothing is held for it any more). Never refused for debt: it only
+    credits the player, and the credit helps cover the debt."""
+    draft.move(amount_minor, source=psp_account(psp), dest=Bucket.CASH)
+    return {}
+
+
 def bet(draft: Draft, c: cmd.Bet, now: datetime) -> BetRecord:
     _refuse_in_debt(draft)
     bonus_policy.expire_due(draft, now)

@@ -132,7 +132,7 @@ WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3"""
 WITHDRAWAL_WALLET = "SELECT wallet_id FROM wallet.withdrawals WHERE id = $1"
 
 WITHDRAWAL = """
-SELECT id, wallet_id, amount_minor, psp, state, final_journal_id
+SELECT id, wallet_id, amount_minor, psp, state, final_journal_id, reversal_journal_id
 FROM wallet.withdrawals WHERE id = $1"""
 
 INSERT_WITHDRAWAL = """
@@ -143,6 +143,12 @@ FINISH_WITHDRAWAL = """
 UPDATE wallet.withdrawals SET state = $2, final_journal_id = $3, cancel_reason = $4,
     updated_at = now()
 WHERE id = $1 AND state = 'reserved'"""
+
+# Only a committed withdrawal is reversed; final_journal_id keeps pointing at the commit.
+REVERSE_WITHDRAWAL = """
+UPDATE wallet.withdrawals SET state = 'reversed', reversal_journal_id = $2,
+    reversal_reason = $3, updated_at = now()
+WHERE id = $1 AND state = 'committed'"""
 
 BALANCE = """
 SELECT id, cash, bonus, reserved FROM wallet.wallets WHERE player_id = $1 AND currency = $2"""

@@ -211,6 +211,13 @@ async def finish_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, state:
         raise AssertionError(f"withdrawal {withdrawal_id} left 'reserved' under its wallet lock")
 
 
+async def reverse_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, journal_id: int,
+                             reason: str) -> None:
+    status = await conn.execute(q.REVERSE_WITHDRAWAL, withdrawal_id, journal_id, reason)
+    if status != "UPDATE 1":
+        raise AssertionError(f"withdrawal {withdrawal_id} left 'committed' under its wallet lock")
+
+
 async def balance(conn: asyncpg.Connection, player_id: str, currency: str) -> asyncpg.Record | None:
     return await conn.fetchrow(q.BALANCE, player_id, currency)
 
