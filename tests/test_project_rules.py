@@ -47,11 +47,21 @@ def test_domain_does_no_io_and_imports_no_edge() -> None:
         assert not bad, f"{path.name} imports {bad}"
 
 
+def test_bridge_domain_does_no_io_and_imports_no_edge() -> None:
+    """gateway_bridge.domain imports no HTTP, database, gRPC or other bridge layer."""
+    forbidden = re.compile(r"^(aiohttp|asyncpg|redis|grpc|wallet\b|wallet_core|"
+                           r"gateway_bridge\.(?!domain))")
+    for path in (ROOT / "gateway_bridge" / "domain").glob("*.py"):
+        bad = [name for name in _imports(path) if forbidden.match(name)]
+        assert not bad, f"{path.name} imports {bad}"
+
+
 def test_sql_lives_only_in_storage_and_is_parameterized() -> None:
     """SQL statements appear only in storage/queries.py (and migrations/checker helpers)."""
     sql = re.compile(r"\b(SELECT\s+\S+.*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\.\w+\s+SET|DELETE\s+FROM)\b",
                      re.IGNORECASE | re.DOTALL)
     allowed = {ROOT / "wallet_core" / "storage" / "queries.py",
+               ROOT / "gateway_bridge" / "storage" / "queries.py",
                ROOT / "service_kit" / "migrations.py"}
     for path in [*ROOT.glob("wallet_core/**/*.py"), *ROOT.glob("service_kit/**/*.py"),
                  *ROOT.glob("gateway_bridge/**/*.py")]:

@@ -1,0 +1,1 @@
+"""The bridge's HTTP edge (aiohttp): cashier REST, PSP webhooks, health."""

@@ -1,0 +1,104 @@
+"""Cashier REST: start deposits and withdrawals, read a payment with its history.
+
+Authenticated by API key (`Authorization: Bearer <key>`); every POST needs an
+`Idempotency-Key`, and a retry with the same key returns the same payment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway_bridge.domain.errors import InvalidRequest, Unauthenticated
+from gateway_bridge.http import validation as v
+from gateway_bridge.http.context import SERVICES, Services
+from gateway_bridge.http.errors import dumps
+from gateway_bridge.payments import DepositCommand, WithdrawalCommand
+from gateway_bridge.storage.repo import Payment
+
+
+def client_of(request: web.Request, services: Services) -> str:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthenticated("Authorization: a Bearer API key is required")
+    client = services.clients_by_key_sha256.get(hashlib.sha256(key.encode()).digest())
+    if client is None:
+        raise Unauthenticated("Authorization: unknown API key")
+    return client
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="Content-Type: application/json required")
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("body", "not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "a JSON object is required")
+    return body
+
+
+def payment_view(p: Payment, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": p.id, "direction": p.direction.value, "state": p.state.value, "psp": p.psp,
+        "method": p.method, "player_id": p.player_id, "currency": p.currency,
+        "amount_minor": p.amount_minor, "settled_minor": p.settled_minor,
+        "charged_back_minor": p.charged_back_minor, "psp_reference": p.psp_reference,
+        "withdrawal_id": p.withdrawal_id, "attention": p.attention,
+        "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
+    }
+    if p.instructions:
+        view["instructions"] = {k: val for k, val in p.instructions.items()
+                                if val and k != "psp_reference"}
+    if p.refusal:
+        view["refusal"] = p.refusal
+    if history is not None:
+        view["history"] = [{**h, "at": h["at"].isoformat()} for h in history]
+    return view
+
+
+def _reply(p: Payment, *, created: bool, accepted: bool = False) -> web.Response:
+    status = (202 if accepted else 201) if created else 200
+    return web.json_response(payment_view(p), status=status, dumps=dumps)
+
+
+async def create_deposit(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    client = client_of(request, services)
+    key = v.idempotency_key(request.headers)
+    body = await json_body(request)
+    psp = v.psp(body, services.adapters)
+    command = DepositCommand(
+        client=client, client_key=key, player_id=v.player_id(body),
+        amount_minor=v.amount_minor(body), currency=v.currency(body), psp=psp,
+        method=v.method(body), pay_currency=v.pay_currency(body, required=psp == "nowpayments"),
+        return_url=v.return_url(body))
+    payment, created = await services.payments.create_deposit(command)
+    return _reply(payment, created=created)
+
+
+async def create_withdrawal(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    client = client_of(request, services)
+    key = v.idempotency_key(request.headers)
+    body = await json_body(request)
+    command = WithdrawalCommand(
+        client=client, client_key=key, player_id=v.player_id(body),
+        amount_minor=v.amount_minor(body), currency=v.currency(body),
+        psp=v.psp(body, services.adapters), method=v.method(body),
+        destination=v.destination(body))
+    payment, created = await services.payments.create_withdrawal(command)
+    return _reply(payment, created=created, accepted=True)
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    client = client_of(request, services)
+    payment, history = await services.payments.get(request.match_info["payment_id"],
+                                                   client=client)
+    return web.json_response(payment_view(payment, history), dumps=dumps)

@@ -1,0 +1,32 @@
+"""What the HTTP handlers reach: the running bridge's services, stored on the app."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiohttp import web
+
+from gateway_bridge.config import Settings
+from gateway_bridge.inbox import Inbox
+from gateway_bridge.payments import Payments
+from gateway_bridge.psp.base import PspAdapter
+from gateway_bridge.status_sync import StatusSync
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    payments: Payments
+    inbox: Inbox
+    sync: StatusSync
+    adapters: Mapping[str, PspAdapter]
+    clients_by_key_sha256: Mapping[bytes, str] = field(repr=False)
+    # (psp, cause) -> webhooks rejected since start (the database keeps the lasting count)
+    rejected_total: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+SERVICES = web.AppKey("services", Services)

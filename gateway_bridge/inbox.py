@@ -1,0 +1,238 @@
+"""The inbox: verified PSP events are stored before they are acknowledged, then applied to
+payments and the wallet here, one event per transaction.
+
+A worker claims a due event (FOR UPDATE SKIP LOCKED), locks its payment, lets the domain
+decide, makes the wallet call with a key derived from the payment, and records the new state,
+the history line and the event's status in the same transaction. A crash anywhere in between
+leaves the event pending; the next attempt repeats the wallet call with the same key and gets
+the recorded outcome back. Retries are bounded with exponential backoff; an event that
+exhausts them, or that the wallet refuses outright, goes `dead` for support to replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gateway_bridge.config import Settings
+from gateway_bridge.domain.events import PspEvent
+from gateway_bridge.domain.payments import (
+    NEEDS_SUPPORT,
+    SYNCED,
+    Action,
+    Decision,
+    Verdict,
+    decide,
+    wallet_key,
+)
+from gateway_bridge.storage import repo
+from gateway_bridge.storage.repo import Payment
+from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+
+log = logging.getLogger("gateway_bridge.inbox")
+
+# An event naming no payment of ours by id (only by PSP reference) may race the write of
+# that reference; it gets this many attempts before it is recorded as unknown and ignored.
+UNKNOWN_PAYMENT_ATTEMPTS_MAX = 3
+_WALLET_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,63}")
+
+
+def wallet_reference(psp_reference: str) -> str:
+    """The wallet takes identifier-shaped references of up to 64 characters; anything else
+    is replaced by a stable digest of itself."""
+    if _WALLET_REFERENCE.fullmatch(psp_reference):
+        return psp_reference
+    return "h:" + hashlib.sha256(psp_reference.encode()).hexdigest()[:60]
+
+
+class Inbox:
+    def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, settings: Settings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._pool = pool
+        self._wallet = wallet
+        self._settings = settings
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self.applied_total = 0
+        self.dead_total = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def store(self, events: list[PspEvent], *, source: str) -> list[int | None]:
+        """Stores events in one transaction; a None id marks a duplicate."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            ids = [await repo.insert_event(conn, e, source=source) for e in events]
+        self.wake()
+        return ids
+
+    async def run(self) -> None:
+        """Runs `inbox_workers` loops until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for n in range(self._settings.inbox_workers):
+                group.create_task(self._loop(), name=f"inbox-worker-{n}")
+
+    async def _loop(self) -> None:
+        poll_s = self._settings.inbox_poll_ms / 1000
+        while True:
+            try:
+                busy = await self.process_one()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    TimeoutError) as err:
+                log.warning("inbox worker: database trouble, backing off",
+                            extra={"error": type(err).__name__})
+                await asyncio.sleep(poll_s)
+                continue
+            if not busy:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), poll_s)
+                except TimeoutError:
+                    pass
+
+    async def drain(self, *, timeout_ms: int = 10_000) -> None:
+        """Processes every due event now (tests and the CLI use it)."""
+        async with asyncio.timeout(timeout_ms / 1000):
+            while await self.process_one():
+                pass
+
+    async def process_one(self) -> bool:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await repo.claim_event(conn)
+            if row is None:
+                return False
+            event = repo.event_from_json(row["event"])
+            payment = await repo.payment_for_event(conn, event)
+            if payment is None:
+                await self._unknown(conn, row, event)
+                return True
+            decision = decide(payment.facts(), event,
+                              credit_partial=self._settings.credit_partial_payments)
+            await self._handle(conn, row, event, payment, decision)
+            return True
+
+    async def _unknown(self, conn: asyncpg.Connection, row: asyncpg.Record,
+                       event: PspEvent) -> None:
+        if event.payment_id or row["attempts"] + 1 >= UNKNOWN_PAYMENT_ATTEMPTS_MAX:
+            log.warning("event for an unknown payment ignored", extra={
+                "psp": event.psp, "inbox_id": row["id"], "psp_event_type": event.psp_event_type})
+            await repo.finish_event(conn, row["id"], "ignored", "unknown payment")
+            return
+        await repo.retry_event(conn, row["id"], "unknown payment (yet)",
+                               self._backoff_ms(row["attempts"]))
+
+    async def _handle(self, conn: asyncpg.Connection, row: asyncpg.Record, event: PspEvent,
+                      p: Payment, d: Decision) -> None:
+        inbox_id: int = row["id"]
+        if d.verdict is Verdict.IGNORE:
+            if d.note.startswith("conflict"):
+                p.attention = d.note
+                await repo.save(conn, p)
+            await repo.add_history(conn, p, from_state=p.state, source=row["source"],
+                                   psp_event_type=event.psp_event_type, inbox_id=inbox_id,
+                                   note=f"ignored: {d.note}")
+            await repo.finish_event(conn, inbox_id, "ignored", d.note)
+            return
+        if d.verdict is Verdict.DEFER:
+            await self._retry_or_die(conn, row, p, d.note)
+            return
+        try:
+            await self._wallet_effect(p, d, event)
+        except WalletUnavailable as err:
+            await self._retry_or_die(conn, row, p, f"wallet unavailable ({err.code})")
+            return
+        except WalletRefused as err:
+            await self._die(conn, row, p, f"wallet refused {d.action}: {err.reason}: "
+                                          f"{err.message}")
+            return
+        before = p.state
+        assert d.state is not None
+        p.state = d.state
+        p.psp_reference = p.psp_reference or event.psp_reference
+        p.psp_reference_alt = p.psp_reference_alt or event.psp_reference_alt
+        if d.action in (Action.DEPOSIT, Action.COMMIT):
+            p.settled_minor += d.amount_minor or p.amount_minor
+        elif d.action is Action.CHARGEBACK:
+            p.charged_back_minor += d.amount_minor
+        if p.state in NEEDS_SUPPORT:
+            p.attention = d.note
+        if p.state not in SYNCED:
+            p.next_sync_at = None
+        await repo.save(conn, p)
+        await repo.add_history(conn, p, from_state=before, source=row["source"],
+                               psp_event_type=event.psp_event_type, inbox_id=inbox_id,
+                               note=d.note)
+        await repo.finish_event(conn, inbox_id, "applied", None)
+        self.applied_total += 1
+
+    async def _wallet_effect(self, p: Payment, d: Decision, event: PspEvent) -> None:
+        key = wallet_key(d.action, p.id, event.dispute_reference) if d.action else ""
+        match d.action:
+            case None:
+                return
+            case Action.DEPOSIT:
+                await self._wallet.deposit(player_id=p.player_id, currency=p.currency,
+                                           amount_minor=d.amount_minor, psp=p.psp,
+                                           psp_reference=p.id, key=key)
+            case Action.CHARGEBACK:
+                assert event.dispute_reference
+                await self._wallet.chargeback(
+                    player_id=p.player_id, currency=p.currency, amount_minor=d.amount_minor,
+                    psp=p.psp, psp_reference=wallet_reference(event.dispute_reference),
+                    key=wallet_key(d.action, p.id, wallet_reference(event.dispute_reference)))
+            case Action.COMMIT:
+                assert p.withdrawal_id
+                await self._wallet.commit(withdrawal_id=p.withdrawal_id, key=key)
+            case Action.CANCEL:
+                assert p.withdrawal_id
+                await self._wallet.cancel(withdrawal_id=p.withdrawal_id, key=key,
+                                          reason=f"{p.psp}: {event.psp_event_type}"[:200])
+            case Action.REVERSE:
+                assert p.withdrawal_id
+                await self._wallet.reverse(withdrawal_id=p.withdrawal_id, key=key,
+                                           reason=f"{p.psp}: {event.psp_event_type}"[:200])
+            case _:
+                raise AssertionError(f"no wallet effect for {d.action}")
+
+    def _backoff_ms(self, attempts: int) -> int:
+        s = self._settings
+        base = min(s.inbox_backoff_max_ms, s.inbox_backoff_ms * 2 ** min(attempts, 30))
+        # Jitter spreads the retries of many events that failed together (wallet outage).
+        return int(base * random.uniform(0.5, 1.0))
+
+    async def _retry_or_die(self, conn: asyncpg.Connection, row: asyncpg.Record, p: Payment,
+                            note: str) -> None:
+        if row["attempts"] + 1 >= self._settings.inbox_attempts_max:
+            await self._die(conn, row, p, f"{note}; gave up after {row['attempts'] + 1} "
+                                          "attempts")
+            return
+        await repo.retry_event(conn, row["id"], note, self._backoff_ms(row["attempts"]))
+
+    async def _die(self, conn: asyncpg.Connection, row: asyncpg.Record, p: Payment,
+                   note: str) -> None:
+        log.error("inbox event dead-lettered", extra={
+            "inbox_id": row["id"], "payment_id": p.id, "psp": p.psp, "note": note})
+        p.attention = f"event {row['id']} dead-lettered: {note}"[:500]
+        await repo.save(conn, p)
+        await repo.add_history(conn, p, from_state=p.state, source="worker",
+                               inbox_id=row["id"], note=f"dead-lettered: {note}")
+        await repo.finish_event(conn, row["id"], "dead", note)
+        self.dead_total += 1
+
+    async def replay_dead(self, event_id: int | None) -> list[int]:
+        async with self._pool.acquire() as conn:
+            ids = await repo.replay_dead(conn, event_id)
+        self.wake()
+        return ids
+
+    async def dead_letters(self, *, after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            return await repo.dead_events(conn, after_id=after_id, limit=limit)

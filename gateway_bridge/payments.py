@@ -1,0 +1,309 @@
+"""Cashier use cases: start a deposit at a PSP, start a withdrawal (reserve in the wallet,
+then ask the PSP to pay out), and read a payment with its history.
+
+Each step is resumable. The payment row is written before anything leaves the bridge, and
+every outbound call carries a key derived from the payment id (the PSP's Idempotency-Key,
+the wallet's idempotency key), so a retried cashier request, a crash between steps or the
+status sync driving a half-done withdrawal all ask for the same effect again, never a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from gateway_bridge.config import Settings
+from gateway_bridge.domain.errors import (
+    Conflict,
+    NotFound,
+    Refused,
+    Unavailable,
+    UpstreamDeclined,
+)
+from gateway_bridge.domain.events import EventKind, PspEvent
+from gateway_bridge.domain.payments import Action, Direction, State, wallet_key
+from gateway_bridge.psp.base import (
+    DepositOrder,
+    PayoutOrder,
+    PspAdapter,
+    PspDeclined,
+    PspUnavailable,
+)
+from gateway_bridge.storage import repo
+from gateway_bridge.storage.repo import Payment
+from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+
+log = logging.getLogger("gateway_bridge.payments")
+
+# When the wallet or the PSP could not be reached mid-withdrawal, the status sync picks the
+# payment up again after this long (cashier retries may resume it sooner).
+RESUME_AFTER_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepositCommand:
+    client: str
+    client_key: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    psp: str
+    method: str
+    pay_currency: str = ""
+    return_url: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WithdrawalCommand:
+    client: str
+    client_key: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    psp: str
+    method: str
+    destination: str = field(repr=False)
+
+
+def new_payment_id() -> str:
+    return "pay_" + secrets.token_hex(12)
+
+
+def _fingerprint(command: DepositCommand | WithdrawalCommand) -> dict[str, Any]:
+    """What the stored request is compared on when the same Idempotency-Key comes again."""
+    values = asdict(command)
+    values.pop("client")
+    values.pop("client_key")
+    return values
+
+
+class Payments:
+    def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient,
+                 adapters: Mapping[str, PspAdapter], settings: Settings,
+                 wake_inbox: Callable[[], None],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._pool = pool
+        self._wallet = wallet
+        self._adapters = adapters
+        self._settings = settings
+        self._wake_inbox = wake_inbox
+        self._clock = clock
+
+    def adapter(self, psp: str) -> PspAdapter:
+        return self._adapters[psp]
+
+    def _require_available(self, psp: str) -> PspAdapter:
+        adapter = self._adapters[psp]
+        if not adapter.available:
+            raise Unavailable(f"psp: {psp} is failing and temporarily switched off (circuit "
+                              "open); try another payment method or retry later",
+                              code="PSP_UNAVAILABLE", field="psp",
+                              retry_after_s=max(1, self._cooldown_s(psp)))
+        return adapter
+
+    def _cooldown_s(self, psp: str) -> int:
+        return self._settings.psps[psp].breaker_cooldown_ms // 1000
+
+    async def _store(self, command: DepositCommand | WithdrawalCommand,
+                     direction: Direction) -> tuple[Payment, bool]:
+        request = _fingerprint(command)
+        state = State.CREATED if direction is Direction.DEPOSIT else State.REQUESTED
+        # If the request dies half-way and the cashier never retries, the status sync
+        # finishes the job (withdrawals) or closes the payment (deposits) from here.
+        resume_ms = (self._settings.pending_limit_for(command.psp)
+                     if direction is Direction.DEPOSIT else RESUME_AFTER_MS)
+        async with self._pool.acquire() as conn:
+            created = await repo.insert_payment(
+                conn, payment_id=new_payment_id(), direction=direction, state=state,
+                psp=command.psp, method=command.method, player_id=command.player_id,
+                currency=command.currency, amount_minor=command.amount_minor,
+                client=command.client, client_key=command.client_key, request=request,
+                next_sync_at=self._clock() + timedelta(milliseconds=resume_ms))
+            if created is not None:
+                await repo.add_history(conn, created, from_state=None, source="api",
+                                       note=f"{direction} requested by {command.client}")
+                return created, True
+            existing = await repo.payment_by_client_key(conn, command.client,
+                                                        command.client_key)
+        assert existing is not None, "unique (client, client_key) row vanished"
+        if existing.request != request or existing.direction is not direction:
+            raise Conflict("Idempotency-Key: already used for a different request")
+        return existing, False
+
+    # -- deposits -------------------------------------------------------------------------
+
+    async def create_deposit(self, command: DepositCommand) -> tuple[Payment, bool]:
+        adapter = self._require_available(command.psp)
+        payment, created = await self._store(command, Direction.DEPOSIT)
+        if payment.state is not State.CREATED:
+            return payment, created
+        try:
+            await self._wallet.open_wallet(player_id=command.player_id,
+                                           currency=command.currency)
+        except WalletUnavailable:
+            raise Unavailable("the wallet is unavailable; retry with the same "
+                              "Idempotency-Key", retry_after_s=1) from None
+        except WalletRefused as err:
+            await self._finish(payment.id, State.FAILED, f"wallet refused: {err.reason}")
+            raise Refused(f"wallet refused the deposit: {err.message}",
+                          code=err.reason) from None
+        order = DepositOrder(payment_id=payment.id, player_id=command.player_id,
+                             amount_minor=command.amount_minor, currency=command.currency,
+                             method=command.method, pay_currency=command.pay_currency,
+                             return_url=command.return_url)
+        try:
+            instructions = await adapter.create_deposit(order)
+        except PspDeclined as err:
+            await self._finish(payment.id, State.FAILED, f"the PSP declined: {err.code}")
+            raise UpstreamDeclined(f"{command.psp} declined the deposit: {err.message}") \
+                from None
+        except PspUnavailable as err:
+            log.warning("deposit not confirmed by the PSP", extra={
+                "payment_id": payment.id, "psp": command.psp, "error": err.message})
+            raise Unavailable(f"psp: {command.psp} did not answer; retry with the same "
+                              "Idempotency-Key", code="PSP_UNAVAILABLE", field="psp",
+                              retry_after_s=1) from None
+        return await self._deposit_created(payment.id, instructions.psp_reference,
+                                           asdict(instructions)), created
+
+    async def _deposit_created(self, payment_id: str, psp_reference: str,
+                               instructions: dict[str, Any]) -> Payment:
+        async with self._pool.acquire() as conn, conn.transaction():
+            p = await repo.payment(conn, payment_id, lock=True)
+            assert p is not None
+            p.psp_reference = p.psp_reference or psp_reference
+            p.instructions = instructions
+            before = p.state
+            if p.state is State.CREATED:
+                # A fast webhook may already have moved it on; then only the references land.
+                p.state = State.PENDING
+                p.next_sync_at = self._clock() + timedelta(
+                    milliseconds=self._settings.pending_limit_for(p.psp))
+            await repo.save(conn, p)
+            if before is State.CREATED:
+                await repo.add_history(conn, p, from_state=before, source="api",
+                                       note=f"created at {p.psp} as {psp_reference}")
+        return p
+
+    async def _finish(self, payment_id: str, state: State, note: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            p = await repo.payment(conn, payment_id, lock=True)
+            assert p is not None
+            if p.state not in (State.CREATED, State.REQUESTED):
+                return
+            before, p.state, p.next_sync_at = p.state, state, None
+            await repo.save(conn, p)
+            await repo.add_history(conn, p, from_state=before, source="api", note=note)
+
+    # -- withdrawals ----------------------------------------------------------------------
+
+    async def create_withdrawal(self, command: WithdrawalCommand) -> tuple[Payment, bool]:
+        self._require_available(command.psp)
+        payment, created = await self._store(command, Direction.WITHDRAWAL)
+        payment = await self._reserve(payment.id, source="api")
+        if payment.refusal is not None:
+            raise Refused(f"the wallet refused the withdrawal: {payment.refusal['message']}",
+                          code=payment.refusal["reason"])
+        if payment.state is State.RESERVED:
+            payment = await self._request_payout(payment, source="api")
+        return payment, created
+
+    async def advance_withdrawal(self, payment_id: str, *, source: str) -> Payment:
+        """Drives requested -> reserved -> payout_pending as far as it can go now."""
+        p = await self._reserve(payment_id, source=source)
+        if p.state is State.RESERVED:
+            p = await self._request_payout(p, source=source)
+        return p
+
+    async def _reserve(self, payment_id: str, *, source: str) -> Payment:
+        async with self._pool.acquire() as conn, conn.transaction():
+            p = await repo.payment(conn, payment_id, lock=True)
+            if p is None:
+                raise NotFound(f"payment {payment_id} not found")
+            if p.state is not State.REQUESTED:
+                return p
+            before = p.state
+            try:
+                p.withdrawal_id = await self._wallet.reserve(
+                    player_id=p.player_id, currency=p.currency, amount_minor=p.amount_minor,
+                    psp=p.psp, key=wallet_key(Action.RESERVE, p.id))
+                p.state, note = State.RESERVED, f"reserved in the wallet ({p.withdrawal_id})"
+                p.next_sync_at = self._clock() + timedelta(milliseconds=RESUME_AFTER_MS)
+            except WalletUnavailable:
+                p.next_sync_at = self._clock() + timedelta(milliseconds=RESUME_AFTER_MS)
+                await repo.save(conn, p)
+                if source == "api":
+                    raise Unavailable("the wallet is unavailable; retry with the same "
+                                      "Idempotency-Key", retry_after_s=1) from None
+                return p
+            except WalletRefused as err:
+                p.state, p.next_sync_at = State.REJECTED, None
+                p.refusal = {"reason": err.reason, "message": err.message[:500]}
+                note = f"wallet refused: {err.reason}"
+            await repo.save(conn, p)
+            await repo.add_history(conn, p, from_state=before, source=source, note=note)
+            return p
+
+    async def _request_payout(self, p: Payment, *, source: str) -> Payment:
+        adapter = self._adapters[p.psp]
+        order = PayoutOrder(payment_id=p.id, player_id=p.player_id, amount_minor=p.amount_minor,
+                            currency=p.currency, method=p.method,
+                            destination=str(p.request.get("destination", "")))
+        try:
+            # No row lock held here: a PSP call can take seconds, and two concurrent
+            # attempts carry the same Idempotency-Key, so the PSP creates one payout.
+            reference = await adapter.create_payout(order)
+        except PspDeclined as err:
+            await self._record_decline(p, err)
+            return await self._current(p.id)
+        except PspUnavailable as err:
+            log.warning("payout not confirmed by the PSP", extra={
+                "payment_id": p.id, "psp": p.psp, "error": err.message})
+            return p  # stays reserved; the status sync asks again with the same key
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.payment(conn, p.id, lock=True)
+            assert current is not None
+            current.psp_reference = current.psp_reference or reference
+            before = current.state
+            if current.state is State.RESERVED:
+                current.state = State.PAYOUT_PENDING
+                current.next_sync_at = self._clock() + timedelta(
+                    milliseconds=self._settings.pending_limit_for(p.psp))
+            await repo.save(conn, current)
+            if before is State.RESERVED:
+                await repo.add_history(conn, current, from_state=before, source=source,
+                                       note=f"payout requested at {p.psp} as {reference}")
+            return current
+
+    async def _record_decline(self, p: Payment, err: PspDeclined) -> None:
+        """The PSP refused the payout outright: release the reserve through the inbox, so
+        the wallet call gets the inbox's retries and dead-letter like any other event."""
+        event = PspEvent(psp=p.psp, event_key=f"bridge:payout-declined:{p.id}",
+                         kind=EventKind.PAYOUT_FAILED,
+                         psp_event_type=f"payout request declined ({err.code})",
+                         payment_id=p.id)
+        async with self._pool.acquire() as conn:
+            await repo.insert_event(conn, event, source="bridge")
+        self._wake_inbox()
+
+    async def _current(self, payment_id: str) -> Payment:
+        async with self._pool.acquire() as conn:
+            p = await repo.payment(conn, payment_id)
+        assert p is not None
+        return p
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(self, payment_id: str, *, client: str | None = None,
+                  ) -> tuple[Payment, list[dict[str, Any]]]:
+        async with self._pool.acquire() as conn:
+            p = await repo.payment(conn, payment_id)
+            if p is None or (client is not None and p.client != client):
+                raise NotFound("payment_id: no such payment")
+            return p, await repo.history(conn, payment_id)

@@ -1,0 +1,1 @@
+"""Payment service providers: one module per PSP behind `base.PspAdapter`."""

@@ -1,0 +1,130 @@
+"""The bridge process: database pool (and migrations), wallet client, PSP adapters, the HTTP
+listener, the inbox workers and the status sync, started and stopped together.
+
+Shutdown order: stop accepting HTTP, give in-flight requests the grace period, cancel the
+workers (an event being applied rolls back and stays pending: nothing is lost), then close
+the PSP clients, the wallet channel and the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from gateway_bridge.config import Settings
+from gateway_bridge.http import app as http_app
+from gateway_bridge.http.context import Services
+from gateway_bridge.inbox import Inbox
+from gateway_bridge.payments import Payments
+from gateway_bridge.psp.registry import build_adapters
+from gateway_bridge.status_sync import StatusSync
+from gateway_bridge.wallet_client import WalletClient
+from service_kit.migrations import migrate
+
+log = logging.getLogger("gateway_bridge.server")
+MIGRATIONS = Path(__file__).parent / "storage" / "migrations"
+SCHEMA = "bridge"
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    port: int
+    services: Services
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(type_name, schema="pg_catalog",
+                                  encoder=lambda v: orjson.dumps(v).decode(),
+                                  decoder=orjson.loads)
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    # A worker holds a transaction open across one wallet call; the idle-in-transaction
+    # limit must outlast that call's deadline.
+    idle_ms = max(settings.db_statement_timeout_ms, settings.wallet_timeout_ms) * 2
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=1, max_size=settings.db_pool_size_max,
+        init=init_connection, timeout=3.0,
+        command_timeout=settings.db_statement_timeout_ms / 1000,
+        server_settings={"application_name": "gateway-bridge",
+                         "statement_timeout": str(settings.db_statement_timeout_ms),
+                         "idle_in_transaction_session_timeout": str(idle_ms)})
+    assert pool is not None
+    return pool
+
+
+async def migrate_database(database_url: str) -> list[int]:
+    conn = await asyncpg.connect(database_url, timeout=3.0)
+    try:
+        return await migrate(conn, schema=SCHEMA, folder=MIGRATIONS)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, migrate_first: bool = True,
+                  workers: bool = True) -> AsyncIterator[Running]:
+    if migrate_first:
+        await migrate_database(settings.database_url)
+    pool = await create_pool(settings)
+    wallet = WalletClient(addr=settings.wallet_addr, token=settings.wallet_token,
+                          timeout_ms=settings.wallet_timeout_ms,
+                          tls_ca_file=settings.wallet_tls_ca_file)
+    adapters = build_adapters(settings.psps)
+    inbox = Inbox(pool=pool, wallet=wallet, settings=settings)
+    payments = Payments(pool=pool, wallet=wallet, adapters=adapters, settings=settings,
+                        wake_inbox=inbox.wake)
+    sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,
+                      settings=settings)
+    services = Services(settings=settings, pool=pool, payments=payments, inbox=inbox,
+                        sync=sync, adapters=adapters,
+                        clients_by_key_sha256=settings.clients_by_key_sha256)
+    runner = web.AppRunner(http_app.build(services), access_log=None,
+                           shutdown_timeout=settings.shutdown_grace_ms / 1000)
+    await runner.setup()
+    host, _, port = settings.listen_addr.rpartition(":")
+    site = web.TCPSite(runner, host, int(port), reuse_address=True)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await site.start()
+        server = site._server
+        bound = server.sockets[0].getsockname()[1] if server and server.sockets else int(port)
+        if workers:
+            tasks = [asyncio.create_task(inbox.run(), name="inbox"),
+                     asyncio.create_task(sync.run(), name="status-sync")]
+        yield Running(port=bound, services=services)
+    finally:
+        await runner.cleanup()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for adapter in adapters.values():
+            await adapter.close()
+        await wallet.close()
+        await pool.close()
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(settings) as run:
+        log.info("gateway-bridge serving", extra={
+            "listen": settings.listen_addr, "port": run.port,
+            "psps": sorted(settings.psps), "wallet": settings.wallet_addr})
+        await stop.wait()
+        log.info("shutting down", extra={"grace_ms": settings.shutdown_grace_ms})
+    log.info("stopped")

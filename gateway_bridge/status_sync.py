@@ -1,0 +1,137 @@
+"""Status sync (Kill Bill calls it the janitor): payments the PSP has not settled within its
+pending limit are asked about on a schedule, half-done withdrawals are driven on, and a
+payment nobody answers for becomes `timed_out` for support.
+
+What a poll learns goes into the inbox like a webhook (source `poll`), so one code path
+applies every PSP answer, with the same dedupe, retries and dead-letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from gateway_bridge.config import Settings
+from gateway_bridge.domain.payments import SYNCED, Direction, State
+from gateway_bridge.inbox import Inbox
+from gateway_bridge.payments import Payments
+from gateway_bridge.psp.base import PaymentRef, PspAdapter, PspError
+from gateway_bridge.storage import repo
+from gateway_bridge.storage.repo import Payment
+
+log = logging.getLogger("gateway_bridge.status_sync")
+
+
+class StatusSync:
+    def __init__(self, *, pool: asyncpg.Pool, payments: Payments, inbox: Inbox,
+                 adapters: Mapping[str, PspAdapter], settings: Settings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._pool = pool
+        self._payments = payments
+        self._inbox = inbox
+        self._adapters = adapters
+        self._settings = settings
+        self._clock = clock
+        self.timed_out_total = 0
+
+    async def run(self) -> None:
+        interval_s = self._settings.sync_interval_ms / 1000
+        while True:
+            try:
+                await self.sync_due()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    TimeoutError) as err:
+                log.warning("status sync: database trouble", extra={
+                    "error": type(err).__name__})
+            await asyncio.sleep(interval_s)
+
+    async def sync_due(self) -> int:
+        """One pass over the payments that are due; returns how many were looked at."""
+        async with self._pool.acquire() as conn:
+            due = await repo.sync_due(conn, self._settings.sync_batch_max)
+        for payment_id in due:
+            await self.sync_one(payment_id)
+        return len(due)
+
+    async def sync_one(self, payment_id: str, *, forced: bool = False) -> None:
+        async with self._pool.acquire() as conn:
+            p = await repo.payment(conn, payment_id)
+        if p is None:
+            return
+        if p.state not in SYNCED:
+            await self._unschedule(p.id)
+            return
+        if p.state in (State.REQUESTED, State.RESERVED):
+            await self._drive_withdrawal(p)
+            return
+        if p.state is State.CREATED:
+            # The PSP never confirmed it and the cashier stopped retrying: the player never
+            # got a checkout URL, so nothing can be paid into it.
+            await self._close(p, State.FAILED, "never confirmed by the PSP")
+            return
+        await self._poll(p, forced=forced)
+
+    async def _drive_withdrawal(self, p: Payment) -> None:
+        p = await self._payments.advance_withdrawal(p.id, source="poll")
+        if p.state in (State.REQUESTED, State.RESERVED):
+            await self._count_attempt(p, "withdrawal not yet accepted by the PSP")
+
+    async def _poll(self, p: Payment, *, forced: bool) -> None:
+        adapter = self._adapters.get(p.psp)
+        event = None
+        if adapter is not None and adapter.available and p.psp_reference:
+            ref = PaymentRef(payment_id=p.id, direction=p.direction.value,
+                             psp_reference=p.psp_reference, amount_minor=p.amount_minor,
+                             currency=p.currency)
+            try:
+                event = await adapter.fetch_status(ref)
+            except PspError as err:
+                log.warning("status poll failed", extra={"payment_id": p.id, "psp": p.psp,
+                                                         "error": err.message})
+        if event is not None:
+            await self._inbox.store([event], source="poll")
+        if not forced:
+            await self._count_attempt(p, "no final answer from the PSP")
+
+    async def _count_attempt(self, p: Payment, why: str) -> None:
+        schedule = self._settings.sync_schedule_ms
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.payment(conn, p.id, lock=True)
+            if current is None or current.state not in SYNCED:
+                return
+            current.sync_attempts += 1
+            if current.sync_attempts < len(schedule):
+                current.next_sync_at = self._clock() + timedelta(
+                    milliseconds=schedule[current.sync_attempts])
+                await repo.save(conn, current)
+                return
+            before = current.state
+            current.state, current.next_sync_at = State.TIMED_OUT, None
+            current.attention = (f"{why} after {current.sync_attempts} status checks; "
+                                 + ("funds stay reserved" if current.direction is
+                                    Direction.WITHDRAWAL else "nothing credited"))
+            await repo.save(conn, current)
+            await repo.add_history(conn, current, from_state=before, source="poll",
+                                   note=current.attention)
+        self.timed_out_total += 1
+        log.warning("payment timed out", extra={"payment_id": p.id, "psp": p.psp})
+
+    async def _close(self, p: Payment, state: State, note: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.payment(conn, p.id, lock=True)
+            if current is None or current.state is not State.CREATED:
+                return
+            before, current.state, current.next_sync_at = current.state, state, None
+            await repo.save(conn, current)
+            await repo.add_history(conn, current, from_state=before, source="poll", note=note)
+
+    async def _unschedule(self, payment_id: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.payment(conn, payment_id, lock=True)
+            if current is not None and current.state not in SYNCED:
+                current.next_sync_at = None
+                await repo.save(conn, current)

@@ -1,0 +1,105 @@
+"""Every SQL statement of the bridge, as named constants with $n parameters.
+
+Lock order: an inbox row (claimed FOR UPDATE SKIP LOCKED) before its payment row (FOR
+UPDATE). The cashier API and the status sync lock only a payment row. Nobody locks two
+payments, so no cycle can form.
+"""
+
+PAYMENT_COLUMNS = """id, direction, state, psp, method, player_id, currency, amount_minor,
+settled_minor, charged_back_minor, psp_reference, psp_reference_alt, withdrawal_id, client,
+client_key, request, instructions, refusal, attention, sync_attempts, next_sync_at, created_at,
+updated_at"""
+
+INSERT_PAYMENT = f"""
+INSERT INTO bridge.payments (id, direction, state, psp, method, player_id, currency,
+                             amount_minor, client, client_key, request, next_sync_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (client, client_key) DO NOTHING
+RETURNING {PAYMENT_COLUMNS}"""
+
+PAYMENT_BY_CLIENT_KEY = f"""
+SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE client = $1 AND client_key = $2"""
+
+PAYMENT = f"SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1"
+
+PAYMENT_FOR_UPDATE = f"SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1 FOR UPDATE"
+
+# SKIP LOCKED: the status sync leaves a payment alone while a worker or request holds it.
+PAYMENT_FOR_UPDATE_SKIP = f"""
+SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1 FOR UPDATE SKIP LOCKED"""
+
+PAYMENT_BY_REFERENCE_FOR_UPDATE = f"""
+SELECT {PAYMENT_COLUMNS} FROM bridge.payments
+WHERE psp = $1 AND (psp_reference = $2 OR psp_reference_alt = $2)
+ORDER BY created_at LIMIT 1 FOR UPDATE"""
+
+SAVE_PAYMENT = """
+UPDATE bridge.payments
+SET state = $2, psp_reference = $3, psp_reference_alt = $4, withdrawal_id = $5,
+    instructions = $6, settled_minor = $7, charged_back_minor = $8, attention = $9,
+    sync_attempts = $10, next_sync_at = $11, refusal = $12, updated_at = now()
+WHERE id = $1"""
+
+INSERT_HISTORY = """
+INSERT INTO bridge.payment_history (payment_id, from_state, to_state, source, psp_event_type,
+                                    inbox_id, note)
+VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+
+HISTORY = """
+SELECT at, from_state, to_state, source, psp_event_type, inbox_id, note
+FROM bridge.payment_history WHERE payment_id = $1 ORDER BY id LIMIT $2"""
+
+SYNC_DUE = """
+SELECT id FROM bridge.payments
+WHERE next_sync_at <= now() ORDER BY next_sync_at LIMIT $1"""
+
+INSERT_EVENT = """
+INSERT INTO bridge.inbox (psp, event_key, source, kind, psp_event_type, payment_id,
+                          psp_reference, event)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (psp, event_key) DO NOTHING
+RETURNING id"""
+
+CLAIM_EVENT = """
+SELECT id, psp, event_key, source, event, attempts FROM bridge.inbox
+WHERE status = 'pending' AND next_attempt_at <= now()
+ORDER BY next_attempt_at, id LIMIT 1
+FOR UPDATE SKIP LOCKED"""
+
+FINISH_EVENT = """
+UPDATE bridge.inbox SET status = $2, attempts = attempts + 1, last_error = $3,
+                        processed_at = now()
+WHERE id = $1"""
+
+RETRY_EVENT = """
+UPDATE bridge.inbox
+SET attempts = attempts + 1, last_error = $2,
+    next_attempt_at = now() + make_interval(secs => $3::double precision / 1000)
+WHERE id = $1"""
+
+EVENT = """
+SELECT id, psp, event_key, source, kind, psp_event_type, payment_id, psp_reference, status,
+       attempts, next_attempt_at, last_error, received_at, processed_at
+FROM bridge.inbox WHERE id = $1"""
+
+DEAD_EVENTS = """
+SELECT id, psp, event_key, source, kind, psp_event_type, payment_id, psp_reference, status,
+       attempts, next_attempt_at, last_error, received_at, processed_at
+FROM bridge.inbox WHERE status = 'dead' AND id > $1 ORDER BY id LIMIT $2"""
+
+# $1 NULL replays every dead event; the attempts budget starts again from zero.
+REPLAY_DEAD = """
+UPDATE bridge.inbox
+SET status = 'pending', attempts = 0, next_attempt_at = now(), processed_at = NULL,
+    last_error = left('replayed after: ' || coalesce(last_error, ''), 1000)
+WHERE status = 'dead' AND ($1::bigint IS NULL OR id = $1)
+RETURNING id"""
+
+INBOX_COUNTS = "SELECT status, count(*) AS n FROM bridge.inbox GROUP BY status"
+
+COUNT_REJECTION = """
+INSERT INTO bridge.webhook_rejections (psp, cause, count) VALUES ($1, $2, 1)
+ON CONFLICT (psp, cause) DO UPDATE
+SET count = bridge.webhook_rejections.count + 1, last_seen_at = now()"""
+
+REJECTIONS = "SELECT psp, cause, count, last_seen_at FROM bridge.webhook_rejections"

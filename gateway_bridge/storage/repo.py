@@ -1,0 +1,176 @@
+"""Typed calls over queries.py: rows in, `Payment` records and plain dicts out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway_bridge.domain.events import EventKind, PspEvent
+from gateway_bridge.domain.payments import Direction, PaymentFacts, State
+from gateway_bridge.storage import queries as q
+
+HISTORY_ROWS_MAX = 500
+
+
+@dataclass(slots=True)
+class Payment:
+    """A stored payment; use cases change fields and call `save`."""
+
+    id: str
+    direction: Direction
+    state: State
+    psp: str
+    method: str
+    player_id: str
+    currency: str
+    amount_minor: int
+    settled_minor: int
+    charged_back_minor: int
+    psp_reference: str | None
+    psp_reference_alt: str | None
+    withdrawal_id: str | None
+    client: str
+    client_key: str
+    request: dict[str, Any]
+    instructions: dict[str, Any] | None
+    refusal: dict[str, Any] | None
+    attention: str | None
+    sync_attempts: int
+    next_sync_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Payment:
+        values = dict(row)
+        values["direction"] = Direction(values["direction"])
+        values["state"] = State(values["state"])
+        return cls(**values)
+
+    def facts(self) -> PaymentFacts:
+        return PaymentFacts(self.direction, self.state, self.amount_minor, self.currency)
+
+
+async def insert_payment(conn: asyncpg.Connection, *, payment_id: str, direction: Direction,
+                         state: State, psp: str, method: str, player_id: str, currency: str,
+                         amount_minor: int, client: str, client_key: str,
+                         request: dict[str, Any], next_sync_at: datetime) -> Payment | None:
+    """None when (client, client_key) already names a payment."""
+    row = await conn.fetchrow(q.INSERT_PAYMENT, payment_id, direction.value, state.value, psp,
+                              method, player_id, currency, amount_minor, client, client_key,
+                              request, next_sync_at)
+    return Payment.from_row(row) if row else None
+
+
+async def payment_by_client_key(conn: asyncpg.Connection, client: str,
+                                client_key: str) -> Payment | None:
+    row = await conn.fetchrow(q.PAYMENT_BY_CLIENT_KEY, client, client_key)
+    return Payment.from_row(row) if row else None
+
+
+async def payment(conn: asyncpg.Connection, payment_id: str, *,
+                  lock: bool = False, skip_locked: bool = False) -> Payment | None:
+    query = q.PAYMENT_FOR_UPDATE_SKIP if skip_locked else (
+        q.PAYMENT_FOR_UPDATE if lock else q.PAYMENT)
+    row = await conn.fetchrow(query, payment_id)
+    return Payment.from_row(row) if row else None
+
+
+async def payment_for_event(conn: asyncpg.Connection, event: PspEvent) -> Payment | None:
+    """Locks the payment an event is about: by our id when the PSP echoed it, else by the
+    PSP's references."""
+    if event.payment_id:
+        found = await payment(conn, event.payment_id, lock=True)
+        if found is not None and found.psp == event.psp:
+            return found
+    for ref in (event.psp_reference, event.psp_reference_alt):
+        if ref:
+            row = await conn.fetchrow(q.PAYMENT_BY_REFERENCE_FOR_UPDATE, event.psp, ref)
+            if row:
+                return Payment.from_row(row)
+    return None
+
+
+async def save(conn: asyncpg.Connection, p: Payment) -> None:
+    await conn.execute(q.SAVE_PAYMENT, p.id, p.state.value, p.psp_reference,
+                       p.psp_reference_alt, p.withdrawal_id, p.instructions, p.settled_minor,
+                       p.charged_back_minor, p.attention, p.sync_attempts, p.next_sync_at,
+                       p.refusal)
+
+
+async def add_history(conn: asyncpg.Connection, p: Payment, *, from_state: State | None,
+                      source: str, note: str, psp_event_type: str | None = None,
+                      inbox_id: int | None = None) -> None:
+    await conn.execute(q.INSERT_HISTORY, p.id, from_state.value if from_state else None,
+                       p.state.value, source, psp_event_type, inbox_id, note[:1000])
+
+
+async def history(conn: asyncpg.Connection, payment_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(q.HISTORY, payment_id, HISTORY_ROWS_MAX)
+    return [dict(r) for r in rows]
+
+
+async def sync_due(conn: asyncpg.Connection, limit: int) -> list[str]:
+    return [r["id"] for r in await conn.fetch(q.SYNC_DUE, limit)]
+
+
+def event_to_json(e: PspEvent) -> dict[str, Any]:
+    return {"psp": e.psp, "event_key": e.event_key, "kind": e.kind.value,
+            "psp_event_type": e.psp_event_type, "payment_id": e.payment_id,
+            "psp_reference": e.psp_reference, "psp_reference_alt": e.psp_reference_alt,
+            "amount_minor": e.amount_minor, "currency": e.currency,
+            "dispute_reference": e.dispute_reference, "received_minor": e.received_minor}
+
+
+def event_from_json(d: dict[str, Any]) -> PspEvent:
+    return PspEvent(**{**d, "kind": EventKind(d["kind"])})
+
+
+async def insert_event(conn: asyncpg.Connection, e: PspEvent, *, source: str) -> int | None:
+    """The inbox row's id, or None when this (psp, event_key) was stored before."""
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        q.INSERT_EVENT, e.psp, e.event_key[:500], source, e.kind.value, e.psp_event_type,
+        e.payment_id, e.psp_reference, event_to_json(e))
+
+
+async def claim_event(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    return await conn.fetchrow(q.CLAIM_EVENT)
+
+
+async def finish_event(conn: asyncpg.Connection, event_id: int, status: str,
+                       note: str | None) -> None:
+    await conn.execute(q.FINISH_EVENT, event_id, status, note[:1000] if note else None)
+
+
+async def retry_event(conn: asyncpg.Connection, event_id: int, note: str,
+                      delay_ms: int) -> None:
+    await conn.execute(q.RETRY_EVENT, event_id, note[:1000], delay_ms)
+
+
+async def event(conn: asyncpg.Connection, event_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(q.EVENT, event_id)
+    return dict(row) if row else None
+
+
+async def dead_events(conn: asyncpg.Connection, *, after_id: int = 0,
+                      limit: int = 100) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(q.DEAD_EVENTS, after_id, limit)]
+
+
+async def replay_dead(conn: asyncpg.Connection, event_id: int | None) -> list[int]:
+    return [r["id"] for r in await conn.fetch(q.REPLAY_DEAD, event_id)]
+
+
+async def inbox_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in await conn.fetch(q.INBOX_COUNTS)}
+
+
+async def count_rejection(conn: asyncpg.Connection, psp: str, cause: str) -> None:
+    await conn.execute(q.COUNT_REJECTION, psp, cause)
+
+
+async def rejections(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(q.REJECTIONS)]

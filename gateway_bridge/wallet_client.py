@@ -1,0 +1,143 @@
+"""The bridge's gRPC client of the wallet: its own token (payments scope), a deadline on
+every call, and errors sorted into the two kinds the bridge treats differently.
+
+    WalletUnavailable  the call may or may not have happened (UNAVAILABLE, DEADLINE_EXCEEDED,
+                       ABORTED, RESOURCE_EXHAUSTED, INTERNAL, ...): retry with the same key
+    WalletRefused      the wallet answered with a definitive refusal (FAILED_PRECONDITION,
+                       NOT_FOUND, INVALID_ARGUMENT, ...); `reason` is its stable reason string
+
+Every money-moving call carries an idempotency key derived from the payment, so a retry after
+WalletUnavailable is always safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from wallet.v1 import wallet_service_pb2 as pb
+from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                        grpc.StatusCode.CANCELLED})
+# Wallet answers are small; this bounds what a misbehaving peer can make us buffer.
+MESSAGE_SIZE_MAX_BYTES = 4 * 1024 * 1024
+
+
+class WalletUnavailable(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"wallet {code}: {message}")
+        self.code = code
+
+
+class WalletRefused(Exception):
+    def __init__(self, code: str, reason: str, message: str) -> None:
+        super().__init__(f"wallet {code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+def _reason(err: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return str(info.reason)
+    return err.code().name
+
+
+class WalletClient:
+    def __init__(self, *, addr: str, token: str, timeout_ms: int, tls_ca_file: str = "") -> None:
+        self._addr = addr
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._timeout_s = timeout_ms / 1000
+        self._tls_ca_file = tls_ca_file
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.WalletServiceStub | None = None
+
+    def _connect(self) -> pb_grpc.WalletServiceStub:
+        if self._stub is None:
+            options = [("grpc.max_receive_message_length", MESSAGE_SIZE_MAX_BYTES),
+                       ("grpc.max_send_message_length", MESSAGE_SIZE_MAX_BYTES)]
+            if self._tls_ca_file:
+                creds = grpc.ssl_channel_credentials(Path(self._tls_ca_file).read_bytes())
+                self._channel = grpc.aio.secure_channel(self._addr, creds, options=options)
+            else:
+                self._channel = grpc.aio.insecure_channel(self._addr, options=options)
+            self._stub = pb_grpc.WalletServiceStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    async def _call(self, method: str, request: object) -> object:
+        stub = self._connect()
+        try:
+            return await getattr(stub, method)(request, metadata=self._metadata,
+                                               timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            if code in _RETRYABLE:
+                raise WalletUnavailable(code.name, err.details() or "") from None
+            raise WalletRefused(code.name, _reason(err), err.details() or "") from None
+
+    async def open_wallet(self, *, player_id: str, currency: str) -> None:
+        await self._call("OpenWallet", pb.OpenWalletRequest(
+            player_id=player_id, currency=currency,
+            idempotency_key=f"bridge:open:{player_id}:{currency}"))
+
+    async def balances(self, *, player_id: str, currency: str) -> pb.Balances:
+        reply = await self._call("GetBalance", pb.GetBalanceRequest(player_id=player_id,
+                                                                    currency=currency))
+        assert isinstance(reply, pb.GetBalanceResponse)
+        return reply.balances
+
+    async def deposit(self, *, player_id: str, currency: str, amount_minor: int, psp: str,
+                      psp_reference: str, key: str) -> str:
+        reply = await self._call("Deposit", pb.DepositRequest(
+            player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
+            psp_reference=psp_reference, idempotency_key=key))
+        assert isinstance(reply, pb.DepositResponse)
+        return reply.result.transaction_id
+
+    async def chargeback(self, *, player_id: str, currency: str, amount_minor: int, psp: str,
+                         psp_reference: str, key: str) -> str:
+        reply = await self._call("Chargeback", pb.ChargebackRequest(
+            player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
+            psp_reference=psp_reference, idempotency_key=key))
+        assert isinstance(reply, pb.ChargebackResponse)
+        return reply.result.transaction_id
+
+    async def reserve(self, *, player_id: str, currency: str, amount_minor: int, psp: str,
+                      key: str) -> str:
+        reply = await self._call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
+            player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
+            idempotency_key=key))
+        assert isinstance(reply, pb.ReserveWithdrawalResponse)
+        return reply.withdrawal_id
+
+    async def commit(self, *, withdrawal_id: str, key: str) -> str:
+        reply = await self._call("CommitWithdrawal", pb.CommitWithdrawalRequest(
+            withdrawal_id=withdrawal_id, idempotency_key=key))
+        assert isinstance(reply, pb.CommitWithdrawalResponse)
+        return reply.result.transaction_id
+
+    async def cancel(self, *, withdrawal_id: str, reason: str, key: str) -> str:
+        reply = await self._call("CancelWithdrawal", pb.CancelWithdrawalRequest(
+            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key))
+        assert isinstance(reply, pb.CancelWithdrawalResponse)
+        return reply.result.transaction_id
+
+    async def reverse(self, *, withdrawal_id: str, reason: str, key: str) -> str:
+        reply = await self._call("ReverseWithdrawal", pb.ReverseWithdrawalRequest(
+            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key))
+        assert isinstance(reply, pb.ReverseWithdrawalResponse)
+        return reply.result.transaction_id
