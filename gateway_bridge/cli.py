@@ -18,6 +18,7 @@ import orjson
 import uvloop
 
 from gateway_bridge import config
+from gateway_bridge.demo import run_demo
 from gateway_bridge.http.cashier import payment_view
 from gateway_bridge.server import init_connection, migrate_database, serve
 from gateway_bridge.storage import repo
@@ -106,6 +107,11 @@ async def _payment(args: argparse.Namespace) -> int:
         await conn.close()
 
 
+async def _demo(args: argparse.Namespace) -> int:
+    return await run_demo(bridge_url=args.bridge_url, sim_url=args.sim_url,
+                          wallet_addr=args.wallet_addr)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway-bridge")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=100, choices=range(1, 1001),
                       metavar="1..1000")
     dead.add_argument("--json", action="store_true")
+    demo = sub.add_parser("demo", help="a cashier session through the bridge and simulator")
+    demo.add_argument("--bridge-url", default="http://127.0.0.1:8080")
+    demo.add_argument("--sim-url", default="http://127.0.0.1:8090")
+    demo.add_argument("--wallet-addr", default="127.0.0.1:50051")
     show = sub.add_parser("payment", help="show a payment with its history")
     show.add_argument("payment_id")
     return parser
@@ -134,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         work = _migrate()
     elif args.command == "simulate-psp":
         work = _simulate()
+    elif args.command == "demo":
+        work = _demo(args)
     elif args.command == "dead-letters":
         work = _dead_letters(args)
     else:

@@ -20,6 +20,8 @@ from service_kit.settings import EnvReader, SettingsError
 
 PSP_NAMES = ("stripe", "adyen", "nowpayments")
 # Name of each PSP's webhook secret variable, as the PSPs themselves call it.
+# Poll at the PSP's pending limit, then 1 h and 1 day later (DESIGN.md §10), then time out.
+DEFAULT_SYNC_SCHEDULE_MS = (300_000, 3_600_000, 86_400_000)
 _SECRET_VARS = {"stripe": "WEBHOOK_SECRET", "adyen": "HMAC_KEY", "nowpayments": "IPN_SECRET"}
 
 
@@ -51,7 +53,7 @@ class Settings:
     # Status sync: after a PSP's pending limit, poll on this schedule, then `timed_out`.
     sync_interval_ms: int = 1000
     sync_batch_max: int = 50
-    sync_schedule_ms: tuple[int, ...] = (300_000, 3_600_000, 86_400_000)
+    sync_schedule_ms: tuple[int, ...] = DEFAULT_SYNC_SCHEDULE_MS
     pending_limit_ms: Mapping[str, int] = field(default_factory=dict)
     # Crypto partial payments: credit what arrived (True) or hold for support (False).
     credit_partial_payments: bool = False
@@ -142,7 +144,7 @@ def _schedule(raw: str, r: EnvReader) -> tuple[int, ...]:
     if not values or len(values) > 20 or any(not 10 <= v <= 30 * 86_400_000 for v in values):
         r.problems.append("BRIDGE_SYNC_SCHEDULE_MS: 1-20 comma-separated delays in ms, "
                           "each 10..2592000000")
-        return Settings.sync_schedule_ms
+        return DEFAULT_SYNC_SCHEDULE_MS
     return values
 
 

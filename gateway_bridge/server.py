@@ -97,8 +97,9 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     tasks: list[asyncio.Task[None]] = []
     try:
         await site.start()
-        server = site._server
-        bound = server.sockets[0].getsockname()[1] if server and server.sockets else int(port)
+        bound = int(port)
+        for address in runner.addresses:  # the real port when listen_addr asked for port 0
+            bound = int(address[1])
         if workers:
             tasks = [asyncio.create_task(inbox.run(), name="inbox"),
                      asyncio.create_task(sync.run(), name="status-sync")]

@@ -70,12 +70,12 @@ class WalletClient:
                 self._channel = grpc.aio.secure_channel(self._addr, creds, options=options)
             else:
                 self._channel = grpc.aio.insecure_channel(self._addr, options=options)
-            self._stub = pb_grpc.WalletServiceStub(self._channel)
+            self._stub = pb_grpc.WalletServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
     async def close(self) -> None:
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
             self._channel = self._stub = None
 
     async def _call(self, method: str, request: object) -> object:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Command (1) of the README: set up and run the wallet, then show it working.
-# Environment, Postgres and Redis (reused or started privately), migrations, the wallet in
-# the background (logs in .run/wallet.log), then a scripted demo session.
+# Command (1) of the README: set up and run the system, then show it working.
+# Environment, Postgres and Redis (reused or started privately), migrations, then the wallet,
+# the PSP simulator and the gateway bridge in the background (logs in .run/*.log), then
+# scripted demo sessions: wallet calls, and deposits/withdrawals through the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -24,12 +25,65 @@ fi
 export WALLET_CALLERS_FILE="$PWD/.run/callers.json"
 export WALLET_LISTEN_ADDR="${WALLET_LISTEN_ADDR:-127.0.0.1:50051}"
 
+# Development secrets for the bridge and the PSP simulator, created once (0600); production
+# passes its own through the environment or *_FILE variables.
+if [ ! -f .run/bridge.env ]; then
+    .venv/bin/python - <<'PY'
+import json, os, secrets
+def private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+callers = json.load(open(".run/callers.json"))
+private(".run/bridge-wallet-token", callers["payments-service"]["token"])
+private(".run/bridge-api-keys.json", json.dumps({"cashier": secrets.token_urlsafe(24)}))
+env = {
+    "BRIDGE_STRIPE_API_KEY": "sk_test_" + secrets.token_hex(12),
+    "BRIDGE_STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+    "BRIDGE_ADYEN_API_KEY": "AQE" + secrets.token_hex(16),
+    "BRIDGE_ADYEN_HMAC_KEY": secrets.token_hex(32).upper(),
+    "BRIDGE_ADYEN_MERCHANT_ACCOUNT": "DemoCasinoECOM",
+    "BRIDGE_NOWPAYMENTS_API_KEY": secrets.token_hex(16),
+    "BRIDGE_NOWPAYMENTS_IPN_SECRET": secrets.token_hex(16),
+}
+private(".run/bridge.env", "".join(f"export {k}='{v}'\n" for k, v in env.items()))
+PY
+fi
+# shellcheck disable=SC1091
+source .run/bridge.env
+export BRIDGE_LISTEN_ADDR="${BRIDGE_LISTEN_ADDR:-127.0.0.1:8080}"
+export SIM_LISTEN_ADDR="${SIM_LISTEN_ADDR:-127.0.0.1:8090}"
+export BRIDGE_PUBLIC_URL="http://$BRIDGE_LISTEN_ADDR" SIM_WEBHOOK_BASE_URL="http://$BRIDGE_LISTEN_ADDR"
+export BRIDGE_STRIPE_BASE_URL="http://$SIM_LISTEN_ADDR/stripe"
+export BRIDGE_ADYEN_BASE_URL="http://$SIM_LISTEN_ADDR/adyen"
+export BRIDGE_NOWPAYMENTS_BASE_URL="http://$SIM_LISTEN_ADDR/nowpayments"
+export BRIDGE_WALLET_ADDR="$WALLET_LISTEN_ADDR"
+export BRIDGE_WALLET_TOKEN_FILE="$PWD/.run/bridge-wallet-token"
+export BRIDGE_API_KEYS_FILE="$PWD/.run/bridge-api-keys.json"
+
 .venv/bin/wallet-core migrate
+.venv/bin/gateway-bridge migrate
 scripts/stop.sh >/dev/null 2>&1 || true
-nohup .venv/bin/wallet-core serve >> .run/wallet.log 2>&1 &
-echo $! > .run/wallet.pid
-for _ in $(seq 1 50); do   # up to 10 s for the listener
-    if .venv/bin/python -c "
+
+# start <name> <log> <command...>: background process with a pid file under .run/.
+start() {
+    local name=$1; shift
+    nohup "$@" >> ".run/$name.log" 2>&1 &
+    echo $! > ".run/$name.pid"
+}
+# wait_for <name> <check command...>: up to 10 s, failing early if the process died.
+wait_for() {
+    local name=$1; shift
+    for _ in $(seq 1 50); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        kill -0 "$(cat ".run/$name.pid")" 2>/dev/null || { tail -20 ".run/$name.log"; exit 1; }
+        sleep 0.2
+    done
+    echo "$name did not become ready; see .run/$name.log" >&2
+    exit 1
+}
+wallet_healthy() {
+    .venv/bin/python -c "
 import grpc, sys
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 ch = grpc.insecure_channel('$WALLET_LISTEN_ADDR')
@@ -37,14 +91,26 @@ try:
     r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
     sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)
 except grpc.RpcError:
-    sys.exit(1)" 2>/dev/null; then break; fi
-    kill -0 "$(cat .run/wallet.pid)" 2>/dev/null || { tail -20 .run/wallet.log; exit 1; }
-    sleep 0.2
-done
+    sys.exit(1)"
+}
+http_ok() { .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=0.5)" "$1"; }
+
+start wallet .venv/bin/wallet-core serve
+wait_for wallet wallet_healthy
 echo "wallet-core is serving on $WALLET_LISTEN_ADDR (pid $(cat .run/wallet.pid), logs .run/wallet.log)"
+start simulator .venv/bin/gateway-bridge simulate-psp
+wait_for simulator http_ok "http://$SIM_LISTEN_ADDR/_sim/knobs"
+echo "PSP simulator is serving on $SIM_LISTEN_ADDR (logs .run/simulator.log)"
+start bridge .venv/bin/gateway-bridge serve
+wait_for bridge http_ok "http://$BRIDGE_LISTEN_ADDR/readyz"
+echo "gateway-bridge is serving on $BRIDGE_LISTEN_ADDR (logs .run/bridge.log)"
+
 .venv/bin/wallet-core demo --target "$WALLET_LISTEN_ADDR"
+.venv/bin/gateway-bridge demo --bridge-url "http://$BRIDGE_LISTEN_ADDR" \
+    --sim-url "http://$SIM_LISTEN_ADDR" --wallet-addr "$WALLET_LISTEN_ADDR"
 .venv/bin/wallet-core check
 cat <<MSG
-The wallet keeps running. Try it with grpcurl (see README), then stop it with: make stop
-  export DATABASE_URL='$DATABASE_URL' WALLET_CALLERS_FILE='$WALLET_CALLERS_FILE'
+The wallet, the bridge and the PSP simulator keep running; stop them with: make stop
+  cashier API:  http://$BRIDGE_LISTEN_ADDR/v1/... with the key in .run/bridge-api-keys.json
+  support:      DATABASE_URL='$DATABASE_URL' .venv/bin/gateway-bridge dead-letters list
 MSG

@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway_bridge.domain.errors import BridgeError
 from gateway_bridge.http import cashier, webhooks
 from gateway_bridge.http import errors as http_errors
-from gateway_bridge.http.context import SERVICES, Services
+from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import dumps
 from gateway_bridge.storage import repo
 
@@ -32,7 +32,7 @@ READY_TIMEOUT_S = 1.0
 @web.middleware
 async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = secrets.token_hex(8)
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     services = request.app[SERVICES]
     status = 500

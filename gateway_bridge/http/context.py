@@ -30,3 +30,4 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway_bridge.http import errors as http_errors
-from gateway_bridge.http.context import SERVICES
+from gateway_bridge.http.context import REQUEST_ID, SERVICES
 from gateway_bridge.psp.base import WebhookRejected
 from gateway_bridge.storage import repo
 
@@ -23,7 +23,7 @@ log = logging.getLogger("gateway_bridge.webhooks")
 
 async def receive(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    request_id: str = request["request_id"]
+    request_id: str = request[REQUEST_ID]
     psp = request.match_info["psp"]
     adapter = services.adapters.get(psp)
     if adapter is None:
