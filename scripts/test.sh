@@ -14,7 +14,7 @@ scripts/buf.sh lint
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
-.venv/bin/mypy wallet_core service_kit
+.venv/bin/mypy wallet_core gateway_bridge service_kit
 echo "== pytest"
 .venv/bin/pytest "$@"
 echo "== wallet-core check (the ledger the test suite left behind)"
