@@ -22,6 +22,8 @@ PSP_NAMES = ("stripe", "adyen", "nowpayments")
 # Name of each PSP's webhook secret variable, as the PSPs themselves call it.
 # Poll at the PSP's pending limit, then 1 h and 1 day later (DESIGN.md §10), then time out.
 DEFAULT_SYNC_SCHEDULE_MS = (300_000, 3_600_000, 86_400_000)
+# Pool connections kept free of inbox workers, so webhooks are stored during a wallet outage.
+WEBHOOK_CONNECTIONS_MIN = 2
 _SECRET_VARS = {"stripe": "WEBHOOK_SECRET", "adyen": "HMAC_KEY", "nowpayments": "IPN_SECRET"}
 
 
@@ -41,14 +43,17 @@ class Settings:
     wallet_timeout_ms: int = 3000
     # Request bodies above this get 413 before they are read (Adyen batches are the largest).
     body_size_max_bytes: int = 256 * 1024
-    request_timeout_ms: int = 10_000
+    # A withdrawal spends a wallet call and a PSP call (with its retries) inside this.
+    request_timeout_ms: int = 30_000
     db_pool_size_max: int = 8
     db_statement_timeout_ms: int = 5000
     # Inbox: worker tasks, attempts before dead-letter, backoff doubling up to a cap.
     inbox_workers: int = 4
-    inbox_attempts_max: int = 12
+    # About a day of retries at the 5-minute cap: PSPs retry for days, and a wallet outage
+    # must not dead-letter everything that arrived during it.
+    inbox_attempts_max: int = 300
     inbox_backoff_ms: int = 500
-    inbox_backoff_max_ms: int = 60_000
+    inbox_backoff_max_ms: int = 300_000
     inbox_poll_ms: int = 500
     # Status sync: after a PSP's pending limit, poll on this schedule, then `timed_out`.
     sync_interval_ms: int = 1000
@@ -167,15 +172,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         wallet_timeout_ms=r.integer("BRIDGE_WALLET_TIMEOUT_MS", 3000, low=50, high=60_000),
         body_size_max_bytes=r.integer("BRIDGE_BODY_SIZE_MAX_BYTES", 256 * 1024, low=1024,
                                       high=8 * 1024 * 1024),
-        request_timeout_ms=r.integer("BRIDGE_REQUEST_TIMEOUT_MS", 10_000, low=100,
+        request_timeout_ms=r.integer("BRIDGE_REQUEST_TIMEOUT_MS", 30_000, low=100,
                                      high=120_000),
         db_pool_size_max=r.integer("BRIDGE_DB_POOL_SIZE_MAX", 8, low=2, high=64),
         db_statement_timeout_ms=r.integer("BRIDGE_DB_STATEMENT_TIMEOUT_MS", 5000, low=100,
                                           high=600_000),
         inbox_workers=r.integer("BRIDGE_INBOX_WORKERS", 4, low=1, high=64),
-        inbox_attempts_max=r.integer("BRIDGE_INBOX_ATTEMPTS_MAX", 12, low=1, high=100),
+        inbox_attempts_max=r.integer("BRIDGE_INBOX_ATTEMPTS_MAX", 300, low=1, high=10_000),
         inbox_backoff_ms=r.integer("BRIDGE_INBOX_BACKOFF_MS", 500, low=10, high=600_000),
-        inbox_backoff_max_ms=r.integer("BRIDGE_INBOX_BACKOFF_MAX_MS", 60_000, low=10,
+        inbox_backoff_max_ms=r.integer("BRIDGE_INBOX_BACKOFF_MAX_MS", 300_000, low=10,
                                        high=86_400_000),
         inbox_poll_ms=r.integer("BRIDGE_INBOX_POLL_MS", 500, low=10, high=60_000),
         sync_interval_ms=r.integer("BRIDGE_SYNC_INTERVAL_MS", 1000, low=10, high=3_600_000),
@@ -193,6 +198,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         r.problems.append("DATABASE_URL: must start with postgresql://")
     if ":" not in settings.listen_addr:
         r.problems.append("BRIDGE_LISTEN_ADDR: expected host:port")
+    if settings.inbox_workers + WEBHOOK_CONNECTIONS_MIN > settings.db_pool_size_max:
+        r.problems.append(f"BRIDGE_INBOX_WORKERS: each worker can hold a connection through "
+                          f"a wallet call; keep at least {WEBHOOK_CONNECTIONS_MIN} of "
+                          f"BRIDGE_DB_POOL_SIZE_MAX ({settings.db_pool_size_max}) for storing "
+                          "webhooks")
     if settings.inbox_backoff_ms > settings.inbox_backoff_max_ms:
         r.problems.append("BRIDGE_INBOX_BACKOFF_MS: larger than BRIDGE_INBOX_BACKOFF_MAX_MS")
     r.done()

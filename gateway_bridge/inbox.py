@@ -18,7 +18,6 @@ import random
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
@@ -39,16 +38,13 @@ from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnav
 
 log = logging.getLogger("gateway_bridge.inbox")
 
-# An event naming no payment of ours by id (only by PSP reference) may race the write of
-# that reference; it gets this many attempts before it is recorded as unknown and ignored.
-UNKNOWN_PAYMENT_ATTEMPTS_MAX = 3
 _WALLET_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,63}")
 
 
 def wallet_reference(psp_reference: str) -> str:
     """The wallet takes identifier-shaped references of up to 64 characters; anything else
     is replaced by a stable digest of itself."""
-    if _WALLET_REFERENCE.fullmatch(psp_reference):
+    if _WALLET_REFERENCE.fullmatch(psp_reference) or not psp_reference:
         return psp_reference
     return "h:" + hashlib.sha256(psp_reference.encode()).hexdigest()[:60]
 
@@ -83,13 +79,19 @@ class Inbox:
     async def _loop(self) -> None:
         poll_s = self._settings.inbox_poll_ms / 1000
         while True:
+            claimed: list[int] = []
             try:
-                busy = await self.process_one()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as err:
+                busy = await self.process_one(claimed)
+            except repo.DB_ERRORS as err:
                 log.warning("inbox worker: database trouble, backing off",
                             extra={"error": type(err).__name__})
                 await asyncio.sleep(poll_s)
+                continue
+            except Exception:
+                # A bug met by one event must not stop the others: that event is parked
+                # (dead, for support) and the worker goes on.
+                log.exception("inbox worker: unexpected error", extra={"inbox_id": claimed})
+                await self._quarantine(claimed)
                 continue
             if not busy:
                 self._wake.clear()
@@ -98,17 +100,31 @@ class Inbox:
                 except TimeoutError:
                     pass
 
+    async def _quarantine(self, claimed: list[int]) -> None:
+        if not claimed:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                await repo.finish_event(conn, claimed[0], "dead",
+                                        "internal error while applying; see the bridge log")
+            self.dead_total += 1
+        except repo.DB_ERRORS:
+            pass  # still pending; the next attempt meets the same error and tries again
+
     async def drain(self, *, timeout_ms: int = 10_000) -> None:
-        """Processes every due event now (tests and the CLI use it)."""
+        """Processes every due event now (tests use it to wait deterministically)."""
         async with asyncio.timeout(timeout_ms / 1000):
             while await self.process_one():
                 pass
 
-    async def process_one(self) -> bool:
+    async def process_one(self, claimed: list[int] | None = None) -> bool:
+        """Applies one due event; `claimed` receives its id (for the caller's error path)."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await repo.claim_event(conn)
             if row is None:
                 return False
+            if claimed is not None:
+                claimed.append(row["id"])
             event = repo.event_from_json(row["event"])
             payment = await repo.payment_for_event(conn, event)
             if payment is None:
@@ -121,10 +137,18 @@ class Inbox:
 
     async def _unknown(self, conn: asyncpg.Connection, row: asyncpg.Record,
                        event: PspEvent) -> None:
-        if event.payment_id or row["attempts"] + 1 >= UNKNOWN_PAYMENT_ATTEMPTS_MAX:
+        """Our own id that names no payment can't become valid later: ignored. An event known
+        only by PSP reference may come before the event that teaches us that reference (a
+        Stripe dispute before the capture), so it waits like any deferred event."""
+        if event.payment_id or not (event.psp_reference or event.psp_reference_alt):
             log.warning("event for an unknown payment ignored", extra={
                 "psp": event.psp, "inbox_id": row["id"], "psp_event_type": event.psp_event_type})
             await repo.finish_event(conn, row["id"], "ignored", "unknown payment")
+            return
+        if row["attempts"] + 1 >= self._settings.inbox_attempts_max:
+            await repo.finish_event(conn, row["id"], "dead", "no payment matches its PSP "
+                                                             "reference")
+            self.dead_total += 1
             return
         await repo.retry_event(conn, row["id"], "unknown payment (yet)",
                                self._backoff_ms(row["attempts"]))
@@ -164,6 +188,8 @@ class Inbox:
             p.charged_back_minor += d.amount_minor
         if p.state in NEEDS_SUPPORT:
             p.attention = d.note
+        elif p.attention and not p.attention.startswith("event "):
+            p.attention = None  # a timeout or conflict note is answered by this final word
         if p.state not in SYNCED:
             p.next_sync_at = None
         await repo.save(conn, p)
@@ -174,20 +200,19 @@ class Inbox:
         self.applied_total += 1
 
     async def _wallet_effect(self, p: Payment, d: Decision, event: PspEvent) -> None:
-        key = wallet_key(d.action, p.id, event.dispute_reference) if d.action else ""
+        if d.action is None:
+            return
+        dispute = wallet_reference(event.dispute_reference or "")
+        key = wallet_key(d.action, p.id, dispute)
         match d.action:
-            case None:
-                return
             case Action.DEPOSIT:
                 await self._wallet.deposit(player_id=p.player_id, currency=p.currency,
                                            amount_minor=d.amount_minor, psp=p.psp,
                                            psp_reference=p.id, key=key)
             case Action.CHARGEBACK:
-                assert event.dispute_reference
                 await self._wallet.chargeback(
                     player_id=p.player_id, currency=p.currency, amount_minor=d.amount_minor,
-                    psp=p.psp, psp_reference=wallet_reference(event.dispute_reference),
-                    key=wallet_key(d.action, p.id, wallet_reference(event.dispute_reference)))
+                    psp=p.psp, psp_reference=dispute, key=key)
             case Action.COMMIT:
                 assert p.withdrawal_id
                 await self._wallet.commit(withdrawal_id=p.withdrawal_id, key=key)
@@ -226,13 +251,3 @@ class Inbox:
                                inbox_id=row["id"], note=f"dead-lettered: {note}")
         await repo.finish_event(conn, row["id"], "dead", note)
         self.dead_total += 1
-
-    async def replay_dead(self, event_id: int | None) -> list[int]:
-        async with self._pool.acquire() as conn:
-            ids = await repo.replay_dead(conn, event_id)
-        self.wake()
-        return ids
-
-    async def dead_letters(self, *, after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        async with self._pool.acquire() as conn:
-            return await repo.dead_events(conn, after_id=after_id, limit=limit)

@@ -32,6 +32,7 @@ from gateway_bridge.psp.base import (
     DepositOrder,
     PayoutOrder,
     PspAdapter,
+    PspConfig,
     PspDeclined,
     PspUnavailable,
 )
@@ -71,6 +72,13 @@ class WithdrawalCommand:
     destination: str = field(repr=False)
 
 
+def psp_call_budget_ms(config: PspConfig) -> int:
+    """The longest one outbound call can take with all its retries and backoff."""
+    attempts = config.retries_max + 1
+    backoff_ms: int = config.retry_backoff_ms * 2 ** attempts
+    return attempts * config.timeout_ms + backoff_ms
+
+
 def new_payment_id() -> str:
     return "pay_" + secrets.token_hex(12)
 
@@ -94,9 +102,6 @@ class Payments:
         self._settings = settings
         self._wake_inbox = wake_inbox
         self._clock = clock
-
-    def adapter(self, psp: str) -> PspAdapter:
-        return self._adapters[psp]
 
     def _require_available(self, psp: str) -> PspAdapter:
         adapter = self._adapters[psp]
@@ -234,7 +239,10 @@ class Payments:
                     player_id=p.player_id, currency=p.currency, amount_minor=p.amount_minor,
                     psp=p.psp, key=wallet_key(Action.RESERVE, p.id))
                 p.state, note = State.RESERVED, f"reserved in the wallet ({p.withdrawal_id})"
-                p.next_sync_at = self._clock() + timedelta(milliseconds=RESUME_AFTER_MS)
+                # The payout request follows now; the status sync must not start a second
+                # one while this one may still be retrying at the PSP.
+                p.next_sync_at = self._clock() + timedelta(
+                    milliseconds=RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[p.psp]))
             except WalletUnavailable:
                 p.next_sync_at = self._clock() + timedelta(milliseconds=RESUME_AFTER_MS)
                 await repo.save(conn, p)

@@ -22,17 +22,21 @@ from aiohttp import web
 
 from gateway_bridge.config import Settings
 from gateway_bridge.http import app as http_app
+from gateway_bridge.http import webhooks
 from gateway_bridge.http.context import Services
 from gateway_bridge.inbox import Inbox
 from gateway_bridge.payments import Payments
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.status_sync import StatusSync
+from gateway_bridge.storage import repo
 from gateway_bridge.wallet_client import WalletClient
 from service_kit.migrations import migrate
 
 log = logging.getLogger("gateway_bridge.server")
 MIGRATIONS = Path(__file__).parent / "storage" / "migrations"
 SCHEMA = "bridge"
+# How often webhook rejection counts go from memory to bridge.webhook_rejections.
+REJECTION_FLUSH_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +104,17 @@ async def running(settings: Settings, *, migrate_first: bool = True,
         bound = int(port)
         for address in runner.addresses:  # the real port when listen_addr asked for port 0
             bound = int(address[1])
+        tasks = [asyncio.create_task(
+            webhooks.flush_rejections_forever(services, interval_ms=REJECTION_FLUSH_MS),
+            name="rejection-counts")]
         if workers:
-            tasks = [asyncio.create_task(inbox.run(), name="inbox"),
-                     asyncio.create_task(sync.run(), name="status-sync")]
+            tasks += [asyncio.create_task(inbox.run(), name="inbox"),
+                      asyncio.create_task(sync.run(), name="status-sync")]
         yield Running(port=bound, services=services)
     finally:
         await runner.cleanup()
+        with contextlib.suppress(*repo.DB_ERRORS):
+            await webhooks.flush_rejections(services)
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -43,8 +43,7 @@ class StatusSync:
         while True:
             try:
                 await self.sync_due()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as err:
+            except repo.DB_ERRORS as err:
                 log.warning("status sync: database trouble", extra={
                     "error": type(err).__name__})
             await asyncio.sleep(interval_s)
@@ -57,7 +56,7 @@ class StatusSync:
             await self.sync_one(payment_id)
         return len(due)
 
-    async def sync_one(self, payment_id: str, *, forced: bool = False) -> None:
+    async def sync_one(self, payment_id: str) -> None:
         async with self._pool.acquire() as conn:
             p = await repo.payment(conn, payment_id)
         if p is None:
@@ -73,14 +72,14 @@ class StatusSync:
             # got a checkout URL, so nothing can be paid into it.
             await self._close(p, State.FAILED, "never confirmed by the PSP")
             return
-        await self._poll(p, forced=forced)
+        await self._poll(p)
 
     async def _drive_withdrawal(self, p: Payment) -> None:
         p = await self._payments.advance_withdrawal(p.id, source="poll")
         if p.state in (State.REQUESTED, State.RESERVED):
             await self._count_attempt(p, "withdrawal not yet accepted by the PSP")
 
-    async def _poll(self, p: Payment, *, forced: bool) -> None:
+    async def _poll(self, p: Payment) -> None:
         adapter = self._adapters.get(p.psp)
         event = None
         if adapter is not None and adapter.available and p.psp_reference:
@@ -92,10 +91,20 @@ class StatusSync:
             except PspError as err:
                 log.warning("status poll failed", extra={"payment_id": p.id, "psp": p.psp,
                                                          "error": err.message})
-        if event is not None:
-            await self._inbox.store([event], source="poll")
-        if not forced:
-            await self._count_attempt(p, "no final answer from the PSP")
+        if event is not None and any(await self._inbox.store([event], source="poll")):
+            # A new answer is on its way through the inbox: look again soon instead of
+            # spending a step of the schedule (the last step would time it out).
+            await self._recheck_soon(p.id)
+            return
+        await self._count_attempt(p, "no final answer from the PSP")
+
+    async def _recheck_soon(self, payment_id: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.payment(conn, payment_id, lock=True)
+            if current is not None and current.state in SYNCED:
+                current.next_sync_at = self._clock() + timedelta(
+                    milliseconds=self._settings.sync_interval_ms)
+                await repo.save(conn, current)
 
     async def _count_attempt(self, p: Payment, why: str) -> None:
         schedule = self._settings.sync_schedule_ms

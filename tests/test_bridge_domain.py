@@ -88,7 +88,7 @@ CASES = [
     (WD, State.RESERVED, ev(EventKind.PAYOUT_PAID, amount=None, currency=None), False,
      Verdict.APPLY, State.PAID, Action.COMMIT, 0),
     (WD, State.PAYOUT_PENDING, ev(EventKind.PAYOUT_PAID, amount=5), False,
-     Verdict.APPLY, State.MISMATCH, None, 0),
+     Verdict.IGNORE, None, None, 0),
     (WD, State.PAYOUT_PENDING, ev(EventKind.PAYOUT_FAILED), False,
      Verdict.APPLY, State.PAYOUT_FAILED, Action.CANCEL, 0),
     (WD, State.TIMED_OUT, ev(EventKind.PAYOUT_FAILED), False,
@@ -118,15 +118,53 @@ def test_decide(direction: Direction, state: State, event: PspEvent, partial: bo
                 verdict: Verdict, new_state: State | None, action: Action | None,
                 amount: int) -> None:
     """Each (payment state, event) pair gives the documented verdict, state and wallet call."""
-    d = decide(PaymentFacts(direction, state, 1000, "USD"), event, credit_partial=partial)
+    d = decide(facts(direction, state), event, credit_partial=partial)
     assert (d.verdict, d.state, d.action, d.amount_minor) == (verdict, new_state, action,
                                                                amount), d.note
 
 
+def facts(direction: Direction, state: State, *, settled: int | None = None,
+          charged_back: int | None = None) -> PaymentFacts:
+    """A 10.00 USD payment; money moved as its state implies unless given."""
+    credited = {State.SUCCEEDED, State.CHARGED_BACK, State.PAID, State.REVERSED}
+    if settled is None:
+        settled = 1000 if state in credited else 0
+    if charged_back is None:
+        charged_back = 600 if state is State.CHARGED_BACK else 0
+    return PaymentFacts(direction, state, 1000, "USD", settled, charged_back)
+
+
+@pytest.mark.parametrize(("settled", "charged_back", "asked", "verdict", "amount"), [
+    (1000, 0, 1500, Verdict.APPLY, 1000),   # capped at what was credited
+    (400, 0, None, Verdict.APPLY, 400),     # no amount: what is left
+    (1000, 1000, 100, Verdict.IGNORE, 0),   # nothing left to take
+    (0, 0, 100, Verdict.IGNORE, 0),         # partial payment held, never credited
+])
+def test_chargebacks_never_take_more_than_was_credited(
+        settled: int, charged_back: int, asked: int | None, verdict: Verdict,
+        amount: int) -> None:
+    """A dispute debits at most the credited amount not yet charged back."""
+    state = State.PARTIALLY_PAID if settled < 1000 else State.SUCCEEDED
+    d = decide(facts(DEP, state, settled=settled, charged_back=charged_back),
+               ev(EventKind.CHARGEBACK, amount=asked, dispute="dp_9"), credit_partial=False)
+    assert (d.verdict, d.amount_minor) == (verdict, amount), d.note
+
+
+@pytest.mark.parametrize(("state", "kind"), [
+    (State.FAILED, EventKind.DEPOSIT_SUCCEEDED),
+    (State.EXPIRED, EventKind.DEPOSIT_SUCCEEDED),
+    (State.SUCCEEDED, EventKind.DEPOSIT_FAILED),
+])
+def test_final_answers_contradicting_ours_are_flagged_not_applied(state: State,
+                                                                  kind: EventKind) -> None:
+    """Captured after we closed it, or refunded after we credited it: a conflict for support."""
+    d = decide(facts(DEP, state), ev(kind), credit_partial=False)
+    assert d.verdict is Verdict.IGNORE and d.note.startswith("conflict"), d.note
+
+
 def test_conflicting_paid_after_failure_is_flagged() -> None:
     """A payout reported paid after we released the funds is ignored but named a conflict."""
-    d = decide(PaymentFacts(WD, State.PAYOUT_FAILED, 1000, "USD"), ev(EventKind.PAYOUT_PAID),
-               credit_partial=False)
+    d = decide(facts(WD, State.PAYOUT_FAILED), ev(EventKind.PAYOUT_PAID), credit_partial=False)
     assert d.verdict is Verdict.IGNORE and d.note.startswith("conflict")
 
 
@@ -142,15 +180,14 @@ def test_terminal_states_only_leave_by_the_documented_exceptions() -> None:
             for kind in EventKind:
                 e = ev(kind, dispute="dp", received=10)
                 for partial in (False, True):
-                    d = decide(PaymentFacts(direction, state, 1000, "USD"), e,
-                               credit_partial=partial)
+                    d = decide(facts(direction, state), e, credit_partial=partial)
                     if d.verdict is Verdict.APPLY:
                         assert (state, d.state) in allowed, (direction, state, kind, d)
 
 
 def test_wallet_keys_are_derived_from_the_payment() -> None:
     """The same action on the same payment always has the same wallet key."""
-    assert wallet_key(Action.DEPOSIT, "pay_1") == wallet_key(Action.DEPOSIT, "pay_1")
+    assert wallet_key(Action.DEPOSIT, "pay_1") == "bridge:deposit:pay_1"
     assert wallet_key(Action.DEPOSIT, "pay_1") != wallet_key(Action.COMMIT, "pay_1")
     assert wallet_key(Action.CHARGEBACK, "pay_1", "dp_1") != wallet_key(
         Action.CHARGEBACK, "pay_1", "dp_2")

@@ -82,6 +82,9 @@ class PaymentFacts:
     state: State
     amount_minor: int
     currency: str
+    # What the wallet moved for this payment so far: credited, and charged back.
+    settled_minor: int = 0
+    charged_back_minor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,7 @@ def _deposit(p: PaymentFacts, e: PspEvent, *, credit_partial: bool) -> Decision:
                  EventKind.DEPOSIT_PARTIAL, EventKind.DEPOSIT_FAILED, EventKind.DEPOSIT_EXPIRED):
         return Decision.ignore(f"{k}: not a deposit event")
     if s not in OPEN_DEPOSIT:
-        return Decision.ignore(f"late {k}: the deposit is already {s}")
+        return _late_deposit_event(p, e)
     if k is EventKind.DEPOSIT_PENDING:
         if s is State.PROCESSING:
             return Decision.ignore("already processing")
@@ -148,6 +151,20 @@ def _deposit(p: PaymentFacts, e: PspEvent, *, credit_partial: bool) -> Decision:
     if k is EventKind.DEPOSIT_FAILED:
         return _apply(State.FAILED, f"the PSP reports {e.psp_event_type}")
     return _apply(State.EXPIRED, "the payer did not pay in time")
+
+
+def _late_deposit_event(p: PaymentFacts, e: PspEvent) -> Decision:
+    """A final answer that contradicts the final state we hold is never applied blindly:
+    money captured after we closed the deposit, or refunded after we credited it, is named a
+    conflict so support sees it (the payment's `attention`)."""
+    k, s = e.kind, p.state
+    if k is EventKind.DEPOSIT_SUCCEEDED and s in (State.FAILED, State.EXPIRED):
+        return Decision.ignore(f"conflict: the PSP reports the deposit captured after it was "
+                               f"{s}; not credited automatically, needs support")
+    if k is EventKind.DEPOSIT_FAILED and p.settled_minor > 0:
+        return Decision.ignore(f"conflict: the PSP reports {e.psp_event_type} after the "
+                               "deposit was credited; needs support")
+    return Decision.ignore(f"late {k}: the deposit is already {s}")
 
 
 def _partial(p: PaymentFacts, e: PspEvent, *, credit_partial: bool) -> Decision:
@@ -175,11 +192,18 @@ def _chargeback(p: PaymentFacts, e: PspEvent) -> Decision:
     if e.currency is not None and e.currency != p.currency:
         return Decision.ignore(f"chargeback in {e.currency} on a {p.currency} deposit: "
                                "needs support")
-    amount = e.amount_minor if e.amount_minor is not None else p.amount_minor
-    if amount <= 0:
+    # Never debit more than this payment put into the wallet and is still there to take.
+    remaining = p.settled_minor - p.charged_back_minor
+    if remaining <= 0:
+        return Decision.ignore(f"conflict: dispute {e.dispute_reference} on a deposit with "
+                               "nothing left to charge back; needs support")
+    asked = e.amount_minor if e.amount_minor is not None else remaining
+    if asked <= 0:
         return Decision.ignore("chargeback without a positive amount")
-    return _apply(State.CHARGED_BACK, f"dispute {e.dispute_reference}", Action.CHARGEBACK,
-                  amount)
+    note = f"dispute {e.dispute_reference}"
+    if asked > remaining:
+        note += f": {asked} asked, capped at the {remaining} credited and not yet charged back"
+    return _apply(State.CHARGED_BACK, note, Action.CHARGEBACK, min(asked, remaining))
 
 
 def _withdrawal(p: PaymentFacts, e: PspEvent) -> Decision:
@@ -197,7 +221,10 @@ def _withdrawal(p: PaymentFacts, e: PspEvent) -> Decision:
         if s in OPEN_PAYOUT:
             why = _differs(p, e) if e.amount_minor is not None else None
             if why:
-                return _apply(State.MISMATCH, f"not committed: {why}")
+                # The funds stay reserved and the payout open, so a corrected event or
+                # support can still finish it.
+                return Decision.ignore(f"conflict: paid but {why}; not committed, needs "
+                                       "support")
             return _apply(State.PAID, "paid out", Action.COMMIT)
         if s in (State.PAYOUT_FAILED, State.REVERSED):
             return Decision.ignore(f"conflict: the PSP reports paid after {s}; needs support")

@@ -12,7 +12,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 from aiohttp import web
 
 from gateway_bridge.domain.errors import BridgeError
@@ -55,7 +54,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     except TimeoutError:
         response = http_errors.response(503, "TIMEOUT", "the request took too long; retry "
                                         "with the same Idempotency-Key", request_id=request_id)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+    except repo.DB_ERRORS as err:
         log.error("database unavailable", extra={"request_id": request_id,
                                                  "error": type(err).__name__})
         response = http_errors.response(503, "UNAVAILABLE", "storage unavailable; retry",
@@ -80,7 +79,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), services.pool.acquire() as conn:
             inbox = await repo.inbox_counts(conn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+    except repo.DB_ERRORS:
         return web.json_response({"status": "unavailable", "database": "down"}, status=503)
     return web.json_response({
         "status": "ok", "inbox": inbox,

@@ -25,8 +25,10 @@ class Services:
     sync: StatusSync
     adapters: Mapping[str, PspAdapter]
     clients_by_key_sha256: Mapping[bytes, str] = field(repr=False)
-    # (psp, cause) -> webhooks rejected since start (the database keeps the lasting count)
+    # (psp, cause) -> webhooks rejected since start, and those not yet added to the lasting
+    # count in the database (flushed in the background: forged traffic causes no writes).
     rejected_total: Counter[tuple[str, str]] = field(default_factory=Counter)
+    rejected_unsaved: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -1,20 +1,21 @@
 """PSP webhooks: verify on the raw body, store in the inbox, then acknowledge.
 
 Nothing is acknowledged before it is stored: if the database is down the PSP gets a 503 and
-delivers again later. Rejected requests are counted per (psp, cause) and logged without
-body, headers or secrets, and change nothing else.
+delivers again later. Rejected requests are counted per (psp, cause) in memory (added to the
+database in the background) and logged without body, headers or secrets, and change
+nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-import asyncpg
 from aiohttp import web
 
 from gateway_bridge.http import errors as http_errors
-from gateway_bridge.http.context import REQUEST_ID, SERVICES
+from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.psp.base import WebhookRejected
 from gateway_bridge.storage import repo
 
@@ -39,15 +40,11 @@ async def receive(request: web.Request) -> web.Response:
                                                "remote": request.remote,
                                                "body_bytes": len(body)})
         services.rejected_total[(psp, rejected.cause)] += 1
-        try:
-            async with services.pool.acquire() as conn:
-                await repo.count_rejection(conn, psp, rejected.cause)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            pass  # the count is best effort; the rejection itself stands
+        services.rejected_unsaved[(psp, rejected.cause)] += 1
         return http_errors.response(status, code, rejected.message, request_id=request_id)
     try:
         ids = await services.inbox.store(events, source="webhook")
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
+    except repo.DB_ERRORS as err:
         log.error("webhook not stored; asking the PSP to deliver again",
                   extra={"psp": psp, "error": type(err).__name__})
         return http_errors.response(503, "UNAVAILABLE", "not stored; deliver again later",
@@ -56,3 +53,21 @@ async def receive(request: web.Request) -> web.Response:
                                       "duplicates": sum(1 for i in ids if i is None)})
     ack = adapter.ack
     return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
+
+
+async def flush_rejections(services: Services) -> None:
+    """Adds the rejections counted in memory to `bridge.webhook_rejections`."""
+    pending = dict(services.rejected_unsaved)
+    services.rejected_unsaved.clear()
+    try:
+        async with services.pool.acquire() as conn, conn.transaction():
+            for (psp, cause), count in sorted(pending.items()):
+                await repo.count_rejections(conn, psp, cause, count)
+    except repo.DB_ERRORS:
+        services.rejected_unsaved.update(pending)  # kept for the next flush
+
+
+async def flush_rejections_forever(services: Services, *, interval_ms: int) -> None:
+    while True:
+        await asyncio.sleep(interval_ms / 1000)
+        await flush_rejections(services)

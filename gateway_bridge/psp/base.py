@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway_bridge.domain.events import PspEvent
+from gateway_bridge.domain.money import AMOUNT_MAX_MINOR
 
 
 class WebhookRejected(Exception):
@@ -206,4 +207,6 @@ def int_field(obj: Mapping[str, object], key: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ShapeError(f"{key}: expected an integer")
+    if not 0 <= value <= AMOUNT_MAX_MINOR:
+        raise ShapeError(f"{key}: outside 0..2^62")
     return value

@@ -302,17 +302,37 @@ class OutboundClient:
     def _classify(self, status: int, raw: bytes, retry_after: str) -> PspResponse | _Failure:
         if 200 <= status < 300:
             return PspResponse(status, raw)
-        if status == 429 or status >= 500:
+        if status in _RETRYABLE_4XX or status >= 500:
             return _Failure(f"HTTP {status}", retry_after_ms=_retry_after_ms(retry_after))
-        if 400 <= status < 500:
-            code, message = _error_fields(raw)
+        code, message = _error_fields(raw)
+        if status in _DECLINE_STATUSES and not _outcome_unknown(code):
             raise PspDeclined(
                 self.psp, sanitize(message or f"HTTP {status}", secret=self._config.api_key,
                                    chars_max=ERROR_MESSAGE_MAX_CHARS),
                 status=status,
                 code=_CODE_UNSAFE.sub("", sanitize(code, secret=self._config.api_key,
                                                    chars_max=ERROR_CODE_MAX_CHARS)))
-        return _Failure(f"unexpected HTTP {status}", retryable=False)
+        # 401/403 (our credentials), 404, an idempotency error, anything else: the PSP did
+        # not refuse the payment itself, so the outcome stays unknown. Treating these as a
+        # decline would release a withdrawal's reserve while a payout may still go ahead.
+        return _Failure(f"HTTP {status}", retryable=False)
+
+
+# Answers that mean "not now": 408 timeout, 409 the same idempotency key still in flight,
+# 425 too early, 429 rate limited. Retried with the same key, like 5xx.
+_RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+# Answers that refuse the request itself (bad parameters, payment declined, unprocessable):
+# the only 4xx that count as a definitive decline.
+_DECLINE_STATUSES = frozenset({400, 402, 422})
+
+
+# Error codes that say "this key is busy or was used differently", not "refused": Stripe's
+# idempotency_error, Adyen's 704 (request already processed or in progress), ours.
+_UNKNOWN_OUTCOME_CODES = frozenset({"704"})
+
+
+def _outcome_unknown(code: str) -> bool:
+    return "idempotency" in code.lower() or code in _UNKNOWN_OUTCOME_CODES
 
 
 def _retry_after_ms(value: str) -> int:

@@ -1,8 +1,8 @@
 """Every SQL statement of the bridge, as named constants with $n parameters.
 
 Lock order: an inbox row (claimed FOR UPDATE SKIP LOCKED) before its payment row (FOR
-UPDATE). The cashier API and the status sync lock only a payment row. Nobody locks two
-payments, so no cycle can form.
+UPDATE). The cashier API and the status sync lock only a payment row, and never while an
+inbox row is held. Nobody locks two payments, so no cycle can form.
 """
 
 PAYMENT_COLUMNS = """id, direction, state, psp, method, player_id, currency, amount_minor,
@@ -23,10 +23,6 @@ SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE client = $1 AND client_key =
 PAYMENT = f"SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1"
 
 PAYMENT_FOR_UPDATE = f"SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1 FOR UPDATE"
-
-# SKIP LOCKED: the status sync leaves a payment alone while a worker or request holds it.
-PAYMENT_FOR_UPDATE_SKIP = f"""
-SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1 FOR UPDATE SKIP LOCKED"""
 
 PAYMENT_BY_REFERENCE_FOR_UPDATE = f"""
 SELECT {PAYMENT_COLUMNS} FROM bridge.payments
@@ -77,11 +73,6 @@ SET attempts = attempts + 1, last_error = $2,
     next_attempt_at = now() + make_interval(secs => $3::double precision / 1000)
 WHERE id = $1"""
 
-EVENT = """
-SELECT id, psp, event_key, source, kind, psp_event_type, payment_id, psp_reference, status,
-       attempts, next_attempt_at, last_error, received_at, processed_at
-FROM bridge.inbox WHERE id = $1"""
-
 DEAD_EVENTS = """
 SELECT id, psp, event_key, source, kind, psp_event_type, payment_id, psp_reference, status,
        attempts, next_attempt_at, last_error, received_at, processed_at
@@ -98,8 +89,8 @@ RETURNING id"""
 INBOX_COUNTS = "SELECT status, count(*) AS n FROM bridge.inbox GROUP BY status"
 
 COUNT_REJECTION = """
-INSERT INTO bridge.webhook_rejections (psp, cause, count) VALUES ($1, $2, 1)
+INSERT INTO bridge.webhook_rejections (psp, cause, count) VALUES ($1, $2, $3)
 ON CONFLICT (psp, cause) DO UPDATE
-SET count = bridge.webhook_rejections.count + 1, last_seen_at = now()"""
+SET count = bridge.webhook_rejections.count + $3, last_seen_at = now()"""
 
 REJECTIONS = "SELECT psp, cause, count, last_seen_at FROM bridge.webhook_rejections"

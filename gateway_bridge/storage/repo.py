@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,9 @@ from gateway_bridge.domain.payments import Direction, PaymentFacts, State
 from gateway_bridge.storage import queries as q
 
 HISTORY_ROWS_MAX = 500
+EVENT_KEY_LENGTH_MAX = 200
+# What "the database is unreachable or failed" looks like to the callers of this module.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -51,7 +55,8 @@ class Payment:
         return cls(**values)
 
     def facts(self) -> PaymentFacts:
-        return PaymentFacts(self.direction, self.state, self.amount_minor, self.currency)
+        return PaymentFacts(self.direction, self.state, self.amount_minor, self.currency,
+                            self.settled_minor, self.charged_back_minor)
 
 
 async def insert_payment(conn: asyncpg.Connection, *, payment_id: str, direction: Direction,
@@ -72,10 +77,8 @@ async def payment_by_client_key(conn: asyncpg.Connection, client: str,
 
 
 async def payment(conn: asyncpg.Connection, payment_id: str, *,
-                  lock: bool = False, skip_locked: bool = False) -> Payment | None:
-    query = q.PAYMENT_FOR_UPDATE_SKIP if skip_locked else (
-        q.PAYMENT_FOR_UPDATE if lock else q.PAYMENT)
-    row = await conn.fetchrow(query, payment_id)
+                  lock: bool = False) -> Payment | None:
+    row = await conn.fetchrow(q.PAYMENT_FOR_UPDATE if lock else q.PAYMENT, payment_id)
     return Payment.from_row(row) if row else None
 
 
@@ -132,8 +135,16 @@ def event_from_json(d: dict[str, Any]) -> PspEvent:
 async def insert_event(conn: asyncpg.Connection, e: PspEvent, *, source: str) -> int | None:
     """The inbox row's id, or None when this (psp, event_key) was stored before."""
     return await conn.fetchval(  # type: ignore[no-any-return]
-        q.INSERT_EVENT, e.psp, e.event_key[:500], source, e.kind.value, e.psp_event_type,
-        e.payment_id, e.psp_reference, event_to_json(e))
+        q.INSERT_EVENT, e.psp, stored_event_key(e.event_key), source, e.kind.value,
+        e.psp_event_type[:200], e.payment_id, e.psp_reference, event_to_json(e))
+
+
+def stored_event_key(event_key: str) -> str:
+    """Event identities are kept whole; an unusually long one is stored as its digest, so two
+    events that share a long prefix never collapse into one."""
+    if len(event_key) <= EVENT_KEY_LENGTH_MAX:
+        return event_key
+    return "sha256:" + hashlib.sha256(event_key.encode()).hexdigest()
 
 
 async def claim_event(conn: asyncpg.Connection) -> asyncpg.Record | None:
@@ -150,11 +161,6 @@ async def retry_event(conn: asyncpg.Connection, event_id: int, note: str,
     await conn.execute(q.RETRY_EVENT, event_id, note[:1000], delay_ms)
 
 
-async def event(conn: asyncpg.Connection, event_id: int) -> dict[str, Any] | None:
-    row = await conn.fetchrow(q.EVENT, event_id)
-    return dict(row) if row else None
-
-
 async def dead_events(conn: asyncpg.Connection, *, after_id: int = 0,
                       limit: int = 100) -> list[dict[str, Any]]:
     return [dict(r) for r in await conn.fetch(q.DEAD_EVENTS, after_id, limit)]
@@ -168,8 +174,9 @@ async def inbox_counts(conn: asyncpg.Connection) -> dict[str, int]:
     return {r["status"]: r["n"] for r in await conn.fetch(q.INBOX_COUNTS)}
 
 
-async def count_rejection(conn: asyncpg.Connection, psp: str, cause: str) -> None:
-    await conn.execute(q.COUNT_REJECTION, psp, cause)
+async def count_rejections(conn: asyncpg.Connection, psp: str, cause: str,
+                           count: int) -> None:
+    await conn.execute(q.COUNT_REJECTION, psp, cause, count)
 
 
 async def rejections(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -226,3 +226,27 @@ async def test_lost_wallet_reply_is_retried_with_the_same_key_and_credits_once(
     rows = await _inbox(bridge_conn, created["id"])
     assert rows[0]["attempts"] >= 2 and rows[0]["status"] == "applied"
     assert (await client.balance(player)).cash == 27_00
+
+
+async def test_an_event_that_breaks_the_worker_is_parked_and_the_others_go_on(
+        bridge: BridgeRunning, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """A stored event the worker can't handle (here: a row no adapter could have written) is
+    dead-lettered with a neutral note; later events are still applied."""
+    bad_id = await bridge_conn.fetchval(
+        "INSERT INTO bridge.inbox (psp, event_key, source, kind, psp_event_type, event) "
+        "VALUES ('stripe', $1, 'webhook', 'deposit_succeeded', 'broken', '{\"psp\": 1}') "
+        "RETURNING id", f"broken-{player}")
+    created = await cashier.deposit(player, 6_00)
+    await cashier.complete_deposit(created)
+    await cashier.wait_state(created["id"], "succeeded")
+
+    async def parked() -> bool:
+        row = await bridge_conn.fetchrow("SELECT status, last_error FROM bridge.inbox "
+                                         "WHERE id = $1", bad_id)
+        return bool(row["status"] == "dead")
+    await _wait_for(parked)
+    note = await bridge_conn.fetchval("SELECT last_error FROM bridge.inbox WHERE id = $1",
+                                      bad_id)
+    assert "internal error" in note and "Traceback" not in note
+    assert (await client.balance(player)).cash == 6_00

@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 import pytest
 
+from gateway_bridge.http.webhooks import flush_rejections
 from gateway_bridge.psp.stripe import sign_header
 from gateway_bridge.server import Running as BridgeRunning
 from tests.bridge.conftest import PSP_ENV, Cashier
@@ -47,6 +48,48 @@ async def rejections(conn: asyncpg.Connection) -> dict[str, int]:
     rows = await conn.fetch("SELECT cause, count FROM bridge.webhook_rejections "
                             "WHERE psp = 'stripe'")
     return {r["cause"]: r["count"] for r in rows}
+
+
+def dispute_created(payment_intent: str, *, event_id: str, amount: int) -> bytes:
+    return orjson.dumps({
+        "id": event_id, "object": "event", "type": "charge.dispute.created",
+        "created": int(time.time()),
+        "data": {"object": {"id": "dp_" + event_id, "object": "dispute", "amount": amount,
+                            "currency": "usd", "payment_intent": payment_intent,
+                            "reason": "fraudulent", "status": "needs_response",
+                            "metadata": {}}},
+    })
+
+
+async def test_dispute_before_the_capture_waits_then_is_applied_once(
+        bridge: BridgeRunning, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """Stripe's dispute (known only by payment_intent) arrives before the capture that teaches
+    us that reference: it waits in the inbox, then debits once after the credit."""
+    created = await cashier.deposit(player, 50_00)
+    capture = session_completed(created, event_id=f"evt_cap_{created['id']}")
+    payment_intent = orjson.loads(capture)["data"]["object"]["payment_intent"]
+    dispute = dispute_created(payment_intent, event_id=f"evt_dsp_{created['id']}",
+                              amount=80_00)
+    status, _ = await post_stripe(cashier, dispute,
+                                  signature=sign_header(SECRET, int(time.time()), dispute))
+    assert status == 200
+
+    async def waiting() -> bool:
+        row = await bridge_conn.fetchrow("SELECT status, attempts, last_error FROM bridge.inbox"
+                                         " WHERE event_key = $1", f"evt_dsp_{created['id']}")
+        return row is not None and row["attempts"] >= 1 and row["status"] == "pending"
+    async with asyncio.timeout(10):
+        while not await waiting():
+            await asyncio.sleep(0.05)
+    assert (await client.balance(player)).cash == 0
+    status, _ = await post_stripe(cashier, capture,
+                                  signature=sign_header(SECRET, int(time.time()), capture))
+    assert status == 200
+    done = await cashier.wait_state(created["id"], "charged_back")
+    # The dispute asked for 80.00 on a 50.00 deposit: capped at what was credited.
+    assert (done["settled_minor"], done["charged_back_minor"]) == (50_00, 50_00)
+    assert (await client.balance(player)).cash == 0
 
 
 async def test_same_webhook_20_times_concurrently_is_one_deposit(
@@ -102,6 +145,7 @@ async def test_bad_webhooks_are_refused_counted_and_change_nothing(
     before = (await rejections(bridge_conn)).get(cause, 0)
     got, answer = await post_stripe(cashier, sent, signature=signature)
     assert got == status, answer
+    await flush_rejections(bridge.services)
     assert (await rejections(bridge_conn)).get(cause, 0) == before + 1
     assert await bridge_conn.fetchval("SELECT count(*) FROM bridge.inbox WHERE payment_id = $1",
                                       created["id"]) == 0
