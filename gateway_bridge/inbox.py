@@ -38,6 +38,11 @@ from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnav
 
 log = logging.getLogger("gateway_bridge.inbox")
 
+# The wallet says the withdrawal already moved on: an earlier event whose wallet call
+# succeeded but whose reply was lost is still waiting for its retry. Once it lands, this event
+# decides again against the true state (a payout.failed after a commit becomes a reversal).
+_REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN = frozenset({"WITHDRAWAL_ALREADY_FINAL",
+                                                    "WITHDRAWAL_NOT_COMMITTED"})
 _WALLET_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,63}")
 
 
@@ -174,8 +179,11 @@ class Inbox:
             await self._retry_or_die(conn, row, p, f"wallet unavailable ({err.code})")
             return
         except WalletRefused as err:
-            await self._die(conn, row, p, f"wallet refused {d.action}: {err.reason}: "
-                                          f"{err.message}")
+            note = f"wallet refused {d.action}: {err.reason}: {err.message}"
+            if err.reason in _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN:
+                await self._retry_or_die(conn, row, p, note)
+            else:
+                await self._die(conn, row, p, note)
             return
         before = p.state
         assert d.state is not None
@@ -192,6 +200,7 @@ class Inbox:
             p.attention = None  # a timeout or conflict note is answered by this final word
         if p.state not in SYNCED:
             p.next_sync_at = None
+            p.payout_destination = None
         await repo.save(conn, p)
         await repo.add_history(conn, p, from_state=before, source=row["source"],
                                psp_event_type=event.psp_event_type, inbox_id=inbox_id,

@@ -9,6 +9,7 @@ status sync driving a half-done withdrawal all ask for the same effect again, ne
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -84,10 +85,14 @@ def new_payment_id() -> str:
 
 
 def _fingerprint(command: DepositCommand | WithdrawalCommand) -> dict[str, Any]:
-    """What the stored request is compared on when the same Idempotency-Key comes again."""
+    """What the stored request is compared on when the same Idempotency-Key comes again. A
+    payout destination is kept only as a digest here; the clear value lives in its own column
+    until the PSP has accepted the payout, and is erased then."""
     values = asdict(command)
     values.pop("client")
     values.pop("client_key")
+    if "destination" in values:
+        values["destination"] = hashlib.sha256(values["destination"].encode()).hexdigest()
     return values
 
 
@@ -129,6 +134,7 @@ class Payments:
                 psp=command.psp, method=command.method, player_id=command.player_id,
                 currency=command.currency, amount_minor=command.amount_minor,
                 client=command.client, client_key=command.client_key, request=request,
+                payout_destination=getattr(command, "destination", None),
                 next_sync_at=self._clock() + timedelta(milliseconds=resume_ms))
             if created is not None:
                 await repo.add_history(conn, created, from_state=None, source="api",
@@ -251,7 +257,7 @@ class Payments:
                                       "Idempotency-Key", retry_after_s=1) from None
                 return p
             except WalletRefused as err:
-                p.state, p.next_sync_at = State.REJECTED, None
+                p.state, p.next_sync_at, p.payout_destination = State.REJECTED, None, None
                 p.refusal = {"reason": err.reason, "message": err.message[:500]}
                 note = f"wallet refused: {err.reason}"
             await repo.save(conn, p)
@@ -262,7 +268,7 @@ class Payments:
         adapter = self._adapters[p.psp]
         order = PayoutOrder(payment_id=p.id, player_id=p.player_id, amount_minor=p.amount_minor,
                             currency=p.currency, method=p.method,
-                            destination=str(p.request.get("destination", "")))
+                            destination=p.payout_destination or "")
         try:
             # No row lock held here: a PSP call can take seconds, and two concurrent
             # attempts carry the same Idempotency-Key, so the PSP creates one payout.
@@ -279,6 +285,7 @@ class Payments:
             assert current is not None
             current.psp_reference = current.psp_reference or reference
             before = current.state
+            current.payout_destination = None  # accepted at the PSP: no longer needed
             if current.state is State.RESERVED:
                 current.state = State.PAYOUT_PENDING
                 current.next_sync_at = self._clock() + timedelta(

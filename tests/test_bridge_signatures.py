@@ -223,6 +223,14 @@ def test_adyen_every_item_is_verified() -> None:
         "signature")
 
 
+def test_adyen_item_for_another_merchant_account_is_not_applied() -> None:
+    """Correctly signed, but about another merchant account of the company: recorded as an
+    event we don't act on, never as a deposit."""
+    [event] = ADYEN.read_webhook({}, _notification(_item(merchantAccountCode="OtherShop")),
+                                 now_s=T0)
+    assert event.kind is EventKind.IGNORED
+
+
 def test_adyen_malformed() -> None:
     """Truncated JSON, no items, wrong shapes, and a non-boolean success are malformed."""
     body = _notification(_item())

@@ -197,6 +197,10 @@ class AdyenAdapter:
         success = _success(item)
         kind = _KINDS.get((event_code, success)) or _KINDS.get((event_code, None),
                                                               EventKind.IGNORED)
+        if text_field(item, "merchantAccountCode") != self._config.merchant_account:
+            # Signed with our key but about another merchant account of the company: not
+            # ours to apply (recorded, so a misrouted webhook setup shows in the inbox).
+            kind = EventKind.IGNORED
         amount = item.get("amount")
         amount_obj = json_object(amount, "amount") if amount is not None else {}
         additional = item.get("additionalData")

@@ -39,6 +39,7 @@ class Payment:
     client: str
     client_key: str
     request: dict[str, Any]
+    payout_destination: str | None
     instructions: dict[str, Any] | None
     refusal: dict[str, Any] | None
     attention: str | None
@@ -62,11 +63,12 @@ class Payment:
 async def insert_payment(conn: asyncpg.Connection, *, payment_id: str, direction: Direction,
                          state: State, psp: str, method: str, player_id: str, currency: str,
                          amount_minor: int, client: str, client_key: str,
-                         request: dict[str, Any], next_sync_at: datetime) -> Payment | None:
+                         request: dict[str, Any], payout_destination: str | None,
+                         next_sync_at: datetime) -> Payment | None:
     """None when (client, client_key) already names a payment."""
     row = await conn.fetchrow(q.INSERT_PAYMENT, payment_id, direction.value, state.value, psp,
                               method, player_id, currency, amount_minor, client, client_key,
-                              request, next_sync_at)
+                              request, next_sync_at, payout_destination)
     return Payment.from_row(row) if row else None
 
 
@@ -101,7 +103,7 @@ async def save(conn: asyncpg.Connection, p: Payment) -> None:
     await conn.execute(q.SAVE_PAYMENT, p.id, p.state.value, p.psp_reference,
                        p.psp_reference_alt, p.withdrawal_id, p.instructions, p.settled_minor,
                        p.charged_back_minor, p.attention, p.sync_attempts, p.next_sync_at,
-                       p.refusal)
+                       p.refusal, p.payout_destination)
 
 
 async def add_history(conn: asyncpg.Connection, p: Payment, *, from_state: State | None,

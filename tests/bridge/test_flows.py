@@ -200,3 +200,18 @@ async def test_full_cycle_deposit_bet_win_withdrawal_keeps_the_ledger_clean(
     await cashier.wait_state(withdrawal["id"], "paid")
     b = await client.balance(player)
     assert (b.cash, b.reserved) == (0, 0)
+
+
+async def test_payout_destination_is_erased_once_the_psp_accepted_the_payout(
+        bridge: BridgeRunning, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection) -> None:
+    """The account/address a payout goes to is kept in clear only until the PSP has it; the
+    stored request keeps a digest, so a cashier retry is still matched."""
+    await client.funded(player, 20_00)
+    created = await cashier.withdraw(player, 5_00, psp="stripe", key="dest-1")
+    row = await bridge_conn.fetchrow("SELECT payout_destination, request FROM bridge.payments "
+                                     "WHERE id = $1", created["id"])
+    assert row["payout_destination"] is None
+    assert "acct_test_123" not in row["request"]
+    again = await cashier.withdraw(player, 5_00, psp="stripe", key="dest-1")
+    assert again["id"] == created["id"]

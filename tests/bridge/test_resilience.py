@@ -250,3 +250,35 @@ async def test_an_event_that_breaks_the_worker_is_parked_and_the_others_go_on(
                                       bad_id)
     assert "internal error" in note and "Traceback" not in note
     assert (await client.balance(player)).cash == 6_00
+
+
+async def test_lost_commit_reply_then_failure_event_still_ends_reversed(
+        bridge: BridgeRunning, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """payout.paid commits but its reply is lost; payout.failed comes next and the wallet says
+    the withdrawal is already final. That refusal waits for the lost commit's retry instead
+    of being dead-lettered, then becomes a reversal: the money is back in cash."""
+    wallet = bridge.services.inbox._wallet
+    real_commit = wallet.commit
+    lost: list[str] = []
+
+    async def commit_then_lose_reply(**kwargs: Any) -> str:
+        transaction_id = await real_commit(**kwargs)
+        if not lost:
+            lost.append(transaction_id)
+            raise WalletUnavailable("DEADLINE_EXCEEDED", "reply lost")
+        return transaction_id
+
+    wallet.commit = commit_then_lose_reply  # type: ignore[method-assign]
+    try:
+        await client.funded(player, 40_00)
+        created = await cashier.withdraw(player, 25_00, psp="stripe")
+        await cashier.complete_payout(created, "reversed")
+        done = await cashier.wait_state(created["id"], "reversed")
+    finally:
+        wallet.commit = real_commit  # type: ignore[method-assign]
+    assert lost
+    statuses = [r["status"] for r in await _inbox(bridge_conn, created["id"])]
+    assert "dead" not in statuses, (statuses, done["history"])
+    b = await client.balance(player)
+    assert (b.cash, b.reserved) == (40_00, 0)
