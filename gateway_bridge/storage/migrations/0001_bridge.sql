@@ -22,10 +22,7 @@ CREATE TABLE bridge.payments (
     -- The cashier client and its Idempotency-Key: a retried POST finds this row again.
     client             text NOT NULL,
     client_key         text NOT NULL,
-    -- The request as first received (a payout destination only as its digest).
     request            jsonb NOT NULL,
-    -- Where a payout goes, in clear only until the PSP has accepted the payout.
-    payout_destination text,
     instructions       jsonb,
     -- Why the wallet refused a withdrawal, so a retried request gets the same answer.
     refusal            jsonb,
