@@ -40,7 +40,7 @@ SCOPE_FOR = {
     "CancelWithdrawal": "payments", "ReverseWithdrawal": "payments", "Chargeback": "payments",
     "Bet": "game", "Win": "game",
     "Rollback": "game", "GrantBonus": "bonus", "ForfeitBonus": "bonus", "Adjust": "support",
-    "GetTransaction": "support", "ListTransactions": "support",
+    "GetTransaction": "support", "ListTransactions": "support", "ExecuteBatch": "game",
 }
 
 
@@ -87,6 +87,9 @@ def base_request(method: str, c: Ctx) -> Any:
                                                    idempotency_key=key("cb")),
         "Bet": lambda: pb.BetRequest(player_id=p, currency=usd, amount=1_00, game_id="slots",
                                      round_id="r1", idempotency_key=key("bet")),
+        "ExecuteBatch": lambda: pb.ExecuteBatchRequest(operations=[pb.BatchOperation(
+            bet=pb.BetRequest(player_id=p, currency=usd, amount=1_00, game_id="slots",
+                              round_id="r1", idempotency_key=key("bb")))]),
         "Win": lambda: pb.WinRequest(player_id=p, currency=usd, amount=1_00, game_id="slots",
                                      round_id="r1", idempotency_key=key("win")),
         "Rollback": lambda: pb.RollbackRequest(player_id=p, currency=usd, game_id="slots",
@@ -206,10 +209,10 @@ WRONG_TOKENS = {
 
 
 def test_method_scopes_cover_every_rpc() -> None:
-    """METHOD_SCOPES names exactly the 17 RPCs of wallet.v1.WalletService."""
+    """METHOD_SCOPES names exactly the 18 RPCs of wallet.v1.WalletService."""
     rpcs = set(pb.DESCRIPTOR.services_by_name["WalletService"].methods_by_name)
     assert set(METHOD_SCOPES) == rpcs
-    assert len(rpcs) == 17
+    assert len(rpcs) == 18
 
 
 @pytest.mark.parametrize("header", list(NO_TOKEN_HEADERS), ids=list(NO_TOKEN_HEADERS))

@@ -52,7 +52,18 @@ class Settings:
     shutdown_grace_ms: int = 10_000
     bonus_sweep_interval_ms: int = 5_000
     bonus_sweep_batch_max: int = 100
+    # Group commit: concurrent calls share one transaction (one commit, one WAL flush).
+    group_commit: bool = True
+    # The longest a call waits for company; kept well under 1 ms.
+    group_commit_wait_us: int = 200
+    group_commit_batch_max: int = 64
+    # Batches in flight at once, each holding one pool connection.
+    group_commit_batches_max: int = 4
+    # ExecuteBatch: operations per call.
+    batch_operations_max: int = 1000
     migrate_on_start: bool = False
+    # Several server processes may share the listen port (SO_REUSEPORT), one per core.
+    so_reuseport: bool = False
     tls_cert_file: str = ""
     tls_key_file: str = ""
     log_level: str = "INFO"
@@ -125,7 +136,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                           high=3_600_000),
         bonus_sweep_batch_max=r.integer("WALLET_BONUS_SWEEP_BATCH_MAX", 100, low=1,
                                         high=10_000),
+        group_commit=r.flag("WALLET_GROUP_COMMIT", True),
+        group_commit_wait_us=r.integer("WALLET_GROUP_COMMIT_WAIT_US", 200, low=0, high=5000),
+        group_commit_batch_max=r.integer("WALLET_GROUP_COMMIT_BATCH_MAX", 64, low=1,
+                                         high=1000),
+        group_commit_batches_max=r.integer("WALLET_GROUP_COMMIT_BATCHES_MAX", 4, low=1,
+                                           high=64),
+        batch_operations_max=r.integer("WALLET_BATCH_OPERATIONS_MAX", 1000, low=1,
+                                       high=10_000),
         migrate_on_start=r.flag("WALLET_MIGRATE_ON_START", False),
+        so_reuseport=r.flag("WALLET_SO_REUSEPORT", False),
         tls_cert_file=env.get("WALLET_TLS_CERT_FILE", ""),
         tls_key_file=env.get("WALLET_TLS_KEY_FILE", ""),
         log_level=r.text("WALLET_LOG_LEVEL", "INFO").upper(),
@@ -140,6 +160,9 @@ def _cross_checks(s: Settings, r: EnvReader) -> None:
         r.problems.append("DATABASE_URL: must start with postgresql://")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         r.problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
+    if s.group_commit and s.group_commit_batches_max > s.db_pool_size_max:
+        r.problems.append("WALLET_GROUP_COMMIT_BATCHES_MAX: larger than WALLET_DB_POOL_SIZE_MAX "
+                          "(each batch in flight holds a connection)")
     if s.db_pool_size_min > s.db_pool_size_max:
         r.problems.append("WALLET_DB_POOL_SIZE_MIN: larger than WALLET_DB_POOL_SIZE_MAX")
     if ":" not in s.listen_addr:

@@ -65,6 +65,41 @@ class IdempotencyCache:
             log.warning("ignoring unreadable idempotency cache entry")
             return None
 
+    async def get_many(self, pairs: list[tuple[str, str]]) -> list[tuple[bytes, Outcome] | None]:
+        """One MGET for a whole batch; misses (and any failure) are None."""
+        if not pairs or not self._usable():
+            return [None] * len(pairs)
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                raws = await self._client.mget([self._key(c, k) for c, k in pairs])
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("mget", exc)
+            return [None] * len(pairs)
+        found: list[tuple[bytes, Outcome] | None] = []
+        for raw in raws:
+            try:
+                found.append(None if raw is None else _decode(
+                    raw if isinstance(raw, bytes) else raw.encode()))
+            except (ValueError, KeyError, TypeError):
+                found.append(None)
+        return found
+
+    async def put_many(self, entries: list[tuple[str, str, bytes, Outcome]]) -> None:
+        """One pipelined round trip for a whole batch."""
+        if not entries or not self._usable():
+            return
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pipe = self._client.pipeline(transaction=False)
+                for caller, key, fingerprint, outcome in entries:
+                    pipe.set(self._key(caller, key), _encode(fingerprint, outcome),
+                             ex=self._ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("set", exc)
+
     async def put(self, caller: str, key: str, fingerprint: bytes, outcome: Outcome) -> None:
         if not self._usable():
             return

@@ -26,10 +26,11 @@ import asyncpg
 from wallet_core.domain import bonus as bonus_policy
 from wallet_core.domain import commands as cmd
 from wallet_core.domain import errors, rules
-from wallet_core.domain.errors import InvalidField, NotFound, Rejected
+from wallet_core.domain.errors import InvalidField, NotFound, Rejected, WalletError
 from wallet_core.domain.ledger import BonusState, Draft
 from wallet_core.domain.money import Currency
 from wallet_core.domain.outcome import Outcome
+from wallet_core.group_commit import GroupCommit
 from wallet_core.idempotency_cache import IdempotencyCache
 from wallet_core.storage import repo
 
@@ -54,10 +55,27 @@ class _Call:
     fingerprint: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class GroupCommitSettings:
+    wait_us: int
+    batch_max: int
+    batches_max: int
+
+
+class _RollBack(Exception):
+    """Raised inside an atomic batch's transaction to undo it."""
+
+
 class Ledger:
     def __init__(self, *, pool: asyncpg.Pool, cache: IdempotencyCache,
                  currencies: dict[str, Currency], pool_acquire_timeout_ms: int,
-                 conflict_retries_max: int, clock: Callable[[], datetime] = utc_now) -> None:
+                 conflict_retries_max: int, clock: Callable[[], datetime] = utc_now,
+                 group_commit: GroupCommitSettings | None = None) -> None:
+        self._group: GroupCommit[_Call, Outcome, WalletError] | None = None
+        if group_commit is not None:
+            self._group = GroupCommit(self._run_batch, wait_us=group_commit.wait_us,
+                                      batch_max=group_commit.batch_max,
+                                      batches_max=group_commit.batches_max)
         self._pool = pool
         self._cache = cache
         self.currencies = currencies
@@ -83,12 +101,112 @@ class Ledger:
         if cached is not None:
             return _replay(call, *cached)
         try:
-            outcome = await self._execute_in_db(call)
+            if self._group is not None:
+                outcome = await self._group.submit(call)
+            else:
+                outcome = await self._execute_in_db(call)
         except _DB_DOWN as exc:
-            raise errors.Unavailable("the ledger database is unavailable; retry with the same "
-                                     "idempotency key", reason=errors.DATABASE_UNAVAILABLE) from exc
+            raise _unavailable() from exc
         await self._cache.put(caller, command.idempotency_key, call.fingerprint, outcome)
         return outcome
+
+    @property
+    def group_commit(self) -> GroupCommit[_Call, Outcome, WalletError] | None:
+        return self._group
+
+    async def close(self) -> None:
+        if self._group is not None:
+            await self._group.close()
+
+    async def execute_many(self, caller: str, commands: list[cmd.Command], *,
+                           atomic: bool) -> list[Outcome | WalletError]:
+        """ExecuteBatch: every command with its own key and result, in one transaction when
+        they allow it; `atomic` commits all of them or none."""
+        calls = [_Call(caller, c, c.fingerprint()) for c in commands]
+        cached = await self._cache.get_many([(caller, c.idempotency_key) for c in commands])
+        results: list[Outcome | WalletError | None] = [
+            None if hit is None else _replay_or_error(call, hit)
+            for call, hit in zip(calls, cached, strict=True)]
+        todo = [i for i, r in enumerate(results) if r is None]
+        try:
+            run = self._run_atomic if atomic else self._run_batch
+            for i, result in zip(todo, await run([calls[i] for i in todo]), strict=True):
+                results[i] = result
+        except _DB_DOWN as exc:
+            raise _unavailable() from exc
+        await self._cache.put_many([
+            (caller, calls[i].command.idempotency_key, calls[i].fingerprint, r)
+            for i, r in enumerate(results) if isinstance(r, Outcome) and i in set(todo)])
+        return [r for r in results if r is not None]
+
+    async def _run_batch(self, calls: list[_Call]) -> list[Outcome | WalletError]:
+        """Runs calls in one transaction, each keeping its own outcome. If one of them can't
+        share it (an error that aborts the transaction, or a domain error raised mid-way),
+        the transaction is rolled back and every call runs alone, in arrival order."""
+        results, unique = _dedupe(calls)
+        pending = [i for i in unique if results[i] is None]
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                found = await repo.journal_by_keys(conn, [_pair(calls[i]) for i in pending])
+                for i in pending:
+                    if _pair(calls[i]) in found:
+                        results[i] = _replay_or_error(calls[i], found[_pair(calls[i])])
+                run = [i for i in pending if results[i] is None]
+                if run:
+                    async with conn.transaction():
+                        await repo.lock_wallets(conn, _wallets([calls[i] for i in run]))
+                        for i in run:
+                            results[i] = await self._handlers[type(calls[i].command)](
+                                conn, calls[i])
+        except (WalletError, asyncpg.UniqueViolationError, *_RETRYABLE):
+            for i in pending:
+                results[i] = await self._alone(calls[i])
+        return _with_duplicates(calls, results)
+
+    async def _alone(self, call: _Call) -> Outcome | WalletError:
+        try:
+            return await self._execute_in_db(call)
+        except WalletError as exc:
+            return exc
+
+    async def _run_atomic(self, calls: list[_Call]) -> list[Outcome | WalletError]:
+        """All calls commit together or none does; bounded retries on conflicts."""
+        for attempt in range(self._retries_max + 1):
+            try:
+                return await self._try_atomic(calls)
+            except (asyncpg.UniqueViolationError, *_RETRYABLE):
+                await asyncio.sleep(0.002 * (attempt + 1))
+        return [errors.Aborted("the batch kept conflicting with concurrent operations; retry "
+                               "with the same idempotency keys") for _ in calls]
+
+    async def _try_atomic(self, calls: list[_Call]) -> list[Outcome | WalletError]:
+        results, unique = _dedupe(calls)
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            found = await repo.journal_by_keys(conn, [_pair(calls[i]) for i in unique])
+            for i in unique:
+                if _pair(calls[i]) in found:
+                    results[i] = _replay_or_error(calls[i], found[_pair(calls[i])])
+            run = [i for i in unique if results[i] is None]
+            failed: tuple[int, WalletError] | None = None
+            try:
+                async with conn.transaction():
+                    await repo.lock_wallets(conn, _wallets([calls[i] for i in run]))
+                    for i in run:
+                        try:
+                            outcome = await self._handlers[type(calls[i].command)](conn,
+                                                                                   calls[i])
+                        except WalletError as exc:
+                            failed = (i, exc)
+                            raise _RollBack() from None
+                        if outcome.rejection is not None:
+                            outcome.rejection.metadata.pop("transaction_id", None)
+                            failed = (i, outcome.rejection)
+                            raise _RollBack()
+                        results[i] = outcome
+            except _RollBack:
+                assert failed is not None
+                return _rolled_back(calls, run, failed)
+        return _with_duplicates(calls, results)
 
     async def _execute_in_db(self, call: _Call) -> Outcome:
         for attempt in range(self._retries_max + 1):
@@ -392,6 +510,65 @@ class Ledger:
             await self.execute(SYSTEM_CALLER, cmd.ExpireBonus(
                 bonus_id=bonus_id, idempotency_key=f"bonus-expire:{bonus_id}"))
         return len(due)
+
+
+def _unavailable() -> errors.Unavailable:
+    return errors.Unavailable("the ledger database is unavailable; retry with the same "
+                              "idempotency key", reason=errors.DATABASE_UNAVAILABLE)
+
+
+def _pair(call: _Call) -> tuple[str, str]:
+    return call.caller, call.command.idempotency_key
+
+
+def _replay_or_error(call: _Call, found: tuple[bytes, Outcome]) -> Outcome | WalletError:
+    try:
+        return _replay(call, *found)
+    except WalletError as exc:
+        return exc
+
+
+def _dedupe(calls: list[_Call]) -> tuple[list[Outcome | WalletError | None], list[int]]:
+    """Empty results, and the indexes of the first call of each (caller, key): a repeated
+    key inside one batch is answered by replaying its first call (`_with_duplicates`)."""
+    first: dict[tuple[str, str], int] = {}
+    for i, call in enumerate(calls):
+        first.setdefault(_pair(call), i)
+    return [None] * len(calls), sorted(first.values())
+
+
+def _with_duplicates(calls: list[_Call], results: list[Outcome | WalletError | None],
+                     ) -> list[Outcome | WalletError]:
+    first: dict[tuple[str, str], int] = {}
+    done: list[Outcome | WalletError] = []
+    for i, call in enumerate(calls):
+        j = first.setdefault(_pair(call), i)
+        result = results[j]
+        assert result is not None, "every first call of a key has a result"
+        if j != i and isinstance(result, Outcome):
+            result = _replay_or_error(call, (calls[j].fingerprint, result))
+        done.append(result)
+    return done
+
+
+def _wallets(calls: list[_Call]) -> list[tuple[str, str]]:
+    return sorted({(c.command.player_id, c.command.currency) for c in calls
+                   if isinstance(c.command, cmd.WalletCommand)})
+
+
+def _rolled_back(calls: list[_Call], run: list[int],
+                 failed: tuple[int, WalletError]) -> list[Outcome | WalletError]:
+    """An atomic batch undone: the failing call carries its own error, the others say why
+    they did not happen either. Calls found already recorded keep their replays."""
+    index, error = failed
+    results: list[Outcome | WalletError | None] = [None] * len(calls)
+    for i in run:
+        results[i] = error if i == index else errors.Aborted(
+            f"not applied: operations[{index}] failed and the atomic batch was rolled back",
+            reason=errors.BATCH_ROLLED_BACK, metadata={"failed_index": str(index)})
+    return [r if r is not None else errors.Aborted(
+        "not applied: the atomic batch was rolled back", reason=errors.BATCH_ROLLED_BACK)
+        for r in results]
 
 
 def _replay(call: _Call, fingerprint: bytes, outcome: Outcome) -> Outcome:

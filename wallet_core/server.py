@@ -27,7 +27,7 @@ from wallet_core.api.servicer import WalletServicer
 from wallet_core.config import Settings
 from wallet_core.db import create_pool
 from wallet_core.idempotency_cache import IdempotencyCache
-from wallet_core.operations import Ledger
+from wallet_core.operations import GroupCommitSettings, Ledger
 from wallet_core.reads import Reads
 from wallet_core.storage import repo
 
@@ -65,9 +65,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 await migrate(conn, schema="wallet", folder=MIGRATIONS)
             currencies = await repo.load_currencies(conn)
             cache.namespace = await repo.instance_id(conn)
+        group = GroupCommitSettings(
+            wait_us=settings.group_commit_wait_us, batch_max=settings.group_commit_batch_max,
+            batches_max=settings.group_commit_batches_max) if settings.group_commit else None
         ledger = Ledger(pool=pool, cache=cache, currencies=currencies,
                         pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
-                        conflict_retries_max=settings.conflict_retries_max)
+                        conflict_retries_max=settings.conflict_retries_max,
+                        group_commit=group)
         reads = Reads(pool, pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms)
         server, port, health_servicer = await _start_server(settings, ledger, reads)
         sweeper = asyncio.create_task(_sweep_bonuses(ledger, settings), name="bonus-sweeper")
@@ -76,6 +80,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         finally:
             health_servicer.enter_graceful_shutdown()
             await server.stop(settings.shutdown_grace_ms / 1000)
+            await ledger.close()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
@@ -91,7 +96,8 @@ async def _start_server(settings: Settings, ledger: Ledger,
         maximum_concurrent_rpcs=settings.concurrent_rpcs_max,
         options=[("grpc.max_receive_message_length", size),
                  ("grpc.max_send_message_length", 4 * size),
-                 ("grpc.so_reuseport", 0)])
+                 # Off unless asked: two servers on one port is a deliberate choice.
+                 ("grpc.so_reuseport", 1 if settings.so_reuseport else 0)])
     pb_grpc.add_WalletServiceServicer_to_server(  # type: ignore[no-untyped-call]
         WalletServicer(ledger, reads, settings), server)
     health_servicer = health.HealthServicer()

@@ -30,6 +30,8 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "Adjust": frozenset({"support"}),
     "GetTransaction": frozenset({"support", "read"}),
     "ListTransactions": frozenset({"support", "read"}),
+    # Any money-moving scope; each operation inside is checked against its own method.
+    "ExecuteBatch": frozenset({"game", "bonus", "payments", "support"}),
 }
 
 

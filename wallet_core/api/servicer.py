@@ -21,10 +21,12 @@ from grpc_status import rpc_status
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
-from wallet_core.api import convert
-from wallet_core.api.auth import AuthError, authenticate
+from wallet_core.api import convert, money_methods
+from wallet_core.api.auth import METHOD_SCOPES, AuthError, authenticate
 from wallet_core.api.errors import rich_status, status_for
 from wallet_core.config import Caller, Settings
+from wallet_core.domain import commands as cmd
+from wallet_core.domain import errors
 from wallet_core.domain import validation as v
 from wallet_core.domain.errors import InvalidField, WalletError
 from wallet_core.domain.outcome import Outcome
@@ -47,6 +49,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self._reads = reads
         self._callers = settings.callers_by_token_sha256
         self._timeout_s = settings.request_timeout_ms / 1000
+        self._batch_max = settings.batch_operations_max
 
     async def _call(self, method: str, context: Context,
                     work: Callable[[Caller], Awaitable[Response]]) -> Response:
@@ -107,110 +110,112 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             raise rejection
         return outcome
 
-    # -- money-moving methods ----------------------------------------------------------------
+    # -- money-moving methods: one path, described in money_methods.METHODS -----------------
+
+    async def _money(self, name: str, request: Any, context: Context) -> Any:
+        method = money_methods.BY_NAME[name]
+
+        async def work(caller: Caller) -> Any:
+            command = method.command(request, self._ledger.currencies)
+            return method.response(await self._execute(caller, command))
+        return await self._call(name, context, work)
 
     async def OpenWallet(self, request: pb.OpenWalletRequest,
-                         context: Context) -> pb.OpenWalletResponse:
-        async def work(caller: Caller) -> pb.OpenWalletResponse:
-            o = await self._execute(caller, convert.open_wallet(request, self._ledger.currencies))
-            return pb.OpenWalletResponse(result=convert.result(o), created=o.fields["created"])
-        return await self._call("OpenWallet", context, work)
+                        context: Context) -> pb.OpenWalletResponse:
+        return await self._money("OpenWallet", request, context)  # type: ignore[no-any-return]
 
     async def Deposit(self, request: pb.DepositRequest,
-                      context: Context) -> pb.DepositResponse:
-        async def work(caller: Caller) -> pb.DepositResponse:
-            o = await self._execute(caller, convert.deposit(request, self._ledger.currencies))
-            return pb.DepositResponse(result=convert.result(o))
-        return await self._call("Deposit", context, work)
+                     context: Context) -> pb.DepositResponse:
+        return await self._money("Deposit", request, context)  # type: ignore[no-any-return]
 
     async def ReserveWithdrawal(self, request: pb.ReserveWithdrawalRequest,
-                                context: Context) -> pb.ReserveWithdrawalResponse:
-        async def work(caller: Caller) -> pb.ReserveWithdrawalResponse:
-            o = await self._execute(caller, convert.reserve_withdrawal(request,
-                                                                       self._ledger.currencies))
-            return pb.ReserveWithdrawalResponse(result=convert.result(o),
-                                                withdrawal_id=o.fields["withdrawal_id"])
-        return await self._call("ReserveWithdrawal", context, work)
+                               context: Context) -> pb.ReserveWithdrawalResponse:
+        return await self._money("ReserveWithdrawal", request, context)  # type: ignore[no-any-return]
 
     async def CommitWithdrawal(self, request: pb.CommitWithdrawalRequest,
-                               context: Context) -> pb.CommitWithdrawalResponse:
-        async def work(caller: Caller) -> pb.CommitWithdrawalResponse:
-            o = await self._execute(caller, convert.commit_withdrawal(request,
-                                                                      self._ledger.currencies))
-            return pb.CommitWithdrawalResponse(result=convert.result(o))
-        return await self._call("CommitWithdrawal", context, work)
+                              context: Context) -> pb.CommitWithdrawalResponse:
+        return await self._money("CommitWithdrawal", request, context)  # type: ignore[no-any-return]
 
     async def CancelWithdrawal(self, request: pb.CancelWithdrawalRequest,
-                               context: Context) -> pb.CancelWithdrawalResponse:
-        async def work(caller: Caller) -> pb.CancelWithdrawalResponse:
-            o = await self._execute(caller, convert.cancel_withdrawal(request,
-                                                                      self._ledger.currencies))
-            return pb.CancelWithdrawalResponse(result=convert.result(o))
-        return await self._call("CancelWithdrawal", context, work)
+                              context: Context) -> pb.CancelWithdrawalResponse:
+        return await self._money("CancelWithdrawal", request, context)  # type: ignore[no-any-return]
 
     async def ReverseWithdrawal(self, request: pb.ReverseWithdrawalRequest,
-                                context: Context) -> pb.ReverseWithdrawalResponse:
-        async def work(caller: Caller) -> pb.ReverseWithdrawalResponse:
-            o = await self._execute(caller, convert.reverse_withdrawal(request,
-                                                                       self._ledger.currencies))
-            return pb.ReverseWithdrawalResponse(result=convert.result(o))
-        return await self._call("ReverseWithdrawal", context, work)
+                               context: Context) -> pb.ReverseWithdrawalResponse:
+        return await self._money("ReverseWithdrawal", request, context)  # type: ignore[no-any-return]
 
     async def Bet(self, request: pb.BetRequest,
-                  context: Context) -> pb.BetResponse:
-        async def work(caller: Caller) -> pb.BetResponse:
-            o = await self._execute(caller, convert.bet(request, self._ledger.currencies))
-            return pb.BetResponse(result=convert.result(o), cash_amount=o.fields["cash_minor"],
-                                  bonus_amount=o.fields["bonus_minor"])
-        return await self._call("Bet", context, work)
+                 context: Context) -> pb.BetResponse:
+        return await self._money("Bet", request, context)  # type: ignore[no-any-return]
 
     async def Win(self, request: pb.WinRequest,
-                  context: Context) -> pb.WinResponse:
-        async def work(caller: Caller) -> pb.WinResponse:
-            o = await self._execute(caller, convert.win(request, self._ledger.currencies))
-            return pb.WinResponse(result=convert.result(o), cash_amount=o.fields["cash_minor"],
-                                  bonus_amount=o.fields["bonus_minor"])
-        return await self._call("Win", context, work)
+                 context: Context) -> pb.WinResponse:
+        return await self._money("Win", request, context)  # type: ignore[no-any-return]
 
     async def Rollback(self, request: pb.RollbackRequest,
-                       context: Context) -> pb.RollbackResponse:
-        async def work(caller: Caller) -> pb.RollbackResponse:
-            o = await self._execute(caller, convert.rollback(request, self._ledger.currencies))
-            return pb.RollbackResponse(result=convert.result(o),
-                                       outcome=convert.rollback_outcome(o),
-                                       cash_amount=o.fields["cash_minor"],
-                                       bonus_amount=o.fields["bonus_minor"])
-        return await self._call("Rollback", context, work)
+                      context: Context) -> pb.RollbackResponse:
+        return await self._money("Rollback", request, context)  # type: ignore[no-any-return]
 
     async def GrantBonus(self, request: pb.GrantBonusRequest,
-                         context: Context) -> pb.GrantBonusResponse:
-        async def work(caller: Caller) -> pb.GrantBonusResponse:
-            o = await self._execute(caller, convert.grant_bonus(request, self._ledger.currencies))
-            return pb.GrantBonusResponse(result=convert.result(o), bonus_id=o.fields["bonus_id"])
-        return await self._call("GrantBonus", context, work)
+                        context: Context) -> pb.GrantBonusResponse:
+        return await self._money("GrantBonus", request, context)  # type: ignore[no-any-return]
 
     async def ForfeitBonus(self, request: pb.ForfeitBonusRequest,
-                           context: Context) -> pb.ForfeitBonusResponse:
-        async def work(caller: Caller) -> pb.ForfeitBonusResponse:
-            o = await self._execute(caller, convert.forfeit_bonus(request,
-                                                                  self._ledger.currencies))
-            return pb.ForfeitBonusResponse(result=convert.result(o),
-                                           forfeited_amount=o.fields["forfeited_minor"])
-        return await self._call("ForfeitBonus", context, work)
+                          context: Context) -> pb.ForfeitBonusResponse:
+        return await self._money("ForfeitBonus", request, context)  # type: ignore[no-any-return]
 
     async def Chargeback(self, request: pb.ChargebackRequest,
-                         context: Context) -> pb.ChargebackResponse:
-        async def work(caller: Caller) -> pb.ChargebackResponse:
-            o = await self._execute(caller, convert.chargeback(request, self._ledger.currencies))
-            return pb.ChargebackResponse(result=convert.result(o))
-        return await self._call("Chargeback", context, work)
+                        context: Context) -> pb.ChargebackResponse:
+        return await self._money("Chargeback", request, context)  # type: ignore[no-any-return]
 
     async def Adjust(self, request: pb.AdjustRequest,
-                     context: Context) -> pb.AdjustResponse:
-        async def work(caller: Caller) -> pb.AdjustResponse:
-            o = await self._execute(caller, convert.adjust(request, self._ledger.currencies))
-            return pb.AdjustResponse(result=convert.result(o))
-        return await self._call("Adjust", context, work)
+                    context: Context) -> pb.AdjustResponse:
+        return await self._money("Adjust", request, context)  # type: ignore[no-any-return]
+
+    async def ExecuteBatch(self, request: pb.ExecuteBatchRequest,
+                           context: Context) -> pb.ExecuteBatchResponse:
+        async def work(caller: Caller) -> pb.ExecuteBatchResponse:
+            return await self._batch(caller, request)
+        return await self._call("ExecuteBatch", context, work)
+
+    async def _batch(self, caller: Caller,
+                     request: pb.ExecuteBatchRequest) -> pb.ExecuteBatchResponse:
+        count = len(request.operations)
+        if not 1 <= count <= self._batch_max:
+            raise InvalidField("operations", f"1 to {self._batch_max} operations per batch")
+        results: list[pb.BatchResult | None] = [None] * count
+        commands: list[tuple[int, money_methods.MoneyMethod, cmd.Command]] = []
+        for i, operation in enumerate(request.operations):
+            field = operation.WhichOneof("operation")
+            method = money_methods.BY_FIELD.get(field or "")
+            if method is None:
+                results[i] = _batch_error(InvalidField(f"operations[{i}]",
+                                                       "set exactly one operation"))
+            elif not caller.scopes & METHOD_SCOPES[method.name]:
+                results[i] = pb.BatchResult(error=pb.BatchError(
+                    code="PERMISSION_DENIED", reason="SCOPE_MISSING",
+                    message=f"service {caller.name} may not call {method.name}"))
+            else:
+                try:
+                    commands.append((i, method, method.command(getattr(operation, field),
+                                                               self._ledger.currencies)))
+                except WalletError as exc:
+                    results[i] = _batch_error(exc)
+        if request.atomic and len(commands) < count:
+            return _refused_atomic(results)
+        outcomes = await self._ledger.execute_many(caller.name, [c for _, _, c in commands],
+                                                   atomic=request.atomic)
+        for (i, method, _), outcome in zip(commands, outcomes, strict=True):
+            if isinstance(outcome, WalletError):
+                results[i] = _batch_error(outcome)
+            elif outcome.rejection is not None:
+                outcome.rejection.metadata["replay"] = str(outcome.replay).lower()
+                results[i] = _batch_error(outcome.rejection)
+            else:
+                result = pb.BatchResult()
+                getattr(result, method.field).CopyFrom(method.response(outcome))
+                results[i] = result
+        return pb.ExecuteBatchResponse(results=[r for r in results if r is not None])
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -256,3 +261,16 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             return pb.ListTransactionsResponse(
                 transactions=[convert.transaction(t) for t in views], next_page_token=token)
         return await self._call("ListTransactions", context, work)
+
+
+def _batch_error(exc: WalletError) -> pb.BatchResult:
+    return pb.BatchResult(error=pb.BatchError(code=status_for(exc).name, reason=exc.reason,
+                                              message=exc.message, metadata=exc.metadata))
+
+
+def _refused_atomic(results: list[pb.BatchResult | None]) -> pb.ExecuteBatchResponse:
+    """An atomic batch with an invalid operation runs none of them."""
+    aborted = pb.BatchResult(error=pb.BatchError(
+        code="ABORTED", reason=errors.BATCH_ROLLED_BACK,
+        message="not applied: another operation of the atomic batch is invalid"))
+    return pb.ExecuteBatchResponse(results=[r if r is not None else aborted for r in results])

@@ -11,6 +11,13 @@ JOURNAL_BY_KEY = """
 SELECT id, created_at, kind, status, reason, request_hash, outcome
 FROM wallet.journal WHERE caller = $1 AND idempotency_key = $2"""
 
+# A batch's replays in one round trip: ($1[i], $2[i]) pairs of caller and key.
+JOURNAL_BY_KEYS = """
+SELECT j.caller, j.idempotency_key, j.id, j.created_at, j.kind, j.status, j.reason,
+       j.request_hash, j.outcome
+FROM unnest($1::text[], $2::text[]) AS k(caller, idempotency_key)
+JOIN wallet.journal j USING (caller, idempotency_key)"""
+
 JOURNAL_BY_ID = """
 SELECT id, created_at, kind, status, reason, request_hash, outcome
 FROM wallet.journal WHERE id = $1"""
@@ -28,6 +35,14 @@ RETURNING id, cash, bonus, reserved"""
 LOCK_WALLET = """
 SELECT id, cash, bonus, reserved FROM wallet.wallets
 WHERE player_id = $1 AND currency = $2 FOR UPDATE"""
+
+# Group commit and batches lock every wallet they name up front, in wallet id order: two
+# batches touching the same wallets can't deadlock (operations found by withdrawal or bonus
+# id lock theirs later; a deadlock there rolls the batch back and it runs call by call).
+LOCK_WALLETS = """
+SELECT w.id FROM wallet.wallets w
+JOIN unnest($1::text[], $2::text[]) AS k(player_id, currency) USING (player_id, currency)
+ORDER BY w.id FOR UPDATE OF w"""
 
 LOCK_WALLET_BY_ID = """
 SELECT id, player_id, currency, cash, bonus, reserved FROM wallet.wallets

@@ -43,6 +43,21 @@ async def journal_by_key(conn: asyncpg.Connection, caller: str,
     return None if row is None else (bytes(row["request_hash"]), _outcome(row))
 
 
+async def journal_by_keys(conn: asyncpg.Connection, pairs: list[tuple[str, str]],
+                          ) -> dict[tuple[str, str], tuple[bytes, Outcome]]:
+    if not pairs:
+        return {}
+    rows = await conn.fetch(q.JOURNAL_BY_KEYS, [c for c, _ in pairs], [k for _, k in pairs])
+    return {(r["caller"], r["idempotency_key"]): (bytes(r["request_hash"]), _outcome(r))
+            for r in rows}
+
+
+async def lock_wallets(conn: asyncpg.Connection, wallets: list[tuple[str, str]]) -> None:
+    """Locks the (player, currency) wallets that exist, in wallet id order."""
+    if wallets:
+        await conn.fetch(q.LOCK_WALLETS, [p for p, _ in wallets], [c for _, c in wallets])
+
+
 async def journal_by_id(conn: asyncpg.Connection, journal_id: int) -> Outcome:
     row = await conn.fetchrow(q.JOURNAL_BY_ID, journal_id)
     if row is None:
