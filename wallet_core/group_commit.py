@@ -7,7 +7,8 @@ holds below a millisecond), and hands them to the ledger as one batch while at m
 batches grow by themselves; at low load a call waits `wait_us` at most.
 
 A batch keeps every call's own outcome: a rejected bet is recorded as such and its
-neighbours commit. The ledger decides how to run a batch (Ledger.run_batch).
+neighbours commit. The ledger decides how to run a batch (Ledger._run_batch). The queue holds
+only calls in flight, so the server's maximum_concurrent_rpcs bounds it.
 """
 
 from __future__ import annotations

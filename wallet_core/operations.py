@@ -134,9 +134,10 @@ class Ledger:
                 results[i] = result
         except _DB_DOWN as exc:
             raise _unavailable() from exc
+        executed = set(todo)
         await self._cache.put_many([
             (caller, calls[i].command.idempotency_key, calls[i].fingerprint, r)
-            for i, r in enumerate(results) if isinstance(r, Outcome) and i in set(todo)])
+            for i, r in enumerate(results) if isinstance(r, Outcome) and i in executed])
         return [r for r in results if r is not None]
 
     async def _run_batch(self, calls: list[_Call]) -> list[Outcome | WalletError]:
