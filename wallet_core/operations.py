@@ -388,8 +388,6 @@ class Ledger:
                                   round_id=c.round_id, cash_minor=r.cash_minor,
                                   bonus_minor=r.bonus_minor, bonus_debits=r.bonus_debits,
                                   wagered=r.wagered)
-            await repo.add_round_stake(conn, draft.wallet_id, c.game_id, c.round_id,
-                                       r.cash_minor, r.bonus_minor)
 
         return await self._settle(conn, call, draft, c.currency, rule,
                                   {"game_id": c.game_id, "round_id": c.round_id}, after)

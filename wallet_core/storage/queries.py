@@ -119,10 +119,18 @@ SELECT journal_id, wallet_id, game_id, round_id, cash_minor, bonus_minor, bonus_
        wagered, rolled_back_by
 FROM wallet.bets WHERE caller = $1 AND idempotency_key = $2"""
 
+# The bet row and its round's stake in one statement (one round trip on the hot path).
 INSERT_BET = """
-INSERT INTO wallet.bets (journal_id, wallet_id, caller, idempotency_key, game_id, round_id,
-                         cash_minor, bonus_minor, bonus_debits, wagered)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
+WITH bet AS (
+    INSERT INTO wallet.bets (journal_id, wallet_id, caller, idempotency_key, game_id,
+                             round_id, cash_minor, bonus_minor, bonus_debits, wagered)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+)
+INSERT INTO wallet.rounds (wallet_id, game_id, round_id, staked_cash_minor, staked_bonus_minor)
+VALUES ($2, $5, $6, $7, $8)
+ON CONFLICT (wallet_id, game_id, round_id) DO UPDATE
+SET staked_cash_minor = wallet.rounds.staked_cash_minor + EXCLUDED.staked_cash_minor,
+    staked_bonus_minor = wallet.rounds.staked_bonus_minor + EXCLUDED.staked_bonus_minor"""
 
 MARK_BET_ROLLED_BACK = "UPDATE wallet.bets SET rolled_back_by = $2 WHERE journal_id = $1"
 
@@ -130,15 +138,8 @@ ROUND_STAKE = """
 SELECT staked_cash_minor, staked_bonus_minor FROM wallet.rounds
 WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3"""
 
-ADD_ROUND_STAKE = """
-INSERT INTO wallet.rounds (wallet_id, game_id, round_id, staked_cash_minor, staked_bonus_minor)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (wallet_id, game_id, round_id) DO UPDATE
-SET staked_cash_minor = wallet.rounds.staked_cash_minor + EXCLUDED.staked_cash_minor,
-    staked_bonus_minor = wallet.rounds.staked_bonus_minor + EXCLUDED.staked_bonus_minor"""
-
 # A plain UPDATE: Postgres checks CHECK constraints on an INSERT's proposed row even when
-# ON CONFLICT turns it into an update, so negative deltas can't go through ADD_ROUND_STAKE.
+# ON CONFLICT turns it into an update, so negative deltas can't go through INSERT_BET's upsert.
 REMOVE_ROUND_STAKE = """
 UPDATE wallet.rounds SET staked_cash_minor = staked_cash_minor - $4,
     staked_bonus_minor = staked_bonus_minor - $5

@@ -177,6 +177,7 @@ async def bet_by_key(conn: asyncpg.Connection, caller: str, key: str) -> asyncpg
 async def insert_bet(conn: asyncpg.Connection, *, journal_id: int, wallet_id: int, caller: str,
                      key: str, game_id: str, round_id: str, cash_minor: int, bonus_minor: int,
                      bonus_debits: list[tuple[int, int]], wagered: list[tuple[int, int]]) -> None:
+    """The bet and its stake added to the round."""
     await conn.execute(q.INSERT_BET, journal_id, wallet_id, caller, key, game_id, round_id,
                        cash_minor, bonus_minor, bonus_debits, wagered)
 
@@ -190,11 +191,6 @@ async def round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
                       round_id: str) -> tuple[int, int] | None:
     row = await conn.fetchrow(q.ROUND_STAKE, wallet_id, game_id, round_id)
     return None if row is None else (row[0], row[1])
-
-
-async def add_round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
-                          round_id: str, cash_minor: int, bonus_minor: int) -> None:
-    await conn.execute(q.ADD_ROUND_STAKE, wallet_id, game_id, round_id, cash_minor, bonus_minor)
 
 
 async def remove_round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
