@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-.PHONY: run test stop clean lint
+.PHONY: run test stop clean lint load bench
 
 run:    ## set up everything, start wallet + PSP simulator + bridge, run demo sessions
 	scripts/run.sh
@@ -9,6 +9,12 @@ test:   ## lint, type-check, the whole test suite, and the ledger check
 
 stop:   ## stop the bridge, simulator and wallet (and private Postgres/Redis if any)
 	scripts/stop.sh --all
+
+load:   ## one Locust scenario against the running system: make load SCENARIO=game [DURATION=30s]
+	scripts/loadtest.sh $(or $(SCENARIO),game) $(or $(DURATION),30s)
+
+bench:  ## the benchmark table (docs/PERFORMANCE.md): starts its own servers
+	scripts/bench.sh
 
 lint:
 	scripts/buf.sh lint && .venv/bin/ruff check . && .venv/bin/mypy wallet_core gateway_bridge service_kit
