@@ -65,24 +65,15 @@ async def test_atomic_batch_rolls_back_whole(client: Client, player: str,
 
 async def test_arrival_order_is_kept_for_one_wallet(client: Client, player: str,
                                                     ledger_clean: None) -> None:
-    """A support-scoped adjustment then a bet lets the bet through; the bet first is refused:
-    operations on one wallet apply in the batch's order."""
-    await client.funded(player, 0)
-
-    def adjust(amount: int) -> pb.BatchOperation:
-        return pb.BatchOperation(adjust=pb.AdjustRequest(
-            player_id=player, currency="USD", bucket=pb.BUCKET_CASH, amount=amount,
-            reason="goodwill", idempotency_key=key("adj")))
-
-    results = await batch(client, [bet(player, 4_00), adjust(4_00), bet(player, 4_00)],
-                          scope="game")
-    # The game token may bet but not adjust: that operation alone is refused.
-    assert [outcome(r) for r in results] == [
-        "FAILED_PRECONDITION/INSUFFICIENT_FUNDS", "PERMISSION_DENIED/SCOPE_MISSING",
-        "FAILED_PRECONDITION/INSUFFICIENT_FUNDS"]
-    await client.call("Adjust", adjust(4_00).adjust, "support")
+    """On 4.00: [bet 4.00, bet 1.00] -> ok, refused; [bet 1.00, bet 4.00] would be the
+    reverse. Operations on one wallet apply in the batch's order."""
+    await client.funded(player, 4_00)
     results = await batch(client, [bet(player, 4_00), bet(player, 1_00)])
     assert [outcome(r) for r in results] == ["bet", "FAILED_PRECONDITION/INSUFFICIENT_FUNDS"]
+    await client.funded(player, 4_00)
+    results = await batch(client, [bet(player, 1_00), bet(player, 4_00)])
+    assert [outcome(r) for r in results] == ["bet", "FAILED_PRECONDITION/INSUFFICIENT_FUNDS"]
+    assert (await client.balance(player)).cash == 3_00
 
 
 async def test_replays_inside_and_across_batches(client: Client, player: str,
@@ -176,3 +167,122 @@ async def test_group_commit_can_be_switched_off(
             reply = await stub.ExecuteBatch(pb.ExecuteBatchRequest(
                 operations=[bet(player, 1_00)]), metadata=md("game"), timeout=10)
             assert outcome(reply.results[0]) == "FAILED_PRECONDITION/INSUFFICIENT_FUNDS"
+
+
+async def test_atomic_batch_with_a_reused_key_runs_nothing(
+        client: Client, player: str, redis_client: Any, ledger_clean: None) -> None:
+    """A key already used for another request refuses the whole atomic batch, whether the
+    earlier answer comes from Redis or from the journal; nothing else is applied."""
+    await client.funded(player, 9_00)
+    used = key("used")
+    await client.bet(player, 1_00, idem=used)
+    for flush in (False, True):
+        if flush:
+            await redis_client.flushdb()
+        results = await batch(client, [bet(player, 2_00, used), bet(player, 3_00)],
+                              atomic=True)
+        assert [outcome(r) for r in results] == [
+            "ALREADY_EXISTS/IDEMPOTENCY_KEY_REUSED", "ABORTED/BATCH_ROLLED_BACK"]
+    assert (await client.balance(player)).cash == 8_00
+
+
+async def test_atomic_rollback_keeps_replays_of_operations_that_did_happen(
+        client: Client, player: str, redis_client: Any, ledger_clean: None) -> None:
+    """An operation committed earlier, replayed inside an atomic batch that fails, is still
+    reported as applied (its replay), never as 'not applied'."""
+    await client.funded(player, 10_00)
+    done = key("done")
+    [first] = await batch(client, [bet(player, 1_00, done)])
+    await redis_client.flushdb()  # the replay must come from the journal
+    results = await batch(client, [bet(player, 1_00, done), bet(player, 99_00)], atomic=True)
+    assert outcome(results[0]) == "bet" and results[0].bet.result.replay
+    assert results[0].bet.result.transaction_id == first.bet.result.transaction_id
+    assert outcome(results[1]) == "FAILED_PRECONDITION/INSUFFICIENT_FUNDS"
+    assert results[1].error.metadata["recorded"] == "false"
+    assert (await client.balance(player)).cash == 9_00
+
+
+async def test_atomic_batch_with_a_duplicate_psp_reference_says_so(
+        client: Client, player: str, ledger_clean: None) -> None:
+    """A PSP reference credited before is a permanent conflict, not a retryable abort."""
+    await client.funded(player, 0)
+    ref = key("pi")
+
+    def dep(amount: int) -> pb.BatchOperation:
+        return pb.BatchOperation(deposit=pb.DepositRequest(
+            player_id=player, currency="USD", amount=amount, psp="stripe", psp_reference=ref,
+            idempotency_key=key("dep")))
+
+    assert outcome((await batch(client, [dep(5_00)], scope="payments"))[0]) == "deposit"
+    results = await batch(client, [dep(5_00), dep(1_00)], atomic=True, scope="payments")
+    assert [outcome(r) for r in results][0] == "ALREADY_EXISTS/DUPLICATE_PSP_REFERENCE"
+    assert (await client.balance(player)).cash == 5_00
+
+
+async def test_non_atomic_replays_come_from_the_journal_when_redis_is_empty(
+        client: Client, player: str, redis_client: Any, ledger_clean: None) -> None:
+    """With Redis flushed, a batch sent again is answered from the journal, once."""
+    await client.funded(player, 5_00)
+    ops = [bet(player, 1_00), bet(player, 9_00), bet(player, 2_00)]
+    first = await batch(client, ops)
+    await redis_client.flushdb()
+    again = await batch(client, ops)
+    assert [outcome(r) for r in again] == [outcome(r) for r in first]
+    assert again[0].bet.result.replay and again[2].bet.result.replay
+    assert again[1].error.metadata["replay"] == "true"
+    assert (await client.balance(player)).cash == 2_00
+
+
+async def test_a_failing_call_does_not_fail_or_reorder_its_group_neighbours(
+        server: Running, client: Client, player: str, ledger_clean: None) -> None:
+    """30 concurrent bets and one on a wallet that doesn't exist: the one gets NOT_FOUND,
+    the 30 succeed, and the shared transaction is re-run without it rather than every call
+    falling back to running alone."""
+    await client.funded(player, 30_00)
+    ghost = key("ghost")
+
+    async def one(p: str) -> str:
+        try:
+            await client.bet(p, 1_00)
+            return "ok"
+        except grpc.aio.AioRpcError as err:
+            return err.code().name
+
+    answers = await asyncio.gather(*(one(player) for _ in range(15)), one(ghost),
+                                   *(one(player) for _ in range(15)))
+    assert sorted(answers) == ["NOT_FOUND"] + ["ok"] * 30
+    assert (await client.balance(player)).cash == 0
+
+
+async def test_withdrawal_operations_in_concurrent_batches_do_not_deadlock(
+        client: Client, db: Any, ledger_clean: None) -> None:
+    """Batches mixing bets on one wallet with a withdrawal commit on another, crossed, lock
+    every wallet in id order up front: Postgres sees no deadlock."""
+    p1, p2 = key("wd1"), key("wd2")
+    withdrawals: dict[str, list[str]] = {p1: [], p2: []}
+    for p in (p1, p2):
+        await client.funded(p, 100_00)
+        for _ in range(5):
+            r = await client.call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
+                player_id=p, currency="USD", amount=1_00, psp="stripe",
+                idempotency_key=key("rw")), "payments")
+            withdrawals[p].append(r.withdrawal_id)
+    deadlocks = await db.fetchval("SELECT deadlocks FROM pg_stat_database "
+                                  "WHERE datname = current_database()")
+
+    def commit(wid: str) -> pb.BatchOperation:
+        return pb.BatchOperation(commit_withdrawal=pb.CommitWithdrawalRequest(
+            withdrawal_id=wid, idempotency_key=key("cw")))
+
+    def deposit(p: str) -> pb.BatchOperation:
+        return pb.BatchOperation(deposit=pb.DepositRequest(
+            player_id=p, currency="USD", amount=1, psp="stripe", psp_reference=key("pi"),
+            idempotency_key=key("dp")))
+
+    jobs = [batch(client, [*(deposit(a) for _ in range(5)), commit(withdrawals[b][n])],
+                  scope="payments")
+            for n in range(5) for a, b in ((p1, p2), (p2, p1))]
+    results = await asyncio.gather(*jobs)
+    assert all(outcome(r) in ("deposit", "commit_withdrawal") for rs in results for r in rs)
+    assert await db.fetchval("SELECT deadlocks FROM pg_stat_database "
+                             "WHERE datname = current_database()") == deadlocks

@@ -8,7 +8,8 @@ batches grow by themselves; at low load a call waits `wait_us` at most.
 
 A batch keeps every call's own outcome: a rejected bet is recorded as such and its
 neighbours commit. The ledger decides how to run a batch (Ledger._run_batch). The queue holds
-only calls in flight, so the server's maximum_concurrent_rpcs bounds it.
+only calls in flight (the server's maximum_concurrent_rpcs bounds them); a call whose caller
+gave up is dropped before its batch runs.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ class GroupCommit(Generic[Call, Result, Failure]):
         self._queue: deque[tuple[Call, asyncio.Future[Result | Failure]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.batch_sizes_total = 0
         self.batches_total = 0
 
     async def submit(self, call: Call) -> Result:
-        """The call's outcome; its WalletError (or the batch's failure) is raised."""
+        """The call's outcome; its own error (or the whole batch's failure) is raised."""
+        if self._closed:
+            raise RuntimeError("group commit is closed: the server is shutting down")
         future: asyncio.Future[Result | Failure] = asyncio.get_running_loop().create_future()
         self._queue.append((call, future))
         if self._flusher is None or self._flusher.done():
@@ -53,19 +57,32 @@ class GroupCommit(Generic[Call, Result, Failure]):
     async def _flush(self) -> None:
         while self._queue:
             await self._slots.acquire()
-            deadline = time.perf_counter() + self._wait_s
-            # Yielding, not a timer: libuv timers have millisecond granularity, and the wait
-            # must stay well under one. Bounded by `deadline`.
-            while len(self._queue) < self._batch_max and time.perf_counter() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0)  # let calls that are already arriving join
-            batch = [self._queue.popleft()
-                     for _ in range(min(self._batch_max, len(self._queue)))]
-            if not batch:
-                self._slots.release()
-                return
-            task = asyncio.create_task(self._run_one(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batch_done)
+            started = False
+            try:
+                deadline = time.perf_counter() + self._wait_s
+                # Yielding, not a timer: libuv timers have millisecond granularity, and the
+                # wait must stay well under one. Bounded by `deadline`.
+                while len(self._queue) < self._batch_max and time.perf_counter() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0)  # let calls that are already arriving join
+                batch = self._take()
+                if batch:
+                    task = asyncio.create_task(self._run_one(batch))
+                    self._batches.add(task)
+                    task.add_done_callback(self._batch_done)
+                    started = True
+            finally:
+                if not started:
+                    self._slots.release()
+
+    def _take(self) -> list[tuple[Call, asyncio.Future[Result | Failure]]]:
+        """Up to batch_max waiting calls; a call whose caller gave up (deadline passed,
+        cancelled) is dropped here rather than run for nobody."""
+        batch: list[tuple[Call, asyncio.Future[Result | Failure]]] = []
+        while self._queue and len(batch) < self._batch_max:
+            entry = self._queue.popleft()
+            if not entry[1].cancelled():
+                batch.append(entry)
+        return batch
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._batches.discard(task)
@@ -87,8 +104,9 @@ class GroupCommit(Generic[Call, Result, Failure]):
                 future.set_result(result)
 
     async def close(self) -> None:
-        """Waits for the batches in flight (shutdown: their callers get their answers)."""
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._batches:
-            await asyncio.gather(*self._batches, return_exceptions=True)
+        """Refuses new calls and waits for the batches in flight (their callers get their
+        answers)."""
+        self._closed = True
+        pending = [t for t in (self._flusher, *self._batches) if t is not None]
+        if pending:
+            await asyncio.wait(pending)

@@ -66,12 +66,17 @@ class _RollBack(Exception):
     """Raised inside an atomic batch's transaction to undo it."""
 
 
+# A shared transaction that fails is run again without the failing operation at most this many
+# times (each re-run repeats the work before it); past that, the rest run alone.
+BATCH_RERUNS_MAX = 3
+
+
 class Ledger:
     def __init__(self, *, pool: asyncpg.Pool, cache: IdempotencyCache,
                  currencies: dict[str, Currency], pool_acquire_timeout_ms: int,
                  conflict_retries_max: int, clock: Callable[[], datetime] = utc_now,
                  group_commit: GroupCommitSettings | None = None) -> None:
-        self._group: GroupCommit[_Call, Outcome, WalletError] | None = None
+        self._group: GroupCommit[_Call, Outcome, Exception] | None = None
         if group_commit is not None:
             self._group = GroupCommit(self._run_batch, wait_us=group_commit.wait_us,
                                       batch_max=group_commit.batch_max,
@@ -111,7 +116,7 @@ class Ledger:
         return outcome
 
     @property
-    def group_commit(self) -> GroupCommit[_Call, Outcome, WalletError] | None:
+    def group_commit(self) -> GroupCommit[_Call, Outcome, Exception] | None:
         return self._group
 
     async def close(self) -> None:
@@ -124,9 +129,11 @@ class Ledger:
         they allow it; `atomic` commits all of them or none."""
         calls = [_Call(caller, c, c.fingerprint()) for c in commands]
         cached = await self._cache.get_many([(caller, c.idempotency_key) for c in commands])
-        results: list[Outcome | WalletError | None] = [
+        results: list[Outcome | Exception | None] = [
             None if hit is None else _replay_or_error(call, hit)
             for call, hit in zip(calls, cached, strict=True)]
+        if atomic and (refused := _refusal(results)) is not None:
+            return _rolled_back(results, refused)
         todo = [i for i, r in enumerate(results) if r is None]
         try:
             run = self._run_atomic if atomic else self._run_batch
@@ -138,39 +145,93 @@ class Ledger:
         await self._cache.put_many([
             (caller, calls[i].command.idempotency_key, calls[i].fingerprint, r)
             for i, r in enumerate(results) if isinstance(r, Outcome) and i in executed])
-        return [r for r in results if r is not None]
+        done: list[Outcome | WalletError] = []
+        for r in results:
+            if isinstance(r, Exception) and not isinstance(r, WalletError):
+                raise r  # a bug met by one operation of an ExecuteBatch: INTERNAL for the call
+            assert r is not None, "every operation of a batch has an answer"
+            done.append(r)
+        return done
 
-    async def _run_batch(self, calls: list[_Call]) -> list[Outcome | WalletError]:
-        """Runs calls in one transaction, each keeping its own outcome. If one of them can't
-        share it (an error that aborts the transaction, or a domain error raised mid-way),
-        the transaction is rolled back and every call runs alone, in arrival order."""
+    async def _run_batch(self, calls: list[_Call]) -> list[Outcome | Exception]:
+        """Runs calls in one transaction, each keeping its own outcome. An operation that
+        can't share it (a domain error, a key another connection just committed, a deadlock,
+        a bug) is taken out and the rest run again without it, a bounded number of times;
+        what is taken out runs alone afterwards, so its error reaches only its own caller."""
         results, unique = _dedupe(calls)
-        pending = [i for i in unique if results[i] is None]
-        try:
-            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                found = await repo.journal_by_keys(conn, [_pair(calls[i]) for i in pending])
-                for i in pending:
-                    if _pair(calls[i]) in found:
-                        results[i] = _replay_or_error(calls[i], found[_pair(calls[i])])
-                run = [i for i in pending if results[i] is None]
-                if run:
-                    async with conn.transaction():
-                        await repo.lock_wallets(conn, _wallets([calls[i] for i in run]))
-                        for i in run:
-                            results[i] = await self._handlers[type(calls[i].command)](
-                                conn, calls[i])
-        except (WalletError, asyncpg.UniqueViolationError, *_RETRYABLE):
-            for i in pending:
-                results[i] = await self._alone(calls[i])
+        if not unique:
+            return []
+        alone: list[int] = []
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            found = await repo.journal_by_keys(conn, [_pair(calls[i]) for i in unique])
+            for i in unique:
+                if _pair(calls[i]) in found:
+                    results[i] = _replay_or_error(calls[i], found[_pair(calls[i])])
+            run = [i for i in unique if results[i] is None]
+            for _ in range(BATCH_RERUNS_MAX + 1):
+                if not run:
+                    break
+                failed = await self._shared(conn, calls, run, results)
+                if failed is None:
+                    run = []
+                    break
+                index, error = failed
+                for i in run:
+                    results[i] = None
+                if isinstance(error, WalletError):
+                    results[index] = error  # raised before any write: its answer as it is
+                else:
+                    alone.append(index)
+                run = [i for i in run if i != index]
+            alone.extend(run)
+        for i in sorted(alone):
+            results[i] = await self._alone(calls[i])
         return _with_duplicates(calls, results)
 
-    async def _alone(self, call: _Call) -> Outcome | WalletError:
+    async def _shared(self, conn: asyncpg.Connection, calls: list[_Call], run: list[int],
+                      results: list[Outcome | Exception | None],
+                      ) -> tuple[int, Exception] | None:
+        """One try of a shared transaction; the failing operation's index and error, if any."""
+        index = run[0]
+        try:
+            async with conn.transaction():
+                await self._lock_all(conn, [calls[i] for i in run])
+                for i in run:
+                    index = i
+                    results[i] = await self._handlers[type(calls[i].command)](conn, calls[i])
+        except _DB_DOWN:
+            raise
+        except Exception as exc:  # the batch's edge: the operation is retried alone
+            return index, exc
+        return None
+
+    async def _lock_all(self, conn: asyncpg.Connection, calls: list[_Call]) -> None:
+        """Every wallet the calls touch, locked in wallet id order, so batches can't deadlock
+        one another. Operations named by withdrawal or bonus id are resolved to their wallet
+        first (that mapping never changes)."""
+        ids: list[int] = []
+        for call in calls:
+            c = call.command
+            if isinstance(c, cmd.CommitWithdrawal | cmd.CancelWithdrawal
+                          | cmd.ReverseWithdrawal):
+                found = await repo.withdrawal_wallet_id(conn, c.withdrawal_id)
+            elif isinstance(c, cmd.ForfeitBonus | cmd.ExpireBonus):
+                found = await repo.bonus_wallet_id(conn, c.bonus_id)
+            else:
+                continue
+            if found is not None:
+                ids.append(found)
+        await repo.lock_wallets(conn, _wallets(calls), ids)
+
+    async def _alone(self, call: _Call) -> Outcome | Exception:
         try:
             return await self._execute_in_db(call)
-        except WalletError as exc:
+        except _DB_DOWN:
+            raise
+        except Exception as exc:  # kept as this call's own answer, not its neighbours'
             return exc
 
-    async def _run_atomic(self, calls: list[_Call]) -> list[Outcome | WalletError]:
+    async def _run_atomic(self, calls: list[_Call]) -> list[Outcome | Exception]:
         """All calls commit together or none does; bounded retries on conflicts."""
         for attempt in range(self._retries_max + 1):
             try:
@@ -178,36 +239,56 @@ class Ledger:
             except (asyncpg.UniqueViolationError, *_RETRYABLE):
                 await asyncio.sleep(0.002 * (attempt + 1))
         return [errors.Aborted("the batch kept conflicting with concurrent operations; retry "
-                               "with the same idempotency keys") for _ in calls]
+                               "it with the same idempotency keys") for _ in calls]
 
-    async def _try_atomic(self, calls: list[_Call]) -> list[Outcome | WalletError]:
+    async def _try_atomic(self, calls: list[_Call]) -> list[Outcome | Exception]:
         results, unique = _dedupe(calls)
+        if not unique:
+            return []
         async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
             found = await repo.journal_by_keys(conn, [_pair(calls[i]) for i in unique])
             for i in unique:
                 if _pair(calls[i]) in found:
                     results[i] = _replay_or_error(calls[i], found[_pair(calls[i])])
+            checked = _with_duplicates_or_none(calls, results)
+            if (refused := _refusal(checked)) is not None:
+                return list(_rolled_back(checked, refused))
             run = [i for i in unique if results[i] is None]
             failed: tuple[int, WalletError] | None = None
             try:
                 async with conn.transaction():
-                    await repo.lock_wallets(conn, _wallets([calls[i] for i in run]))
+                    await self._lock_all(conn, [calls[i] for i in run])
                     for i in run:
-                        try:
-                            outcome = await self._handlers[type(calls[i].command)](conn,
-                                                                                   calls[i])
-                        except WalletError as exc:
-                            failed = (i, exc)
-                            raise _RollBack() from None
-                        if outcome.rejection is not None:
-                            outcome.rejection.metadata.pop("transaction_id", None)
-                            failed = (i, outcome.rejection)
+                        failed = await self._atomic_step(conn, calls[i], i, results)
+                        if failed is not None:
                             raise _RollBack()
-                        results[i] = outcome
             except _RollBack:
                 assert failed is not None
-                return _rolled_back(calls, run, failed)
+                for i in run:
+                    results[i] = None
+                return list(_rolled_back(results, failed))
         return _with_duplicates(calls, results)
+
+    async def _atomic_step(self, conn: asyncpg.Connection, call: _Call, i: int,
+                           results: list[Outcome | Exception | None],
+                           ) -> tuple[int, WalletError] | None:
+        try:
+            outcome = await self._handlers[type(call.command)](conn, call)
+        except WalletError as exc:
+            return i, exc
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != repo.PSP_REFERENCE_TAKEN:
+                raise  # a key committed meanwhile: the retry replays it
+            return i, errors.Conflict(
+                "this psp_reference was already credited under another idempotency key",
+                reason=errors.DUPLICATE_PSP_REFERENCE)
+        if outcome.rejection is not None:
+            # Rolled back with the batch, so nothing is recorded: the same key may run again.
+            outcome.rejection.metadata.pop("transaction_id", None)
+            outcome.rejection.metadata["recorded"] = "false"
+            return i, outcome.rejection
+        results[i] = outcome
+        return None
 
     async def _execute_in_db(self, call: _Call) -> Outcome:
         for attempt in range(self._retries_max + 1):
@@ -527,7 +608,7 @@ def _replay_or_error(call: _Call, found: tuple[bytes, Outcome]) -> Outcome | Wal
         return exc
 
 
-def _dedupe(calls: list[_Call]) -> tuple[list[Outcome | WalletError | None], list[int]]:
+def _dedupe(calls: list[_Call]) -> tuple[list[Outcome | Exception | None], list[int]]:
     """Empty results, and the indexes of the first call of each (caller, key): a repeated
     key inside one batch is answered by replaying its first call (`_with_duplicates`)."""
     first: dict[tuple[str, str], int] = {}
@@ -536,10 +617,27 @@ def _dedupe(calls: list[_Call]) -> tuple[list[Outcome | WalletError | None], lis
     return [None] * len(calls), sorted(first.values())
 
 
-def _with_duplicates(calls: list[_Call], results: list[Outcome | WalletError | None],
-                     ) -> list[Outcome | WalletError]:
+def _with_duplicates_or_none(calls: list[_Call], results: list[Outcome | Exception | None],
+                             ) -> list[Outcome | Exception | None]:
+    """Like `_with_duplicates`, leaving unanswered calls None: a repeat of a key with a
+    different request shows up as its Conflict before anything runs."""
     first: dict[tuple[str, str], int] = {}
-    done: list[Outcome | WalletError] = []
+    checked: list[Outcome | Exception | None] = []
+    for i, call in enumerate(calls):
+        j = first.setdefault(_pair(call), i)
+        if j != i and call.fingerprint != calls[j].fingerprint:
+            checked.append(errors.Conflict(
+                "idempotency_key appears twice in the batch with different requests",
+                reason=errors.IDEMPOTENCY_KEY_REUSED, metadata={"field": "idempotency_key"}))
+        else:
+            checked.append(results[i] if j == i else results[j])
+    return checked
+
+
+def _with_duplicates(calls: list[_Call], results: list[Outcome | Exception | None],
+                     ) -> list[Outcome | Exception]:
+    first: dict[tuple[str, str], int] = {}
+    done: list[Outcome | Exception] = []
     for i, call in enumerate(calls):
         j = first.setdefault(_pair(call), i)
         result = results[j]
@@ -550,24 +648,38 @@ def _with_duplicates(calls: list[_Call], results: list[Outcome | WalletError | N
     return done
 
 
+def _refusal(results: list[Outcome | Exception | None]) -> tuple[int, WalletError] | None:
+    """An atomic batch runs only if nothing in it is already refused: a reused key, a
+    recorded rejection being replayed, an invalid repeat inside the batch."""
+    for i, r in enumerate(results):
+        if isinstance(r, WalletError):
+            return i, r
+        if isinstance(r, Outcome) and r.rejection is not None:
+            return i, r.rejection
+    return None
+
+
 def _wallets(calls: list[_Call]) -> list[tuple[str, str]]:
     return sorted({(c.command.player_id, c.command.currency) for c in calls
                    if isinstance(c.command, cmd.WalletCommand)})
 
 
-def _rolled_back(calls: list[_Call], run: list[int],
+def _rolled_back(results: list[Outcome | Exception | None],
                  failed: tuple[int, WalletError]) -> list[Outcome | WalletError]:
-    """An atomic batch undone: the failing call carries its own error, the others say why
-    they did not happen either. Calls found already recorded keep their replays."""
+    """An atomic batch undone: the failing call carries its own error, calls already
+    recorded earlier keep their replays (they did happen), the others say they did not."""
     index, error = failed
-    results: list[Outcome | WalletError | None] = [None] * len(calls)
-    for i in run:
-        results[i] = error if i == index else errors.Aborted(
-            f"not applied: operations[{index}] failed and the atomic batch was rolled back",
-            reason=errors.BATCH_ROLLED_BACK, metadata={"failed_index": str(index)})
-    return [r if r is not None else errors.Aborted(
-        "not applied: the atomic batch was rolled back", reason=errors.BATCH_ROLLED_BACK)
-        for r in results]
+    done: list[Outcome | WalletError] = []
+    for i, r in enumerate(results):
+        if i == index:
+            done.append(error)
+        elif isinstance(r, Outcome) and r.rejection is None:
+            done.append(r)
+        else:
+            done.append(errors.Aborted(
+                f"not applied: operations[{index}] failed and the atomic batch was rolled "
+                "back", reason=errors.BATCH_ROLLED_BACK, metadata={"failed_index": str(index)}))
+    return done
 
 
 def _replay(call: _Call, fingerprint: bytes, outcome: Outcome) -> Outcome:

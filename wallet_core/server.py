@@ -80,10 +80,10 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         finally:
             health_servicer.enter_graceful_shutdown()
             await server.stop(settings.shutdown_grace_ms / 1000)
-            await ledger.close()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await ledger.close()
     finally:
         await cache.close()
         await asyncio.wait_for(pool.close(), timeout=settings.shutdown_grace_ms / 1000 + 5)

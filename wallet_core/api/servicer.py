@@ -193,7 +193,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                                                        "set exactly one operation"))
             elif not caller.scopes & METHOD_SCOPES[method.name]:
                 results[i] = pb.BatchResult(error=pb.BatchError(
-                    code="PERMISSION_DENIED", reason="SCOPE_MISSING",
+                    code="PERMISSION_DENIED", reason=errors.SCOPE_MISSING,
                     message=f"service {caller.name} may not call {method.name}"))
             else:
                 try:
@@ -215,7 +215,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 result = pb.BatchResult()
                 getattr(result, method.field).CopyFrom(method.response(outcome))
                 results[i] = result
-        return pb.ExecuteBatchResponse(results=[r for r in results if r is not None])
+        answered = [r for r in results if r is not None]
+        assert len(answered) == count, "every operation of a batch has an answer"
+        return pb.ExecuteBatchResponse(results=answered)
 
     # -- reads -------------------------------------------------------------------------------
 

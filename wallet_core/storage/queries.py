@@ -36,12 +36,15 @@ LOCK_WALLET = """
 SELECT id, cash, bonus, reserved FROM wallet.wallets
 WHERE player_id = $1 AND currency = $2 FOR UPDATE"""
 
-# Group commit and batches lock every wallet they name up front, in wallet id order: two
-# batches touching the same wallets can't deadlock (operations found by withdrawal or bonus
-# id lock theirs later; a deadlock there rolls the batch back and it runs call by call).
+# Group commit and batches lock every wallet they touch up front, in wallet id order, so two
+# batches can't deadlock: by (player, currency), and by id for operations named by withdrawal
+# or bonus id ($3, resolved first).
 LOCK_WALLETS = """
 SELECT w.id FROM wallet.wallets w
-JOIN unnest($1::text[], $2::text[]) AS k(player_id, currency) USING (player_id, currency)
+WHERE w.id IN (SELECT x.id FROM wallet.wallets x
+               JOIN unnest($1::text[], $2::text[]) AS k(player_id, currency)
+                   USING (player_id, currency)
+               UNION SELECT unnest($3::bigint[]))
 ORDER BY w.id FOR UPDATE OF w"""
 
 LOCK_WALLET_BY_ID = """

@@ -52,10 +52,13 @@ async def journal_by_keys(conn: asyncpg.Connection, pairs: list[tuple[str, str]]
             for r in rows}
 
 
-async def lock_wallets(conn: asyncpg.Connection, wallets: list[tuple[str, str]]) -> None:
-    """Locks the (player, currency) wallets that exist, in wallet id order."""
-    if wallets:
-        await conn.fetch(q.LOCK_WALLETS, [p for p, _ in wallets], [c for _, c in wallets])
+async def lock_wallets(conn: asyncpg.Connection, wallets: list[tuple[str, str]],
+                       wallet_ids: list[int]) -> None:
+    """Locks the (player, currency) wallets that exist and the wallets by id, all in wallet
+    id order."""
+    if wallets or wallet_ids:
+        await conn.fetch(q.LOCK_WALLETS, [p for p, _ in wallets], [c for _, c in wallets],
+                         wallet_ids)
 
 
 async def journal_by_id(conn: asyncpg.Connection, journal_id: int) -> Outcome:
