@@ -15,6 +15,8 @@ from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
 from tests.helpers import Client, key, md
 from wallet_core import config
+from wallet_core.domain import commands as cmd
+from wallet_core.domain.outcome import Outcome
 from wallet_core.server import Running, running
 
 
@@ -286,3 +288,37 @@ async def test_withdrawal_operations_in_concurrent_batches_do_not_deadlock(
     assert all(outcome(r) in ("deposit", "commit_withdrawal") for rs in results for r in rs)
     assert await db.fetchval("SELECT deadlocks FROM pg_stat_database "
                              "WHERE datname = current_database()") == deadlocks
+
+
+async def test_rollback_before_its_bet_in_one_batch_tombstones_it(
+        client: Client, player: str, ledger_clean: None) -> None:
+    """[Rollback of K, Bet K] in one batch: the bet sees the tombstone written just before."""
+    await client.funded(player, 5_00)
+    k = key("late-bet")
+    rollback = pb.BatchOperation(rollback=pb.RollbackRequest(
+        player_id=player, currency="USD", game_id="slots", bet_idempotency_key=k,
+        idempotency_key=key("rb")))
+    results = await batch(client, [rollback, bet(player, 2_00, k)])
+    assert outcome(results[0]) == "rollback"
+    assert outcome(results[1]) == "FAILED_PRECONDITION/ALREADY_ROLLED_BACK"
+    assert (await client.balance(player)).cash == 5_00
+
+
+async def test_operation_by_withdrawal_id_and_a_bet_on_the_same_wallet_share_a_batch(
+        server: Running, client: Client, player: str, ledger_clean: None) -> None:
+    """[CommitWithdrawal, Bet] on one wallet in one transaction: the bet works on the wallet
+    as the commit left it (reserved back to 0), never on the state read before it."""
+    await client.funded(player, 100_00)
+    reserved = await client.call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
+        player_id=player, currency="USD", amount=10_00, psp="stripe",
+        idempotency_key=key("rw")), "payments")
+    commands = [
+        cmd.CommitWithdrawal(withdrawal_id=int(reserved.withdrawal_id),
+                             idempotency_key=key("cw")),
+        cmd.Bet(player_id=player, currency="USD", amount_minor=5_00, game_id="slots",
+                round_id="r1", idempotency_key=key("bet")),
+    ]
+    outcomes = await server.ledger.execute_many("mixed-service", commands, atomic=False)
+    assert all(isinstance(o, Outcome) and o.rejection is None for o in outcomes), outcomes
+    b = await client.balance(player)
+    assert (b.cash, b.reserved) == (85_00, 0)

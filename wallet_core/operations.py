@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,19 @@ class GroupCommitSettings:
     wait_us: int
     batch_max: int
     batches_max: int
+
+
+@dataclass(slots=True)
+class _Prefetch:
+    """What a batch read once under its locks: a Draft per (player, currency) for the first
+    operation on each wallet, and the bets' tombstones (None when each bet must ask)."""
+
+    drafts: dict[tuple[str, str], Draft]
+    tombstones: set[tuple[str, str]] | None
+
+
+# Set only while a batch's transaction runs, in the batch's own task.
+_PREFETCH: ContextVar[_Prefetch | None] = ContextVar("wallet_batch_prefetch", default=None)
 
 
 class _RollBack(Exception):
@@ -193,9 +207,10 @@ class Ledger:
                       ) -> tuple[int, Exception] | None:
         """One try of a shared transaction; the failing operation's index and error, if any."""
         index = run[0]
+        token = None
         try:
             async with conn.transaction():
-                await self._lock_all(conn, [calls[i] for i in run])
+                token = _PREFETCH.set(await self._lock_all(conn, [calls[i] for i in run]))
                 for i in run:
                     index = i
                     results[i] = await self._handlers[type(calls[i].command)](conn, calls[i])
@@ -203,12 +218,17 @@ class Ledger:
             raise
         except Exception as exc:  # the batch's edge: the operation is retried alone
             return index, exc
+        finally:
+            if token is not None:
+                _PREFETCH.reset(token)
         return None
 
-    async def _lock_all(self, conn: asyncpg.Connection, calls: list[_Call]) -> None:
+    async def _lock_all(self, conn: asyncpg.Connection, calls: list[_Call]) -> _Prefetch:
         """Every wallet the calls touch, locked in wallet id order, so batches can't deadlock
         one another. Operations named by withdrawal or bonus id are resolved to their wallet
-        first (that mapping never changes)."""
+        first (that mapping never changes). What the locks let us read once for the whole
+        batch (each wallet's balances and active bonuses, the bets' tombstones) comes back as
+        a prefetch the handlers use for their first touch of each wallet."""
         ids: list[int] = []
         for call in calls:
             c = call.command
@@ -221,7 +241,18 @@ class Ledger:
                 continue
             if found is not None:
                 ids.append(found)
-        await repo.lock_wallets(conn, _wallets(calls), ids)
+        drafts = await repo.lock_wallets(conn, _wallets(calls), ids)
+        # A wallet also reached by id is read fresh by that operation's handler; a prefetched
+        # draft of it could be stale by the time a later operation took it.
+        by_id = set(ids)
+        drafts = {k: d for k, d in drafts.items() if d.wallet_id not in by_id}
+        # A rollback in the batch may write a tombstone a later bet must see: then each bet
+        # asks for itself.
+        if any(isinstance(call.command, cmd.Rollback) for call in calls):
+            return _Prefetch(drafts, None)
+        bets = [(call.caller, call.command.idempotency_key) for call in calls
+                if isinstance(call.command, cmd.Bet)]
+        return _Prefetch(drafts, await repo.tombstones(conn, bets))
 
     async def _alone(self, call: _Call) -> Outcome | Exception:
         try:
@@ -255,9 +286,10 @@ class Ledger:
                 return list(_rolled_back(checked, refused))
             run = [i for i in unique if results[i] is None]
             failed: tuple[int, WalletError] | None = None
+            token = None
             try:
                 async with conn.transaction():
-                    await self._lock_all(conn, [calls[i] for i in run])
+                    token = _PREFETCH.set(await self._lock_all(conn, [calls[i] for i in run]))
                     for i in run:
                         failed = await self._atomic_step(conn, calls[i], i, results)
                         if failed is not None:
@@ -267,6 +299,9 @@ class Ledger:
                 for i in run:
                     results[i] = None
                 return list(_rolled_back(results, failed))
+            finally:
+                if token is not None:
+                    _PREFETCH.reset(token)
         return _with_duplicates(calls, results)
 
     async def _atomic_step(self, conn: asyncpg.Connection, call: _Call, i: int,
@@ -317,6 +352,13 @@ class Ledger:
 
     async def _lock(self, conn: asyncpg.Connection, c: cmd.WalletCommand, *,
                     with_bonuses: bool) -> Draft:
+        prefetch = _PREFETCH.get()
+        if prefetch is not None:
+            # First touch of this wallet in the batch: already locked and read. Later
+            # operations on the same wallet read it again (the draft is spent here).
+            found = prefetch.drafts.pop((c.player_id, c.currency), None)
+            if found is not None:
+                return found if with_bonuses else found.without_bonuses()
         draft = await repo.lock_wallet(conn, c.player_id, c.currency, with_bonuses=with_bonuses)
         if draft is None:
             raise NotFound(f"player_id has no {c.currency} wallet; open it first",
@@ -451,7 +493,11 @@ class Ledger:
         c = call.command
         assert isinstance(c, cmd.Bet)
         draft = await self._lock(conn, c, with_bonuses=True)
-        tombstoned = await repo.tombstone_exists(conn, call.caller, c.idempotency_key)
+        prefetch = _PREFETCH.get()
+        if prefetch is not None and prefetch.tombstones is not None:
+            tombstoned = (call.caller, c.idempotency_key) in prefetch.tombstones
+        else:
+            tombstoned = await repo.tombstone_exists(conn, call.caller, c.idempotency_key)
         now = self._clock()
         record: list[rules.BetRecord] = []
 

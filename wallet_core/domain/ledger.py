@@ -108,6 +108,13 @@ class Draft:
     _net: dict[str, int] = field(default_factory=dict)
     changed_bonus_ids: set[int] = field(default_factory=set)
 
+    def without_bonuses(self) -> Draft:
+        """The same wallet for an operation that has no business with bonuses (as if they
+        had not been loaded). Only for a draft nothing has moved yet."""
+        assert not self._net and not self.changed_bonus_ids, "a used draft is never reused"
+        return Draft(wallet_id=self.wallet_id, cash=self.cash, bonus=self.bonus,
+                     reserved=self.reserved, bonuses=[], bonuses_loaded=False)
+
     def move(self, amount_minor: int, *, source: Account, dest: Account) -> None:
         if amount_minor < 0:
             raise AssertionError(f"a move is never negative (got {amount_minor})")

@@ -40,12 +40,26 @@ WHERE player_id = $1 AND currency = $2 FOR UPDATE"""
 # batches can't deadlock: by (player, currency), and by id for operations named by withdrawal
 # or bonus id ($3, resolved first).
 LOCK_WALLETS = """
-SELECT w.id FROM wallet.wallets w
+SELECT w.id, w.player_id, w.currency, w.cash, w.bonus, w.reserved FROM wallet.wallets w
 WHERE w.id IN (SELECT x.id FROM wallet.wallets x
                JOIN unnest($1::text[], $2::text[]) AS k(player_id, currency)
                    USING (player_id, currency)
                UNION SELECT unnest($3::bigint[]))
 ORDER BY w.id FOR UPDATE OF w"""
+
+# Read after LOCK_WALLETS, in a new statement: its snapshot is taken once the locks are held,
+# so it sees every commit that touched these wallets (a subquery of the locking statement
+# would not: it keeps the snapshot from before the wait).
+BATCH_ACTIVE_BONUSES = """
+SELECT wallet_id, id, state, granted_minor, balance_minor, wagering_required_minor,
+       wagered_minor, expires_at, created_at
+FROM wallet.bonuses WHERE wallet_id = ANY($1::bigint[]) AND state = 'active'
+ORDER BY wallet_id, created_at, id"""
+
+BATCH_TOMBSTONES = """
+SELECT t.caller, t.bet_idempotency_key FROM wallet.rollback_tombstones t
+JOIN unnest($1::text[], $2::text[]) AS k(caller, bet_idempotency_key)
+    USING (caller, bet_idempotency_key)"""
 
 LOCK_WALLET_BY_ID = """
 SELECT id, player_id, currency, cash, bonus, reserved FROM wallet.wallets

@@ -53,12 +53,29 @@ async def journal_by_keys(conn: asyncpg.Connection, pairs: list[tuple[str, str]]
 
 
 async def lock_wallets(conn: asyncpg.Connection, wallets: list[tuple[str, str]],
-                       wallet_ids: list[int]) -> None:
+                       wallet_ids: list[int]) -> dict[tuple[str, str], Draft]:
     """Locks the (player, currency) wallets that exist and the wallets by id, all in wallet
-    id order."""
-    if wallets or wallet_ids:
-        await conn.fetch(q.LOCK_WALLETS, [p for p, _ in wallets], [c for _, c in wallets],
-                         wallet_ids)
+    id order, and returns a Draft of each (with its active bonuses) keyed by (player,
+    currency): two round trips for the whole batch."""
+    if not wallets and not wallet_ids:
+        return {}
+    rows = await conn.fetch(q.LOCK_WALLETS, [p for p, _ in wallets], [c for _, c in wallets],
+                            wallet_ids)
+    bonuses: dict[int, list[BonusState]] = {r["id"]: [] for r in rows}
+    for b in await conn.fetch(q.BATCH_ACTIVE_BONUSES, list(bonuses)):
+        bonuses[b["wallet_id"]].append(_bonus(b))
+    return {(r["player_id"], r["currency"]): Draft(
+        wallet_id=r["id"], cash=r["cash"], bonus=r["bonus"], reserved=r["reserved"],
+        bonuses=bonuses[r["id"]], bonuses_loaded=True) for r in rows}
+
+
+async def tombstones(conn: asyncpg.Connection,
+                     pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (caller, bet key) pairs have a rollback tombstone."""
+    if not pairs:
+        return set()
+    rows = await conn.fetch(q.BATCH_TOMBSTONES, [c for c, _ in pairs], [k for _, k in pairs])
+    return {(r["caller"], r["bet_idempotency_key"]) for r in rows}
 
 
 async def journal_by_id(conn: asyncpg.Connection, journal_id: int) -> Outcome:
