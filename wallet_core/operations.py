@@ -92,7 +92,7 @@ class Ledger:
                  group_commit: GroupCommitSettings | None = None) -> None:
         self._group: GroupCommit[_Call, Outcome, Exception] | None = None
         if group_commit is not None:
-            self._group = GroupCommit(self._run_batch, wait_us=group_commit.wait_us,
+            self._group = GroupCommit(self._run_group, wait_us=group_commit.wait_us,
                                       batch_max=group_commit.batch_max,
                                       batches_max=group_commit.batches_max)
         self._pool = pool
@@ -121,13 +121,21 @@ class Ledger:
             return _replay(call, *cached)
         try:
             if self._group is not None:
-                outcome = await self._group.submit(call)
-            else:
-                outcome = await self._execute_in_db(call)
+                return await self._group.submit(call)  # cached by the batch, after commit
+            outcome = await self._execute_in_db(call)
         except _DB_DOWN as exc:
             raise _unavailable() from exc
         await self._cache.put(caller, command.idempotency_key, call.fingerprint, outcome)
         return outcome
+
+    async def _run_group(self, calls: list[_Call]) -> list[Outcome | Exception]:
+        """A group-commit batch, then its outcomes cached in one Redis pipeline (one round
+        trip per batch instead of one per call)."""
+        results = await self._run_batch(calls)
+        await self._cache.put_many([
+            (call.caller, call.command.idempotency_key, call.fingerprint, r)
+            for call, r in zip(calls, results, strict=True) if isinstance(r, Outcome)])
+        return results
 
     @property
     def group_commit(self) -> GroupCommit[_Call, Outcome, Exception] | None:
