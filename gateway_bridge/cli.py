@@ -20,18 +20,12 @@ import uvloop
 from gateway_bridge import config
 from gateway_bridge.demo import run_demo
 from gateway_bridge.http.cashier import payment_view
-from gateway_bridge.server import init_connection, migrate_database, serve
+from gateway_bridge.server import migrate_database, serve
 from gateway_bridge.storage import repo
 from service_kit import logs
 from service_kit.migrations import MigrationError
+from service_kit.pg import database_url_from_env, init_json_codecs
 from service_kit.settings import SettingsError
-
-
-def _database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url:
-        sys.exit("DATABASE_URL: required, not set")
-    return url
 
 
 def _print_json(value: Any) -> None:
@@ -43,13 +37,13 @@ def _print_json(value: Any) -> None:
 
 
 async def _connect() -> asyncpg.Connection:
-    conn = await asyncpg.connect(_database_url(), timeout=5.0)
-    await init_connection(conn)
+    conn = await asyncpg.connect(database_url_from_env(), timeout=5.0)
+    await init_json_codecs(conn)
     return conn
 
 
 async def _migrate() -> int:
-    applied = await migrate_database(_database_url())
+    applied = await migrate_database(database_url_from_env())
     print(f"applied migrations: {applied}" if applied else "schema is up to date")
     return 0
 

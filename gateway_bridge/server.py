@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from gateway_bridge.config import Settings
@@ -31,6 +30,7 @@ from gateway_bridge.status_sync import StatusSync
 from gateway_bridge.storage import repo
 from gateway_bridge.wallet_client import WalletClient
 from service_kit.migrations import migrate
+from service_kit.pg import init_json_codecs
 
 log = logging.getLogger("gateway_bridge.server")
 MIGRATIONS = Path(__file__).parent / "storage" / "migrations"
@@ -45,20 +45,13 @@ class Running:
     services: Services
 
 
-async def init_connection(conn: asyncpg.Connection) -> None:
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(type_name, schema="pg_catalog",
-                                  encoder=lambda v: orjson.dumps(v).decode(),
-                                  decoder=orjson.loads)
-
-
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     # A worker holds a transaction open across one wallet call; the idle-in-transaction
     # limit must outlast that call's deadline.
     idle_ms = max(settings.db_statement_timeout_ms, settings.wallet_timeout_ms) * 2
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=1, max_size=settings.db_pool_size_max,
-        init=init_connection, timeout=3.0,
+        init=init_json_codecs, timeout=3.0,
         command_timeout=settings.db_statement_timeout_ms / 1000,
         server_settings={"application_name": "gateway-bridge",
                          "statement_timeout": str(settings.db_statement_timeout_ms),

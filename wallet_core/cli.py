@@ -12,6 +12,7 @@ import uvloop
 
 from service_kit import logs
 from service_kit.migrations import MigrationError, migrate
+from service_kit.pg import database_url_from_env
 from service_kit.settings import SettingsError
 from wallet_core import config
 from wallet_core.db import connect
@@ -19,15 +20,8 @@ from wallet_core.server import MIGRATIONS, serve
 from wallet_core.storage.checker import check_ledger
 
 
-def _database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url:
-        sys.exit("DATABASE_URL: required, not set")
-    return url
-
-
 async def _migrate() -> int:
-    conn = await connect(_database_url())
+    conn = await connect(database_url_from_env())
     try:
         applied = await migrate(conn, schema="wallet", folder=MIGRATIONS)
     finally:
@@ -37,7 +31,7 @@ async def _migrate() -> int:
 
 
 async def _check() -> int:
-    conn = await connect(_database_url())
+    conn = await connect(database_url_from_env())
     try:
         problems = await check_ledger(conn)
     finally:

@@ -289,9 +289,12 @@ class Ledger:
             for i in unique:
                 if _pair(calls[i]) in found:
                     results[i] = _replay_or_error(calls[i], found[_pair(calls[i])])
-            checked = _with_duplicates_or_none(calls, results)
-            if (refused := _refusal(checked)) is not None:
-                return list(_rolled_back(checked, refused))
+            # The lowest index that refuses the batch: a refused answer, or a bad repeat.
+            # A repeat of a key shares its first call's answer (a replay that did happen).
+            answered = [results[j] for j in _first_of(calls)]
+            refusals = [r for r in (_refusal(answered), _conflicting_repeat(calls)) if r]
+            if refusals:
+                return list(_rolled_back(answered, min(refusals, key=lambda r: r[0])))
             run = [i for i in unique if results[i] is None]
             failed: tuple[int, WalletError] | None = None
             token = None
@@ -665,35 +668,30 @@ def _replay_or_error(call: _Call, found: tuple[bytes, Outcome]) -> Outcome | Wal
 def _dedupe(calls: list[_Call]) -> tuple[list[Outcome | Exception | None], list[int]]:
     """Empty results, and the indexes of the first call of each (caller, key): a repeated
     key inside one batch is answered by replaying its first call (`_with_duplicates`)."""
-    first: dict[tuple[str, str], int] = {}
-    for i, call in enumerate(calls):
-        first.setdefault(_pair(call), i)
-    return [None] * len(calls), sorted(first.values())
+    firsts = _first_of(calls)
+    return [None] * len(calls), [i for i, j in enumerate(firsts) if i == j]
 
 
-def _with_duplicates_or_none(calls: list[_Call], results: list[Outcome | Exception | None],
-                             ) -> list[Outcome | Exception | None]:
-    """Like `_with_duplicates`, leaving unanswered calls None: a repeat of a key with a
-    different request shows up as its Conflict before anything runs."""
-    first: dict[tuple[str, str], int] = {}
-    checked: list[Outcome | Exception | None] = []
-    for i, call in enumerate(calls):
-        j = first.setdefault(_pair(call), i)
+def _conflicting_repeat(calls: list[_Call]) -> tuple[int, WalletError] | None:
+    """The first repeat of a key inside the batch that carries a different request."""
+    for i, (call, j) in enumerate(zip(calls, _first_of(calls), strict=True)):
         if j != i and call.fingerprint != calls[j].fingerprint:
-            checked.append(errors.Conflict(
+            return i, errors.Conflict(
                 "idempotency_key appears twice in the batch with different requests",
-                reason=errors.IDEMPOTENCY_KEY_REUSED, metadata={"field": "idempotency_key"}))
-        else:
-            checked.append(results[i] if j == i else results[j])
-    return checked
+                reason=errors.IDEMPOTENCY_KEY_REUSED, metadata={"field": "idempotency_key"})
+    return None
+
+
+def _first_of(calls: list[_Call]) -> list[int]:
+    """For each call, the index of the first call in the batch with its (caller, key)."""
+    first: dict[tuple[str, str], int] = {}
+    return [first.setdefault(_pair(call), i) for i, call in enumerate(calls)]
 
 
 def _with_duplicates(calls: list[_Call], results: list[Outcome | Exception | None],
                      ) -> list[Outcome | Exception]:
-    first: dict[tuple[str, str], int] = {}
     done: list[Outcome | Exception] = []
-    for i, call in enumerate(calls):
-        j = first.setdefault(_pair(call), i)
+    for i, (call, j) in enumerate(zip(calls, _first_of(calls), strict=True)):
         result = results[j]
         assert result is not None, "every first call of a key has a result"
         if j != i and isinstance(result, Outcome):

@@ -44,7 +44,7 @@ from gateway_bridge.psp.base import (
     required_text,
     text_field,
 )
-from gateway_bridge.psp.outbound import OutboundClient
+from gateway_bridge.psp.outbound import ClientAdapter
 
 # Adyen batches at most a few items per request; a bound keeps one request's HMAC work small.
 NOTIFICATION_ITEMS_MAX = 100
@@ -149,7 +149,7 @@ def _success(item: Mapping[str, object]) -> bool:
     return value == "true"
 
 
-class AdyenAdapter:
+class AdyenAdapter(ClientAdapter):
     """`PspAdapter` for Adyen. `config.webhook_secret` is the HMAC key in hex;
     `config.merchant_account` is required."""
 
@@ -158,18 +158,8 @@ class AdyenAdapter:
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.merchant_account:
             raise ValueError(f"PSP {config.name!r} config: merchant_account is empty")
-        self.name = config.name
-        self._config = config
         self._hmac_key = hmac_key_from_hex(config.webhook_secret)
-        self.client = OutboundClient(config, auth_headers={"X-API-Key": config.api_key},
-                                     clock=clock)
-
-    @property
-    def available(self) -> bool:
-        return self.client.available
-
-    async def close(self) -> None:
-        await self.client.close()
+        super().__init__(config, auth_headers={"X-API-Key": config.api_key}, clock=clock)
 
     # --- webhooks ---------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from gateway_bridge.psp.base import (
     required_text,
     text_field,
 )
-from gateway_bridge.psp.outbound import OutboundClient
+from gateway_bridge.psp.outbound import ClientAdapter
 
 SIGNATURE_HEADER = "x-nowpayments-sig"
 # NOWPayments asset codes name the network; the wallet keeps one currency per asset.
@@ -211,7 +211,7 @@ def _received_minor(obj: Mapping[str, object], price_minor: int | None) -> int:
 
 # --- the adapter ----------------------------------------------------------------------------
 
-class NowPaymentsAdapter:
+class NowPaymentsAdapter(ClientAdapter):
     """`PspAdapter` for NOWPayments. `config.webhook_secret` is the IPN secret;
     `config.callback_url` is sent as ipn_callback_url on every payment and payout."""
 
@@ -220,17 +220,7 @@ class NowPaymentsAdapter:
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.webhook_secret:
             raise ValueError(f"PSP {config.name!r} config: webhook_secret (IPN secret) is empty")
-        self.name = config.name
-        self._config = config
-        self.client = OutboundClient(config, auth_headers={"x-api-key": config.api_key},
-                                     clock=clock)
-
-    @property
-    def available(self) -> bool:
-        return self.client.available
-
-    async def close(self) -> None:
-        await self.client.close()
+        super().__init__(config, auth_headers={"x-api-key": config.api_key}, clock=clock)
 
     # --- webhooks ---------------------------------------------------------------------------
 

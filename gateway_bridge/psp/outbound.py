@@ -335,6 +335,24 @@ def _outcome_unknown(code: str) -> bool:
     return "idempotency" in code.lower() or code in _UNKNOWN_OUTCOME_CODES
 
 
+class ClientAdapter:
+    """What every adapter has: its name and config, its own outbound client, and the
+    breaker-derived availability and shutdown the PspAdapter interface asks for."""
+
+    def __init__(self, config: PspConfig, *, auth_headers: Mapping[str, str],
+                 clock: Callable[[], float]) -> None:
+        self.name = config.name
+        self._config = config
+        self.client = OutboundClient(config, auth_headers=auth_headers, clock=clock)
+
+    @property
+    def available(self) -> bool:
+        return self.client.available
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
 def _retry_after_ms(value: str) -> int:
     """Retry-After in seconds (the HTTP-date form is ignored: PSPs send seconds)."""
     try:

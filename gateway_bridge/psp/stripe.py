@@ -39,7 +39,7 @@ from gateway_bridge.psp.base import (
     required_text,
     text_field,
 )
-from gateway_bridge.psp.outbound import OutboundClient
+from gateway_bridge.psp.outbound import ClientAdapter
 
 SIGNATURE_HEADER = "Stripe-Signature"
 # A real header is ~150 characters per secret; this allows a handful during rotation.
@@ -129,7 +129,7 @@ def _expandable_id(obj: Mapping[str, object], key: str) -> str | None:
     return text_field(obj, key)
 
 
-class StripeAdapter:
+class StripeAdapter(ClientAdapter):
     """`PspAdapter` for Stripe. `config.webhook_secret` is the endpoint's `whsec_...`."""
 
     ack = WebhookAck(200, b'{"received":true}', "application/json")
@@ -137,17 +137,8 @@ class StripeAdapter:
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.webhook_secret:
             raise ValueError(f"PSP {config.name!r} config: webhook_secret is empty")
-        self.name = config.name
-        self._config = config
-        self.client = OutboundClient(
-            config, auth_headers={"Authorization": f"Bearer {config.api_key}"}, clock=clock)
-
-    @property
-    def available(self) -> bool:
-        return self.client.available
-
-    async def close(self) -> None:
-        await self.client.close()
+        super().__init__(config, auth_headers={"Authorization": f"Bearer {config.api_key}"},
+                         clock=clock)
 
     # --- webhooks ---------------------------------------------------------------------------
 
