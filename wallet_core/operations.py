@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from wallet_core.domain.outcome import Outcome
 from wallet_core.group_commit import GroupCommit
 from wallet_core.idempotency_cache import IdempotencyCache
 from wallet_core.storage import repo
+from wallet_core.storage.batch_writes import BatchWrites, KeysTaken
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,51 @@ class GroupCommitSettings:
 
 
 @dataclass(slots=True)
-class _Prefetch:
-    """What a batch read once under its locks: a Draft per (player, currency) for the first
-    operation on each wallet, and the bets' tombstones (None when each bet must ask)."""
+class _Batch:
+    """A batch's transaction as its operations run.
+
+    Bets and wins (the hot path) are set-based: each runs its rules on the wallet's draft
+    in memory and gathers its rows in `writes`, which one statement writes before the
+    commit. The other operations write at once, as alone; before one runs, the gathered rows
+    are written (it may read them). Invariant: a wallet with rows still gathered has its
+    draft in `drafts`, as the batch's last operation on it left it; a wallet without one
+    is read from Postgres, which then holds everything the batch did to it.
+    """
 
     drafts: dict[tuple[str, str], Draft]
-    tombstones: set[tuple[str, str]] | None
+    tombstones: set[tuple[str, str]] | None  # None when each bet must ask Postgres
+    stakes: dict[tuple[int, str, str], tuple[int, int]]  # rounds as the batch left them
+    journal_ids: list[int]
+    at: datetime
+    writes: BatchWrites = field(default_factory=BatchWrites)
+    index: int = 0  # the running operation's position in the batch
+    set_based: bool = False  # whether the running operation's rows are gathered
+    handed: dict[tuple[str, str], Draft] = field(default_factory=dict)
+
+    def next_journal_id(self) -> int:
+        assert self.journal_ids, "one journal id is drawn per set-based operation"
+        return self.journal_ids.pop()
+
+    def settle_drafts(self, *, ok: bool) -> None:
+        """After an operation: its drafts become the wallets' state, unless it was rejected
+        (its rule may have moved money before it refused)."""
+        for key, draft in self.handed.items():
+            if not ok:
+                continue  # the draft before it stays (none: read from Postgres when needed)
+            after = draft.settled(bonuses_from=self.drafts.get(key))
+            if after.bonuses_loaded:
+                self.drafts[key] = after
+            else:  # written at once, bonuses never loaded: read again when needed
+                self.drafts.pop(key, None)
+        self.handed.clear()
 
 
 # Set only while a batch's transaction runs, in the batch's own task.
-_PREFETCH: ContextVar[_Prefetch | None] = ContextVar("wallet_batch_prefetch", default=None)
+_BATCH: ContextVar[_Batch | None] = ContextVar("wallet_batch", default=None)
+_SET_BASED = frozenset({cmd.Bet, cmd.Win})
+# Operations that find their wallet by withdrawal or bonus id and read it from Postgres.
+_BY_ID = (cmd.CommitWithdrawal, cmd.CancelWithdrawal, cmd.ReverseWithdrawal,
+          cmd.ForfeitBonus, cmd.ExpireBonus)
 
 
 class _RollBack(Exception):
@@ -197,14 +233,14 @@ class Ledger:
                 if failed is None:
                     run = []
                     break
-                index, error = failed
+                indexes, error = failed
                 for i in run:
                     results[i] = None
                 if isinstance(error, WalletError):
-                    results[index] = error  # raised before any write: its answer as it is
+                    results[indexes[0]] = error  # raised before any write: its answer as is
                 else:
-                    alone.append(index)
-                run = [i for i in run if i != index]
+                    alone.extend(indexes)
+                run = [i for i in run if i not in indexes]
             alone.extend(run)
         for i in sorted(alone):
             results[i] = await self._alone(calls[i])
@@ -212,31 +248,50 @@ class Ledger:
 
     async def _shared(self, conn: asyncpg.Connection, calls: list[_Call], run: list[int],
                       results: list[Outcome | Exception | None],
-                      ) -> tuple[int, Exception] | None:
-        """One try of a shared transaction; the failing operation's index and error, if any."""
-        index = run[0]
+                      ) -> tuple[list[int], Exception] | None:
+        """One try of a shared transaction; the failing operations' indexes and the error,
+        if any."""
+        batch: _Batch | None = None
         token = None
         try:
             async with conn.transaction():
-                token = _PREFETCH.set(await self._lock_all(conn, [calls[i] for i in run]))
+                batch = await self._lock_all(conn, [calls[i] for i in run])
+                token = _BATCH.set(batch)
                 for i in run:
-                    index = i
-                    results[i] = await self._handlers[type(calls[i].command)](conn, calls[i])
+                    results[i] = await self._step(conn, batch, calls[i], i)
+                await batch.writes.flush(conn)
         except _DB_DOWN:
             raise
+        except KeysTaken as exc:  # committed meanwhile elsewhere: these replay alone
+            return exc.indexes, exc
         except Exception as exc:  # the batch's edge: the operation is retried alone
-            return index, exc
+            return [run[0] if batch is None else batch.index], exc
         finally:
             if token is not None:
-                _PREFETCH.reset(token)
+                _BATCH.reset(token)
         return None
 
-    async def _lock_all(self, conn: asyncpg.Connection, calls: list[_Call]) -> _Prefetch:
+    async def _step(self, conn: asyncpg.Connection, batch: _Batch, call: _Call,
+                    index: int) -> Outcome:
+        """One operation of a batch, set-based or written at once (see _Batch)."""
+        batch.index = index
+        batch.set_based = type(call.command) in _SET_BASED
+        if not batch.set_based:
+            await batch.writes.flush(conn)  # it may read what the batch gathered
+        outcome = await self._handlers[type(call.command)](conn, call)
+        batch.settle_drafts(ok=outcome.rejection is None)
+        if not batch.set_based:
+            batch.stakes.clear()  # a rollback changes its round's stake
+            if isinstance(call.command, _BY_ID):
+                batch.drafts.clear()  # it wrote a wallet it read by id, not its draft
+        return outcome
+
+    async def _lock_all(self, conn: asyncpg.Connection, calls: list[_Call]) -> _Batch:
         """Every wallet the calls touch, locked in wallet id order, so batches can't deadlock
         one another. Operations named by withdrawal or bonus id are resolved to their wallet
         first (that mapping never changes). What the locks let us read once for the whole
-        batch (each wallet's balances and active bonuses, the bets' tombstones) comes back as
-        a prefetch the handlers use for their first touch of each wallet."""
+        batch (each wallet's balances and active bonuses, the bets' tombstones, the wins'
+        round stakes) and a journal id per set-based operation come back with them."""
         ids: list[int] = []
         for call in calls:
             c = call.command
@@ -249,18 +304,22 @@ class Ledger:
                 continue
             if found is not None:
                 ids.append(found)
-        drafts = await repo.lock_wallets(conn, _wallets(calls), ids)
-        # A wallet also reached by id is read fresh by that operation's handler; a prefetched
-        # draft of it could be stale by the time a later operation took it.
-        by_id = set(ids)
-        drafts = {k: d for k, d in drafts.items() if d.wallet_id not in by_id}
         # A rollback in the batch may write a tombstone a later bet must see: then each bet
         # asks for itself.
-        if any(isinstance(call.command, cmd.Rollback) for call in calls):
-            return _Prefetch(drafts, None)
-        bets = [(call.caller, call.command.idempotency_key) for call in calls
-                if isinstance(call.command, cmd.Bet)]
-        return _Prefetch(drafts, await repo.tombstones(conn, bets))
+        ask_each = any(isinstance(call.command, cmd.Rollback) for call in calls)
+        bets = [] if ask_each else [(call.caller, call.command.idempotency_key)
+                                    for call in calls if isinstance(call.command, cmd.Bet)]
+        wins = [(c.player_id, c.currency, c.game_id, c.round_id)
+                for c in (call.command for call in calls) if isinstance(c, cmd.Win)]
+        drafts, read = await repo.lock_and_read(
+            conn, _wallets(calls), ids, bets=bets, wins=wins,
+            journal_ids_n=sum(type(call.command) in _SET_BASED for call in calls))
+        # A wallet also reached by id is read fresh by that operation's handler; a draft of
+        # it read now could be stale by the time a later operation took it.
+        by_id = set(ids)
+        drafts = {k: d for k, d in drafts.items() if d.wallet_id not in by_id}
+        return _Batch(drafts=drafts, tombstones=None if ask_each else read.tombstones,
+                      stakes=read.stakes, journal_ids=read.journal_ids[::-1], at=read.at)
 
     async def _alone(self, call: _Call) -> Outcome | Exception:
         try:
@@ -275,7 +334,7 @@ class Ledger:
         for attempt in range(self._retries_max + 1):
             try:
                 return await self._try_atomic(calls)
-            except (asyncpg.UniqueViolationError, *_RETRYABLE):
+            except (asyncpg.UniqueViolationError, KeysTaken, *_RETRYABLE):
                 await asyncio.sleep(0.002 * (attempt + 1))
         return [errors.Aborted("the batch kept conflicting with concurrent operations; retry "
                                "it with the same idempotency keys") for _ in calls]
@@ -300,11 +359,13 @@ class Ledger:
             token = None
             try:
                 async with conn.transaction():
-                    token = _PREFETCH.set(await self._lock_all(conn, [calls[i] for i in run]))
+                    batch = await self._lock_all(conn, [calls[i] for i in run])
+                    token = _BATCH.set(batch)
                     for i in run:
-                        failed = await self._atomic_step(conn, calls[i], i, results)
+                        failed = await self._atomic_step(conn, batch, calls[i], i, results)
                         if failed is not None:
                             raise _RollBack()
+                    await batch.writes.flush(conn)
             except _RollBack:
                 assert failed is not None
                 for i in run:
@@ -312,14 +373,14 @@ class Ledger:
                 return list(_rolled_back(results, failed))
             finally:
                 if token is not None:
-                    _PREFETCH.reset(token)
+                    _BATCH.reset(token)
         return _with_duplicates(calls, results)
 
-    async def _atomic_step(self, conn: asyncpg.Connection, call: _Call, i: int,
+    async def _atomic_step(self, conn: asyncpg.Connection, batch: _Batch, call: _Call, i: int,
                            results: list[Outcome | Exception | None],
                            ) -> tuple[int, WalletError] | None:
         try:
-            outcome = await self._handlers[type(call.command)](conn, call)
+            outcome = await self._step(conn, batch, call, i)
         except WalletError as exc:
             return i, exc
         except asyncpg.UniqueViolationError as exc:
@@ -363,17 +424,19 @@ class Ledger:
 
     async def _lock(self, conn: asyncpg.Connection, c: cmd.WalletCommand, *,
                     with_bonuses: bool) -> Draft:
-        prefetch = _PREFETCH.get()
-        if prefetch is not None:
-            # First touch of this wallet in the batch: already locked and read. Later
-            # operations on the same wallet read it again (the draft is spent here).
-            found = prefetch.drafts.pop((c.player_id, c.currency), None)
-            if found is not None:
-                return found if with_bonuses else found.without_bonuses()
-        draft = await repo.lock_wallet(conn, c.player_id, c.currency, with_bonuses=with_bonuses)
+        batch = _BATCH.get()
+        key = (c.player_id, c.currency)
+        if batch is not None and (found := batch.drafts.get(key)) is not None:
+            # Locked and read when the batch began, or as its last operation left it.
+            draft: Draft | None = found.fork() if with_bonuses else found.without_bonuses()
+        else:
+            draft = await repo.lock_wallet(conn, c.player_id, c.currency,
+                                           with_bonuses=with_bonuses or batch is not None)
         if draft is None:
             raise NotFound(f"player_id has no {c.currency} wallet; open it first",
                            reason=errors.WALLET_NOT_FOUND)
+        if batch is not None:
+            batch.handed[key] = draft
         return draft
 
     async def _settle(self, conn: asyncpg.Connection, call: _Call, draft: Draft,
@@ -383,6 +446,9 @@ class Ledger:
                       new_bonus_id: int | None = None) -> Outcome:
         """Apply a rule to the draft and record the result, or record its rejection."""
         c = call.command
+        batch = _BATCH.get()
+        if batch is not None and batch.set_based:
+            return await self._gather(batch, call, draft, currency, rule, details, after)
         try:
             fields = rule()
         except Rejected as rejection:
@@ -402,6 +468,33 @@ class Ledger:
         if after is not None:
             await after(tid)
         return Outcome(tid, at, c.kind, currency, draft.balances(), fields)
+
+    async def _gather(self, batch: _Batch, call: _Call, draft: Draft, currency: str,
+                      rule: Callable[[], dict[str, Any]], details: dict[str, str],
+                      after: Callable[[int], Awaitable[None]] | None) -> Outcome:
+        """_settle for a set-based operation: the same rows, gathered for the batch's write."""
+        c = call.command
+        tid = batch.next_journal_id()
+
+        def gather(fields: dict[str, Any], rejection: Rejected | None = None) -> None:
+            batch.writes.record(
+                index=batch.index, journal_id=tid, caller=call.caller, key=c.idempotency_key,
+                fingerprint=call.fingerprint, kind=c.kind, draft=draft, currency=currency,
+                outcome_fields=fields, details=details,
+                rejection_reason=rejection.reason if rejection else None,
+                rejection_message=rejection.message if rejection else None)
+
+        try:
+            fields = rule()
+        except Rejected as rejection:
+            gather({}, rejection)
+            rejection.metadata["transaction_id"] = str(tid)
+            return Outcome(tid, batch.at, c.kind, currency, None, {}, rejection)
+        draft.check_invariants()
+        gather(fields)
+        if after is not None:
+            await after(tid)
+        return Outcome(tid, batch.at, c.kind, currency, draft.balances(), fields)
 
     # -- handlers, one per command -----------------------------------------------------------
 
@@ -504,9 +597,9 @@ class Ledger:
         c = call.command
         assert isinstance(c, cmd.Bet)
         draft = await self._lock(conn, c, with_bonuses=True)
-        prefetch = _PREFETCH.get()
-        if prefetch is not None and prefetch.tombstones is not None:
-            tombstoned = (call.caller, c.idempotency_key) in prefetch.tombstones
+        batch = _BATCH.get()
+        if batch is not None and batch.tombstones is not None:
+            tombstoned = (call.caller, c.idempotency_key) in batch.tombstones
         else:
             tombstoned = await repo.tombstone_exists(conn, call.caller, c.idempotency_key)
         now = self._clock()
@@ -521,11 +614,17 @@ class Ledger:
 
         async def after(tid: int) -> None:
             r = record[0]
-            await repo.insert_bet(conn, journal_id=tid, wallet_id=draft.wallet_id,
-                                  caller=call.caller, key=c.idempotency_key, game_id=c.game_id,
-                                  round_id=c.round_id, cash_minor=r.cash_minor,
-                                  bonus_minor=r.bonus_minor, bonus_debits=r.bonus_debits,
-                                  wagered=r.wagered)
+            bet = repo.BetRow(journal_id=tid, wallet_id=draft.wallet_id, caller=call.caller,
+                              key=c.idempotency_key, game_id=c.game_id, round_id=c.round_id,
+                              cash_minor=r.cash_minor, bonus_minor=r.bonus_minor,
+                              bonus_debits=r.bonus_debits, wagered=r.wagered)
+            if batch is None:
+                await repo.insert_bet(conn, bet)
+                return
+            batch.writes.bet(bet)
+            round_key = (draft.wallet_id, c.game_id, c.round_id)
+            if (staked := batch.stakes.get(round_key)) is not None:  # a win in the batch reads it
+                batch.stakes[round_key] = (staked[0] + r.cash_minor, staked[1] + r.bonus_minor)
 
         return await self._settle(conn, call, draft, c.currency, rule,
                                   {"game_id": c.game_id, "round_id": c.round_id}, after)
@@ -534,12 +633,24 @@ class Ledger:
         c = call.command
         assert isinstance(c, cmd.Win)
         draft = await self._lock(conn, c, with_bonuses=True)
-        staked = await repo.round_stake(conn, draft.wallet_id, c.game_id, c.round_id)
+        staked = await self._round_stake(conn, draft.wallet_id, c.game_id, c.round_id)
         stake = rules.RoundStake(*staked) if staked is not None else None
         now = self._clock()
         return await self._settle(conn, call, draft, c.currency,
                                   lambda: rules.win(draft, c, stake, now),
                                   {"game_id": c.game_id, "round_id": c.round_id})
+
+    async def _round_stake(self, conn: asyncpg.Connection, wallet_id: int, game_id: str,
+                           round_id: str) -> tuple[int, int] | None:
+        batch = _BATCH.get()
+        if batch is None:
+            return await repo.round_stake(conn, wallet_id, game_id, round_id)
+        key = (wallet_id, game_id, round_id)
+        if key not in batch.stakes:  # not read with the locks, or reset by a rollback
+            await batch.writes.flush(conn)
+            batch.stakes[key] = await repo.round_stake(conn, wallet_id, game_id,
+                                                       round_id) or (0, 0)
+        return batch.stakes[key]
 
     async def _rollback(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
         c = call.command

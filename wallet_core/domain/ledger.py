@@ -18,7 +18,7 @@ the sum of their postings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -114,6 +114,22 @@ class Draft:
         assert not self._net and not self.changed_bonus_ids, "a used draft is never reused"
         return Draft(wallet_id=self.wallet_id, cash=self.cash, bonus=self.bonus,
                      reserved=self.reserved, bonuses=[], bonuses_loaded=False)
+
+    def fork(self) -> Draft:
+        """A copy for the next operation on this wallet inside one batch: the operation may
+        be rejected halfway through its rule, and then this draft must be as it was."""
+        assert not self._net and not self.changed_bonus_ids, "only a settled draft is forked"
+        return Draft(wallet_id=self.wallet_id, cash=self.cash, bonus=self.bonus,
+                     reserved=self.reserved, bonuses=[replace(b) for b in self.bonuses],
+                     bonuses_loaded=self.bonuses_loaded)
+
+    def settled(self, *, bonuses_from: Draft | None = None) -> Draft:
+        """This wallet after its operation was recorded, ready to be forked for the next
+        one; an operation that did not load bonuses takes them from the draft before it."""
+        keep = bonuses_from if not self.bonuses_loaded and bonuses_from is not None else self
+        return Draft(wallet_id=self.wallet_id, cash=self.cash, bonus=self.bonus,
+                     reserved=self.reserved, bonuses=keep.bonuses,
+                     bonuses_loaded=keep.bonuses_loaded)
 
     def move(self, amount_minor: int, *, source: Account, dest: Account) -> None:
         if amount_minor < 0:

@@ -49,17 +49,29 @@ ORDER BY w.id FOR UPDATE OF w"""
 
 # Read after LOCK_WALLETS, in a new statement: its snapshot is taken once the locks are held,
 # so it sees every commit that touched these wallets (a subquery of the locking statement
-# would not: it keeps the snapshot from before the wait).
-BATCH_ACTIVE_BONUSES = """
-SELECT wallet_id, id, state, granted_minor, balance_minor, wagering_required_minor,
-       wagered_minor, expires_at, created_at
-FROM wallet.bonuses WHERE wallet_id = ANY($1::bigint[]) AND state = 'active'
-ORDER BY wallet_id, created_at, id"""
-
-BATCH_TOMBSTONES = """
-SELECT t.caller, t.bet_idempotency_key FROM wallet.rollback_tombstones t
-JOIN unnest($1::text[], $2::text[]) AS k(caller, bet_idempotency_key)
-    USING (caller, bet_idempotency_key)"""
+# would not: it keeps the snapshot from before the wait). One round trip brings what the
+# batch's operations will read: the wallets' active bonuses ($1), which bets have a rollback
+# tombstone ($2, $3), the rounds its wins settle ($4-$6), journal ids for the operations it
+# writes set-based ($7), and the transaction's time (the journal rows' created_at).
+BATCH_READ = """
+SELECT ARRAY(SELECT ROW(b.wallet_id, b.id, b.state, b.granted_minor, b.balance_minor,
+                        b.wagering_required_minor, b.wagered_minor, b.expires_at,
+                        b.created_at)
+             FROM wallet.bonuses b
+             WHERE b.wallet_id = ANY($1::bigint[]) AND b.state = 'active'
+             ORDER BY b.wallet_id, b.created_at, b.id) AS bonuses,
+       ARRAY(SELECT ROW(t.caller, t.bet_idempotency_key)
+             FROM wallet.rollback_tombstones t
+             JOIN unnest($2::text[], $3::text[]) AS k(caller, bet_idempotency_key)
+                 USING (caller, bet_idempotency_key)) AS tombstones,
+       ARRAY(SELECT ROW(r.wallet_id, r.game_id, r.round_id, r.staked_cash_minor,
+                        r.staked_bonus_minor)
+             FROM wallet.rounds r
+             JOIN unnest($4::bigint[], $5::text[], $6::text[]) AS k(wallet_id, game_id, round_id)
+                 USING (wallet_id, game_id, round_id)) AS stakes,
+       ARRAY(SELECT nextval('wallet.journal_id_seq') FROM generate_series(1, $7::int))
+           AS journal_ids,
+       now() AS at"""
 
 LOCK_WALLET_BY_ID = """
 SELECT id, player_id, currency, cash, bonus, reserved FROM wallet.wallets
@@ -122,6 +134,65 @@ WITH j AS (
     WHERE id = $7 AND $16
 )
 SELECT id, created_at FROM j"""
+
+# The rows of a batch's set-based operations, written at its end in one statement: journal
+# rows under ids drawn by BATCH_READ, their postings, each wallet's final balances, changed
+# bonuses, bets and the rounds' added stakes (summed per round, since one statement can't
+# update a row twice). A journal row whose key or PSP reference was committed meanwhile by
+# another connection is not inserted (ON CONFLICT DO NOTHING) and neither are its postings or
+# bet; the ids that were inserted come back, and the caller rolls the whole transaction back
+# when any is missing. JSON travels as text ($10, $11, $32, $33): asyncpg would take a list
+# inside a jsonb[] parameter for a nested array.
+FLUSH_BATCH = """
+WITH j AS (
+    INSERT INTO wallet.journal (id, caller, idempotency_key, request_hash, kind, status,
+                                reason, wallet_id, currency, outcome, details)
+    OVERRIDING SYSTEM VALUE
+    SELECT u.id, u.caller, u.key, u.request_hash, u.kind, u.status, u.reason, u.wallet_id,
+           u.currency, u.outcome::jsonb, u.details::jsonb
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+                $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[])
+        AS u(id, caller, key, request_hash, kind, status, reason, wallet_id, currency,
+             outcome, details)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), p AS (
+    INSERT INTO wallet.postings (journal_id, account, currency, amount_minor)
+    SELECT u.journal_id, u.account, u.currency, u.amount_minor
+    FROM unnest($12::bigint[], $13::text[], $14::text[], $15::bigint[])
+        AS u(journal_id, account, currency, amount_minor)
+    WHERE u.journal_id IN (SELECT id FROM j)
+), w AS (
+    UPDATE wallet.wallets AS w SET cash = u.cash, bonus = u.bonus, reserved = u.reserved,
+        updated_at = now()
+    FROM unnest($16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[])
+        AS u(id, cash, bonus, reserved)
+    WHERE w.id = u.id
+), b AS (
+    UPDATE wallet.bonuses AS b SET state = u.state, balance_minor = u.balance_minor,
+        wagered_minor = u.wagered_minor
+    FROM unnest($20::bigint[], $21::text[], $22::bigint[], $23::bigint[])
+        AS u(id, state, balance_minor, wagered_minor)
+    WHERE b.id = u.id
+), bet AS (
+    INSERT INTO wallet.bets (journal_id, wallet_id, caller, idempotency_key, game_id,
+                             round_id, cash_minor, bonus_minor, bonus_debits, wagered)
+    SELECT u.journal_id, u.wallet_id, u.caller, u.idempotency_key, u.game_id, u.round_id,
+           u.cash_minor, u.bonus_minor, u.bonus_debits::jsonb, u.wagered::jsonb
+    FROM unnest($24::bigint[], $25::bigint[], $26::text[], $27::text[], $28::text[],
+                $29::text[], $30::bigint[], $31::bigint[], $32::text[], $33::text[])
+        AS u(journal_id, wallet_id, caller, idempotency_key, game_id, round_id, cash_minor,
+             bonus_minor, bonus_debits, wagered)
+    WHERE u.journal_id IN (SELECT id FROM j)
+), r AS (
+    INSERT INTO wallet.rounds (wallet_id, game_id, round_id, staked_cash_minor,
+                               staked_bonus_minor)
+    SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::bigint[], $38::bigint[])
+    ON CONFLICT (wallet_id, game_id, round_id) DO UPDATE
+    SET staked_cash_minor = wallet.rounds.staked_cash_minor + EXCLUDED.staked_cash_minor,
+        staked_bonus_minor = wallet.rounds.staked_bonus_minor + EXCLUDED.staked_bonus_minor
+)
+SELECT ARRAY(SELECT id FROM j) AS inserted"""
 
 TOMBSTONE_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM wallet.rollback_tombstones

@@ -7,6 +7,7 @@ not (reads); none opens its own. Postgres constraint names are translated here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -52,30 +53,48 @@ async def journal_by_keys(conn: asyncpg.Connection, pairs: list[tuple[str, str]]
             for r in rows}
 
 
-async def lock_wallets(conn: asyncpg.Connection, wallets: list[tuple[str, str]],
-                       wallet_ids: list[int]) -> dict[tuple[str, str], Draft]:
+@dataclass(slots=True)
+class BatchRead:
+    """What a batch read once under its locks (queries.BATCH_READ), besides the drafts."""
+
+    tombstones: set[tuple[str, str]]  # (caller, bet key) pairs asked about that have one
+    stakes: dict[tuple[int, str, str], tuple[int, int]]  # (wallet, game, round) -> staked
+    journal_ids: list[int]
+    at: datetime  # the transaction's now(): every journal row's created_at
+
+
+async def lock_and_read(conn: asyncpg.Connection, wallets: list[tuple[str, str]],
+                        wallet_ids: list[int], *, bets: list[tuple[str, str]],
+                        wins: list[tuple[str, str, str, str]], journal_ids_n: int,
+                        ) -> tuple[dict[tuple[str, str], Draft], BatchRead]:
     """Locks the (player, currency) wallets that exist and the wallets by id, all in wallet
-    id order, and returns a Draft of each (with its active bonuses) keyed by (player,
-    currency): two round trips for the whole batch."""
-    if not wallets and not wallet_ids:
-        return {}
-    rows = await conn.fetch(q.LOCK_WALLETS, [p for p, _ in wallets], [c for _, c in wallets],
-                            wallet_ids)
+    id order, then reads in one more round trip each one's active bonuses, the `bets`'
+    tombstones ((caller, key) pairs), the stakes of the `wins`' rounds ((player, currency,
+    game, round)) and `journal_ids_n` journal ids. Drafts are keyed by (player, currency)."""
+    rows = []
+    if wallets or wallet_ids:
+        rows = await conn.fetch(q.LOCK_WALLETS, [p for p, _ in wallets],
+                                [c for _, c in wallets], wallet_ids)
+    ids = {(r["player_id"], r["currency"]): r["id"] for r in rows}
+    rounds = [(ids[(p, c)], g, r) for p, c, g, r in wins if (p, c) in ids]
+    read = await conn.fetchrow(
+        q.BATCH_READ, list(ids.values()), [c for c, _ in bets], [k for _, k in bets],
+        [w for w, _, _ in rounds], [g for _, g, _ in rounds], [r for _, _, r in rounds],
+        journal_ids_n)
     bonuses: dict[int, list[BonusState]] = {r["id"]: [] for r in rows}
-    for b in await conn.fetch(q.BATCH_ACTIVE_BONUSES, list(bonuses)):
-        bonuses[b["wallet_id"]].append(_bonus(b))
-    return {(r["player_id"], r["currency"]): Draft(
+    for b in read["bonuses"]:
+        bonuses[b[0]].append(BonusState(
+            bonus_id=b[1], state=b[2], granted_minor=b[3], balance_minor=b[4],
+            wagering_required_minor=b[5], wagered_minor=b[6], expires_at=b[7],
+            created_at=b[8]))
+    stakes = {(w, g, r): (0, 0) for w, g, r in rounds}  # asked about, no row yet: nothing
+    stakes.update({(s[0], s[1], s[2]): (s[3], s[4]) for s in read["stakes"]})
+    drafts = {(r["player_id"], r["currency"]): Draft(
         wallet_id=r["id"], cash=r["cash"], bonus=r["bonus"], reserved=r["reserved"],
         bonuses=bonuses[r["id"]], bonuses_loaded=True) for r in rows}
-
-
-async def tombstones(conn: asyncpg.Connection,
-                     pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which (caller, bet key) pairs have a rollback tombstone."""
-    if not pairs:
-        return set()
-    rows = await conn.fetch(q.BATCH_TOMBSTONES, [c for c, _ in pairs], [k for _, k in pairs])
-    return {(r["caller"], r["bet_idempotency_key"]) for r in rows}
+    return drafts, BatchRead(tombstones={(t[0], t[1]) for t in read["tombstones"]},
+                             stakes=stakes, journal_ids=list(read["journal_ids"]),
+                             at=read["at"])
 
 
 async def journal_by_id(conn: asyncpg.Connection, journal_id: int) -> Outcome:
@@ -194,12 +213,31 @@ async def bet_by_key(conn: asyncpg.Connection, caller: str, key: str) -> asyncpg
     return await conn.fetchrow(q.BET_BY_KEY, caller, key)
 
 
-async def insert_bet(conn: asyncpg.Connection, *, journal_id: int, wallet_id: int, caller: str,
-                     key: str, game_id: str, round_id: str, cash_minor: int, bonus_minor: int,
-                     bonus_debits: list[tuple[int, int]], wagered: list[tuple[int, int]]) -> None:
+@dataclass(frozen=True, slots=True)
+class BetRow:
+    """A bet as wallet.bets stores it (and its round's added stake)."""
+
+    journal_id: int
+    wallet_id: int
+    caller: str
+    key: str
+    game_id: str
+    round_id: str
+    cash_minor: int
+    bonus_minor: int
+    bonus_debits: list[tuple[int, int]]
+    wagered: list[tuple[int, int]]
+
+    def values(self) -> tuple[Any, ...]:
+        """In the column order of queries.INSERT_BET and FLUSH_BATCH's bets."""
+        return (self.journal_id, self.wallet_id, self.caller, self.key, self.game_id,
+                self.round_id, self.cash_minor, self.bonus_minor, self.bonus_debits,
+                self.wagered)
+
+
+async def insert_bet(conn: asyncpg.Connection, bet: BetRow) -> None:
     """The bet and its stake added to the round."""
-    await conn.execute(q.INSERT_BET, journal_id, wallet_id, caller, key, game_id, round_id,
-                       cash_minor, bonus_minor, bonus_debits, wagered)
+    await conn.execute(q.INSERT_BET, *bet.values())
 
 
 async def mark_bet_rolled_back(conn: asyncpg.Connection, bet_journal_id: int,
