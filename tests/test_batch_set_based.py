@@ -21,7 +21,7 @@ from tests.helpers import Client, error_info, future, key
 from wallet_core import config
 from wallet_core.server import running
 
-ALL_SCOPES_TOKEN = "test-all-scopes-token-0123456789"  # noqa: S105 - a test caller's token
+ALL_SCOPES_TOKEN = "test-all-scopes-token-0123456789"
 ROUNDS = ("r1", "r2", "r3")
 # Fields that differ between two runs of the same script by design.
 _RUN_SPECIFIC = {"transaction_id", "created_at", "bonus_id", "replay"}
