@@ -152,12 +152,15 @@ class Ledger:
 
     async def execute(self, caller: str, command: cmd.Command) -> Outcome:
         call = _Call(caller, command, command.fingerprint())
+        if self._group is not None:
+            try:  # the batch asks Redis for all its calls at once, and caches their outcomes
+                return await self._group.submit(call)
+            except _DB_DOWN as exc:
+                raise _unavailable() from exc
         cached = await self._cache.get(caller, command.idempotency_key)
         if cached is not None:
             return _replay(call, *cached)
         try:
-            if self._group is not None:
-                return await self._group.submit(call)  # cached by the batch, after commit
             outcome = await self._execute_in_db(call)
         except _DB_DOWN as exc:
             raise _unavailable() from exc
@@ -165,12 +168,30 @@ class Ledger:
         return outcome
 
     async def _run_group(self, calls: list[_Call]) -> list[Outcome | Exception]:
-        """A group-commit batch, then its outcomes cached in one Redis pipeline (one round
-        trip per batch instead of one per call)."""
-        results = await self._run_batch(calls)
+        """A group-commit batch: replays from one Redis MGET, the rest in one transaction,
+        their outcomes cached in one Redis pipeline (two round trips per batch, not two per
+        call)."""
+        results = await self._through_cache(calls, self._run_batch)
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    async def _through_cache(self, calls: list[_Call],
+                             run: Callable[[list[_Call]], Awaitable[list[Outcome | Exception]]],
+                             *, atomic: bool = False) -> list[Outcome | Exception | None]:
+        """Answers what Redis knows, runs the rest, caches what ran; an atomic batch runs
+        only when nothing in it is refused already."""
+        cached = await self._cache.get_many([_pair(call) for call in calls])
+        results: list[Outcome | Exception | None] = [
+            None if hit is None else _replay_or_error(call, hit)
+            for call, hit in zip(calls, cached, strict=True)]
+        if atomic and (refused := _refusal(results)) is not None:
+            return list(_rolled_back(results, refused))
+        todo = [i for i, r in enumerate(results) if r is None]
+        for i, result in zip(todo, await run([calls[i] for i in todo]), strict=True):
+            results[i] = result
         await self._cache.put_many([
-            (call.caller, call.command.idempotency_key, call.fingerprint, r)
-            for call, r in zip(calls, results, strict=True) if isinstance(r, Outcome)])
+            (calls[i].caller, calls[i].command.idempotency_key, calls[i].fingerprint, r)
+            for i in todo if isinstance(r := results[i], Outcome)])
         return results
 
     @property
@@ -186,23 +207,11 @@ class Ledger:
         """ExecuteBatch: every command with its own key and result, in one transaction when
         they allow it; `atomic` commits all of them or none."""
         calls = [_Call(caller, c, c.fingerprint()) for c in commands]
-        cached = await self._cache.get_many([(caller, c.idempotency_key) for c in commands])
-        results: list[Outcome | Exception | None] = [
-            None if hit is None else _replay_or_error(call, hit)
-            for call, hit in zip(calls, cached, strict=True)]
-        if atomic and (refused := _refusal(results)) is not None:
-            return _rolled_back(results, refused)
-        todo = [i for i, r in enumerate(results) if r is None]
         try:
-            run = self._run_atomic if atomic else self._run_batch
-            for i, result in zip(todo, await run([calls[i] for i in todo]), strict=True):
-                results[i] = result
+            results = await self._through_cache(
+                calls, self._run_atomic if atomic else self._run_batch, atomic=atomic)
         except _DB_DOWN as exc:
             raise _unavailable() from exc
-        executed = set(todo)
-        await self._cache.put_many([
-            (caller, calls[i].command.idempotency_key, calls[i].fingerprint, r)
-            for i, r in enumerate(results) if isinstance(r, Outcome) and i in executed])
         done: list[Outcome | WalletError] = []
         for r in results:
             if isinstance(r, Exception) and not isinstance(r, WalletError):
