@@ -43,6 +43,8 @@ class Settings:
     db_connect_timeout_ms: int = 3000
     redis_timeout_ms: int = 50
     idempotency_ttl_s: int = 86_400
+    # Recent outcomes kept in the process in front of Redis (0: none); ~1 KiB each.
+    replay_cache_entries_max: int = 8192
     # Upper bound on a call's time even when the client sets no deadline.
     request_timeout_ms: int = 5000
     # grpc.aio refuses calls past this many in flight with RESOURCE_EXHAUSTED.
@@ -126,6 +128,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_timeout_ms=r.integer("WALLET_REDIS_TIMEOUT_MS", 50, low=1, high=5000),
         idempotency_ttl_s=r.integer("WALLET_IDEMPOTENCY_TTL_S", 86_400, low=60,
                                     high=90 * 86_400),
+        replay_cache_entries_max=r.integer("WALLET_REPLAY_CACHE_ENTRIES_MAX", 8192, low=0,
+                                           high=1_000_000),
         request_timeout_ms=r.integer("WALLET_REQUEST_TIMEOUT_MS", 5000, low=10, high=120_000),
         concurrent_rpcs_max=r.integer("WALLET_CONCURRENT_RPCS_MAX", 256, low=1, high=100_000),
         message_size_max_bytes=r.integer("WALLET_MESSAGE_SIZE_MAX_BYTES", 64 * 1024,

@@ -5,6 +5,12 @@ touching Postgres. Redis is only a cache: any failure (down, slow, flushed) make
 miss and writes no-ops, and the operation falls through to Postgres, whose unique
 constraint decides. After a failure, Redis is skipped for `retry_after_ms` so an outage
 costs one timeout, not one per request.
+
+In front of Redis sits a small in-process tier of the most recent outcomes (bounded by
+count, least recently used dropped first): a retry that reaches the process that answered
+first, or already replayed it, costs no Redis round trip. Committed outcomes never change, so
+the tier needs no expiry of its own; it lives and dies with the process, which serves one
+database.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +33,11 @@ log = logging.getLogger(__name__)
 
 class IdempotencyCache:
     def __init__(self, client: aioredis.Redis | None, *, ttl_s: int, timeout_ms: int,
-                 retry_after_ms: int = 1000, namespace: str = "") -> None:
+                 retry_after_ms: int = 1000, namespace: str = "",
+                 recent_entries_max: int = 0) -> None:
         self._client = client
+        self._recent: OrderedDict[tuple[str, str], tuple[bytes, Outcome]] = OrderedDict()
+        self._recent_max = recent_entries_max
         # The ledger database's instance id: entries of another database never match.
         self.namespace = namespace
         self._ttl_s = ttl_s
@@ -39,6 +49,21 @@ class IdempotencyCache:
         # {caller} is a Redis Cluster hash tag: one service's keys stay on one slot range.
         return f"wallet:idem:{self.namespace}:{{{caller}}}:{key}"
 
+    def recent(self, caller: str, key: str) -> tuple[bytes, Outcome] | None:
+        """The in-process tier alone: no I/O."""
+        hit = self._recent.get((caller, key))
+        if hit is not None:
+            self._recent.move_to_end((caller, key))
+        return hit
+
+    def _remember(self, caller: str, key: str, entry: tuple[bytes, Outcome]) -> None:
+        if self._recent_max <= 0:
+            return
+        self._recent[(caller, key)] = entry
+        self._recent.move_to_end((caller, key))
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
     def _usable(self) -> bool:
         return self._client is not None and time.monotonic() >= self._down_until
 
@@ -48,6 +73,8 @@ class IdempotencyCache:
                     extra={"error": type(exc).__name__})
 
     async def get(self, caller: str, key: str) -> tuple[bytes, Outcome] | None:
+        if (hit := self.recent(caller, key)) is not None:
+            return hit
         if not self._usable():
             return None
         assert self._client is not None
@@ -60,33 +87,42 @@ class IdempotencyCache:
         if raw is None:
             return None
         try:
-            return _decode(raw if isinstance(raw, bytes) else raw.encode())
+            entry = _decode(raw if isinstance(raw, bytes) else raw.encode())
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring unreadable idempotency cache entry")
             return None
+        self._remember(caller, key, entry)
+        return entry
 
     async def get_many(self, pairs: list[tuple[str, str]]) -> list[tuple[bytes, Outcome] | None]:
-        """One MGET for a whole batch; misses (and any failure) are None."""
-        if not pairs or not self._usable():
-            return [None] * len(pairs)
+        """One MGET for what the in-process tier does not know; misses (and any failure)
+        are None."""
+        found = [self.recent(c, k) for c, k in pairs]
+        ask = [i for i, hit in enumerate(found) if hit is None]
+        if not ask or not self._usable():
+            return found
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout_s):
-                raws = await self._client.mget([self._key(c, k) for c, k in pairs])
+                raws = await self._client.mget([self._key(*pairs[i]) for i in ask])
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("mget", exc)
-            return [None] * len(pairs)
-        found: list[tuple[bytes, Outcome] | None] = []
-        for raw in raws:
+            return found
+        for i, raw in zip(ask, raws, strict=True):
+            if raw is None:
+                continue
             try:
-                found.append(None if raw is None else _decode(
-                    raw if isinstance(raw, bytes) else raw.encode()))
+                found[i] = _decode(raw if isinstance(raw, bytes) else raw.encode())
             except (ValueError, KeyError, TypeError):
-                found.append(None)
+                log.warning("ignoring unreadable idempotency cache entry")
+                continue
+            self._remember(*pairs[i], found[i])  # type: ignore[arg-type]
         return found
 
     async def put_many(self, entries: list[tuple[str, str, bytes, Outcome]]) -> None:
         """One pipelined round trip for a whole batch."""
+        for caller, key, fingerprint, outcome in entries:
+            self._remember(caller, key, (fingerprint, outcome))
         if not entries or not self._usable():
             return
         assert self._client is not None
@@ -101,6 +137,7 @@ class IdempotencyCache:
             self._failed("set", exc)
 
     async def put(self, caller: str, key: str, fingerprint: bytes, outcome: Outcome) -> None:
+        self._remember(caller, key, (fingerprint, outcome))
         if not self._usable():
             return
         assert self._client is not None

@@ -58,7 +58,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     """Start everything on the running loop; stop it gracefully on exit."""
     pool = await create_pool(settings)
     cache = IdempotencyCache(_redis_client(settings), ttl_s=settings.idempotency_ttl_s,
-                             timeout_ms=settings.redis_timeout_ms)
+                             timeout_ms=settings.redis_timeout_ms,
+                             recent_entries_max=settings.replay_cache_entries_max)
     try:
         async with pool.acquire() as conn:
             if settings.migrate_on_start:
