@@ -35,6 +35,8 @@ class Settings:
     clients_by_key_sha256: Mapping[bytes, str] = field(default_factory=dict, repr=False)
     psps: Mapping[str, PspConfig] = field(default_factory=dict)
     listen_addr: str = "127.0.0.1:8080"
+    # host:port of the Prometheus /metrics listener; empty: no listener.
+    metrics_addr: str = ""
     # Base URL PSPs reach us at; NOWPayments takes the IPN callback URL per payment.
     public_url: str = "http://127.0.0.1:8080"
     wallet_addr: str = "127.0.0.1:50051"
@@ -166,6 +168,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         clients_by_key_sha256=_clients(keys_raw, r) if keys_raw else {},
         psps=psps,
         listen_addr=r.text("BRIDGE_LISTEN_ADDR", "127.0.0.1:8080"),
+        metrics_addr=r.text("BRIDGE_METRICS_ADDR", ""),
         public_url=public_url,
         wallet_addr=r.text("BRIDGE_WALLET_ADDR", "127.0.0.1:50051"),
         wallet_tls_ca_file=env.get("BRIDGE_WALLET_TLS_CA_FILE", ""),
@@ -198,6 +201,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         r.problems.append("DATABASE_URL: must start with postgresql://")
     if ":" not in settings.listen_addr:
         r.problems.append("BRIDGE_LISTEN_ADDR: expected host:port")
+    if settings.metrics_addr and not settings.metrics_addr.rpartition(":")[2].isdigit():
+        r.problems.append("BRIDGE_METRICS_ADDR: expected host:port")
     if settings.inbox_workers + WEBHOOK_CONNECTIONS_MIN > settings.db_pool_size_max:
         r.problems.append(f"BRIDGE_INBOX_WORKERS: each worker can hold a connection through "
                           f"a wallet call; keep at least {WEBHOOK_CONNECTIONS_MIN} of "

@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
+from gateway_bridge import metrics
 from gateway_bridge.config import Settings
 from gateway_bridge.http import app as http_app
 from gateway_bridge.http import webhooks
@@ -43,6 +44,7 @@ REJECTION_FLUSH_MS = 1000
 class Running:
     port: int
     services: Services
+    metrics_port: int | None = None
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
@@ -92,19 +94,27 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     host, _, port = settings.listen_addr.rpartition(":")
     site = web.TCPSite(runner, host, int(port), reuse_address=True)
     tasks: list[asyncio.Task[None]] = []
+    metrics_runner = web.AppRunner(metrics.build_app(), access_log=None)
     try:
         await site.start()
         bound = int(port)
         for address in runner.addresses:  # the real port when listen_addr asked for port 0
             bound = int(address[1])
+        metrics_port = None
+        if settings.metrics_addr:
+            await metrics_runner.setup()
+            m_host, _, m_port = settings.metrics_addr.rpartition(":")
+            await web.TCPSite(metrics_runner, m_host, int(m_port), reuse_address=True).start()
+            metrics_port = int(metrics_runner.addresses[0][1])
         tasks = [asyncio.create_task(
             webhooks.flush_rejections_forever(services, interval_ms=REJECTION_FLUSH_MS),
             name="rejection-counts")]
         if workers:
             tasks += [asyncio.create_task(inbox.run(), name="inbox"),
                       asyncio.create_task(sync.run(), name="status-sync")]
-        yield Running(port=bound, services=services)
+        yield Running(port=bound, services=services, metrics_port=metrics_port)
     finally:
+        await metrics_runner.cleanup()
         await runner.cleanup()
         with contextlib.suppress(*repo.DB_ERRORS):
             await webhooks.flush_rejections(services)

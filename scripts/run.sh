@@ -24,6 +24,7 @@ PY
 fi
 export WALLET_CALLERS_FILE="$PWD/.run/callers.json"
 export WALLET_LISTEN_ADDR="${WALLET_LISTEN_ADDR:-127.0.0.1:50051}"
+export WALLET_METRICS_ADDR="${WALLET_METRICS_ADDR:-127.0.0.1:9101}"
 
 # Development secrets for the bridge and the PSP simulator, created once (0600); production
 # passes its own through the environment or *_FILE variables.
@@ -52,6 +53,7 @@ fi
 # shellcheck disable=SC1091
 source .run/bridge.env
 export BRIDGE_LISTEN_ADDR="${BRIDGE_LISTEN_ADDR:-127.0.0.1:8080}"
+export BRIDGE_METRICS_ADDR="${BRIDGE_METRICS_ADDR:-127.0.0.1:9102}"
 export SIM_LISTEN_ADDR="${SIM_LISTEN_ADDR:-127.0.0.1:8090}"
 export BRIDGE_PUBLIC_URL="http://$BRIDGE_LISTEN_ADDR" SIM_WEBHOOK_BASE_URL="http://$BRIDGE_LISTEN_ADDR"
 export BRIDGE_STRIPE_BASE_URL="http://$SIM_LISTEN_ADDR/stripe"
@@ -82,28 +84,18 @@ wait_for() {
     echo "$name did not become ready; see .run/$name.log" >&2
     exit 1
 }
-wallet_healthy() {
-    .venv/bin/python -c "
-import grpc, sys
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-ch = grpc.insecure_channel('$WALLET_LISTEN_ADDR')
-try:
-    r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-    sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)
-except grpc.RpcError:
-    sys.exit(1)"
-}
+wallet_healthy() { .venv/bin/wallet-core health --addr "$WALLET_LISTEN_ADDR" >/dev/null 2>&1; }
 http_ok() { .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=0.5)" "$1"; }
 
 start wallet .venv/bin/wallet-core serve
 wait_for wallet wallet_healthy
-echo "wallet-core is serving on $WALLET_LISTEN_ADDR (pid $(cat .run/wallet.pid), logs .run/wallet.log)"
+echo "wallet-core is serving on $WALLET_LISTEN_ADDR (pid $(cat .run/wallet.pid), logs .run/wallet.log, metrics http://$WALLET_METRICS_ADDR/metrics)"
 start simulator .venv/bin/gateway-bridge simulate-psp
 wait_for simulator http_ok "http://$SIM_LISTEN_ADDR/_sim/knobs"
 echo "PSP simulator is serving on $SIM_LISTEN_ADDR (logs .run/simulator.log)"
 start bridge .venv/bin/gateway-bridge serve
 wait_for bridge http_ok "http://$BRIDGE_LISTEN_ADDR/readyz"
-echo "gateway-bridge is serving on $BRIDGE_LISTEN_ADDR (logs .run/bridge.log)"
+echo "gateway-bridge is serving on $BRIDGE_LISTEN_ADDR (logs .run/bridge.log, metrics http://$BRIDGE_METRICS_ADDR/metrics)"
 
 .venv/bin/wallet-core demo --target "$WALLET_LISTEN_ADDR"
 .venv/bin/gateway-bridge demo --bridge-url "http://$BRIDGE_LISTEN_ADDR" \

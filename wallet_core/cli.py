@@ -1,4 +1,4 @@
-"""`wallet-core` command line: serve, migrate, check, demo."""
+"""`wallet-core` command line: serve, migrate, check, health, demo."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
+import grpc
 import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service_kit import logs
 from service_kit.migrations import MigrationError, migrate
@@ -16,7 +19,7 @@ from service_kit.pg import database_url_from_env
 from service_kit.settings import SettingsError
 from wallet_core import config
 from wallet_core.db import connect
-from wallet_core.server import MIGRATIONS, serve
+from wallet_core.server import MIGRATIONS, SERVICE_NAME, serve
 from wallet_core.storage.checker import check_ledger
 
 
@@ -43,6 +46,28 @@ async def _check() -> int:
         return 1
     print("ledger check: OK (every currency sums to zero, every bucket matches its postings)")
     return 0
+
+
+HEALTH_TIMEOUT_S = 3.0
+
+
+async def _health(addr: str, tls_ca: bytes | None) -> int:
+    """Container and orchestrator probes: 0 when the wallet's gRPC health service says
+    SERVING for the wallet service, 1 otherwise (down, draining, unreachable)."""
+    if tls_ca is not None:
+        channel = grpc.aio.secure_channel(addr, grpc.ssl_channel_credentials(tls_ca))
+    else:
+        channel = grpc.aio.insecure_channel(addr)
+    async with channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=HEALTH_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            print(f"wallet at {addr}: {exc.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"wallet at {addr}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 async def _serve() -> int:
@@ -74,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("serve", help="run the gRPC service (configured by environment variables)")
     sub.add_parser("migrate", help="apply pending database migrations (safe to run twice)")
     sub.add_parser("check", help="verify the ledger's invariants; exit 1 listing problems")
+    probe = sub.add_parser("health", help="ask a running wallet's gRPC health service; exit 0 "
+                                          "when SERVING (container health checks)")
+    probe.add_argument("--addr", default=os.environ.get("WALLET_TARGET", "127.0.0.1:50051"))
+    probe.add_argument("--tls-ca", default=os.environ.get("WALLET_HEALTH_TLS_CA_FILE", ""),
+                       help="CA certificate file when the wallet serves TLS")
     demo = sub.add_parser("demo", help="run a short scripted session against a running wallet")
     demo.add_argument("--target", default=os.environ.get("WALLET_TARGET", "127.0.0.1:50051"))
     args = parser.parse_args(argv)
@@ -83,5 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_run(_migrate()))
     if args.command == "check":
         sys.exit(_run(_check()))
+    if args.command == "health":
+        ca = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+        sys.exit(_run(_health(args.addr, ca)))
     from wallet_core.demo import run_demo
     sys.exit(_run(run_demo(args.target)))

@@ -66,6 +66,8 @@ class Settings:
     migrate_on_start: bool = False
     # Several server processes may share the listen port (SO_REUSEPORT), one per core.
     so_reuseport: bool = False
+    # host:port of the Prometheus /metrics listener; empty: no listener.
+    metrics_addr: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
     log_level: str = "INFO"
@@ -150,6 +152,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                        high=10_000),
         migrate_on_start=r.flag("WALLET_MIGRATE_ON_START", False),
         so_reuseport=r.flag("WALLET_SO_REUSEPORT", False),
+        metrics_addr=env.get("WALLET_METRICS_ADDR", ""),
         tls_cert_file=env.get("WALLET_TLS_CERT_FILE", ""),
         tls_key_file=env.get("WALLET_TLS_KEY_FILE", ""),
         log_level=r.text("WALLET_LOG_LEVEL", "INFO").upper(),
@@ -171,6 +174,8 @@ def _cross_checks(s: Settings, r: EnvReader) -> None:
         r.problems.append("WALLET_DB_POOL_SIZE_MIN: larger than WALLET_DB_POOL_SIZE_MAX")
     if ":" not in s.listen_addr:
         r.problems.append("WALLET_LISTEN_ADDR: expected host:port")
+    if s.metrics_addr and not s.metrics_addr.rpartition(":")[2].isdigit():
+        r.problems.append("WALLET_METRICS_ADDR: expected host:port")
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         r.problems.append("WALLET_TLS_CERT_FILE/WALLET_TLS_KEY_FILE: set both or neither")
     for name, path in (("WALLET_TLS_CERT_FILE", s.tls_cert_file),

@@ -64,6 +64,10 @@ class IdempotencyCache:
         while len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
 
+    def redis_usable(self) -> bool:
+        """Whether lookups go to Redis now (configured, and not skipped after a failure)."""
+        return self._usable()
+
     def _usable(self) -> bool:
         return self._client is not None and time.monotonic() >= self._down_until
 

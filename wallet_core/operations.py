@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from wallet_core import metrics
 from wallet_core.domain import bonus as bonus_policy
 from wallet_core.domain import commands as cmd
 from wallet_core.domain import errors, rules
@@ -173,6 +174,7 @@ class Ledger:
         """A group-commit batch: replays from one Redis MGET, the rest in one transaction,
         their outcomes cached in one Redis pipeline (two round trips per batch, not two per
         call)."""
+        metrics.GROUP_COMMIT_BATCH_SIZE.observe(len(calls))
         results = await self._through_cache(calls, self._run_batch)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]

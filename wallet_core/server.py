@@ -23,6 +23,7 @@ from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
 from service_kit.migrations import migrate
+from wallet_core import metrics
 from wallet_core.api.servicer import WalletServicer
 from wallet_core.config import Settings
 from wallet_core.db import create_pool
@@ -42,6 +43,7 @@ class Running:
     port: int
     ledger: Ledger
     health: health.HealthServicer
+    metrics_port: int | None = None
 
 
 def _redis_client(settings: Settings) -> aioredis.Redis | None:
@@ -76,9 +78,17 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         reads = Reads(pool, pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms)
         server, port, health_servicer = await _start_server(settings, ledger, reads)
         sweeper = asyncio.create_task(_sweep_bonuses(ledger, settings), name="bonus-sweeper")
+        listener = None
+        if settings.metrics_addr:
+            metrics.watch_pool(pool.get_size, pool.get_idle_size, cache.redis_usable)
+            listener = metrics.serve_metrics(settings.metrics_addr)
         try:
-            yield Running(server, port, ledger, health_servicer)
+            yield Running(server, port, ledger, health_servicer,
+                          listener.server_port if listener else None)
         finally:
+            if listener is not None:
+                listener.shutdown()
+                listener.server_close()
             health_servicer.enter_graceful_shutdown()
             await server.stop(settings.shutdown_grace_ms / 1000)
             sweeper.cancel()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway_bridge import metrics
 from gateway_bridge.domain.errors import BridgeError
 from gateway_bridge.http import cashier, webhooks
 from gateway_bridge.http import errors as http_errors
@@ -64,9 +65,13 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = http_errors.response(500, "INTERNAL", "internal error",
                                         request_id=request_id)
     status = response.status
+    duration_s = time.perf_counter() - started
+    route = metrics.route_of(request)
+    metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
+    metrics.HTTP_DURATION.labels(route).observe(duration_s)
     access_log.info("http", extra={
         "request_id": request_id, "method": request.method, "path": request.path,
-        "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)})
+        "status": status, "duration_ms": round(duration_s * 1000, 2)})
     return response
 
 

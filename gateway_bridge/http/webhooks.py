@@ -14,6 +14,7 @@ import time
 
 from aiohttp import web
 
+from gateway_bridge import metrics
 from gateway_bridge.http import errors as http_errors
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.psp.base import WebhookRejected
@@ -40,6 +41,7 @@ async def receive(request: web.Request) -> web.Response:
                                                "remote": request.remote,
                                                "body_bytes": len(body)})
         services.rejected_total[(psp, rejected.cause)] += 1
+        metrics.WEBHOOKS.labels(psp, rejected.cause).inc()
         services.rejected_unsaved[(psp, rejected.cause)] += 1
         return http_errors.response(status, code, rejected.message, request_id=request_id)
     try:
@@ -49,8 +51,11 @@ async def receive(request: web.Request) -> web.Response:
                   extra={"psp": psp, "error": type(err).__name__})
         return http_errors.response(503, "UNAVAILABLE", "not stored; deliver again later",
                                     request_id=request_id)
+    duplicates = sum(1 for i in ids if i is None)
+    metrics.WEBHOOKS.labels(psp, "stored").inc(len(ids) - duplicates)
+    metrics.WEBHOOKS.labels(psp, "duplicate").inc(duplicates)
     log.info("webhook stored", extra={"psp": psp, "events": len(events),
-                                      "duplicates": sum(1 for i in ids if i is None)})
+                                      "duplicates": duplicates})
     ack = adapter.ack
     return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
 

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
+from wallet_core import metrics
 from wallet_core.api import convert, money_methods
 from wallet_core.api.auth import METHOD_SCOPES, AuthError, authenticate
 from wallet_core.api.errors import rich_status, status_for
@@ -99,8 +100,11 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
     @staticmethod
     def _log(fields: dict[str, object], code: grpc.StatusCode, started: float) -> None:
+        duration_s = time.perf_counter() - started
+        metrics.rpc_answered(str(fields["method"]), code.name, duration_s,
+                             replay=fields.get("replay") is True)
         log.info("rpc", extra={**fields, "outcome": code.name,
-                               "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+                               "duration_ms": round(duration_s * 1000, 3)})
 
     async def _execute(self, caller: Caller, command: object) -> Outcome:
         outcome = await self._ledger.execute(caller.name, command)  # type: ignore[arg-type]
