@@ -19,17 +19,23 @@ from service_kit.pg import database_url_from_env
 from service_kit.settings import SettingsError
 from wallet_core import config
 from wallet_core.db import connect
-from wallet_core.server import MIGRATIONS, SERVICE_NAME, serve
+from wallet_core.server import CITUS_MIGRATIONS, MIGRATIONS, SERVICE_NAME, serve
 from wallet_core.storage.checker import check_ledger
 
 
-async def _migrate() -> int:
+async def _migrate(*, citus: bool) -> int:
     conn = await connect(database_url_from_env())
     try:
         applied = await migrate(conn, schema="wallet", folder=MIGRATIONS)
+        # The Citus variant keeps its own record (schema wallet_citus): its numbers are its own.
+        distributed = (await migrate(conn, schema="wallet_citus", folder=CITUS_MIGRATIONS)
+                       if citus else [])
     finally:
         await conn.close()
     print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    if citus:
+        print(f"applied Citus migrations: {distributed}" if distributed
+              else "Citus distribution is up to date")
     return 0
 
 
@@ -97,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="wallet-core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC service (configured by environment variables)")
-    sub.add_parser("migrate", help="apply pending database migrations (safe to run twice)")
+    mig = sub.add_parser("migrate", help="apply pending database migrations (safe to run twice)")
+    mig.add_argument("--citus", action="store_true",
+                     help="then distribute the ledger by player on Citus (docs/SCALING.md)")
     sub.add_parser("check", help="verify the ledger's invariants; exit 1 listing problems")
     probe = sub.add_parser("health", help="ask a running wallet's gRPC health service; exit 0 "
                                           "when SERVING (container health checks)")
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         sys.exit(_run(_serve()))
     if args.command == "migrate":
-        sys.exit(_run(_migrate()))
+        sys.exit(_run(_migrate(citus=args.citus)))
     if args.command == "check":
         sys.exit(_run(_check()))
     if args.command == "health":

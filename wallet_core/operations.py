@@ -310,13 +310,13 @@ class Ledger:
             c = call.command
             if isinstance(c, cmd.CommitWithdrawal | cmd.CancelWithdrawal
                           | cmd.ReverseWithdrawal):
-                found = await repo.withdrawal_wallet_id(conn, c.withdrawal_id)
+                found = await repo.withdrawal_wallet(conn, c.withdrawal_id)
             elif isinstance(c, cmd.ForfeitBonus | cmd.ExpireBonus):
-                found = await repo.bonus_wallet_id(conn, c.bonus_id)
+                found = await repo.bonus_wallet(conn, c.bonus_id)
             else:
                 continue
             if found is not None:
-                ids.append(found)
+                ids.append(found[0])
         # A rollback in the batch may write a tombstone a later bet must see: then each bet
         # asks for itself.
         ask_each = any(isinstance(call.command, cmd.Rollback) for call in calls)
@@ -411,11 +411,14 @@ class Ledger:
         return None
 
     async def _execute_in_db(self, call: _Call) -> Outcome:
+        c = call.command
+        # The lookup names the player, so on Citus it stays on the player's shard.
+        player = c.player_id if isinstance(c, cmd.WalletCommand) else None
         for attempt in range(self._retries_max + 1):
             try:
                 async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                    found = await repo.journal_by_key(conn, call.caller,
-                                                      call.command.idempotency_key)
+                    found = await repo.journal_by_key(conn, call.caller, c.idempotency_key,
+                                                      player)
                     if found is not None:
                         return _replay(call, *found)
                     async with conn.transaction():
@@ -427,7 +430,10 @@ class Ledger:
                         reason=errors.DUPLICATE_PSP_REFERENCE) from exc
                 if exc.constraint_name != repo.KEY_TAKEN:
                     raise
-                # Another request with this key committed first: the next pass replays it.
+                # Another request with this key committed first: the next pass replays it,
+                # looking for the key whatever its player (on one Postgres a key is unique
+                # per caller; the request may name another player than the one that won).
+                player = None
             except _RETRYABLE:
                 await asyncio.sleep(0.002 * (attempt + 1))
         raise errors.Aborted("the operation kept conflicting with concurrent ones; retry "
@@ -544,19 +550,18 @@ class Ledger:
             return {"withdrawal_id": str(withdrawal_id)}
 
         async def after(tid: int) -> None:
-            await repo.insert_withdrawal(conn, withdrawal_id, draft.wallet_id, c.amount_minor,
-                                         c.psp, tid)
+            await repo.insert_withdrawal(conn, withdrawal_id, draft, c.amount_minor, c.psp, tid)
 
         return await self._settle(conn, call, draft, c.currency, rule, {"psp": c.psp}, after)
 
     async def _lock_withdrawal(self, conn: asyncpg.Connection,
                                withdrawal_id: int) -> tuple[str, Draft, asyncpg.Record]:
         """Lock the withdrawal's wallet, then read the withdrawal (stable under that lock)."""
-        wallet_id = await repo.withdrawal_wallet_id(conn, withdrawal_id)
-        if wallet_id is None:
+        wallet = await repo.withdrawal_wallet(conn, withdrawal_id)
+        if wallet is None:
             raise NotFound("withdrawal_id: no such withdrawal", reason=errors.WITHDRAWAL_NOT_FOUND)
-        _, currency, draft = await repo.lock_wallet_by_id(conn, wallet_id, with_bonuses=False)
-        return currency, draft, await repo.withdrawal(conn, withdrawal_id)
+        currency, draft = await repo.lock_wallet_by_id(conn, wallet, with_bonuses=False)
+        return currency, draft, await repo.withdrawal(conn, withdrawal_id, draft.player_id)
 
     async def _finish_withdrawal(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
         c = call.command
@@ -577,7 +582,8 @@ class Ledger:
             return rules.cancel_withdrawal(draft, w["amount_minor"])
 
         async def after(tid: int) -> None:
-            await repo.finish_withdrawal(conn, c.withdrawal_id, target, tid, reason)
+            await repo.finish_withdrawal(conn, c.withdrawal_id, target, tid, reason,
+                                         draft.player_id)
 
         details = {"withdrawal_id": str(c.withdrawal_id), "psp": w["psp"]}
         if reason:
@@ -601,7 +607,7 @@ class Ledger:
             return rules.reverse_withdrawal(draft, w["amount_minor"], w["psp"])
 
         async def after(tid: int) -> None:
-            await repo.reverse_withdrawal(conn, c.withdrawal_id, tid, c.reason)
+            await repo.reverse_withdrawal(conn, c.withdrawal_id, tid, c.reason, draft.player_id)
 
         details = {"withdrawal_id": str(c.withdrawal_id), "psp": w["psp"], "reason": c.reason}
         return await self._settle(conn, call, draft, currency, rule, details, after)
@@ -614,7 +620,8 @@ class Ledger:
         if batch is not None and batch.tombstones is not None:
             tombstoned = (call.caller, c.idempotency_key) in batch.tombstones
         else:
-            tombstoned = await repo.tombstone_exists(conn, call.caller, c.idempotency_key)
+            tombstoned = await repo.tombstone_exists(conn, call.caller, c.idempotency_key,
+                                                     c.player_id)
         now = self._clock()
         record: list[rules.BetRecord] = []
 
@@ -627,7 +634,8 @@ class Ledger:
 
         async def after(tid: int) -> None:
             r = record[0]
-            bet = repo.BetRow(journal_id=tid, wallet_id=draft.wallet_id, caller=call.caller,
+            bet = repo.BetRow(journal_id=tid, wallet_id=draft.wallet_id,
+                              player_id=draft.player_id, caller=call.caller,
                               key=c.idempotency_key, game_id=c.game_id, round_id=c.round_id,
                               cash_minor=r.cash_minor, bonus_minor=r.bonus_minor,
                               bonus_debits=r.bonus_debits, wagered=r.wagered)
@@ -646,22 +654,22 @@ class Ledger:
         c = call.command
         assert isinstance(c, cmd.Win)
         draft = await self._lock(conn, c, with_bonuses=True)
-        staked = await self._round_stake(conn, draft.wallet_id, c.game_id, c.round_id)
+        staked = await self._round_stake(conn, draft, c.game_id, c.round_id)
         stake = rules.RoundStake(*staked) if staked is not None else None
         now = self._clock()
         return await self._settle(conn, call, draft, c.currency,
                                   lambda: rules.win(draft, c, stake, now),
                                   {"game_id": c.game_id, "round_id": c.round_id})
 
-    async def _round_stake(self, conn: asyncpg.Connection, wallet_id: int, game_id: str,
+    async def _round_stake(self, conn: asyncpg.Connection, draft: Draft, game_id: str,
                            round_id: str) -> tuple[int, int] | None:
         batch = _BATCH.get()
         if batch is None:
-            return await repo.round_stake(conn, wallet_id, game_id, round_id)
-        key = (wallet_id, game_id, round_id)
+            return await repo.round_stake(conn, draft, game_id, round_id)
+        key = (draft.wallet_id, game_id, round_id)
         if key not in batch.stakes:  # not read with the locks, or reset by a rollback
             await batch.writes.flush(conn)
-            batch.stakes[key] = await repo.round_stake(conn, wallet_id, game_id,
+            batch.stakes[key] = await repo.round_stake(conn, draft, game_id,
                                                        round_id) or (0, 0)
         return batch.stakes[key]
 
@@ -669,9 +677,14 @@ class Ledger:
         c = call.command
         assert isinstance(c, cmd.Rollback)
         draft = await self._lock(conn, c, with_bonuses=True)
-        bet = await repo.bet_by_key(conn, call.caller, c.bet_idempotency_key)
+        bet = await repo.bet_by_key(conn, call.caller, c.bet_idempotency_key, c.player_id)
         details = {"game_id": c.game_id, "bet_idempotency_key": c.bet_idempotency_key}
         if bet is None:
+            # Not this player's: a bet of another player under this key is a caller's
+            # mistake, not a bet never seen (the only lookup here that fans out on Citus,
+            # and only for rollbacks of unknown bets).
+            if await repo.bet_key_taken(conn, call.caller, c.bet_idempotency_key):
+                raise InvalidField("bet_idempotency_key", "names a bet of another player")
             return await self._tombstone(conn, call, draft, c, details)
         if bet["wallet_id"] != draft.wallet_id:
             raise InvalidField("bet_idempotency_key", "names a bet of another wallet")
@@ -689,8 +702,8 @@ class Ledger:
         now = self._clock()
 
         async def after(tid: int) -> None:
-            await repo.mark_bet_rolled_back(conn, bet["journal_id"], tid)
-            await repo.remove_round_stake(conn, draft.wallet_id, c.game_id, bet["round_id"],
+            await repo.mark_bet_rolled_back(conn, bet["journal_id"], tid, draft.player_id)
+            await repo.remove_round_stake(conn, draft, c.game_id, bet["round_id"],
                                           record.cash_minor, record.bonus_minor)
 
         return await self._settle(conn, call, draft, c.currency,
@@ -699,12 +712,13 @@ class Ledger:
     async def _tombstone(self, conn: asyncpg.Connection, call: _Call, draft: Draft,
                          c: cmd.Rollback, details: dict[str, str]) -> Outcome:
         """Rollback of a bet never seen: succeed, move nothing, refuse the bet if it comes."""
-        exists = await repo.tombstone_exists(conn, call.caller, c.bet_idempotency_key)
+        exists = await repo.tombstone_exists(conn, call.caller, c.bet_idempotency_key,
+                                             c.player_id)
 
         async def after(tid: int) -> None:
             if not exists:
-                await repo.insert_tombstone(conn, call.caller, c.bet_idempotency_key,
-                                            draft.wallet_id, tid)
+                await repo.insert_tombstone(conn, call.caller, c.bet_idempotency_key, draft,
+                                            tid)
 
         return await self._settle(conn, call, draft, c.currency,
                                   lambda: {"outcome": "bet_not_found", "cash_minor": 0,
@@ -727,7 +741,7 @@ class Ledger:
             return {"bonus_id": str(bonus.bonus_id)}
 
         async def after(tid: int) -> None:
-            await repo.insert_bonus(conn, draft.wallet_id, bonus, tid)
+            await repo.insert_bonus(conn, draft, bonus, tid)
 
         return await self._settle(conn, call, draft, c.currency, rule,
                                   {"bonus_id": str(bonus.bonus_id)}, after,
@@ -737,10 +751,10 @@ class Ledger:
         """ForfeitBonus, and the sweeper's ExpireBonus (which only expires what is due)."""
         c = call.command
         assert isinstance(c, cmd.ForfeitBonus | cmd.ExpireBonus)
-        wallet_id = await repo.bonus_wallet_id(conn, c.bonus_id)
-        if wallet_id is None:
+        wallet = await repo.bonus_wallet(conn, c.bonus_id)
+        if wallet is None:
             raise NotFound("bonus_id: no such bonus", reason=errors.BONUS_NOT_FOUND)
-        _, currency, draft = await repo.lock_wallet_by_id(conn, wallet_id, with_bonuses=True)
+        currency, draft = await repo.lock_wallet_by_id(conn, wallet, with_bonuses=True)
         await repo.add_bonuses(conn, draft, [c.bonus_id])
         now = self._clock()
         if isinstance(c, cmd.ForfeitBonus):

@@ -34,6 +34,7 @@ from wallet_core.storage import repo
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "storage" / "migrations"
+CITUS_MIGRATIONS = Path(__file__).parent / "storage" / "citus"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
 
 
@@ -43,6 +44,7 @@ class Running:
     port: int
     ledger: Ledger
     health: health.HealthServicer
+    pool: asyncpg.Pool
     metrics_port: int | None = None
 
 
@@ -83,7 +85,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             metrics.watch_pool(pool.get_size, pool.get_idle_size, cache.redis_usable)
             listener = metrics.serve_metrics(settings.metrics_addr)
         try:
-            yield Running(server, port, ledger, health_servicer,
+            yield Running(server, port, ledger, health_servicer, pool,
                           listener.server_port if listener else None)
         finally:
             if listener is not None:

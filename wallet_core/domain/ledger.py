@@ -99,6 +99,7 @@ class Draft:
     """
 
     wallet_id: int
+    player_id: str
     cash: int
     bonus: int
     reserved: int
@@ -112,23 +113,25 @@ class Draft:
         """The same wallet for an operation that has no business with bonuses (as if they
         had not been loaded). Only for a draft nothing has moved yet."""
         assert not self._net and not self.changed_bonus_ids, "a used draft is never reused"
-        return Draft(wallet_id=self.wallet_id, cash=self.cash, bonus=self.bonus,
-                     reserved=self.reserved, bonuses=[], bonuses_loaded=False)
+        return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
+                     bonus=self.bonus, reserved=self.reserved, bonuses=[],
+                     bonuses_loaded=False)
 
     def fork(self) -> Draft:
         """A copy for the next operation on this wallet inside one batch: the operation may
         be rejected halfway through its rule, and then this draft must be as it was."""
         assert not self._net and not self.changed_bonus_ids, "only a settled draft is forked"
-        return Draft(wallet_id=self.wallet_id, cash=self.cash, bonus=self.bonus,
-                     reserved=self.reserved, bonuses=[replace(b) for b in self.bonuses],
+        return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
+                     bonus=self.bonus, reserved=self.reserved,
+                     bonuses=[replace(b) for b in self.bonuses],
                      bonuses_loaded=self.bonuses_loaded)
 
     def settled(self, *, bonuses_from: Draft | None = None) -> Draft:
         """This wallet after its operation was recorded, ready to be forked for the next
         one; an operation that did not load bonuses takes them from the draft before it."""
         keep = bonuses_from if not self.bonuses_loaded and bonuses_from is not None else self
-        return Draft(wallet_id=self.wallet_id, cash=self.cash, bonus=self.bonus,
-                     reserved=self.reserved, bonuses=keep.bonuses,
+        return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
+                     bonus=self.bonus, reserved=self.reserved, bonuses=keep.bonuses,
                      bonuses_loaded=keep.bonuses_loaded)
 
     def move(self, amount_minor: int, *, source: Account, dest: Account) -> None:

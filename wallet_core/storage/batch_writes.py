@@ -41,11 +41,11 @@ class BatchWrites:
     def _reset(self) -> None:
         self._journal: list[tuple[Any, ...]] = []
         self._journal_index: dict[int, int] = {}  # journal id -> operation's batch index
-        self._postings: list[tuple[int, str, str, int]] = []
+        self._postings: list[tuple[int, str, str, int, str]] = []
         self._wallets: dict[int, tuple[int, int, int]] = {}
         self._bonuses: dict[int, BonusState] = {}
         self._bets: list[tuple[Any, ...]] = []
-        self._stakes: dict[tuple[int, str, str], list[int]] = {}
+        self._stakes: dict[tuple[int, str, str, str], list[int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._journal)
@@ -62,11 +62,12 @@ class BatchWrites:
                                  message=rejection_message)
         self._journal.append((journal_id, caller, key, fingerprint, kind,
                               "rejected" if rejected else "ok", rejection_reason,
-                              draft.wallet_id, currency, _json(outcome), _json(details)))
+                              draft.wallet_id, currency, _json(outcome), _json(details),
+                              draft.player_id))
         self._journal_index[journal_id] = index
         if rejected:
             return
-        self._postings.extend((journal_id, p.account, currency, p.amount_minor)
+        self._postings.extend((journal_id, p.account, currency, p.amount_minor, draft.player_id)
                               for p in draft.postings())
         self._wallets[draft.wallet_id] = (draft.cash, draft.bonus, draft.reserved)
         for b in draft.bonuses:
@@ -75,8 +76,10 @@ class BatchWrites:
 
     def bet(self, bet: BetRow) -> None:
         values = bet.values()
-        self._bets.append((*values[:8], _json(bet.bonus_debits), _json(bet.wagered)))
-        stake = self._stakes.setdefault((bet.wallet_id, bet.game_id, bet.round_id), [0, 0])
+        self._bets.append((*values[:8], _json(bet.bonus_debits), _json(bet.wagered),
+                           bet.player_id))
+        stake = self._stakes.setdefault(
+            (bet.wallet_id, bet.game_id, bet.round_id, bet.player_id), [0, 0])
         stake[0] += bet.cash_minor
         stake[1] += bet.bonus_minor
 
@@ -88,13 +91,16 @@ class BatchWrites:
         j, p, bonuses, bets = self._journal, self._postings, list(self._bonuses.values()), \
             self._bets
         wallets, stakes = list(self._wallets.items()), list(self._stakes.items())
+        journal, postings, bet_rows = _columns(j, 12), _columns(p, 5), _columns(bets, 11)
+        stake_keys = _columns([k for k, _ in stakes], 4)
+        # Each table's player column comes last ($39-$42): see queries.FLUSH_BATCH.
         row = await conn.fetchrow(
-            q.FLUSH_BATCH, *_columns(j, 11), *_columns(p, 4),
+            q.FLUSH_BATCH, *journal[:11], *postings[:4],
             [w for w, _ in wallets], *_columns([b for _, b in wallets], 3),
             [b.bonus_id for b in bonuses], [b.state for b in bonuses],
             [b.balance_minor for b in bonuses], [b.wagered_minor for b in bonuses],
-            *_columns(bets, 10),
-            *_columns([k for k, _ in stakes], 3), *_columns([s for _, s in stakes], 2))
+            *bet_rows[:10], *stake_keys[:3], *_columns([s for _, s in stakes], 2),
+            journal[11], postings[4], bet_rows[10], stake_keys[3])
         inserted = set(row["inserted"])
         missing = sorted(self._journal_index[r[0]] for r in j if r[0] not in inserted)
         self._reset()

@@ -5,13 +5,24 @@ nothing else. Bonuses, bets, rounds, withdrawals and tombstones of a wallet are 
 while holding that wallet's lock, so they need no locks of their own. Journal and postings
 are append-only; the unique index on (caller, idempotency_key) is the arbiter between two
 concurrent requests with the same key.
+
+Distribution (docs/SCALING.md): every ledger row carries its player_id, and each statement in
+HOT_PATH, the unary path of money-moving calls, names one player (`player_id = $n` in its
+filters, the player's id in the rows it inserts), so on Citus it is routed to that player's
+shard. Statements that fan out over players are marked so: batches and group commit (many
+players in one transaction), lookups by withdrawal or bonus id, the sweeper, the checker.
 """
 
 JOURNAL_BY_KEY = """
 SELECT id, created_at, kind, status, reason, request_hash, outcome
+FROM wallet.journal WHERE caller = $1 AND idempotency_key = $2 AND player_id = $3"""
+
+# Fans out: operations named by withdrawal or bonus id do not say their player.
+JOURNAL_BY_CALLER_KEY = """
+SELECT id, created_at, kind, status, reason, request_hash, outcome
 FROM wallet.journal WHERE caller = $1 AND idempotency_key = $2"""
 
-# A batch's replays in one round trip: ($1[i], $2[i]) pairs of caller and key.
+# Fans out (a batch's players). A batch's replays in one round trip: ($1[i], $2[i]) pairs of caller and key.
 JOURNAL_BY_KEYS = """
 SELECT j.caller, j.idempotency_key, j.id, j.created_at, j.kind, j.status, j.reason,
        j.request_hash, j.outcome
@@ -36,7 +47,7 @@ LOCK_WALLET = """
 SELECT id, cash, bonus, reserved FROM wallet.wallets
 WHERE player_id = $1 AND currency = $2 FOR UPDATE"""
 
-# Group commit and batches lock every wallet they touch up front, in wallet id order, so two
+# Fans out (a batch's players). Group commit and batches lock every wallet they touch up front, in wallet id order, so two
 # batches can't deadlock: by (player, currency), and by id for operations named by withdrawal
 # or bonus id ($3, resolved first).
 LOCK_WALLETS = """
@@ -75,22 +86,25 @@ SELECT ARRAY(SELECT ROW(b.wallet_id, b.id, b.state, b.granted_minor, b.balance_m
 
 LOCK_WALLET_BY_ID = """
 SELECT id, player_id, currency, cash, bonus, reserved FROM wallet.wallets
-WHERE id = $1 FOR UPDATE"""
+WHERE id = $1 AND player_id = $2 FOR UPDATE"""
 
 ACTIVE_BONUSES = """
 SELECT id, state, granted_minor, balance_minor, wagering_required_minor, wagered_minor,
        expires_at, created_at
-FROM wallet.bonuses WHERE wallet_id = $1 AND state = 'active' ORDER BY created_at, id"""
+FROM wallet.bonuses WHERE wallet_id = $1 AND state = 'active' AND player_id = $2
+ORDER BY created_at, id"""
 
+# Fans out: a bonus id does not say its player (forfeits and the sweeper are rare).
 BONUS_BY_ID = """
-SELECT b.id, b.wallet_id, b.state, b.granted_minor, b.balance_minor,
+SELECT b.id, b.wallet_id, b.player_id, b.state, b.granted_minor, b.balance_minor,
        b.wagering_required_minor, b.wagered_minor, b.expires_at, b.created_at
 FROM wallet.bonuses b WHERE b.id = $1"""
 
 BONUSES_BY_IDS = """
 SELECT id, state, granted_minor, balance_minor, wagering_required_minor, wagered_minor,
        expires_at, created_at
-FROM wallet.bonuses WHERE id = ANY($1::bigint[]) ORDER BY created_at, id"""
+FROM wallet.bonuses WHERE id = ANY($1::bigint[]) AND player_id = $2
+ORDER BY created_at, id"""
 
 LIST_BONUSES = """
 SELECT b.id, b.state, b.granted_minor, b.balance_minor, b.wagering_required_minor,
@@ -99,6 +113,7 @@ FROM wallet.bonuses b JOIN wallet.wallets w ON w.id = b.wallet_id
 WHERE w.player_id = $1 AND w.currency = $2 AND ($3 OR b.state = 'active')
 ORDER BY b.created_at, b.id"""
 
+# Fans out: the sweeper looks at every player's bonuses.
 DUE_BONUSES = """
 SELECT id FROM wallet.bonuses WHERE state = 'active' AND expires_at <= now()
 ORDER BY expires_at LIMIT $1"""
@@ -108,30 +123,30 @@ NEXT_WITHDRAWAL_ID = "SELECT nextval(pg_get_serial_sequence('wallet.withdrawals'
 
 INSERT_BONUS = """
 INSERT INTO wallet.bonuses (id, wallet_id, state, granted_minor, balance_minor,
-    wagering_required_minor, wagered_minor, expires_at, grant_journal_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+    wagering_required_minor, wagered_minor, expires_at, grant_journal_id, player_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
 
 UPDATE_BONUSES = """
 UPDATE wallet.bonuses AS b SET state = u.state, balance_minor = u.balance_minor,
     wagered_minor = u.wagered_minor
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
     AS u(id, state, balance_minor, wagered_minor)
-WHERE b.id = u.id"""
+WHERE b.id = u.id AND b.player_id = $5"""
 
 # One statement writes the journal row, its postings and the wallet's new balances.
 RECORD = """
 WITH j AS (
     INSERT INTO wallet.journal (caller, idempotency_key, request_hash, kind, status, reason,
-                                wallet_id, currency, outcome, details)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                wallet_id, currency, outcome, details, player_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $17)
     RETURNING id, created_at
 ), p AS (
-    INSERT INTO wallet.postings (journal_id, account, currency, amount_minor)
-    SELECT j.id, u.account, $8, u.amount_minor
+    INSERT INTO wallet.postings (journal_id, account, currency, amount_minor, player_id)
+    SELECT j.id, u.account, $8, u.amount_minor, $17
     FROM j, unnest($11::text[], $12::bigint[]) AS u(account, amount_minor)
 ), w AS (
     UPDATE wallet.wallets SET cash = $13, bonus = $14, reserved = $15, updated_at = now()
-    WHERE id = $7 AND $16
+    WHERE id = $7 AND player_id = $17 AND $16
 )
 SELECT id, created_at FROM j"""
 
@@ -141,26 +156,27 @@ SELECT id, created_at FROM j"""
 # update a row twice). A journal row whose key or PSP reference was committed meanwhile by
 # another connection is not inserted (ON CONFLICT DO NOTHING) and neither are its postings or
 # bet; the ids that were inserted come back, and the caller rolls the whole transaction back
-# when any is missing. JSON travels as text ($10, $11, $32, $33): asyncpg would take a list
+# when any is missing. Fans out (a batch's players); each row carries its player ($39-$42).
+# JSON travels as text ($10, $11, $32, $33): asyncpg would take a list
 # inside a jsonb[] parameter for a nested array.
 FLUSH_BATCH = """
 WITH j AS (
     INSERT INTO wallet.journal (id, caller, idempotency_key, request_hash, kind, status,
-                                reason, wallet_id, currency, outcome, details)
+                                reason, wallet_id, currency, outcome, details, player_id)
     OVERRIDING SYSTEM VALUE
     SELECT u.id, u.caller, u.key, u.request_hash, u.kind, u.status, u.reason, u.wallet_id,
-           u.currency, u.outcome::jsonb, u.details::jsonb
+           u.currency, u.outcome::jsonb, u.details::jsonb, u.player_id
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
-                $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[])
+                $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $39::text[])
         AS u(id, caller, key, request_hash, kind, status, reason, wallet_id, currency,
-             outcome, details)
+             outcome, details, player_id)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), p AS (
-    INSERT INTO wallet.postings (journal_id, account, currency, amount_minor)
-    SELECT u.journal_id, u.account, u.currency, u.amount_minor
-    FROM unnest($12::bigint[], $13::text[], $14::text[], $15::bigint[])
-        AS u(journal_id, account, currency, amount_minor)
+    INSERT INTO wallet.postings (journal_id, account, currency, amount_minor, player_id)
+    SELECT u.journal_id, u.account, u.currency, u.amount_minor, u.player_id
+    FROM unnest($12::bigint[], $13::text[], $14::text[], $15::bigint[], $40::text[])
+        AS u(journal_id, account, currency, amount_minor, player_id)
     WHERE u.journal_id IN (SELECT id FROM j)
 ), w AS (
     UPDATE wallet.wallets AS w SET cash = u.cash, bonus = u.bonus, reserved = u.reserved,
@@ -176,18 +192,21 @@ WITH j AS (
     WHERE b.id = u.id
 ), bet AS (
     INSERT INTO wallet.bets (journal_id, wallet_id, caller, idempotency_key, game_id,
-                             round_id, cash_minor, bonus_minor, bonus_debits, wagered)
+                             round_id, cash_minor, bonus_minor, bonus_debits, wagered,
+                             player_id)
     SELECT u.journal_id, u.wallet_id, u.caller, u.idempotency_key, u.game_id, u.round_id,
-           u.cash_minor, u.bonus_minor, u.bonus_debits::jsonb, u.wagered::jsonb
+           u.cash_minor, u.bonus_minor, u.bonus_debits::jsonb, u.wagered::jsonb, u.player_id
     FROM unnest($24::bigint[], $25::bigint[], $26::text[], $27::text[], $28::text[],
-                $29::text[], $30::bigint[], $31::bigint[], $32::text[], $33::text[])
+                $29::text[], $30::bigint[], $31::bigint[], $32::text[], $33::text[],
+                $41::text[])
         AS u(journal_id, wallet_id, caller, idempotency_key, game_id, round_id, cash_minor,
-             bonus_minor, bonus_debits, wagered)
+             bonus_minor, bonus_debits, wagered, player_id)
     WHERE u.journal_id IN (SELECT id FROM j)
 ), r AS (
     INSERT INTO wallet.rounds (wallet_id, game_id, round_id, staked_cash_minor,
-                               staked_bonus_minor)
-    SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::bigint[], $38::bigint[])
+                               staked_bonus_minor, player_id)
+    SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::bigint[], $38::bigint[],
+                         $42::text[])
     ON CONFLICT (wallet_id, game_id, round_id) DO UPDATE
     SET staked_cash_minor = wallet.rounds.staked_cash_minor + EXCLUDED.staked_cash_minor,
         staked_bonus_minor = wallet.rounds.staked_bonus_minor + EXCLUDED.staked_bonus_minor
@@ -196,63 +215,73 @@ SELECT ARRAY(SELECT id FROM j) AS inserted"""
 
 TOMBSTONE_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM wallet.rollback_tombstones
-               WHERE caller = $1 AND bet_idempotency_key = $2)"""
+               WHERE caller = $1 AND bet_idempotency_key = $2 AND player_id = $3)"""
 
 INSERT_TOMBSTONE = """
-INSERT INTO wallet.rollback_tombstones (caller, bet_idempotency_key, wallet_id, journal_id)
-VALUES ($1, $2, $3, $4)"""
+INSERT INTO wallet.rollback_tombstones (caller, bet_idempotency_key, wallet_id, journal_id,
+                                        player_id)
+VALUES ($1, $2, $3, $4, $5)"""
 
 BET_BY_KEY = """
 SELECT journal_id, wallet_id, game_id, round_id, cash_minor, bonus_minor, bonus_debits,
        wagered, rolled_back_by
-FROM wallet.bets WHERE caller = $1 AND idempotency_key = $2"""
+FROM wallet.bets WHERE caller = $1 AND idempotency_key = $2 AND player_id = $3"""
+
+# Fans out: whether another player holds this bet key (a rollback naming a bet not found).
+BET_KEY_TAKEN = """
+SELECT EXISTS (SELECT 1 FROM wallet.bets WHERE caller = $1 AND idempotency_key = $2)"""
 
 # The bet row and its round's stake in one statement (one round trip on the hot path).
 INSERT_BET = """
 WITH bet AS (
     INSERT INTO wallet.bets (journal_id, wallet_id, caller, idempotency_key, game_id,
-                             round_id, cash_minor, bonus_minor, bonus_debits, wagered)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                             round_id, cash_minor, bonus_minor, bonus_debits, wagered,
+                             player_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 )
-INSERT INTO wallet.rounds (wallet_id, game_id, round_id, staked_cash_minor, staked_bonus_minor)
-VALUES ($2, $5, $6, $7, $8)
+INSERT INTO wallet.rounds (wallet_id, game_id, round_id, staked_cash_minor, staked_bonus_minor,
+                           player_id)
+VALUES ($2, $5, $6, $7, $8, $11)
 ON CONFLICT (wallet_id, game_id, round_id) DO UPDATE
 SET staked_cash_minor = wallet.rounds.staked_cash_minor + EXCLUDED.staked_cash_minor,
     staked_bonus_minor = wallet.rounds.staked_bonus_minor + EXCLUDED.staked_bonus_minor"""
 
-MARK_BET_ROLLED_BACK = "UPDATE wallet.bets SET rolled_back_by = $2 WHERE journal_id = $1"
+MARK_BET_ROLLED_BACK = """
+UPDATE wallet.bets SET rolled_back_by = $2 WHERE journal_id = $1 AND player_id = $3"""
 
 ROUND_STAKE = """
 SELECT staked_cash_minor, staked_bonus_minor FROM wallet.rounds
-WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3"""
+WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3 AND player_id = $4"""
 
 # A plain UPDATE: Postgres checks CHECK constraints on an INSERT's proposed row even when
 # ON CONFLICT turns it into an update, so negative deltas can't go through INSERT_BET's upsert.
 REMOVE_ROUND_STAKE = """
 UPDATE wallet.rounds SET staked_cash_minor = staked_cash_minor - $4,
     staked_bonus_minor = staked_bonus_minor - $5
-WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3"""
+WHERE wallet_id = $1 AND game_id = $2 AND round_id = $3 AND player_id = $6"""
 
-WITHDRAWAL_WALLET = "SELECT wallet_id FROM wallet.withdrawals WHERE id = $1"
+# Fans out: a withdrawal id does not say its player; the rest of the operation is routed.
+WITHDRAWAL_WALLET = "SELECT wallet_id, player_id FROM wallet.withdrawals WHERE id = $1"
 
 WITHDRAWAL = """
 SELECT id, wallet_id, amount_minor, psp, state, final_journal_id, reversal_journal_id
-FROM wallet.withdrawals WHERE id = $1"""
+FROM wallet.withdrawals WHERE id = $1 AND player_id = $2"""
 
 INSERT_WITHDRAWAL = """
-INSERT INTO wallet.withdrawals (id, wallet_id, amount_minor, psp, state, reserve_journal_id)
-VALUES ($1, $2, $3, $4, 'reserved', $5)"""
+INSERT INTO wallet.withdrawals (id, wallet_id, amount_minor, psp, state, reserve_journal_id,
+                                player_id)
+VALUES ($1, $2, $3, $4, 'reserved', $5, $6)"""
 
 FINISH_WITHDRAWAL = """
 UPDATE wallet.withdrawals SET state = $2, final_journal_id = $3, cancel_reason = $4,
     updated_at = now()
-WHERE id = $1 AND state = 'reserved'"""
+WHERE id = $1 AND state = 'reserved' AND player_id = $5"""
 
 # Only a committed withdrawal is reversed; final_journal_id keeps pointing at the commit.
 REVERSE_WITHDRAWAL = """
 UPDATE wallet.withdrawals SET state = 'reversed', reversal_journal_id = $2,
     reversal_reason = $3, updated_at = now()
-WHERE id = $1 AND state = 'committed'"""
+WHERE id = $1 AND state = 'committed' AND player_id = $4"""
 
 BALANCE = """
 SELECT id, cash, bonus, reserved FROM wallet.wallets WHERE player_id = $1 AND currency = $2"""
@@ -336,3 +365,19 @@ SELECT w.id, w.player_id, w.currency, w.reserved, coalesce(sum(x.amount_minor), 
 FROM wallet.wallets w
 LEFT JOIN wallet.withdrawals x ON x.wallet_id = w.id AND x.state = 'reserved'
 GROUP BY w.id HAVING w.reserved <> coalesce(sum(x.amount_minor), 0) ORDER BY w.id LIMIT 100"""
+
+
+# The unary path of every money-moving call: each names one player (see the module docstring;
+# tests/test_distribution.py holds them to it).
+HOT_PATH = {
+    "JOURNAL_BY_KEY": JOURNAL_BY_KEY, "CREATE_WALLET": CREATE_WALLET,
+    "LOCK_WALLET": LOCK_WALLET, "LOCK_WALLET_BY_ID": LOCK_WALLET_BY_ID,
+    "ACTIVE_BONUSES": ACTIVE_BONUSES, "BONUSES_BY_IDS": BONUSES_BY_IDS,
+    "INSERT_BONUS": INSERT_BONUS, "UPDATE_BONUSES": UPDATE_BONUSES, "RECORD": RECORD,
+    "TOMBSTONE_EXISTS": TOMBSTONE_EXISTS, "INSERT_TOMBSTONE": INSERT_TOMBSTONE,
+    "BET_BY_KEY": BET_BY_KEY, "INSERT_BET": INSERT_BET,
+    "MARK_BET_ROLLED_BACK": MARK_BET_ROLLED_BACK, "ROUND_STAKE": ROUND_STAKE,
+    "REMOVE_ROUND_STAKE": REMOVE_ROUND_STAKE, "WITHDRAWAL": WITHDRAWAL,
+    "INSERT_WITHDRAWAL": INSERT_WITHDRAWAL, "FINISH_WITHDRAWAL": FINISH_WITHDRAWAL,
+    "REVERSE_WITHDRAWAL": REVERSE_WITHDRAWAL,
+}

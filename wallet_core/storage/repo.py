@@ -38,9 +38,14 @@ def _outcome(row: asyncpg.Record) -> Outcome:
                                record=row["outcome"])
 
 
-async def journal_by_key(conn: asyncpg.Connection, caller: str,
-                         key: str) -> tuple[bytes, Outcome] | None:
-    row = await conn.fetchrow(q.JOURNAL_BY_KEY, caller, key)
+async def journal_by_key(conn: asyncpg.Connection, caller: str, key: str,
+                         player_id: str | None) -> tuple[bytes, Outcome] | None:
+    """The journal row of (caller, key); `player_id` routes the lookup when the operation
+    names its player (None for operations named by withdrawal or bonus id)."""
+    if player_id is None:
+        row = await conn.fetchrow(q.JOURNAL_BY_CALLER_KEY, caller, key)
+    else:
+        row = await conn.fetchrow(q.JOURNAL_BY_KEY, caller, key, player_id)
     return None if row is None else (bytes(row["request_hash"]), _outcome(row))
 
 
@@ -90,7 +95,7 @@ async def lock_and_read(conn: asyncpg.Connection, wallets: list[tuple[str, str]]
     stakes = {(w, g, r): (0, 0) for w, g, r in rounds}  # asked about, no row yet: nothing
     stakes.update({(s[0], s[1], s[2]): (s[3], s[4]) for s in read["stakes"]})
     drafts = {(r["player_id"], r["currency"]): Draft(
-        wallet_id=r["id"], cash=r["cash"], bonus=r["bonus"], reserved=r["reserved"],
+        wallet_id=r["id"], player_id=r["player_id"], cash=r["cash"], bonus=r["bonus"], reserved=r["reserved"],
         bonuses=bonuses[r["id"]], bonuses_loaded=True) for r in rows}
     return drafts, BatchRead(tombstones={(t[0], t[1]) for t in read["tombstones"]},
                              stakes=stakes, journal_ids=list(read["journal_ids"]),
@@ -121,22 +126,24 @@ async def lock_wallet(conn: asyncpg.Connection, player_id: str, currency: str, *
     row = await conn.fetchrow(q.LOCK_WALLET, player_id, currency)
     if row is None:
         return None
-    return await _draft(conn, row, with_bonuses=with_bonuses)
+    return await _draft(conn, row, player_id, with_bonuses=with_bonuses)
 
 
-async def lock_wallet_by_id(conn: asyncpg.Connection, wallet_id: int, *,
-                            with_bonuses: bool) -> tuple[str, str, Draft]:
-    row = await conn.fetchrow(q.LOCK_WALLET_BY_ID, wallet_id)
+async def lock_wallet_by_id(conn: asyncpg.Connection, wallet: tuple[int, str], *,
+                            with_bonuses: bool) -> tuple[str, Draft]:
+    """Locks a wallet known by (id, player id); returns its currency and draft."""
+    row = await conn.fetchrow(q.LOCK_WALLET_BY_ID, *wallet)
     if row is None:
-        raise AssertionError(f"wallet {wallet_id} referenced but missing")
-    draft = await _draft(conn, row, with_bonuses=with_bonuses)
-    return row["player_id"], row["currency"], draft
+        raise AssertionError(f"wallet {wallet[0]} referenced but missing")
+    draft = await _draft(conn, row, wallet[1], with_bonuses=with_bonuses)
+    return row["currency"], draft
 
 
-async def _draft(conn: asyncpg.Connection, row: asyncpg.Record, *, with_bonuses: bool) -> Draft:
-    bonuses = ([_bonus(b) for b in await conn.fetch(q.ACTIVE_BONUSES, row["id"])]
+async def _draft(conn: asyncpg.Connection, row: asyncpg.Record, player_id: str, *,
+                 with_bonuses: bool) -> Draft:
+    bonuses = ([_bonus(b) for b in await conn.fetch(q.ACTIVE_BONUSES, row["id"], player_id)]
                if with_bonuses else [])
-    return Draft(wallet_id=row["id"], cash=row["cash"], bonus=row["bonus"],
+    return Draft(wallet_id=row["id"], player_id=player_id, cash=row["cash"], bonus=row["bonus"],
                  reserved=row["reserved"], bonuses=bonuses, bonuses_loaded=with_bonuses)
 
 
@@ -145,12 +152,14 @@ async def add_bonuses(conn: asyncpg.Connection, draft: Draft, bonus_ids: Sequenc
     known = {b.bonus_id for b in draft.bonuses}
     missing = [i for i in bonus_ids if i not in known]
     if missing:
-        draft.bonuses.extend(_bonus(r) for r in await conn.fetch(q.BONUSES_BY_IDS, missing))
+        draft.bonuses.extend(_bonus(r) for r in await conn.fetch(q.BONUSES_BY_IDS, missing,
+                                                                 draft.player_id))
 
 
-async def bonus_wallet_id(conn: asyncpg.Connection, bonus_id: int) -> int | None:
+async def bonus_wallet(conn: asyncpg.Connection, bonus_id: int) -> tuple[int, str] | None:
+    """(wallet id, player id) of a bonus."""
     row = await conn.fetchrow(q.BONUS_BY_ID, bonus_id)
-    return None if row is None else int(row["wallet_id"])
+    return None if row is None else (int(row["wallet_id"]), str(row["player_id"]))
 
 
 async def due_bonus_ids(conn: asyncpg.Connection, limit: int) -> list[int]:
@@ -180,7 +189,7 @@ async def record(conn: asyncpg.Connection, *, caller: str, key: str, fingerprint
         q.RECORD, caller, key, fingerprint, kind, "rejected" if rejected else "ok",
         rejection_reason, draft.wallet_id, currency, outcome, details,
         [p.account for p in postings], [p.amount_minor for p in postings],
-        draft.cash, draft.bonus, draft.reserved, not rejected)
+        draft.cash, draft.bonus, draft.reserved, not rejected, draft.player_id)
     return row["id"], row["created_at"]
 
 
@@ -190,27 +199,35 @@ async def write_bonuses(conn: asyncpg.Connection, draft: Draft, *, skip: int | N
     if changed:
         await conn.execute(q.UPDATE_BONUSES, [b.bonus_id for b in changed],
                            [b.state for b in changed], [b.balance_minor for b in changed],
-                           [b.wagered_minor for b in changed])
+                           [b.wagered_minor for b in changed], draft.player_id)
 
 
-async def insert_bonus(conn: asyncpg.Connection, wallet_id: int, bonus: BonusState,
+async def insert_bonus(conn: asyncpg.Connection, draft: Draft, bonus: BonusState,
                        journal_id: int) -> None:
-    await conn.execute(q.INSERT_BONUS, bonus.bonus_id, wallet_id, bonus.state,
+    await conn.execute(q.INSERT_BONUS, bonus.bonus_id, draft.wallet_id, bonus.state,
                        bonus.granted_minor, bonus.balance_minor, bonus.wagering_required_minor,
-                       bonus.wagered_minor, bonus.expires_at, journal_id)
+                       bonus.wagered_minor, bonus.expires_at, journal_id, draft.player_id)
 
 
-async def tombstone_exists(conn: asyncpg.Connection, caller: str, bet_key: str) -> bool:
-    return bool(await conn.fetchval(q.TOMBSTONE_EXISTS, caller, bet_key))
+async def tombstone_exists(conn: asyncpg.Connection, caller: str, bet_key: str,
+                           player_id: str) -> bool:
+    return bool(await conn.fetchval(q.TOMBSTONE_EXISTS, caller, bet_key, player_id))
 
 
 async def insert_tombstone(conn: asyncpg.Connection, caller: str, bet_key: str,
-                           wallet_id: int, journal_id: int) -> None:
-    await conn.execute(q.INSERT_TOMBSTONE, caller, bet_key, wallet_id, journal_id)
+                           draft: Draft, journal_id: int) -> None:
+    await conn.execute(q.INSERT_TOMBSTONE, caller, bet_key, draft.wallet_id, journal_id,
+                       draft.player_id)
 
 
-async def bet_by_key(conn: asyncpg.Connection, caller: str, key: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(q.BET_BY_KEY, caller, key)
+async def bet_key_taken(conn: asyncpg.Connection, caller: str, key: str) -> bool:
+    """Whether any player has a bet under (caller, key)."""
+    return bool(await conn.fetchval(q.BET_KEY_TAKEN, caller, key))
+
+
+async def bet_by_key(conn: asyncpg.Connection, caller: str, key: str,
+                     player_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(q.BET_BY_KEY, caller, key, player_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +236,7 @@ class BetRow:
 
     journal_id: int
     wallet_id: int
+    player_id: str
     caller: str
     key: str
     game_id: str
@@ -232,7 +250,7 @@ class BetRow:
         """In the column order of queries.INSERT_BET and FLUSH_BATCH's bets."""
         return (self.journal_id, self.wallet_id, self.caller, self.key, self.game_id,
                 self.round_id, self.cash_minor, self.bonus_minor, self.bonus_debits,
-                self.wagered)
+                self.wagered, self.player_id)
 
 
 async def insert_bet(conn: asyncpg.Connection, bet: BetRow) -> None:
@@ -241,48 +259,56 @@ async def insert_bet(conn: asyncpg.Connection, bet: BetRow) -> None:
 
 
 async def mark_bet_rolled_back(conn: asyncpg.Connection, bet_journal_id: int,
-                               rollback_journal_id: int) -> None:
-    await conn.execute(q.MARK_BET_ROLLED_BACK, bet_journal_id, rollback_journal_id)
+                               rollback_journal_id: int, player_id: str) -> None:
+    await conn.execute(q.MARK_BET_ROLLED_BACK, bet_journal_id, rollback_journal_id, player_id)
 
 
-async def round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
+async def round_stake(conn: asyncpg.Connection, draft: Draft, game_id: str,
                       round_id: str) -> tuple[int, int] | None:
-    row = await conn.fetchrow(q.ROUND_STAKE, wallet_id, game_id, round_id)
+    row = await conn.fetchrow(q.ROUND_STAKE, draft.wallet_id, game_id, round_id,
+                              draft.player_id)
     return None if row is None else (row[0], row[1])
 
 
-async def remove_round_stake(conn: asyncpg.Connection, wallet_id: int, game_id: str,
+async def remove_round_stake(conn: asyncpg.Connection, draft: Draft, game_id: str,
                              round_id: str, cash_minor: int, bonus_minor: int) -> None:
-    await conn.execute(q.REMOVE_ROUND_STAKE, wallet_id, game_id, round_id, cash_minor,
-                       bonus_minor)
+    await conn.execute(q.REMOVE_ROUND_STAKE, draft.wallet_id, game_id, round_id, cash_minor,
+                       bonus_minor, draft.player_id)
 
 
-async def withdrawal_wallet_id(conn: asyncpg.Connection, withdrawal_id: int) -> int | None:
-    return await conn.fetchval(q.WITHDRAWAL_WALLET, withdrawal_id)  # type: ignore[no-any-return]
+async def withdrawal_wallet(conn: asyncpg.Connection,
+                            withdrawal_id: int) -> tuple[int, str] | None:
+    """(wallet id, player id) of a withdrawal."""
+    row = await conn.fetchrow(q.WITHDRAWAL_WALLET, withdrawal_id)
+    return None if row is None else (int(row["wallet_id"]), str(row["player_id"]))
 
 
-async def withdrawal(conn: asyncpg.Connection, withdrawal_id: int) -> asyncpg.Record:
-    row = await conn.fetchrow(q.WITHDRAWAL, withdrawal_id)
+async def withdrawal(conn: asyncpg.Connection, withdrawal_id: int,
+                     player_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(q.WITHDRAWAL, withdrawal_id, player_id)
     if row is None:
         raise AssertionError(f"withdrawal {withdrawal_id} vanished under its wallet lock")
     return row
 
 
-async def insert_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, wallet_id: int,
+async def insert_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, draft: Draft,
                             amount_minor: int, psp: str, journal_id: int) -> None:
-    await conn.execute(q.INSERT_WITHDRAWAL, withdrawal_id, wallet_id, amount_minor, psp, journal_id)
+    await conn.execute(q.INSERT_WITHDRAWAL, withdrawal_id, draft.wallet_id, amount_minor, psp,
+                       journal_id, draft.player_id)
 
 
 async def finish_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, state: str,
-                            journal_id: int, reason: str | None) -> None:
-    status = await conn.execute(q.FINISH_WITHDRAWAL, withdrawal_id, state, journal_id, reason)
+                            journal_id: int, reason: str | None, player_id: str) -> None:
+    status = await conn.execute(q.FINISH_WITHDRAWAL, withdrawal_id, state, journal_id, reason,
+                                player_id)
     if status != "UPDATE 1":
         raise AssertionError(f"withdrawal {withdrawal_id} left 'reserved' under its wallet lock")
 
 
 async def reverse_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, journal_id: int,
-                             reason: str) -> None:
-    status = await conn.execute(q.REVERSE_WITHDRAWAL, withdrawal_id, journal_id, reason)
+                             reason: str, player_id: str) -> None:
+    status = await conn.execute(q.REVERSE_WITHDRAWAL, withdrawal_id, journal_id, reason,
+                                player_id)
     if status != "UPDATE 1":
         raise AssertionError(f"withdrawal {withdrawal_id} left 'committed' under its wallet lock")
 
