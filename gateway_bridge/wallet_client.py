@@ -63,8 +63,13 @@ class WalletClient:
 
     def _connect(self) -> pb_grpc.WalletServiceStub:
         if self._stub is None:
+            # round_robin: with a DNS name that resolves to every wallet replica (a
+            # Kubernetes headless Service, `dns:///wallet.ns.svc:50051`), calls spread over
+            # all of them instead of sticking to the first; the wallet's connection age limit
+            # makes the channel re-resolve, so new replicas get their share.
             options = [("grpc.max_receive_message_length", MESSAGE_SIZE_MAX_BYTES),
-                       ("grpc.max_send_message_length", MESSAGE_SIZE_MAX_BYTES)]
+                       ("grpc.max_send_message_length", MESSAGE_SIZE_MAX_BYTES),
+                       ("grpc.lb_policy_name", "round_robin")]
             if self._tls_ca_file:
                 creds = grpc.ssl_channel_credentials(Path(self._tls_ca_file).read_bytes())
                 self._channel = grpc.aio.secure_channel(self._addr, creds, options=options)

@@ -1,11 +1,15 @@
 """The in-process tier of the idempotency cache: bounded by count, least recently used
 dropped first, filled by writes and by Redis hits, and enough on its own when Redis is
-absent."""
+absent, and the Redis keys it writes, tagged by player."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from wallet.v1 import wallet_service_pb2 as pb
+
+from tests.helpers import Client, key
 from wallet_core.domain.ledger import Balances
 from wallet_core.domain.outcome import Outcome
 from wallet_core.idempotency_cache import IdempotencyCache
@@ -19,19 +23,36 @@ def _outcome(transaction_id: int) -> Outcome:
 async def test_recent_outcomes_are_bounded_and_least_recently_used_go_first() -> None:
     """Three entries into a tier of two: the one not touched since it was written goes."""
     cache = IdempotencyCache(None, ttl_s=60, timeout_ms=10, recent_entries_max=2)
-    await cache.put("game", "a", b"fa", _outcome(1))
-    await cache.put("game", "b", b"fb", _outcome(2))
+    await cache.put("game", "a", "p1", b"fa", _outcome(1))
+    await cache.put("game", "b", "p1", b"fb", _outcome(2))
     assert cache.recent("game", "a") is not None  # touched: "b" is now the oldest
-    await cache.put("game", "c", b"fc", _outcome(3))
+    await cache.put("game", "c", "p2", b"fc", _outcome(3))
     assert cache.recent("game", "b") is None
     assert [e[1].transaction_id if e else None for e in await cache.get_many(
-        [("game", "a"), ("game", "b"), ("game", "c")])] == [1, None, 3]
+        [("game", "a", "p1"), ("game", "b", "p1"), ("game", "c", "p2")])] == [1, None, 3]
     assert await cache.get("other-caller", "a") is None, "keys are per caller"
 
 
 async def test_the_tier_can_be_switched_off() -> None:
     """recent_entries_max=0: nothing is kept in the process."""
     cache = IdempotencyCache(None, ttl_s=60, timeout_ms=10, recent_entries_max=0)
-    await cache.put_many([("game", "a", b"fa", _outcome(1))])
+    await cache.put_many([("game", "a", "p1", b"fa", _outcome(1))])
     assert cache.recent("game", "a") is None
     assert await cache.get("game", "a") is None
+
+
+async def test_cached_outcomes_are_tagged_by_player(client: Client, player: str,
+                                                    redis_client: Any) -> None:
+    """A player's outcomes share the {p:<player>} hash tag (one Redis Cluster slot per player,
+    players spread over the cluster); an operation named by id is tagged by its caller."""
+    await client.funded(player, 5_00)
+    bet_key = key("tag")
+    await client.bet(player, 1_00, idem=bet_key)
+    tagged = await redis_client.keys(f"wallet:idem:*:{{p:{player}}}:game-service:{bet_key}")
+    assert len(tagged) == 1
+    grant = await client.grant(player, 1_00, 50_00)
+    forfeit = key("ff")
+    await client.call("ForfeitBonus", pb.ForfeitBonusRequest(
+        bonus_id=grant.bonus_id, idempotency_key=forfeit), "bonus")
+    assert len(await redis_client.keys(
+        f"wallet:idem:*:{{c:bonus-service}}:bonus-service:{forfeit}")) == 1

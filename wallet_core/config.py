@@ -66,6 +66,9 @@ class Settings:
     migrate_on_start: bool = False
     # Several server processes may share the listen port (SO_REUSEPORT), one per core.
     so_reuseport: bool = False
+    # Connections older than this are closed gracefully (after a grace for calls in flight),
+    # so clients balancing over a headless Service re-resolve and reach new replicas.
+    max_connection_age_ms: int = 300_000
     # host:port of the Prometheus /metrics listener; empty: no listener.
     metrics_addr: str = ""
     tls_cert_file: str = ""
@@ -152,6 +155,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                        high=10_000),
         migrate_on_start=r.flag("WALLET_MIGRATE_ON_START", False),
         so_reuseport=r.flag("WALLET_SO_REUSEPORT", False),
+        max_connection_age_ms=r.integer("WALLET_MAX_CONNECTION_AGE_MS", 300_000, low=10_000,
+                                        high=86_400_000),
         metrics_addr=env.get("WALLET_METRICS_ADDR", ""),
         tls_cert_file=env.get("WALLET_TLS_CERT_FILE", ""),
         tls_key_file=env.get("WALLET_TLS_KEY_FILE", ""),

@@ -45,9 +45,12 @@ class IdempotencyCache:
         self._retry_after_s = retry_after_ms / 1000
         self._down_until = 0.0
 
-    def _key(self, caller: str, key: str) -> str:
-        # {caller} is a Redis Cluster hash tag: one service's keys stay on one slot range.
-        return f"wallet:idem:{self.namespace}:{{{caller}}}:{key}"
+    def _key(self, caller: str, key: str, player: str) -> str:
+        # The {player} hash tag puts one player's keys in one Redis Cluster slot and spreads
+        # players over the cluster like Citus spreads them over shards (docs/SCALING.md).
+        # Operations named by withdrawal or bonus id have no player; they tag by caller.
+        tag = f"p:{player}" if player else f"c:{caller}"
+        return f"wallet:idem:{self.namespace}:{{{tag}}}:{caller}:{key}"
 
     def recent(self, caller: str, key: str) -> tuple[bytes, Outcome] | None:
         """The in-process tier alone: no I/O."""
@@ -76,7 +79,7 @@ class IdempotencyCache:
         log.warning("redis %s failed; serving from Postgres", what,
                     extra={"error": type(exc).__name__})
 
-    async def get(self, caller: str, key: str) -> tuple[bytes, Outcome] | None:
+    async def get(self, caller: str, key: str, player: str = "") -> tuple[bytes, Outcome] | None:
         if (hit := self.recent(caller, key)) is not None:
             return hit
         if not self._usable():
@@ -84,7 +87,7 @@ class IdempotencyCache:
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout_s):
-                raw = await self._client.get(self._key(caller, key))
+                raw = await self._client.get(self._key(caller, key, player))
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("get", exc)
             return None
@@ -98,10 +101,11 @@ class IdempotencyCache:
         self._remember(caller, key, entry)
         return entry
 
-    async def get_many(self, pairs: list[tuple[str, str]]) -> list[tuple[bytes, Outcome] | None]:
+    async def get_many(self, pairs: list[tuple[str, str, str]],
+                       ) -> list[tuple[bytes, Outcome] | None]:
         """One MGET for what the in-process tier does not know; misses (and any failure)
         are None."""
-        found = [self.recent(c, k) for c, k in pairs]
+        found = [self.recent(c, k) for c, k, _ in pairs]
         ask = [i for i, hit in enumerate(found) if hit is None]
         if not ask or not self._usable():
             return found
@@ -120,12 +124,13 @@ class IdempotencyCache:
             except (ValueError, KeyError, TypeError):
                 log.warning("ignoring unreadable idempotency cache entry")
                 continue
-            self._remember(*pairs[i], found[i])  # type: ignore[arg-type]
+            self._remember(pairs[i][0], pairs[i][1], found[i])  # type: ignore[arg-type]
         return found
 
-    async def put_many(self, entries: list[tuple[str, str, bytes, Outcome]]) -> None:
-        """One pipelined round trip for a whole batch."""
-        for caller, key, fingerprint, outcome in entries:
+    async def put_many(self, entries: list[tuple[str, str, str, bytes, Outcome]]) -> None:
+        """One pipelined round trip for a whole batch: (caller, key, player, fingerprint,
+        outcome) each, player empty when the operation names none."""
+        for caller, key, _, fingerprint, outcome in entries:
             self._remember(caller, key, (fingerprint, outcome))
         if not entries or not self._usable():
             return
@@ -133,21 +138,23 @@ class IdempotencyCache:
         try:
             async with asyncio.timeout(self._timeout_s):
                 pipe = self._client.pipeline(transaction=False)
-                for caller, key, fingerprint, outcome in entries:
-                    pipe.set(self._key(caller, key), _encode(fingerprint, outcome),
+                for caller, key, player, fingerprint, outcome in entries:
+                    pipe.set(self._key(caller, key, player), _encode(fingerprint, outcome),
                              ex=self._ttl_s)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("set", exc)
 
-    async def put(self, caller: str, key: str, fingerprint: bytes, outcome: Outcome) -> None:
+    async def put(self, caller: str, key: str, player: str, fingerprint: bytes,
+                  outcome: Outcome) -> None:
         self._remember(caller, key, (fingerprint, outcome))
         if not self._usable():
             return
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._client.set(self._key(caller, key), _encode(fingerprint, outcome),
+                await self._client.set(self._key(caller, key, player),
+                                       _encode(fingerprint, outcome),
                                        ex=self._ttl_s)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("set", exc)

@@ -160,14 +160,14 @@ class Ledger:
                 return await self._group.submit(call)
             except _DB_DOWN as exc:
                 raise _unavailable() from exc
-        cached = await self._cache.get(caller, command.idempotency_key)
+        cached = await self._cache.get(*_cache_key(call))
         if cached is not None:
             return _replay(call, *cached)
         try:
             outcome = await self._execute_in_db(call)
         except _DB_DOWN as exc:
             raise _unavailable() from exc
-        await self._cache.put(caller, command.idempotency_key, call.fingerprint, outcome)
+        await self._cache.put(*_cache_key(call), call.fingerprint, outcome)
         return outcome
 
     async def _run_group(self, calls: list[_Call]) -> list[Outcome | Exception]:
@@ -184,7 +184,7 @@ class Ledger:
                              *, atomic: bool = False) -> list[Outcome | Exception | None]:
         """Answers what Redis knows, runs the rest, caches what ran; an atomic batch runs
         only when nothing in it is refused already."""
-        cached = await self._cache.get_many([_pair(call) for call in calls])
+        cached = await self._cache.get_many([_cache_key(call) for call in calls])
         results: list[Outcome | Exception | None] = [
             None if hit is None else _replay_or_error(call, hit)
             for call, hit in zip(calls, cached, strict=True)]
@@ -193,9 +193,8 @@ class Ledger:
         todo = [i for i, r in enumerate(results) if r is None]
         for i, result in zip(todo, await run([calls[i] for i in todo]), strict=True):
             results[i] = result
-        await self._cache.put_many([
-            (calls[i].caller, calls[i].command.idempotency_key, calls[i].fingerprint, r)
-            for i in todo if isinstance(r := results[i], Outcome)])
+        await self._cache.put_many([(*_cache_key(calls[i]), calls[i].fingerprint, r)
+                                    for i in todo if isinstance(r := results[i], Outcome)])
         return results
 
     @property
@@ -794,6 +793,13 @@ def _unavailable() -> errors.Unavailable:
 
 def _pair(call: _Call) -> tuple[str, str]:
     return call.caller, call.command.idempotency_key
+
+
+def _cache_key(call: _Call) -> tuple[str, str, str]:
+    """(caller, key, player): the player, when the operation names one, places the cached
+    outcome with the player's other keys (a Redis Cluster hash tag)."""
+    c = call.command
+    return call.caller, c.idempotency_key, c.player_id if isinstance(c, cmd.WalletCommand) else ""
 
 
 def _replay_or_error(call: _Call, found: tuple[bytes, Outcome]) -> Outcome | WalletError:

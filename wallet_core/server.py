@@ -110,7 +110,9 @@ async def _start_server(settings: Settings, ledger: Ledger,
         options=[("grpc.max_receive_message_length", size),
                  ("grpc.max_send_message_length", 4 * size),
                  # Off unless asked: two servers on one port is a deliberate choice.
-                 ("grpc.so_reuseport", 1 if settings.so_reuseport else 0)])
+                 ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),
+                 ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
+                 ("grpc.max_connection_age_grace_ms", settings.shutdown_grace_ms)])
     pb_grpc.add_WalletServiceServicer_to_server(  # type: ignore[no-untyped-call]
         WalletServicer(ledger, reads, settings), server)
     health_servicer = health.HealthServicer()
