@@ -216,3 +216,83 @@ async def test_a_key_committed_while_the_batch_waited_is_answered_by_that_commit
     assert (await client.balance(held)).cash == 10_00
     assert (await client.balance(other)).cash == 9_00
     assert (await client.balance(third)).cash == 8_00
+
+
+def _bet_op(player: str, amount: int, idem: str, currency: str = "USD") -> pb.BatchOperation:
+    return pb.BatchOperation(bet=pb.BetRequest(
+        player_id=player, currency=currency, amount=amount, game_id="slots", round_id="r",
+        idempotency_key=idem))
+
+
+def _rollback_op(player: str, bet_key: str) -> pb.BatchOperation:
+    return pb.BatchOperation(rollback=pb.RollbackRequest(
+        player_id=player, currency="USD", game_id="slots", bet_idempotency_key=bet_key,
+        idempotency_key=key("rb")))
+
+
+async def test_journal_ids_follow_the_order_operations_were_applied(
+        all_scopes: Callable[..., config.Settings], db: asyncpg.Connection, player: str,
+        ledger_clean: None) -> None:
+    """[bet 1.50, deposit 5.00, bet 4.00] on 2.00 in one batch (bets set-based, the deposit
+    written at once): transaction ids rise in that order, so the wallet's history read by id
+    shows cash 0.50, 5.50, 1.50, each balance following from the one before."""
+    async with running(all_scopes()) as run, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{run.port}") as channel:
+        client = Client(channel)
+        await client.funded(player, 2_00)
+        reply = await client.stub.ExecuteBatch(pb.ExecuteBatchRequest(operations=[
+            _bet_op(player, 1_50, key("b1")),
+            pb.BatchOperation(deposit=pb.DepositRequest(
+                player_id=player, currency="USD", amount=5_00, psp="stripe",
+                psp_reference=key("pi"), idempotency_key=key("d"))),
+            _bet_op(player, 4_00, key("b2"))]),
+            metadata=[("authorization", f"Bearer {ALL_SCOPES_TOKEN}")], timeout=10)
+    ids = [int(getattr(r, r.WhichOneof("outcome")).result.transaction_id)
+           for r in reply.results]
+    assert ids == sorted(ids) and len(set(ids)) == 3, reply
+    rows = await db.fetch(
+        "SELECT (j.outcome->'balances'->>0)::bigint AS cash FROM wallet.journal j "
+        "JOIN wallet.wallets w ON w.id = j.wallet_id WHERE w.player_id = $1 AND j.id >= $2 "
+        "ORDER BY j.id", player, ids[0])
+    assert [r["cash"] for r in rows] == [50, 5_50, 1_50]
+
+
+async def test_a_rollback_tombstone_refuses_the_bet_for_its_player_only(
+        client: Client, player: str, ledger_clean: None) -> None:
+    """Rollbacks of one unknown key by two players: both 'bet not found' (no INTERNAL). A
+    tombstone refuses the bet of the player whose rollback wrote it, alone or in a batch,
+    and not a third player's bet under that key."""
+    other, third = f"{player}-b", f"{player}-c"
+    for p in (player, other, third):
+        await client.funded(p, 10_00)
+    shared, mine, alone = key("ghost"), key("ghost"), key("ghost")
+    for p in (player, other):
+        answer = await client.rollback(p, shared)
+        assert answer.outcome == pb.ROLLBACK_OUTCOME_BET_NOT_FOUND
+    reply = await client.call("ExecuteBatch", pb.ExecuteBatchRequest(
+        operations=[_bet_op(third, 1_00, shared)]), "game")
+    assert reply.results[0].WhichOneof("outcome") == "bet", "no tombstone of its own"
+    for bet_key in (mine, alone):
+        await client.rollback(player, bet_key)
+    reply = await client.call("ExecuteBatch", pb.ExecuteBatchRequest(
+        operations=[_bet_op(player, 1_00, mine)]), "game")
+    assert reply.results[0].error.reason == "ALREADY_ROLLED_BACK"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.bet(player, 1_00, idem=alone)
+    assert error_info(refused.value).reason == "ALREADY_ROLLED_BACK"
+    assert [(await client.balance(p)).cash for p in (player, other, third)] == [
+        10_00, 10_00, 9_00]
+
+
+async def test_a_repeated_key_after_an_unrecorded_failure_runs_on_its_own(
+        client: Client, player: str, ledger_clean: None) -> None:
+    """[bet on a GBP wallet that does not exist (key K), bet on the funded USD wallet (key
+    K)]: the first is WALLET_NOT_FOUND and records nothing, so K is free and the second, a
+    different request, is applied rather than handed the first one's error."""
+    await client.funded(player, 5_00)
+    idem = key("k")
+    reply = await client.call("ExecuteBatch", pb.ExecuteBatchRequest(operations=[
+        _bet_op(player, 1_00, idem, currency="GBP"), _bet_op(player, 1_00, idem)]), "game")
+    assert reply.results[0].error.reason == "WALLET_NOT_FOUND"
+    assert reply.results[1].WhichOneof("outcome") == "bet"
+    assert (await client.balance(player)).cash == 4_00

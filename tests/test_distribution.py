@@ -228,7 +228,7 @@ async def test_migration_0004_gives_existing_rows_their_player(
             "INSERT INTO wallet.withdrawals (wallet_id, amount_minor, psp, state, "
             "reserve_journal_id) VALUES ($1, 1, 'stripe', 'reserved', $2)",
             wallet_id, journal_id)
-        assert await migrate(conn, schema="wallet", folder=MIGRATIONS) == [4]
+        assert (await migrate(conn, schema="wallet", folder=MIGRATIONS))[0] == 4
         for table in sorted(LEDGER_TABLES):
             players = await conn.fetch(f"SELECT DISTINCT player_id FROM wallet.{table}")
             assert [r["player_id"] for r in players] == ["p-old"], table

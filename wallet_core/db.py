@@ -6,6 +6,22 @@ import asyncpg
 
 from service_kit.pg import init_json_codecs
 from wallet_core.config import Settings
+from wallet_core.domain import errors
+
+# Errors that mean "Postgres is not there right now" (down, restarting, the connection cut).
+# An operation that met one may or may not have committed; a retry with the same idempotency
+# key is safe either way, so callers get UNAVAILABLE. InternalClientError is here because the
+# pool raises it when it takes back a connection whose server process was terminated
+# mid-query ("cannot switch to state ..."): connection loss seen from the driver's side.
+DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+           asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+           asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError,
+           asyncpg.InternalClientError)
+
+
+def database_unavailable() -> errors.Unavailable:
+    return errors.Unavailable("the ledger database is unavailable; retry with the same "
+                              "idempotency key", reason=errors.DATABASE_UNAVAILABLE)
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:

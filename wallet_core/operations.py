@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from wallet_core import metrics
+from wallet_core.db import DB_DOWN, database_unavailable
 from wallet_core.domain import bonus as bonus_policy
 from wallet_core.domain import commands as cmd
 from wallet_core.domain import errors, rules
@@ -40,10 +41,6 @@ from wallet_core.storage.batch_writes import BatchWrites, KeysTaken
 log = logging.getLogger(__name__)
 
 SYSTEM_CALLER = "system"
-# Errors that mean "Postgres is not there right now": nothing was committed, retry is safe.
-_DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-            asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
@@ -78,7 +75,7 @@ class _Batch:
     """
 
     drafts: dict[tuple[str, str], Draft]
-    tombstones: set[tuple[str, str]] | None  # None when each bet must ask Postgres
+    tombstones: set[tuple[str, str, str]] | None  # None when each bet must ask Postgres
     stakes: dict[tuple[int, str, str], tuple[int, int]]  # rounds as the batch left them
     journal_ids: list[int]
     at: datetime
@@ -88,7 +85,7 @@ class _Batch:
     handed: dict[tuple[str, str], Draft] = field(default_factory=dict)
 
     def next_journal_id(self) -> int:
-        assert self.journal_ids, "one journal id is drawn per set-based operation"
+        assert self.journal_ids, "one journal id is drawn per operation of the batch"
         return self.journal_ids.pop()
 
     def settle_drafts(self, *, ok: bool) -> None:
@@ -158,15 +155,15 @@ class Ledger:
         if self._group is not None:
             try:  # the batch asks Redis for all its calls at once, and caches their outcomes
                 return await self._group.submit(call)
-            except _DB_DOWN as exc:
-                raise _unavailable() from exc
+            except DB_DOWN as exc:
+                raise database_unavailable() from exc
         cached = await self._cache.get(*_cache_key(call))
         if cached is not None:
             return _replay(call, *cached)
         try:
             outcome = await self._execute_in_db(call)
-        except _DB_DOWN as exc:
-            raise _unavailable() from exc
+        except DB_DOWN as exc:
+            raise database_unavailable() from exc
         await self._cache.put(*_cache_key(call), call.fingerprint, outcome)
         return outcome
 
@@ -213,8 +210,8 @@ class Ledger:
         try:
             results = await self._through_cache(
                 calls, self._run_atomic if atomic else self._run_batch, atomic=atomic)
-        except _DB_DOWN as exc:
-            raise _unavailable() from exc
+        except DB_DOWN as exc:
+            raise database_unavailable() from exc
         done: list[Outcome | WalletError] = []
         for r in results:
             if isinstance(r, Exception) and not isinstance(r, WalletError):
@@ -256,6 +253,12 @@ class Ledger:
             alone.extend(run)
         for i in sorted(alone):
             results[i] = await self._alone(calls[i])
+        # A repeat of a key whose first call failed unrecorded is not its replay: when it
+        # carries another request, the key is still free and the repeat runs on its own.
+        for i, j in enumerate(_first_of(calls)):
+            if (j != i and isinstance(results[j], Exception)
+                    and calls[i].fingerprint != calls[j].fingerprint):
+                results[i] = await self._alone(calls[i])
         return _with_duplicates(calls, results)
 
     async def _shared(self, conn: asyncpg.Connection, calls: list[_Call], run: list[int],
@@ -272,7 +275,7 @@ class Ledger:
                 for i in run:
                     results[i] = await self._step(conn, batch, calls[i], i)
                 await batch.writes.flush(conn)
-        except _DB_DOWN:
+        except DB_DOWN:
             raise
         except KeysTaken as exc:  # committed meanwhile elsewhere: these replay alone
             return exc.indexes, exc
@@ -303,7 +306,7 @@ class Ledger:
         one another. Operations named by withdrawal or bonus id are resolved to their wallet
         first (that mapping never changes). What the locks let us read once for the whole
         batch (each wallet's balances and active bonuses, the bets' tombstones, the wins'
-        round stakes) and a journal id per set-based operation come back with them."""
+        round stakes) and a journal id per operation come back with them."""
         ids: list[int] = []
         for call in calls:
             c = call.command
@@ -319,13 +322,13 @@ class Ledger:
         # A rollback in the batch may write a tombstone a later bet must see: then each bet
         # asks for itself.
         ask_each = any(isinstance(call.command, cmd.Rollback) for call in calls)
-        bets = [] if ask_each else [(call.caller, call.command.idempotency_key)
-                                    for call in calls if isinstance(call.command, cmd.Bet)]
+        bets = [] if ask_each else [(call.caller, c.idempotency_key, c.player_id)
+                                    for call in calls if isinstance(c := call.command, cmd.Bet)]
         wins = [(c.player_id, c.currency, c.game_id, c.round_id)
                 for c in (call.command for call in calls) if isinstance(c, cmd.Win)]
         drafts, read = await repo.lock_and_read(
             conn, _wallets(calls), ids, bets=bets, wins=wins,
-            journal_ids_n=sum(type(call.command) in _SET_BASED for call in calls))
+            journal_ids_n=len(calls))  # one per operation, drawn in the batch's order
         # A wallet also reached by id is read fresh by that operation's handler; a draft of
         # it read now could be stale by the time a later operation took it.
         by_id = set(ids)
@@ -336,7 +339,7 @@ class Ledger:
     async def _alone(self, call: _Call) -> Outcome | Exception:
         try:
             return await self._execute_in_db(call)
-        except _DB_DOWN:
+        except DB_DOWN:
             raise
         except Exception as exc:  # kept as this call's own answer, not its neighbours'
             return exc
@@ -467,6 +470,8 @@ class Ledger:
         batch = _BATCH.get()
         if batch is not None and batch.set_based:
             return await self._gather(batch, call, draft, currency, rule, details, after)
+        # In a batch, the id drawn for this operation keeps journal order = applied order.
+        journal_id = batch.next_journal_id() if batch is not None else None
         try:
             fields = rule()
         except Rejected as rejection:
@@ -474,13 +479,14 @@ class Ledger:
                 conn, caller=call.caller, key=c.idempotency_key, fingerprint=call.fingerprint,
                 kind=c.kind, draft=draft, currency=currency, outcome_fields={},
                 details=details, rejection_reason=rejection.reason,
-                rejection_message=rejection.message)
+                rejection_message=rejection.message, journal_id=journal_id)
             rejection.metadata["transaction_id"] = str(tid)
             return Outcome(tid, at, c.kind, currency, None, {}, rejection)
         draft.check_invariants()
         tid, at = await repo.record(
             conn, caller=call.caller, key=c.idempotency_key, fingerprint=call.fingerprint,
-            kind=c.kind, draft=draft, currency=currency, outcome_fields=fields, details=details)
+            kind=c.kind, draft=draft, currency=currency, outcome_fields=fields, details=details,
+            journal_id=journal_id)
         # A bonus granted now is inserted by `after` with its final state, not updated.
         await repo.write_bonuses(conn, draft, skip=new_bonus_id)
         if after is not None:
@@ -617,7 +623,7 @@ class Ledger:
         draft = await self._lock(conn, c, with_bonuses=True)
         batch = _BATCH.get()
         if batch is not None and batch.tombstones is not None:
-            tombstoned = (call.caller, c.idempotency_key) in batch.tombstones
+            tombstoned = (call.caller, c.idempotency_key, c.player_id) in batch.tombstones
         else:
             tombstoned = await repo.tombstone_exists(conn, call.caller, c.idempotency_key,
                                                      c.player_id)
@@ -786,9 +792,7 @@ class Ledger:
         return len(due)
 
 
-def _unavailable() -> errors.Unavailable:
-    return errors.Unavailable("the ledger database is unavailable; retry with the same "
-                              "idempotency key", reason=errors.DATABASE_UNAVAILABLE)
+
 
 
 def _pair(call: _Call) -> tuple[str, str]:
@@ -836,6 +840,10 @@ def _with_duplicates(calls: list[_Call], results: list[Outcome | Exception | Non
                      ) -> list[Outcome | Exception]:
     done: list[Outcome | Exception] = []
     for i, (call, j) in enumerate(zip(calls, _first_of(calls), strict=True)):
+        own = results[i]
+        if j != i and own is not None:  # a repeat that ran on its own (see _run_batch)
+            done.append(own)
+            continue
         result = results[j]
         assert result is not None, "every first call of a key has a result"
         if j != i and isinstance(result, Outcome):

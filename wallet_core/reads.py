@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from wallet_core.db import DB_DOWN, database_unavailable
 from wallet_core.domain import errors
 from wallet_core.domain.errors import InvalidField, NotFound
 from wallet_core.domain.ledger import Balances, BonusState, Posting
@@ -56,8 +59,17 @@ class Reads:
         self._pool = pool
         self._acquire_timeout_s = pool_acquire_timeout_ms / 1000
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; Postgres being away is UNAVAILABLE for the caller, not a bug."""
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                yield conn
+        except DB_DOWN as exc:
+            raise database_unavailable() from exc
+
     async def balance(self, player_id: str, currency: str) -> Balances:
-        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+        async with self._connection() as conn:
             row = await repo.balance(conn, player_id, currency)
         if row is None:
             raise NotFound(f"player_id has no {currency} wallet", reason=errors.WALLET_NOT_FOUND)
@@ -65,7 +77,7 @@ class Reads:
 
     async def bonuses(self, player_id: str, currency: str,
                       include_inactive: bool) -> list[BonusState]:
-        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+        async with self._connection() as conn:
             if await repo.balance(conn, player_id, currency) is None:
                 raise NotFound(f"player_id has no {currency} wallet",
                                reason=errors.WALLET_NOT_FOUND)
@@ -73,7 +85,7 @@ class Reads:
 
     async def transaction(self, *, transaction_id: int | None = None,
                           caller: str | None = None, key: str | None = None) -> TransactionView:
-        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+        async with self._connection() as conn:
             if transaction_id is None:
                 assert caller is not None and key is not None
                 transaction_id = await repo.transaction_id_by_key(conn, caller, key)
@@ -89,7 +101,7 @@ class Reads:
             raise InvalidField("page_size", f"must be between 1 and {PAGE_SIZE_MAX} (0 means "
                                             f"{PAGE_SIZE_DEFAULT})")
         limit = page_size or PAGE_SIZE_DEFAULT
-        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+        async with self._connection() as conn:
             wallet = await repo.balance(conn, player_id, currency)
             if wallet is None:
                 raise NotFound(f"player_id has no {currency} wallet",

@@ -62,8 +62,8 @@ ORDER BY w.id FOR UPDATE OF w"""
 # so it sees every commit that touched these wallets (a subquery of the locking statement
 # would not: it keeps the snapshot from before the wait). One round trip brings what the
 # batch's operations will read: the wallets' active bonuses ($1), which bets have a rollback
-# tombstone ($2, $3), the rounds its wins settle ($4-$6), journal ids for the operations it
-# writes set-based ($7), and the transaction's time (the journal rows' created_at).
+# tombstone ($2, $3, $8: caller, key, player), the rounds its wins settle ($4-$6), a journal id for each of its
+# operations in order ($7), and the transaction's time (the journal rows' created_at).
 BATCH_READ = """
 SELECT ARRAY(SELECT ROW(b.wallet_id, b.id, b.state, b.granted_minor, b.balance_minor,
                         b.wagering_required_minor, b.wagered_minor, b.expires_at,
@@ -71,10 +71,11 @@ SELECT ARRAY(SELECT ROW(b.wallet_id, b.id, b.state, b.granted_minor, b.balance_m
              FROM wallet.bonuses b
              WHERE b.wallet_id = ANY($1::bigint[]) AND b.state = 'active'
              ORDER BY b.wallet_id, b.created_at, b.id) AS bonuses,
-       ARRAY(SELECT ROW(t.caller, t.bet_idempotency_key)
+       ARRAY(SELECT ROW(t.caller, t.bet_idempotency_key, t.player_id)
              FROM wallet.rollback_tombstones t
-             JOIN unnest($2::text[], $3::text[]) AS k(caller, bet_idempotency_key)
-                 USING (caller, bet_idempotency_key)) AS tombstones,
+             JOIN unnest($2::text[], $3::text[], $8::text[])
+                 AS k(caller, bet_idempotency_key, player_id)
+                 USING (player_id, caller, bet_idempotency_key)) AS tombstones,
        ARRAY(SELECT ROW(r.wallet_id, r.game_id, r.round_id, r.staked_cash_minor,
                         r.staked_bonus_minor)
              FROM wallet.rounds r
@@ -133,12 +134,16 @@ FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
     AS u(id, state, balance_minor, wagered_minor)
 WHERE b.id = u.id AND b.player_id = $5"""
 
-# One statement writes the journal row, its postings and the wallet's new balances.
+# One statement writes the journal row, its postings and the wallet's new balances. Inside a
+# batch the row takes the id the batch drew for this operation ($18), so journal ids follow
+# the order operations were applied in; alone, the next id from the sequence.
 RECORD = """
 WITH j AS (
-    INSERT INTO wallet.journal (caller, idempotency_key, request_hash, kind, status, reason,
-                                wallet_id, currency, outcome, details, player_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $17)
+    INSERT INTO wallet.journal (id, caller, idempotency_key, request_hash, kind, status,
+                                reason, wallet_id, currency, outcome, details, player_id)
+    OVERRIDING SYSTEM VALUE
+    VALUES (coalesce($18::bigint, nextval('wallet.journal_id_seq')), $1, $2, $3, $4, $5, $6,
+            $7, $8, $9, $10, $17)
     RETURNING id, created_at
 ), p AS (
     INSERT INTO wallet.postings (journal_id, account, currency, amount_minor, player_id)

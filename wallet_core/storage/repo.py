@@ -62,19 +62,19 @@ async def journal_by_keys(conn: asyncpg.Connection, pairs: list[tuple[str, str]]
 class BatchRead:
     """What a batch read once under its locks (queries.BATCH_READ), besides the drafts."""
 
-    tombstones: set[tuple[str, str]]  # (caller, bet key) pairs asked about that have one
+    tombstones: set[tuple[str, str, str]]  # (caller, bet key, player) asked about, found
     stakes: dict[tuple[int, str, str], tuple[int, int]]  # (wallet, game, round) -> staked
     journal_ids: list[int]
     at: datetime  # the transaction's now(): every journal row's created_at
 
 
 async def lock_and_read(conn: asyncpg.Connection, wallets: list[tuple[str, str]],
-                        wallet_ids: list[int], *, bets: list[tuple[str, str]],
+                        wallet_ids: list[int], *, bets: list[tuple[str, str, str]],
                         wins: list[tuple[str, str, str, str]], journal_ids_n: int,
                         ) -> tuple[dict[tuple[str, str], Draft], BatchRead]:
     """Locks the (player, currency) wallets that exist and the wallets by id, all in wallet
     id order, then reads in one more round trip each one's active bonuses, the `bets`'
-    tombstones ((caller, key) pairs), the stakes of the `wins`' rounds ((player, currency,
+    tombstones ((caller, key, player)), the stakes of the `wins`' rounds ((player, currency,
     game, round)) and `journal_ids_n` journal ids. Drafts are keyed by (player, currency)."""
     rows = []
     if wallets or wallet_ids:
@@ -83,9 +83,9 @@ async def lock_and_read(conn: asyncpg.Connection, wallets: list[tuple[str, str]]
     ids = {(r["player_id"], r["currency"]): r["id"] for r in rows}
     rounds = [(ids[(p, c)], g, r) for p, c, g, r in wins if (p, c) in ids]
     read = await conn.fetchrow(
-        q.BATCH_READ, list(ids.values()), [c for c, _ in bets], [k for _, k in bets],
+        q.BATCH_READ, list(ids.values()), [c for c, _, _ in bets], [k for _, k, _ in bets],
         [w for w, _, _ in rounds], [g for _, g, _ in rounds], [r for _, _, r in rounds],
-        journal_ids_n)
+        journal_ids_n, [p for _, _, p in bets])
     bonuses: dict[int, list[BonusState]] = {r["id"]: [] for r in rows}
     for b in read["bonuses"]:
         bonuses[b[0]].append(BonusState(
@@ -97,7 +97,7 @@ async def lock_and_read(conn: asyncpg.Connection, wallets: list[tuple[str, str]]
     drafts = {(r["player_id"], r["currency"]): Draft(
         wallet_id=r["id"], player_id=r["player_id"], cash=r["cash"], bonus=r["bonus"], reserved=r["reserved"],
         bonuses=bonuses[r["id"]], bonuses_loaded=True) for r in rows}
-    return drafts, BatchRead(tombstones={(t[0], t[1]) for t in read["tombstones"]},
+    return drafts, BatchRead(tombstones={(t[0], t[1], t[2]) for t in read["tombstones"]},
                              stakes=stakes, journal_ids=list(read["journal_ids"]),
                              at=read["at"])
 
@@ -177,8 +177,8 @@ async def next_withdrawal_id(conn: asyncpg.Connection) -> int:
 async def record(conn: asyncpg.Connection, *, caller: str, key: str, fingerprint: bytes,
                  kind: str, draft: Draft, currency: str, outcome_fields: dict[str, Any],
                  details: dict[str, str], postings: Sequence[Posting] | None = None,
-                 rejection_reason: str | None = None, rejection_message: str | None = None
-                 ) -> tuple[int, datetime]:
+                 rejection_reason: str | None = None, rejection_message: str | None = None,
+                 journal_id: int | None = None) -> tuple[int, datetime]:
     """Write journal + postings + balances in one statement; returns (id, created_at)."""
     rejected = rejection_reason is not None
     postings = [] if rejected else (draft.postings() if postings is None else postings)
@@ -189,7 +189,7 @@ async def record(conn: asyncpg.Connection, *, caller: str, key: str, fingerprint
         q.RECORD, caller, key, fingerprint, kind, "rejected" if rejected else "ok",
         rejection_reason, draft.wallet_id, currency, outcome, details,
         [p.account for p in postings], [p.amount_minor for p in postings],
-        draft.cash, draft.bonus, draft.reserved, not rejected, draft.player_id)
+        draft.cash, draft.bonus, draft.reserved, not rejected, draft.player_id, journal_id)
     return row["id"], row["created_at"]
 
 

@@ -59,8 +59,7 @@ ALTER TABLE wallet.bets DROP CONSTRAINT bets_pkey,
     ADD CONSTRAINT bets_caller_key UNIQUE (player_id, caller, idempotency_key);
 ALTER TABLE wallet.rounds DROP CONSTRAINT rounds_pkey,
     ADD CONSTRAINT rounds_pkey PRIMARY KEY (player_id, wallet_id, game_id, round_id);
-ALTER TABLE wallet.rollback_tombstones DROP CONSTRAINT rollback_tombstones_pkey,
-    ADD CONSTRAINT rollback_tombstones_pkey PRIMARY KEY (player_id, caller, bet_idempotency_key);
+-- (rollback_tombstones has had (player_id, caller, bet_idempotency_key) since 0005.)
 ALTER TABLE wallet.bonuses DROP CONSTRAINT bonuses_pkey,
     ADD CONSTRAINT bonuses_pkey PRIMARY KEY (player_id, id);
 ALTER TABLE wallet.withdrawals DROP CONSTRAINT withdrawals_pkey,
