@@ -40,7 +40,15 @@ class Settings:
     # Base URL PSPs reach us at; NOWPayments takes the IPN callback URL per payment.
     public_url: str = "http://127.0.0.1:8080"
     wallet_addr: str = "127.0.0.1:50051"
+    # TLS to the wallet: the CA that signed its certificate (empty: plaintext unless a client
+    # certificate is set, then the system roots), and our client certificate for a wallet
+    # that requires one (WALLET_TLS_CLIENT_CA_FILE, mutual TLS).
     wallet_tls_ca_file: str = ""
+    wallet_tls_cert_file: str = ""
+    wallet_tls_key_file: str = ""
+    # TLS on the PSP/cashier listener (PEM files; both or neither). Version floor: TLS 1.2.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # Each wallet call's deadline; a worker holds a payment row lock at most this long.
     wallet_timeout_ms: int = 3000
     # Request bodies above this get 413 before they are read (Adyen batches are the largest).
@@ -172,6 +180,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         public_url=public_url,
         wallet_addr=r.text("BRIDGE_WALLET_ADDR", "127.0.0.1:50051"),
         wallet_tls_ca_file=env.get("BRIDGE_WALLET_TLS_CA_FILE", ""),
+        wallet_tls_cert_file=env.get("BRIDGE_WALLET_TLS_CERT_FILE", ""),
+        wallet_tls_key_file=env.get("BRIDGE_WALLET_TLS_KEY_FILE", ""),
+        tls_cert_file=env.get("BRIDGE_TLS_CERT_FILE", ""),
+        tls_key_file=env.get("BRIDGE_TLS_KEY_FILE", ""),
         wallet_timeout_ms=r.integer("BRIDGE_WALLET_TIMEOUT_MS", 3000, low=50, high=60_000),
         body_size_max_bytes=r.integer("BRIDGE_BODY_SIZE_MAX_BYTES", 256 * 1024, low=1024,
                                       high=8 * 1024 * 1024),
@@ -210,8 +222,25 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                           "webhooks")
     if settings.inbox_backoff_ms > settings.inbox_backoff_max_ms:
         r.problems.append("BRIDGE_INBOX_BACKOFF_MS: larger than BRIDGE_INBOX_BACKOFF_MAX_MS")
+    _check_tls_files(settings, r)
     r.done()
     return settings
+
+
+def _check_tls_files(s: Settings, r: EnvReader) -> None:
+    for pair in (("BRIDGE_TLS_CERT_FILE", s.tls_cert_file, "BRIDGE_TLS_KEY_FILE",
+                  s.tls_key_file),
+                 ("BRIDGE_WALLET_TLS_CERT_FILE", s.wallet_tls_cert_file,
+                  "BRIDGE_WALLET_TLS_KEY_FILE", s.wallet_tls_key_file)):
+        if bool(pair[1]) != bool(pair[3]):
+            r.problems.append(f"{pair[0]}/{pair[2]}: set both or neither")
+    for name, path in (("BRIDGE_TLS_CERT_FILE", s.tls_cert_file),
+                       ("BRIDGE_TLS_KEY_FILE", s.tls_key_file),
+                       ("BRIDGE_WALLET_TLS_CA_FILE", s.wallet_tls_ca_file),
+                       ("BRIDGE_WALLET_TLS_CERT_FILE", s.wallet_tls_cert_file),
+                       ("BRIDGE_WALLET_TLS_KEY_FILE", s.wallet_tls_key_file)):
+        if path and not Path(path).is_file():
+            r.problems.append(f"{name}: {path} does not exist")
 
 
 __all__ = ["PSP_NAMES", "Settings", "SettingsError", "load"]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,20 @@ class Running:
     metrics_port: int | None = None
 
 
+def listener_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the PSP/cashier listener, or None (plaintext, e.g. behind a TLS proxy).
+
+    TLS 1.2 is the floor: PSPs (Stripe, Adyen) deliver webhooks only over TLS 1.2+, and the
+    versions below it have known attacks. Cipher choice is left to OpenSSL's secure defaults.
+    """
+    if not settings.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     # A worker holds a transaction open across one wallet call; the idle-in-transaction
     # limit must outlast that call's deadline.
@@ -78,7 +93,9 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     pool = await create_pool(settings)
     wallet = WalletClient(addr=settings.wallet_addr, token=settings.wallet_token,
                           timeout_ms=settings.wallet_timeout_ms,
-                          tls_ca_file=settings.wallet_tls_ca_file)
+                          tls_ca_file=settings.wallet_tls_ca_file,
+                          tls_cert_file=settings.wallet_tls_cert_file,
+                          tls_key_file=settings.wallet_tls_key_file)
     adapters = build_adapters(settings.psps)
     inbox = Inbox(pool=pool, wallet=wallet, settings=settings)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters, settings=settings,
@@ -92,7 +109,8 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                            shutdown_timeout=settings.shutdown_grace_ms / 1000)
     await runner.setup()
     host, _, port = settings.listen_addr.rpartition(":")
-    site = web.TCPSite(runner, host, int(port), reuse_address=True)
+    site = web.TCPSite(runner, host, int(port), reuse_address=True,
+                       ssl_context=listener_tls_context(settings))
     tasks: list[asyncio.Task[None]] = []
     metrics_runner = web.AppRunner(metrics.build_app(), access_log=None)
     try:
@@ -137,7 +155,9 @@ async def serve(settings: Settings) -> None:
     async with running(settings) as run:
         log.info("gateway-bridge serving", extra={
             "listen": settings.listen_addr, "port": run.port,
-            "psps": sorted(settings.psps), "wallet": settings.wallet_addr})
+            "psps": sorted(settings.psps), "wallet": settings.wallet_addr,
+            "tls": bool(settings.tls_cert_file),
+            "wallet_tls": bool(settings.wallet_tls_ca_file or settings.wallet_tls_cert_file)})
         await stop.wait()
         log.info("shutting down", extra={"grace_ms": settings.shutdown_grace_ms})
     log.info("stopped")

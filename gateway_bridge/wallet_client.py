@@ -53,11 +53,15 @@ def _reason(err: grpc.aio.AioRpcError) -> str:
 
 
 class WalletClient:
-    def __init__(self, *, addr: str, token: str, timeout_ms: int, tls_ca_file: str = "") -> None:
+    def __init__(self, *, addr: str, token: str, timeout_ms: int, tls_ca_file: str = "",
+                 tls_cert_file: str = "", tls_key_file: str = "") -> None:
         self._addr = addr
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout_s = timeout_ms / 1000
         self._tls_ca_file = tls_ca_file
+        # Our client certificate, for a wallet that requires mutual TLS.
+        self._tls_cert_file = tls_cert_file
+        self._tls_key_file = tls_key_file
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.WalletServiceStub | None = None
 
@@ -70,13 +74,22 @@ class WalletClient:
             options = [("grpc.max_receive_message_length", MESSAGE_SIZE_MAX_BYTES),
                        ("grpc.max_send_message_length", MESSAGE_SIZE_MAX_BYTES),
                        ("grpc.lb_policy_name", "round_robin")]
-            if self._tls_ca_file:
-                creds = grpc.ssl_channel_credentials(Path(self._tls_ca_file).read_bytes())
-                self._channel = grpc.aio.secure_channel(self._addr, creds, options=options)
+            if self._tls_ca_file or self._tls_cert_file:
+                self._channel = grpc.aio.secure_channel(self._addr, self._credentials(),
+                                                        options=options)
             else:
                 self._channel = grpc.aio.insecure_channel(self._addr, options=options)
             self._stub = pb_grpc.WalletServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        """Small PEM files read once, when the channel is first needed."""
+        def read(path: str) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+        # No CA file: gRPC verifies the wallet against the system roots.
+        return grpc.ssl_channel_credentials(root_certificates=read(self._tls_ca_file),
+                                            private_key=read(self._tls_key_file),
+                                            certificate_chain=read(self._tls_cert_file))
 
     async def close(self) -> None:
         if self._channel is not None:

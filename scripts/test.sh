@@ -15,6 +15,8 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy wallet_core gateway_bridge service_kit
+echo "== pip-audit (pinned dependencies; skipped when its database is unreachable)"
+scripts/audit.sh
 echo "== pytest"
 .venv/bin/pytest "$@"
 echo "== wallet-core check (the ledger the test suite left behind)"

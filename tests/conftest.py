@@ -19,11 +19,46 @@ import pytest
 import redis.asyncio as aioredis
 
 from service_kit.migrations import migrate
+from tests import log_capture
 from tests.helpers import CALLERS_JSON, Client
 from wallet_core import config
 from wallet_core.db import connect
 from wallet_core.server import MIGRATIONS, Running, running
 from wallet_core.storage.checker import check_ledger
+
+# Problems found by the secrets-in-logs scan, from sessionfinish to the terminal summary.
+_LOG_PROBLEMS = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Capture every log record of the session to scan it for secrets (tests/log_capture.py)."""
+    log_capture.install()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a configured secret appeared in any log record or log file."""
+    handler = log_capture.SESSION_HANDLER
+    if handler is None:
+        return
+    # pytest's temporary directory, where subprocess tests leave their log files.
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None)
+    problems = log_capture.verdict(handler, [basetemp] if basetemp else [])
+    session.config.stash[_LOG_PROBLEMS] = problems
+    if problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    handler = log_capture.SESSION_HANDLER
+    problems = terminalreporter.config.stash.get(_LOG_PROBLEMS, [])
+    if handler is None:
+        return
+    terminalreporter.write_line(f"secrets in logs: {handler.lines_seen} log lines scanned "
+                                f"for {len(handler.secrets)} configured secrets, "
+                                f"{len(problems)} problems")
+    for problem in problems:
+        terminalreporter.write_line(f"FAILED secrets in logs: {problem}", red=True)
 
 
 def _with_path(url: str, path: str) -> str:

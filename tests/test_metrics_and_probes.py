@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.helpers import Client, key
 from wallet_core import config
@@ -101,7 +101,28 @@ async def test_health_command_sees_draining_server(
     """A server entering its graceful shutdown answers NOT_SERVING: the probe fails, so the
     orchestrator stops sending it traffic before it stops."""
     async with running(custom_settings(listen_addr="127.0.0.1:0")) as run:
-        run.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await run.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         draining = await asyncio.to_thread(health, f"127.0.0.1:{run.port}")
     assert draining.returncode == 1
     assert "NOT_SERVING" in draining.stdout
+
+
+async def test_health_watch_streams_do_not_hold_the_server(
+        custom_settings: Callable[..., config.Settings]) -> None:
+    """Twenty unauthenticated Watch streams, opened and dropped: the wallet still answers and
+    then shuts down within its grace period (no thread of its loop's executor is left parked
+    in a stream)."""
+    settings = custom_settings(listen_addr="127.0.0.1:0", shutdown_grace_ms=1000)
+    async with asyncio.timeout(20):
+        async with running(settings) as run, \
+                grpc.aio.insecure_channel(f"127.0.0.1:{run.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            streams = [stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+                       for _ in range(20)]
+            for stream in streams:
+                first = await stream.read()
+                assert first.status == health_pb2.HealthCheckResponse.SERVING
+                stream.cancel()
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+                                     timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING

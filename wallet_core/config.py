@@ -49,6 +49,13 @@ class Settings:
     request_timeout_ms: int = 5000
     # grpc.aio refuses calls past this many in flight with RESOURCE_EXHAUSTED.
     concurrent_rpcs_max: int = 256
+    # Per-caller token bucket (requests a second, 0: off; burst 0: one second's worth).
+    # Off by default: the callers are a few trusted internal services whose volume is
+    # governed upstream, and a cap set without measuring their peaks would refuse real
+    # traffic (a tournament's last second) long before the process is at risk; the
+    # concurrency cap above already protects the process. Set it from measured peaks.
+    rate_limit_rps: int = 0
+    rate_limit_burst: int = 0
     message_size_max_bytes: int = 64 * 1024
     conflict_retries_max: int = 3
     shutdown_grace_ms: int = 10_000
@@ -73,6 +80,8 @@ class Settings:
     metrics_addr: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # PEM CA bundle: set, the server requires a client certificate signed by it (mTLS).
+    tls_client_ca_file: str = ""
     log_level: str = "INFO"
 
 
@@ -137,6 +146,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                            high=1_000_000),
         request_timeout_ms=r.integer("WALLET_REQUEST_TIMEOUT_MS", 5000, low=10, high=120_000),
         concurrent_rpcs_max=r.integer("WALLET_CONCURRENT_RPCS_MAX", 256, low=1, high=100_000),
+        rate_limit_rps=r.integer("WALLET_RATE_LIMIT_RPS", 0, low=0, high=1_000_000),
+        rate_limit_burst=r.integer("WALLET_RATE_LIMIT_BURST", 0, low=0, high=10_000_000),
         message_size_max_bytes=r.integer("WALLET_MESSAGE_SIZE_MAX_BYTES", 64 * 1024,
                                          low=1024, high=16 * 1024 * 1024),
         conflict_retries_max=r.integer("WALLET_CONFLICT_RETRIES_MAX", 3, low=0, high=10),
@@ -160,6 +171,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         metrics_addr=env.get("WALLET_METRICS_ADDR", ""),
         tls_cert_file=env.get("WALLET_TLS_CERT_FILE", ""),
         tls_key_file=env.get("WALLET_TLS_KEY_FILE", ""),
+        tls_client_ca_file=env.get("WALLET_TLS_CLIENT_CA_FILE", ""),
         log_level=r.text("WALLET_LOG_LEVEL", "INFO").upper(),
     )
     _cross_checks(settings, r)
@@ -183,8 +195,15 @@ def _cross_checks(s: Settings, r: EnvReader) -> None:
         r.problems.append("WALLET_METRICS_ADDR: expected host:port")
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         r.problems.append("WALLET_TLS_CERT_FILE/WALLET_TLS_KEY_FILE: set both or neither")
+    if s.tls_client_ca_file and not s.tls_cert_file:
+        r.problems.append("WALLET_TLS_CLIENT_CA_FILE: client certificates need TLS; set "
+                          "WALLET_TLS_CERT_FILE and WALLET_TLS_KEY_FILE too")
+    if s.rate_limit_burst and not s.rate_limit_rps:
+        r.problems.append("WALLET_RATE_LIMIT_BURST: has no effect while WALLET_RATE_LIMIT_RPS "
+                          "is 0 (off); set the rate too, or drop the burst")
     for name, path in (("WALLET_TLS_CERT_FILE", s.tls_cert_file),
-                       ("WALLET_TLS_KEY_FILE", s.tls_key_file)):
+                       ("WALLET_TLS_KEY_FILE", s.tls_key_file),
+                       ("WALLET_TLS_CLIENT_CA_FILE", s.tls_client_ca_file)):
         if path and not Path(path).is_file():
             r.problems.append(f"{name}: {path} does not exist")
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

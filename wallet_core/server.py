@@ -17,7 +17,8 @@ from pathlib import Path
 import asyncpg
 import grpc
 import redis.asyncio as aioredis
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer  # health.aio, for type checkers
 from grpc_reflection.v1alpha import reflection
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
@@ -43,7 +44,7 @@ class Running:
     server: grpc.aio.Server
     port: int
     ledger: Ledger
-    health: health.HealthServicer
+    health: HealthServicer
     pool: asyncpg.Pool
     metrics_port: int | None = None
 
@@ -91,7 +92,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             if listener is not None:
                 listener.shutdown()
                 listener.server_close()
-            health_servicer.enter_graceful_shutdown()
+            await health_servicer.enter_graceful_shutdown()
             await server.stop(settings.shutdown_grace_ms / 1000)
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -103,7 +104,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
 
 
 async def _start_server(settings: Settings, ledger: Ledger,
-                        reads: Reads) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
+                        reads: Reads) -> tuple[grpc.aio.Server, int, HealthServicer]:
     size = settings.message_size_max_bytes
     server = grpc.aio.server(
         maximum_concurrent_rpcs=settings.concurrent_rpcs_max,
@@ -115,7 +116,9 @@ async def _start_server(settings: Settings, ledger: Ledger,
                  ("grpc.max_connection_age_grace_ms", settings.shutdown_grace_ms)])
     pb_grpc.add_WalletServiceServicer_to_server(  # type: ignore[no-untyped-call]
         WalletServicer(ledger, reads, settings), server)
-    health_servicer = health.HealthServicer()
+    # The asyncio servicer: the threaded one parks a worker thread of the loop's executor in
+    # every Watch stream (unauthenticated), which can starve it and hang shutdown.
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -128,15 +131,24 @@ async def _start_server(settings: Settings, ledger: Ledger,
         raise OSError(f"cannot listen on {settings.listen_addr}")
     await server.start()
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
 
 
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
-    """Read once at start-up, before serving (a blocking read is fine here)."""
+    """Read once at start-up, before serving (a blocking read is fine here).
+
+    With WALLET_TLS_CLIENT_CA_FILE the handshake itself refuses a client without a
+    certificate signed by that CA (mutual TLS), before any call or token is looked at; the
+    bearer token still names the caller and its scopes.
+    """
     key = Path(settings.tls_key_file).read_bytes()
     cert = Path(settings.tls_cert_file).read_bytes()
-    return grpc.ssl_server_credentials([(key, cert)])
+    if not settings.tls_client_ca_file:
+        return grpc.ssl_server_credentials([(key, cert)])
+    client_ca = Path(settings.tls_client_ca_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=True)
 
 
 async def _sweep_bonuses(ledger: Ledger, settings: Settings) -> None:
@@ -157,8 +169,9 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running(settings) as run:
-        log.info("wallet-core serving", extra={"listen": settings.listen_addr, "port": run.port,
-                                               "tls": bool(settings.tls_cert_file)})
+        log.info("wallet-core serving", extra={
+            "listen": settings.listen_addr, "port": run.port, "tls": bool(settings.tls_cert_file),
+            "mtls": bool(settings.tls_client_ca_file), "rate_limit_rps": settings.rate_limit_rps})
         await stop.wait()
         log.info("shutting down", extra={"grace_ms": settings.shutdown_grace_ms})
     log.info("stopped")

@@ -1,6 +1,7 @@
 """WalletService over gRPC: every method goes through one path in `_call`.
 
-That path authenticates the caller and checks the method's scope, gives the call a time
+That path authenticates the caller and checks the method's scope, spends a token of the
+caller's rate limit (refused calls do nothing), gives the call a time
 budget (the client's deadline, capped by request_timeout_ms), runs the use case, maps domain
 errors through the one error table, and writes one structured log line per call.
 """
@@ -25,6 +26,7 @@ from wallet_core import metrics
 from wallet_core.api import convert, money_methods
 from wallet_core.api.auth import METHOD_SCOPES, AuthError, authenticate
 from wallet_core.api.errors import rich_status, status_for
+from wallet_core.api.rate_limit import RATE_LIMITED, RateLimiter, rate_limited_status
 from wallet_core.config import Caller, Settings
 from wallet_core.domain import commands as cmd
 from wallet_core.domain import errors
@@ -51,6 +53,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self._callers = settings.callers_by_token_sha256
         self._timeout_s = settings.request_timeout_ms / 1000
         self._batch_max = settings.batch_operations_max
+        self._rate_limiter = RateLimiter(
+            rate_rps=settings.rate_limit_rps, burst=settings.rate_limit_burst,
+            callers={c.name for c in settings.callers_by_token_sha256.values()})
 
     async def _call(self, method: str, context: Context,
                     work: Callable[[Caller], Awaitable[Response]]) -> Response:
@@ -68,6 +73,12 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             self._log(fields, code, started)
             await context.abort(code, str(exc))
         fields["caller"] = caller.name
+        retry_after_ms = self._rate_limiter.retry_after_ms(caller.name)
+        if retry_after_ms:
+            fields.update(reason=RATE_LIMITED, retry_after_ms=retry_after_ms)
+            self._log(fields, grpc.StatusCode.RESOURCE_EXHAUSTED, started)
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                rpc_status.to_status(rate_limited_status(caller.name, retry_after_ms)))
         remaining = context.time_remaining()
         budget = min(self._timeout_s, remaining if remaining is not None else math.inf)
         try:
