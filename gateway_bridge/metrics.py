@@ -8,8 +8,17 @@ PSP and what became of it).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+
+import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from gateway_bridge.storage import repo
+
+log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("bridge_http_requests", "HTTP requests answered, by route and status",
                         ["route", "status"])
@@ -19,6 +28,65 @@ HTTP_DURATION = Histogram("bridge_http_request_duration_seconds", "Time to answe
 # result: stored | duplicate | a rejection cause (bad_signature, stale, malformed, ...)
 WEBHOOKS = Counter("bridge_webhooks", "Webhook deliveries, by PSP and what became of them",
                    ["psp", "result"])
+
+
+# Calls to the PSPs' APIs (retries included in one call), by what came of them.
+PSP_CALLS = Counter("bridge_psp_calls", "Calls to a PSP's API, by outcome "
+                    "(ok, declined, unavailable, circuit_open)", ["psp", "outcome"])
+PSP_CALL_DURATION = Histogram("bridge_psp_call_duration_seconds",
+                              "Time of a call to a PSP's API, retries included", ["psp"],
+                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                                       30.0))
+PSP_CIRCUIT_OPEN = Gauge("bridge_psp_circuit_open", "1 while a PSP's circuit breaker is open",
+                         ["psp"])
+# Read from Postgres every BRIDGE_METRICS_REFRESH_MS by `refresh_forever`.
+PAYMENTS = Gauge("bridge_payments", "Payments by PSP, direction and state",
+                 ["psp", "direction", "state"])
+PAYMENTS_ATTENTION = Gauge("bridge_payments_attention",
+                           "Payments waiting for support, by PSP and why (mismatch, partial, "
+                           "timeout, conflict, ...)", ["psp", "attention"])
+INBOX = Gauge("bridge_inbox_events", "Inbox events by PSP and status", ["psp", "status"])
+INBOX_LAG = Gauge("bridge_inbox_oldest_pending_seconds",
+                  "Age of the oldest event waiting to be applied, by PSP", ["psp"])
+REFRESH_FAILURES = Counter("bridge_metrics_refresh_failures",
+                           "Refreshes of the database gauges that failed")
+
+
+def psp_call(psp: str, outcome: str, duration_s: float) -> None:
+    PSP_CALLS.labels(psp, outcome).inc()
+    PSP_CALL_DURATION.labels(psp).observe(duration_s)
+
+
+def watch_breaker(psp: str, is_open: Callable[[], bool]) -> None:
+    PSP_CIRCUIT_OPEN.labels(psp).set_function(lambda: 1.0 if is_open() else 0.0)
+
+
+async def refresh(conn: asyncpg.Connection) -> None:
+    """Payments by state, what waits for support, inbox depth and lag, from Postgres. Label
+    sets that disappeared are cleared first, so a state nobody is in reads as absent."""
+    counts = await repo.operational_counts(conn)
+    for gauge in (PAYMENTS, PAYMENTS_ATTENTION, INBOX, INBOX_LAG):
+        gauge.clear()
+    for (psp, direction, state), n in counts.payments.items():
+        PAYMENTS.labels(psp, direction, state).set(n)
+    for (psp, attention), n in counts.attention.items():
+        PAYMENTS_ATTENTION.labels(psp, attention).set(n)
+    for (psp, status), n in counts.inbox.items():
+        INBOX.labels(psp, status).set(n)
+    for psp, age_s in counts.inbox_lag_s.items():
+        INBOX_LAG.labels(psp).set(age_s)
+
+
+async def refresh_forever(pool: asyncpg.Pool, *, interval_ms: int, timeout_ms: int) -> None:
+    """The database gauges, every `interval_ms`; a failed round is counted and retried."""
+    while True:
+        try:
+            async with asyncio.timeout(timeout_ms / 1000), pool.acquire() as conn:
+                await refresh(conn)
+        except (*repo.DB_ERRORS, TimeoutError) as exc:
+            REFRESH_FAILURES.inc()
+            log.warning("metrics refresh failed", extra={"error": type(exc).__name__})
+        await asyncio.sleep(interval_ms / 1000)
 
 
 def route_of(request: web.Request) -> str:

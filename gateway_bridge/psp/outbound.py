@@ -30,6 +30,7 @@ from typing import Literal
 import aiohttp
 import orjson
 
+from gateway_bridge import metrics
 from gateway_bridge.psp.base import PspConfig, PspDeclined, PspUnavailable
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ class OutboundClient:
         self._session: aiohttp.ClientSession | None = None
         self.breaker = CircuitBreaker(failures_max=config.breaker_failures_max,
                                       cooldown_ms=config.breaker_cooldown_ms, clock=clock)
+        metrics.watch_breaker(self.psp, lambda: self.breaker.state == "open")
 
     @property
     def state(self) -> BreakerState:
@@ -228,20 +230,25 @@ class OutboundClient:
         if method == "POST" and not idempotency_key:
             raise ValueError("a POST to a PSP needs an idempotency key")  # caller's bug
         if not self.breaker.try_acquire():
+            metrics.PSP_CALLS.labels(self.psp, "circuit_open").inc()
             raise PspUnavailable(self.psp, "circuit breaker open", breaker_open=True)
+        started = time.perf_counter()
         try:
             response = await self._attempts(method, path, body=body, content_type=content_type,
                                             idempotency_key=idempotency_key)
         except PspDeclined:
             self.breaker.record_success()
+            metrics.psp_call(self.psp, "declined", time.perf_counter() - started)
             raise
         except PspUnavailable:
             self.breaker.record_failure()
+            metrics.psp_call(self.psp, "unavailable", time.perf_counter() - started)
             raise
         except BaseException:
             self.breaker.record_abandoned()
             raise
         self.breaker.record_success()
+        metrics.psp_call(self.psp, "ok", time.perf_counter() - started)
         return response
 
     async def _attempts(self, method: str, path: str, *, body: bytes | None,

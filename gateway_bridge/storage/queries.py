@@ -90,6 +90,20 @@ RETURNING id"""
 
 INBOX_COUNTS = "SELECT status, count(*) AS n FROM bridge.inbox GROUP BY status"
 
+# The metrics gauges (gateway_bridge/metrics.py), one round trip. Payments of the last day
+# by state (the funnel), payments waiting for support whatever their age, and the events
+# still to apply or dead, with the age of the oldest pending one per PSP.
+OPERATIONAL_COUNTS = """
+SELECT ARRAY(SELECT ROW(psp, direction, state, count(*)) FROM bridge.payments
+             WHERE created_at > now() - interval '24 hours'
+             GROUP BY psp, direction, state) AS payments,
+       ARRAY(SELECT ROW(psp, attention, count(*)) FROM bridge.payments
+             WHERE attention IS NOT NULL GROUP BY psp, attention) AS attention,
+       ARRAY(SELECT ROW(psp, status, count(*),
+                        extract(epoch FROM now() - min(received_at))::float8)
+             FROM bridge.inbox WHERE status IN ('pending', 'dead')
+             GROUP BY psp, status) AS inbox"""
+
 COUNT_REJECTION = """
 INSERT INTO bridge.webhook_rejections (psp, cause, count) VALUES ($1, $2, $3)
 ON CONFLICT (psp, cause) DO UPDATE

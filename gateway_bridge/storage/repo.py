@@ -176,6 +176,24 @@ async def inbox_counts(conn: asyncpg.Connection) -> dict[str, int]:
     return {r["status"]: r["n"] for r in await conn.fetch(q.INBOX_COUNTS)}
 
 
+@dataclass(frozen=True, slots=True)
+class OperationalCounts:
+    payments: dict[tuple[str, str, str], int]  # (psp, direction, state), last 24 h
+    attention: dict[tuple[str, str], int]  # (psp, why)
+    inbox: dict[tuple[str, str], int]  # (psp, pending | dead)
+    inbox_lag_s: dict[str, float]  # psp -> age of its oldest pending event
+
+
+async def operational_counts(conn: asyncpg.Connection) -> OperationalCounts:
+    row = await conn.fetchrow(q.OPERATIONAL_COUNTS)
+    inbox = {(r[0], r[1]): int(r[2]) for r in row["inbox"]}
+    lag = {r[0]: float(r[3]) for r in row["inbox"] if r[1] == "pending"}
+    return OperationalCounts(
+        payments={(r[0], r[1], r[2]): int(r[3]) for r in row["payments"]},
+        attention={(r[0], r[1]): int(r[2]) for r in row["attention"]}, inbox=inbox,
+        inbox_lag_s=lag)
+
+
 async def count_rejections(conn: asyncpg.Connection, psp: str, cause: str,
                            count: int) -> None:
     await conn.execute(q.COUNT_REJECTION, psp, cause, count)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import asyncpg
+from prometheus_client import generate_latest
 
+from gateway_bridge import metrics
 from gateway_bridge.psp.stripe import sign_header
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.bridge.test_webhooks_and_api import SECRET, post_stripe, session_completed
@@ -46,3 +49,27 @@ async def test_bridge_metrics_count_webhooks_and_requests(
     assert delta("bridge_http_requests_total", route="/webhooks/{psp}", status="401") == 1
     assert delta("bridge_http_request_duration_seconds_count", route="/webhooks/{psp}") == 3
     assert f"/v1/payments/{created['id']}" not in after, "raw paths never become labels"
+
+
+async def test_psp_calls_payments_and_inbox_are_measured(
+        make_bridge: BridgeFactory, cashier: Cashier, player: str,
+        bridge_conn: asyncpg.Connection) -> None:
+    """A deposit's checkout call counts as one ok Stripe call; after a refresh the payment
+    shows in the funnel by state, and its webhook, stored while no worker runs, shows as a
+    pending inbox event with its age."""
+    before = generate_latest().decode()
+    async with make_bridge(workers=False):
+        created = await cashier.deposit(player, 12_00)
+        body = session_completed(created, event_id=f"evt_lag_{created['id']}")
+        now = int(time.time())
+        assert (await post_stripe(cashier, body,
+                                  signature=sign_header(SECRET, now, body)))[0] == 200
+        await metrics.refresh(bridge_conn)
+        after = generate_latest().decode()
+    assert sample(after, "bridge_psp_calls_total", psp="stripe", outcome="ok") - sample(
+        before, "bridge_psp_calls_total", psp="stripe", outcome="ok") >= 1
+    assert sample(after, "bridge_psp_circuit_open", psp="stripe") == 0
+    assert sample(after, "bridge_payments", psp="stripe", direction="deposit",
+                  state=created["state"]) >= 1
+    assert sample(after, "bridge_inbox_events", psp="stripe", status="pending") >= 1
+    assert sample(after, "bridge_inbox_oldest_pending_seconds", psp="stripe") >= 0
