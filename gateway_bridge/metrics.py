@@ -43,8 +43,8 @@ PSP_CIRCUIT_OPEN = Gauge("bridge_psp_circuit_open", "1 while a PSP's circuit bre
 PAYMENTS = Gauge("bridge_payments", "Payments by PSP, direction and state",
                  ["psp", "direction", "state"])
 PAYMENTS_ATTENTION = Gauge("bridge_payments_attention",
-                           "Payments waiting for support, by PSP and why (mismatch, partial, "
-                           "timeout, conflict, ...)", ["psp", "attention"])
+                           "Payments waiting for support, by PSP and why (mismatch, timeout, "
+                           "partial, conflict, dead_letter, other)", ["psp", "attention"])
 INBOX = Gauge("bridge_inbox_events", "Inbox events by PSP and status", ["psp", "status"])
 INBOX_LAG = Gauge("bridge_inbox_oldest_pending_seconds",
                   "Age of the oldest event waiting to be applied, by PSP", ["psp"])

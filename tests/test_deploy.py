@@ -567,3 +567,27 @@ def test_grafana_dashboard_queries_only_metrics_the_services_define() -> None:
                                "dashboards.yml").read_text())["providers"][0]
     mounts = compose()["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts
+
+
+def test_alert_rules_watch_real_metrics_and_every_problem() -> None:
+    """deploy/prometheus/alerts.yml parses, is loaded by Prometheus (rule_files and the
+    Compose mount), names only metrics the services define, and covers each problem support
+    watches: failed deposits, delayed withdrawals, callback errors, currency mismatch,
+    timeouts, gateway downtime."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    known = defined_metric_samples()
+    alerts = {}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names = set(re.findall(r"\b(?:wallet|bridge)_[a-z_]+\b", rule["expr"]))
+            assert names and names <= known, f"{rule['alert']}: unknown {names - known}"
+            assert rule["labels"]["severity"] in ("page", "ticket")
+            assert rule["annotations"]["summary"]
+            alerts[rule["alert"]] = rule["expr"]
+    for wanted in ("DepositFailureRatioHigh", "WithdrawalsWaiting", "WebhookRejections",
+                   "PaymentMismatch", "PaymentsTimedOut", "PspCircuitOpen", "PspCallsFailing"):
+        assert wanted in alerts
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    mounts = compose()["services"]["prometheus"]["volumes"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts

@@ -91,14 +91,24 @@ RETURNING id"""
 INBOX_COUNTS = "SELECT status, count(*) AS n FROM bridge.inbox GROUP BY status"
 
 # The metrics gauges (gateway_bridge/metrics.py), one round trip. Payments of the last day
-# by state (the funnel), payments waiting for support whatever their age, and the events
-# still to apply or dead, with the age of the oldest pending one per PSP.
+# by state (the funnel), payments waiting for support whatever their age by a bounded cause
+# (the attention note itself is free text), and the events still to apply or dead, with the
+# age of the oldest pending one per PSP.
 OPERATIONAL_COUNTS = """
 SELECT ARRAY(SELECT ROW(psp, direction, state, count(*)) FROM bridge.payments
              WHERE created_at > now() - interval '24 hours'
              GROUP BY psp, direction, state) AS payments,
-       ARRAY(SELECT ROW(psp, attention, count(*)) FROM bridge.payments
-             WHERE attention IS NOT NULL GROUP BY psp, attention) AS attention,
+       ARRAY(SELECT ROW(psp, cause, count(*)) FROM (
+                 SELECT psp, CASE WHEN state = 'mismatch' THEN 'mismatch'
+                                  WHEN state = 'timed_out' THEN 'timeout'
+                                  WHEN state = 'partially_paid' THEN 'partial'
+                                  WHEN attention LIKE 'conflict%' THEN 'conflict'
+                                  WHEN attention LIKE 'event % dead-lettered%' THEN 'dead_letter'
+                                  ELSE 'other' END AS cause
+                 FROM bridge.payments
+                 WHERE attention IS NOT NULL
+                    OR state IN ('mismatch', 'timed_out', 'partially_paid')) AS a
+             GROUP BY psp, cause) AS attention,
        ARRAY(SELECT ROW(psp, status, count(*),
                         extract(epoch FROM now() - min(received_at))::float8)
              FROM bridge.inbox WHERE status IN ('pending', 'dead')
