@@ -48,6 +48,11 @@ PAYMENTS_ATTENTION = Gauge("bridge_payments_attention",
 INBOX = Gauge("bridge_inbox_events", "Inbox events by PSP and status", ["psp", "status"])
 INBOX_LAG = Gauge("bridge_inbox_oldest_pending_seconds",
                   "Age of the oldest event waiting to be applied, by PSP", ["psp"])
+PSP_PROBE_UP = Gauge("bridge_psp_probe_up",
+                     "1 when the last health probe of a PSP's API was answered (and took our "
+                     "key), 0 when not", ["psp"])
+PSP_PROBE_DURATION = Gauge("bridge_psp_probe_duration_seconds",
+                           "How long the last health probe of a PSP's API took", ["psp"])
 REFRESH_FAILURES = Counter("bridge_metrics_refresh_failures",
                            "Refreshes of the database gauges that failed")
 

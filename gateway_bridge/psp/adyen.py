@@ -154,6 +154,9 @@ class AdyenAdapter(ClientAdapter):
     `config.merchant_account` is required."""
 
     ack = WebhookAck(200, b"[accepted]", "text/plain")
+    # Checkout has no status endpoint: a lookup of a link that does not exist answers 404 (or
+    # 422) when the API is up and takes our key, 401/403 when it does not.
+    probe_path = "/v71/paymentLinks/PL-HEALTH-PROBE"
 
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.merchant_account:

@@ -125,6 +125,16 @@ class WebhookAck:
     content_type: str = "text/plain"
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """A health probe of a PSP's API (not a payment): did it answer, and take our key."""
+
+    up: bool
+    status: int | None  # the HTTP status, None when nothing answered
+    duration_s: float
+    reason: str
+
+
 class PspAdapter(Protocol):
     name: str
     ack: WebhookAck
@@ -148,6 +158,10 @@ class PspAdapter(Protocol):
     async def fetch_status(self, ref: PaymentRef) -> PspEvent | None:
         """The PSP's current view as an event (event_key marks it a poll), or None when the
         PSP has no status API for this kind of payment."""
+        ...
+
+    async def probe(self) -> ProbeResult:
+        """A cheap authenticated call that says whether the PSP's API is there."""
         ...
 
     async def close(self) -> None: ...

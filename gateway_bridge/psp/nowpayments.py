@@ -216,6 +216,7 @@ class NowPaymentsAdapter(ClientAdapter):
     `config.callback_url` is sent as ipn_callback_url on every payment and payout."""
 
     ack = WebhookAck(200, b"ok", "text/plain")
+    probe_path = "/v1/status"  # NOWPayments' API status endpoint
 
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.webhook_secret:

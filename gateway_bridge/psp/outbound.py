@@ -31,7 +31,7 @@ import aiohttp
 import orjson
 
 from gateway_bridge import metrics
-from gateway_bridge.psp.base import PspConfig, PspDeclined, PspUnavailable
+from gateway_bridge.psp.base import ProbeResult, PspConfig, PspDeclined, PspUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,25 @@ class OutboundClient:
         metrics.psp_call(self.psp, "ok", time.perf_counter() - started)
         return response
 
+    async def probe(self, path: str) -> ProbeResult:
+        """One GET of `path`, outside the breaker and without retries (a health probe must
+        see the PSP as it is). Any answer below 500 other than 401/403 means the API is up
+        and takes our key; a 404 for a probe path is such an answer."""
+        started = time.perf_counter()
+        try:
+            async with self._session_get().get(self._base_url + path, headers=self._headers,
+                                               timeout=self._timeout,
+                                               allow_redirects=False) as resp:
+                await _read_bounded(resp)
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, _TooLarge) as exc:
+            return ProbeResult(False, None, time.perf_counter() - started,
+                               f"no answer ({type(exc).__name__})")
+        up = status < 500 and status not in (401, 403)
+        reason = "ok" if up else ("credentials refused" if status in (401, 403)
+                                  else f"HTTP {status}")
+        return ProbeResult(up, status, time.perf_counter() - started, reason)
+
     async def _attempts(self, method: str, path: str, *, body: bytes | None,
                         content_type: str, idempotency_key: str) -> PspResponse:
         headers = dict(self._headers)
@@ -346,6 +365,9 @@ class ClientAdapter:
     """What every adapter has: its name and config, its own outbound client, and the
     breaker-derived availability and shutdown the PspAdapter interface asks for."""
 
+    # A cheap authenticated GET whose answer says the API is there (see OutboundClient.probe).
+    probe_path = "/"
+
     def __init__(self, config: PspConfig, *, auth_headers: Mapping[str, str],
                  clock: Callable[[], float]) -> None:
         self.name = config.name
@@ -355,6 +377,9 @@ class ClientAdapter:
     @property
     def available(self) -> bool:
         return self.client.available
+
+    async def probe(self) -> ProbeResult:
+        return await self.client.probe(self.probe_path)
 
     async def close(self) -> None:
         await self.client.close()

@@ -133,6 +133,7 @@ class StripeAdapter(ClientAdapter):
     """`PspAdapter` for Stripe. `config.webhook_secret` is the endpoint's `whsec_...`."""
 
     ack = WebhookAck(200, b'{"received":true}', "application/json")
+    probe_path = "/v1/balance"  # Stripe's cheapest authenticated read
 
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.webhook_secret:
