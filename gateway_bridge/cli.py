@@ -1,18 +1,24 @@
-"""`gateway-bridge` command line: serve, migrate, simulate-psp, dead-letters, payment.
+"""`gateway-bridge` command line: serve, migrate, simulate-psp, dead-letters, payment,
+reconcile, risk.
 
 Support commands talk to the database directly, so they work while the bridge is down; a
-replayed event is picked up by the running bridge's inbox workers on their next poll.
+replayed event is picked up by the running bridge's inbox workers on their next poll. `risk`
+is the exception: approving a held payment sends it on to the PSP and the wallet, which only
+the running bridge does, so it goes through the bridge's support API.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 import uvloop
@@ -20,6 +26,10 @@ import uvloop
 from gateway_bridge import config
 from gateway_bridge.demo import run_demo
 from gateway_bridge.http.cashier import payment_view
+from gateway_bridge.reconciliation import layouts, output, service
+from gateway_bridge.reconciliation.layouts import ReportError
+from gateway_bridge.reconciliation.matcher import Period
+from gateway_bridge.reconciliation.store import PeriodTooLong
 from gateway_bridge.server import migrate_database, serve
 from gateway_bridge.storage import repo
 from service_kit import logs
@@ -101,6 +111,92 @@ async def _payment(args: argparse.Namespace) -> int:
         await conn.close()
 
 
+# A support call to the running bridge answers within this (approve calls the PSP).
+RISK_CALL_TIMEOUT_S = 60.0
+
+
+def _support_key() -> str:
+    """The support client's API key: BRIDGE_SUPPORT_API_KEY, or the file its _FILE names."""
+    key_file = os.environ.get("BRIDGE_SUPPORT_API_KEY_FILE", "")
+    if key_file:
+        return Path(key_file).read_text().strip()
+    return os.environ.get("BRIDGE_SUPPORT_API_KEY", "")
+
+
+async def _risk(args: argparse.Namespace, key: str) -> int:
+    """List, approve or reject payments held for review, through the bridge's support API
+    (BRIDGE_URL, default the local bridge)."""
+    if not key:
+        print("BRIDGE_SUPPORT_API_KEY (or BRIDGE_SUPPORT_API_KEY_FILE): required",
+              file=sys.stderr)
+        return 2
+    base = os.environ.get("BRIDGE_URL", "http://127.0.0.1:8080").rstrip("/")
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = aiohttp.ClientTimeout(total=RISK_CALL_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
+        if args.action == "pending":
+            request = http.get(f"{base}/v1/risk/reviews")
+        else:
+            if not args.payment_id or not args.reason:
+                print(f"risk {args.action}: PAYMENT_ID and --reason are required",
+                      file=sys.stderr)
+                return 2
+            request = http.post(f"{base}/v1/risk/reviews/{args.payment_id}/{args.action}",
+                                json={"actor": args.actor, "reason": args.reason})
+        async with request as resp:
+            body = await resp.read()
+    answer = orjson.loads(body) if body else {}
+    _print_json(answer)
+    return 0 if resp.status < 400 else 1
+
+
+def _utc_time(value: str) -> datetime:
+    """--from/--to: ISO 8601; a time without an offset is UTC."""
+    at = datetime.fromisoformat(value)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _read_report(path: Path) -> bytes:
+    """At most one byte past the size limit: enough for the parser to refuse the file."""
+    with path.open("rb") as f:
+        return f.read(layouts.REPORT_BYTES_MAX + 1)
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    """Exit 0: everything matched; 1: differences found; 2: bad input; 3: database down."""
+    try:
+        data = await asyncio.to_thread(_read_report, args.file)
+        given = [args.period_from, args.period_to]
+        if any(given) and not all(given):
+            raise ReportError("give both --from and --to, or neither")
+        period = Period(args.period_from, args.period_to) if all(given) else None
+    except OSError as err:
+        print(f"{args.file}: unreadable: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # ReportError, or a period that ends before it starts
+        print(f"{args.file}: {err}", file=sys.stderr)
+        return 2
+    try:
+        conn = await _connect()
+    except (OSError, asyncpg.PostgresError) as err:
+        print(f"database unavailable: {type(err).__name__}: {err}", file=sys.stderr)
+        return 3
+    try:
+        outcome = await service.reconcile(conn, psp=args.psp, data=data, period=period)
+    except (ReportError, PeriodTooLong) as err:
+        print(f"{args.file}: {err}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError) as err:
+        print(f"database unavailable: {type(err).__name__}: {err}", file=sys.stderr)
+        return 3
+    finally:
+        await conn.close()
+    csv_path, summary_path = service.write_outputs(outcome, args.out)
+    print(output.summary_text(outcome.summary))
+    print(f"findings: {csv_path}\nsummary:  {summary_path}")
+    return 1 if outcome.differences else 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     return await run_demo(bridge_url=args.bridge_url, sim_url=args.sim_url,
                           wallet_addr=args.wallet_addr)
@@ -126,6 +222,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--wallet-addr", default="127.0.0.1:50051")
     show = sub.add_parser("payment", help="show a payment with its history")
     show.add_argument("payment_id")
+    recon = sub.add_parser("reconcile", help="match a PSP settlement report against our "
+                           "payments and the wallet journal (docs/RECONCILIATION.md)")
+    recon.add_argument("--psp", required=True, choices=["stripe", "adyen"])
+    recon.add_argument("file", type=Path, help="the report CSV in the PSP's layout")
+    recon.add_argument("--out", type=Path, default=Path("."),
+                       help="directory for the findings CSV and summary JSON")
+    recon.add_argument("--from", dest="period_from", type=_utc_time, default=None,
+                       help="period start (ISO 8601, UTC if no offset); default: the "
+                       "report's first day")
+    recon.add_argument("--to", dest="period_to", type=_utc_time, default=None,
+                       help="period end, exclusive; default: the day after the last line")
+    risk = sub.add_parser("risk", help="payments held by the risk rules: list, approve, "
+                          "reject (through the running bridge; docs/RISK.md)")
+    risk.add_argument("action", choices=["pending", "approve", "reject"])
+    risk.add_argument("payment_id", nargs="?", default="")
+    risk.add_argument("--reason", default="", help="why (kept in the audit log)")
+    risk.add_argument("--actor", default=os.environ.get("USER", "support"),
+                      help="who decides (kept in the audit log)")
     return parser
 
 
@@ -142,6 +256,10 @@ def main(argv: list[str] | None = None) -> None:
         work = _demo(args)
     elif args.command == "dead-letters":
         work = _dead_letters(args)
+    elif args.command == "reconcile":
+        work = _reconcile(args)
+    elif args.command == "risk":
+        work = _risk(args, _support_key())
     else:
         work = _payment(args)
     try:

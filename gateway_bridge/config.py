@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway_bridge.domain.money import AMOUNT_MAX_MINOR, EXPONENTS
+from gateway_bridge.domain.risk import SCORE_MAX, Outcome, RiskPolicy, Threshold
 from gateway_bridge.psp.base import PspConfig
 from service_kit.settings import EnvReader, SettingsError
 
@@ -67,6 +69,10 @@ class Settings:
     inbox_poll_ms: int = 500
     # Status sync: after a PSP's pending limit, poll on this schedule, then `timed_out`.
     sync_interval_ms: int = 1000
+    # Health probes of each PSP's API, and the metrics gauges read from Postgres; both run
+    # only when the metrics listener is on (nobody would see them otherwise).
+    probe_interval_ms: int = 30_000
+    metrics_refresh_ms: int = 15_000
     sync_batch_max: int = 50
     sync_schedule_ms: tuple[int, ...] = DEFAULT_SYNC_SCHEDULE_MS
     pending_limit_ms: Mapping[str, int] = field(default_factory=dict)
@@ -74,6 +80,10 @@ class Settings:
     credit_partial_payments: bool = False
     shutdown_grace_ms: int = 10_000
     log_level: str = "INFO"
+    # Fraud and risk rules (docs/RISK.md), and the cashier clients allowed to approve or
+    # reject held payments over HTTP (none: only the use case / CLI can).
+    risk: RiskPolicy = field(default_factory=RiskPolicy)
+    risk_support_clients: frozenset[str] = frozenset()
 
     def pending_limit_for(self, psp: str) -> int:
         return self.pending_limit_ms.get(psp, self.sync_schedule_ms[0])
@@ -199,6 +209,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                        high=86_400_000),
         inbox_poll_ms=r.integer("BRIDGE_INBOX_POLL_MS", 500, low=10, high=60_000),
         sync_interval_ms=r.integer("BRIDGE_SYNC_INTERVAL_MS", 1000, low=10, high=3_600_000),
+        probe_interval_ms=r.integer("BRIDGE_PROBE_INTERVAL_MS", 30_000, low=1000,
+                                    high=3_600_000),
+        metrics_refresh_ms=r.integer("BRIDGE_METRICS_REFRESH_MS", 15_000, low=1000,
+                                     high=3_600_000),
         sync_batch_max=r.integer("BRIDGE_SYNC_BATCH_MAX", 50, low=1, high=10_000),
         sync_schedule_ms=schedule,
         pending_limit_ms={name: r.integer(f"BRIDGE_{name.upper()}_PENDING_LIMIT_MS",
@@ -207,6 +221,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         credit_partial_payments=r.flag("BRIDGE_CREDIT_PARTIAL_PAYMENTS", False),
         shutdown_grace_ms=r.integer("BRIDGE_SHUTDOWN_GRACE_MS", 10_000, low=0, high=300_000),
         log_level=r.text("BRIDGE_LOG_LEVEL", "INFO").upper(),
+        risk=_risk(env, r),
+        risk_support_clients=frozenset(
+            c.strip() for c in env.get("BRIDGE_RISK_SUPPORT_CLIENTS", "").split(",")
+            if c.strip()),
     )
     if settings.database_url and not settings.database_url.startswith(("postgresql://",
                                                                        "postgres://")):
@@ -223,8 +241,132 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if settings.inbox_backoff_ms > settings.inbox_backoff_max_ms:
         r.problems.append("BRIDGE_INBOX_BACKOFF_MS: larger than BRIDGE_INBOX_BACKOFF_MAX_MS")
     _check_tls_files(settings, r)
+    unknown = settings.risk_support_clients - set(settings.clients_by_key_sha256.values())
+    if unknown and settings.clients_by_key_sha256:
+        r.problems.append(f"BRIDGE_RISK_SUPPORT_CLIENTS: {', '.join(sorted(unknown))} not "
+                          "named in BRIDGE_API_KEYS")
+    if settings.risk.scoring_url and not settings.risk.scoring_url.startswith(
+            ("http://", "https://")):
+        r.problems.append("BRIDGE_RISK_SCORING_URL: expected an http(s):// URL")
+    if settings.risk.scoring_timeout_ms >= settings.request_timeout_ms:
+        r.problems.append("BRIDGE_RISK_SCORING_TIMEOUT_MS: must be below "
+                          "BRIDGE_REQUEST_TIMEOUT_MS (the scorer is asked inside a request)")
     r.done()
     return settings
+
+
+# Risk windows: a second up to 90 days (the wagering look-back is the longest in practice).
+RISK_WINDOW_MAX_S = 90 * 86_400
+RISK_COUNT_MAX = 1_000_000
+
+
+def _risk(env: Mapping[str, str], r: EnvReader) -> RiskPolicy:
+    p = "BRIDGE_RISK_"
+    defaults = RiskPolicy()
+
+    def window(name: str, default: int) -> int:
+        return r.integer(p + name, default, low=1, high=RISK_WINDOW_MAX_S)
+
+    return RiskPolicy(
+        enabled=r.flag(p + "ENABLED", defaults.enabled),
+        window_s=window("WINDOW_S", defaults.window_s),
+        player_count=_threshold(r, p + "PLAYER_COUNT", defaults.player_count, RISK_COUNT_MAX),
+        player_amount_minor=_amounts(env, r, p + "PLAYER_AMOUNT_MINOR"),
+        instrument_count=_threshold(r, p + "INSTRUMENT_COUNT", defaults.instrument_count,
+                                    RISK_COUNT_MAX),
+        instrument_amount_minor=_amounts(env, r, p + "INSTRUMENT_AMOUNT_MINOR"),
+        amount_minor=_amounts(env, r, p + "AMOUNT_MINOR"),
+        instrument_players=_threshold(r, p + "INSTRUMENT_PLAYERS",
+                                      defaults.instrument_players, RISK_COUNT_MAX),
+        instrument_players_window_s=window("INSTRUMENT_PLAYERS_WINDOW_S",
+                                           defaults.instrument_players_window_s),
+        wagering_percent_min=r.integer(p + "WAGERING_PERCENT_MIN", 0, low=0, high=10_000),
+        wagering_window_s=window("WAGERING_WINDOW_S", defaults.wagering_window_s),
+        wagering_outcome=_outcome(env, r, p + "WAGERING_DECISION", Outcome.REVIEW,
+                                  allow=False),
+        country_currencies=_countries(env, r, p + "COUNTRY_CURRENCIES"),
+        country_outcome=_outcome(env, r, p + "COUNTRY_DECISION", Outcome.REVIEW, allow=False),
+        scoring_url=env.get(p + "SCORING_URL", ""),
+        scoring_timeout_ms=r.integer(p + "SCORING_TIMEOUT_MS", defaults.scoring_timeout_ms,
+                                     low=10, high=10_000),
+        scoring=_threshold(r, p + "SCORING", defaults.scoring, SCORE_MAX),
+        scoring_failure_outcome=_outcome(env, r, p + "SCORING_FAILURE_DECISION",
+                                         Outcome.REVIEW, allow=True),
+    )
+
+
+def _threshold(r: EnvReader, prefix: str, default: Threshold, high: int) -> Threshold:
+    """<prefix>_REVIEW_ABOVE and <prefix>_DENY_ABOVE; 0 switches a step off."""
+    review = r.integer(prefix + "_REVIEW_ABOVE", default.review_above, low=0, high=high)
+    deny = r.integer(prefix + "_DENY_ABOVE", default.deny_above, low=0, high=high)
+    if review and deny and review > deny:
+        r.problems.append(f"{prefix}_REVIEW_ABOVE: {review} is above {prefix}_DENY_ABOVE "
+                          f"({deny}); review must start at or below deny")
+    return Threshold(review_above=review, deny_above=deny)
+
+
+def _amounts(env: Mapping[str, str], r: EnvReader, name: str) -> dict[str, Threshold]:
+    """{"USD": [review_above, deny_above], ...} in minor units; 0 switches a step off."""
+    raw = env.get(name, "")
+    if not raw:
+        return {}
+    problem = (f'{name}: expected {{"<currency>": [review_above, deny_above], ...}} in '
+               f"minor units, each 0..{AMOUNT_MAX_MINOR}, currencies among "
+               f"{', '.join(sorted(EXPONENTS))}")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        r.problems.append(problem)
+        return {}
+    limits: dict[str, Threshold] = {}
+    for currency, pair in parsed.items():
+        if (currency not in EXPONENTS or not isinstance(pair, list) or len(pair) != 2
+                or not all(type(v) is int and 0 <= v <= AMOUNT_MAX_MINOR for v in pair)):
+            r.problems.append(f"{problem} (at {currency!r})")
+            continue
+        review, deny = pair
+        if review and deny and review > deny:
+            r.problems.append(f"{name}[{currency}]: review_above {review} is above "
+                              f"deny_above {deny}")
+        limits[currency] = Threshold(review_above=review, deny_above=deny)
+    return limits
+
+
+def _countries(env: Mapping[str, str], r: EnvReader, name: str) -> dict[str, frozenset[str]]:
+    """{"DE": ["EUR"], "GB": ["GBP", "EUR"], ...}: ISO 3166 alpha-2 -> currencies."""
+    raw = env.get(name, "")
+    if not raw:
+        return {}
+    problem = f'{name}: expected {{"<country, 2 capitals>": ["<currency>", ...], ...}}'
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        r.problems.append(problem)
+        return {}
+    countries: dict[str, frozenset[str]] = {}
+    for country, currencies in parsed.items():
+        if (not (len(country) == 2 and country.isascii() and country.isupper())
+                or not isinstance(currencies, list) or not currencies
+                or not all(c in EXPONENTS for c in currencies)):
+            r.problems.append(f"{problem} (at {country!r}; currencies among "
+                              f"{', '.join(sorted(EXPONENTS))})")
+            continue
+        countries[country] = frozenset(currencies)
+    return countries
+
+
+def _outcome(env: Mapping[str, str], r: EnvReader, name: str, default: Outcome, *,
+             allow: bool) -> Outcome:
+    raw = env.get(name, "") or default.value
+    choices = [o.value for o in Outcome if allow or o is not Outcome.ALLOW]
+    if raw not in choices:
+        r.problems.append(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+        return default
+    return Outcome(raw)
 
 
 def _check_tls_files(s: Settings, r: EnvReader) -> None:

@@ -5,10 +5,17 @@ Each step is resumable. The payment row is written before anything leaves the br
 every outbound call carries a key derived from the payment id (the PSP's Idempotency-Key,
 the wallet's idempotency key), so a retried cashier request, a crash between steps or the
 status sync driving a half-done withdrawal all ask for the same effect again, never a new one.
+
+Every payment is screened by the risk rules (gateway_bridge.risk) once it is stored and
+before anything leaves the bridge: a denied one goes nowhere; a deposit held for review is
+not sent to the PSP, and a withdrawal held for review is reserved in the wallet but not paid
+out, until support approves (`resume_deposit` / `advance_withdrawal`) or rejects
+(`reject_held`) it (gateway_bridge.risk.review).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -29,6 +36,7 @@ from gateway_bridge.domain.errors import (
 )
 from gateway_bridge.domain.events import EventKind, PspEvent
 from gateway_bridge.domain.payments import Action, Direction, State, wallet_key
+from gateway_bridge.domain.risk import Outcome, RiskDenied
 from gateway_bridge.psp.base import (
     DepositOrder,
     PayoutOrder,
@@ -37,6 +45,7 @@ from gateway_bridge.psp.base import (
     PspDeclined,
     PspUnavailable,
 )
+from gateway_bridge.risk.service import RiskService, Screening
 from gateway_bridge.storage import repo
 from gateway_bridge.storage.repo import Payment
 from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
@@ -59,6 +68,8 @@ class DepositCommand:
     method: str
     pay_currency: str = ""
     return_url: str = ""
+    instrument_id: str = ""
+    country: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +82,8 @@ class WithdrawalCommand:
     psp: str
     method: str
     destination: str = field(repr=False)
+    instrument_id: str = ""
+    country: str = ""
 
 
 def psp_call_budget_ms(config: PspConfig) -> int:
@@ -91,6 +104,11 @@ def _fingerprint(command: DepositCommand | WithdrawalCommand) -> dict[str, Any]:
     values = asdict(command)
     values.pop("client")
     values.pop("client_key")
+    # Risk fields are kept only when sent, so requests stored before they existed still
+    # match their retries.
+    for optional in ("instrument_id", "country"):
+        if not values[optional]:
+            values.pop(optional)
     if "destination" in values:
         values["destination"] = hashlib.sha256(values["destination"].encode()).hexdigest()
     return values
@@ -99,13 +117,14 @@ def _fingerprint(command: DepositCommand | WithdrawalCommand) -> dict[str, Any]:
 class Payments:
     def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient,
                  adapters: Mapping[str, PspAdapter], settings: Settings,
-                 wake_inbox: Callable[[], None],
+                 wake_inbox: Callable[[], None], risk: RiskService,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
         self._wallet = wallet
         self._adapters = adapters
         self._settings = settings
         self._wake_inbox = wake_inbox
+        self._risk = risk
         self._clock = clock
 
     def _require_available(self, psp: str) -> PspAdapter:
@@ -150,13 +169,27 @@ class Payments:
     # -- deposits -------------------------------------------------------------------------
 
     async def create_deposit(self, command: DepositCommand) -> tuple[Payment, bool]:
-        adapter = self._require_available(command.psp)
+        self._require_available(command.psp)
         payment, created = await self._store(command, Direction.DEPOSIT)
+        screening = await self._risk.screen(payment)
+        if screening.outcome is Outcome.DENY:
+            await self._deny(payment, screening)
         if payment.state is not State.CREATED:
             return payment, created
+        if screening.held:
+            return await self._hold(payment.id, screening, source="api"), created
+        return await self.resume_deposit(payment.id), created
+
+    async def resume_deposit(self, payment_id: str) -> Payment:
+        """Sends a stored (or approved) deposit to its PSP; a no-op once it left CREATED."""
+        payment = await self._current(payment_id)
+        if payment.state is not State.CREATED:
+            return payment
+        adapter = self._require_available(payment.psp)
+        request = payment.request
         try:
-            await self._wallet.open_wallet(player_id=command.player_id,
-                                           currency=command.currency)
+            await self._wallet.open_wallet(player_id=payment.player_id,
+                                           currency=payment.currency)
         except WalletUnavailable:
             raise Unavailable("the wallet is unavailable; retry with the same "
                               "Idempotency-Key", retry_after_s=1) from None
@@ -164,24 +197,25 @@ class Payments:
             await self._finish(payment.id, State.FAILED, f"wallet refused: {err.reason}")
             raise Refused(f"wallet refused the deposit: {err.message}",
                           code=err.reason) from None
-        order = DepositOrder(payment_id=payment.id, player_id=command.player_id,
-                             amount_minor=command.amount_minor, currency=command.currency,
-                             method=command.method, pay_currency=command.pay_currency,
-                             return_url=command.return_url)
+        order = DepositOrder(payment_id=payment.id, player_id=payment.player_id,
+                             amount_minor=payment.amount_minor, currency=payment.currency,
+                             method=payment.method,
+                             pay_currency=str(request.get("pay_currency") or ""),
+                             return_url=str(request.get("return_url") or ""))
         try:
             instructions = await adapter.create_deposit(order)
         except PspDeclined as err:
             await self._finish(payment.id, State.FAILED, f"the PSP declined: {err.code}")
-            raise UpstreamDeclined(f"{command.psp} declined the deposit: {err.message}") \
+            raise UpstreamDeclined(f"{payment.psp} declined the deposit: {err.message}") \
                 from None
         except PspUnavailable as err:
             log.warning("deposit not confirmed by the PSP", extra={
-                "payment_id": payment.id, "psp": command.psp, "error": err.message})
-            raise Unavailable(f"psp: {command.psp} did not answer; retry with the same "
+                "payment_id": payment.id, "psp": payment.psp, "error": err.message})
+            raise Unavailable(f"psp: {payment.psp} did not answer; retry with the same "
                               "Idempotency-Key", code="PSP_UNAVAILABLE", field="psp",
                               retry_after_s=1) from None
         return await self._deposit_created(payment.id, instructions.psp_reference,
-                                           asdict(instructions)), created
+                                           asdict(instructions))
 
     async def _deposit_created(self, payment_id: str, psp_reference: str,
                                instructions: dict[str, Any]) -> Payment:
@@ -202,13 +236,47 @@ class Payments:
                                        note=f"created at {p.psp} as {psp_reference}")
         return p
 
-    async def _finish(self, payment_id: str, state: State, note: str) -> None:
+    # -- risk -------------------------------------------------------------------------------
+
+    async def screening(self, payment_id: str) -> Screening | None:
+        return await self._risk.stored(payment_id)
+
+    async def _deny(self, payment: Payment, screening: Screening) -> None:
+        """Closes a denied payment before it reached the wallet or the PSP (once; a retry
+        finds it closed) and raises the denial with its reasons."""
+        reasons = screening.reasons
+        refusal = {"reason": RiskDenied.code, "message": "refused by the risk rules",
+                   "rules": [r.code for r in reasons]}
+        state = State.FAILED if payment.direction is Direction.DEPOSIT else State.REJECTED
+        await self._finish(payment.id, state, f"risk: denied ({', '.join(refusal['rules'])})",
+                           refusal=refusal)
+        raise RiskDenied(payment_id=payment.id, reasons=reasons)
+
+    async def _hold(self, payment_id: str, screening: Screening, *, source: str) -> Payment:
+        """Parks a payment for support: unscheduled, so the status sync neither closes a
+        held deposit nor pays out a held withdrawal, and named in `attention`."""
+        attention = "risk review: " + ", ".join(r.code for r in screening.reasons)
+        async with self._pool.acquire() as conn, conn.transaction():
+            p = await repo.payment(conn, payment_id, lock=True)
+            assert p is not None
+            if p.state not in (State.CREATED, State.RESERVED) or p.attention == attention:
+                return p
+            p.attention, p.next_sync_at = attention, None
+            await repo.save(conn, p)
+            await repo.add_history(conn, p, from_state=p.state, source=source,
+                                   note=f"held for support ({attention})")
+            return p
+
+    async def _finish(self, payment_id: str, state: State, note: str, *,
+                      refusal: dict[str, Any] | None = None) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             p = await repo.payment(conn, payment_id, lock=True)
             assert p is not None
             if p.state not in (State.CREATED, State.REQUESTED):
                 return
             before, p.state, p.next_sync_at = p.state, state, None
+            if refusal is not None:
+                p.refusal, p.payout_destination = refusal, None
             await repo.save(conn, p)
             await repo.add_history(conn, p, from_state=before, source="api", note=note)
 
@@ -217,18 +285,32 @@ class Payments:
     async def create_withdrawal(self, command: WithdrawalCommand) -> tuple[Payment, bool]:
         self._require_available(command.psp)
         payment, created = await self._store(command, Direction.WITHDRAWAL)
-        payment = await self._reserve(payment.id, source="api")
+        screening = await self._risk.screen(payment)
+        if screening.outcome is Outcome.DENY:
+            await self._deny(payment, screening)
+        payment = await self._advance(payment.id, screening, source="api")
         if payment.refusal is not None:
-            raise Refused(f"the wallet refused the withdrawal: {payment.refusal['message']}",
+            raise Refused(f"the withdrawal was refused: {payment.refusal['message']}",
                           code=payment.refusal["reason"])
-        if payment.state is State.RESERVED:
-            payment = await self._request_payout(payment, source="api")
         return payment, created
 
     async def advance_withdrawal(self, payment_id: str, *, source: str) -> Payment:
-        """Drives requested -> reserved -> payout_pending as far as it can go now."""
+        """Drives requested -> reserved -> payout_pending as far as it can go now, as the
+        risk decision allows: a denied one is closed, a held one stops at reserved."""
+        p = await self._current(payment_id)
+        screening = await self._risk.screen(p)
+        if screening.outcome is Outcome.DENY:
+            with contextlib.suppress(RiskDenied):
+                await self._deny(p, screening)
+            return await self._current(payment_id)
+        return await self._advance(payment_id, screening, source=source)
+
+    async def _advance(self, payment_id: str, screening: Screening, *,
+                       source: str) -> Payment:
         p = await self._reserve(payment_id, source=source)
         if p.state is State.RESERVED:
+            if screening.held:
+                return await self._hold(p.id, screening, source=source)
             p = await self._request_payout(p, source=source)
         return p
 
@@ -310,7 +392,8 @@ class Payments:
     async def _current(self, payment_id: str) -> Payment:
         async with self._pool.acquire() as conn:
             p = await repo.payment(conn, payment_id)
-        assert p is not None
+        if p is None:
+            raise NotFound(f"payment {payment_id} not found")
         return p
 
     # -- reads ----------------------------------------------------------------------------

@@ -20,14 +20,17 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from gateway_bridge import metrics
+from gateway_bridge import metrics, probes
 from gateway_bridge.config import Settings
 from gateway_bridge.http import app as http_app
+from gateway_bridge.http import risk as http_risk
 from gateway_bridge.http import webhooks
 from gateway_bridge.http.context import Services
 from gateway_bridge.inbox import Inbox
 from gateway_bridge.payments import Payments
 from gateway_bridge.psp.registry import build_adapters
+from gateway_bridge.risk.review import Reviews
+from gateway_bridge.risk.service import RiskService
 from gateway_bridge.status_sync import StatusSync
 from gateway_bridge.storage import repo
 from gateway_bridge.wallet_client import WalletClient
@@ -45,6 +48,7 @@ REJECTION_FLUSH_MS = 1000
 class Running:
     port: int
     services: Services
+    reviews: Reviews | None = None
     metrics_port: int | None = None
 
 
@@ -98,14 +102,18 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                           tls_key_file=settings.wallet_tls_key_file)
     adapters = build_adapters(settings.psps)
     inbox = Inbox(pool=pool, wallet=wallet, settings=settings)
+    risk = RiskService(pool=pool, policy=settings.risk)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters, settings=settings,
-                        wake_inbox=inbox.wake)
+                        wake_inbox=inbox.wake, risk=risk)
+    reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings)
     sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,
                       settings=settings)
     services = Services(settings=settings, pool=pool, payments=payments, inbox=inbox,
                         sync=sync, adapters=adapters,
                         clients_by_key_sha256=settings.clients_by_key_sha256)
-    runner = web.AppRunner(http_app.build(services), access_log=None,
+    app = http_app.build(services)
+    http_risk.add_routes(app, reviews)
+    runner = web.AppRunner(app, access_log=None,
                            shutdown_timeout=settings.shutdown_grace_ms / 1000)
     await runner.setup()
     host, _, port = settings.listen_addr.rpartition(":")
@@ -130,7 +138,14 @@ async def running(settings: Settings, *, migrate_first: bool = True,
         if workers:
             tasks += [asyncio.create_task(inbox.run(), name="inbox"),
                       asyncio.create_task(sync.run(), name="status-sync")]
-        yield Running(port=bound, services=services, metrics_port=metrics_port)
+        if metrics_port is not None:
+            tasks += [asyncio.create_task(probes.probe_forever(
+                          adapters, interval_ms=settings.probe_interval_ms), name="psp-probes"),
+                      asyncio.create_task(metrics.refresh_forever(
+                          pool, interval_ms=settings.metrics_refresh_ms,
+                          timeout_ms=settings.db_statement_timeout_ms), name="metrics-refresh")]
+        yield Running(port=bound, services=services, metrics_port=metrics_port,
+                      reviews=reviews)
     finally:
         await metrics_runner.cleanup()
         await runner.cleanup()
@@ -143,6 +158,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                 await task
         for adapter in adapters.values():
             await adapter.close()
+        await risk.close()
         await wallet.close()
         await pool.close()
 

@@ -7,17 +7,24 @@ Authenticated by API key (`Authorization: Bearer <key>`); every POST needs an
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gateway_bridge.domain.errors import InvalidRequest, Unauthenticated
+from gateway_bridge.domain.risk import RiskDenied
 from gateway_bridge.http import validation as v
-from gateway_bridge.http.context import SERVICES, Services
-from gateway_bridge.http.errors import dumps
+from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
+from gateway_bridge.http.errors import STATUS_BY_ERROR, dumps
 from gateway_bridge.payments import DepositCommand, WithdrawalCommand
+from gateway_bridge.risk.service import Screening
 from gateway_bridge.storage.repo import Payment
+
+_INSTRUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 def client_of(request: web.Request, services: Services) -> str:
@@ -43,7 +50,37 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def payment_view(p: Payment, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _optional(body: Mapping[str, Any], field: str, pattern: re.Pattern[str],
+              problem: str) -> str:
+    value = body.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidRequest(field, problem)
+    return value
+
+
+def instrument_id(body: Mapping[str, Any]) -> str:
+    return _optional(body, "instrument_id", _INSTRUMENT,
+                     "the payment instrument (card fingerprint, crypto address, account id): "
+                     "letters, digits and _ . : @ -, starting with a letter or digit, at "
+                     "most 128")
+
+
+def country(body: Mapping[str, Any]) -> str:
+    return _optional(body, "country", _COUNTRY, "ISO 3166-1 alpha-2, upper case (e.g. DE)")
+
+
+def risk_denied(request: web.Request, err: RiskDenied) -> web.Response:
+    """RISK_DENIED with every reason and the payment id support finds the decision by."""
+    status = next(s for cls, s in STATUS_BY_ERROR.items() if isinstance(err, cls))
+    error = {"code": err.code, "message": err.message, "request_id": request[REQUEST_ID],
+             "payment_id": err.payment_id, "reasons": [r.to_json() for r in err.reasons]}
+    return web.json_response({"error": error}, status=status, dumps=dumps)
+
+
+def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
+                 screening: Screening | None = None) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": p.id, "direction": p.direction.value, "state": p.state.value, "psp": p.psp,
         "method": p.method, "player_id": p.player_id, "currency": p.currency,
@@ -57,14 +94,22 @@ def payment_view(p: Payment, history: list[dict[str, Any]] | None = None) -> dic
                                 if val and k != "psp_reference"}
     if p.refusal:
         view["refusal"] = p.refusal
+    if screening is not None and screening.results:
+        view["risk"] = screening.view()
     if history is not None:
         view["history"] = [{**h, "at": h["at"].isoformat()} for h in history]
     return view
 
 
-def _reply(p: Payment, *, created: bool, accepted: bool = False) -> web.Response:
+async def _reply(request: web.Request, p: Payment, *, created: bool,
+                 accepted: bool = False) -> web.Response:
+    """201 (deposit) / 202 (withdrawal) when created, 200 for a retry; 202 also for a
+    deposit held for a risk review: stored, not sent to the PSP until support approves."""
+    screening = await request.app[SERVICES].payments.screening(p.id)
+    accepted = accepted or (screening is not None and screening.held)
     status = (202 if accepted else 201) if created else 200
-    return web.json_response(payment_view(p), status=status, dumps=dumps)
+    return web.json_response(payment_view(p, screening=screening), status=status,
+                             dumps=dumps)
 
 
 async def create_deposit(request: web.Request) -> web.Response:
@@ -77,9 +122,13 @@ async def create_deposit(request: web.Request) -> web.Response:
         client=client, client_key=key, player_id=v.player_id(body),
         amount_minor=v.amount_minor(body), currency=v.currency(body), psp=psp,
         method=v.method(body), pay_currency=v.pay_currency(body, required=psp == "nowpayments"),
-        return_url=v.return_url(body))
-    payment, created = await services.payments.create_deposit(command)
-    return _reply(payment, created=created)
+        return_url=v.return_url(body), instrument_id=instrument_id(body),
+        country=country(body))
+    try:
+        payment, created = await services.payments.create_deposit(command)
+    except RiskDenied as err:
+        return risk_denied(request, err)
+    return await _reply(request, payment, created=created)
 
 
 async def create_withdrawal(request: web.Request) -> web.Response:
@@ -91,9 +140,13 @@ async def create_withdrawal(request: web.Request) -> web.Response:
         client=client, client_key=key, player_id=v.player_id(body),
         amount_minor=v.amount_minor(body), currency=v.currency(body),
         psp=v.psp(body, services.adapters), method=v.method(body),
-        destination=v.destination(body))
-    payment, created = await services.payments.create_withdrawal(command)
-    return _reply(payment, created=created, accepted=True)
+        destination=v.destination(body), instrument_id=instrument_id(body),
+        country=country(body))
+    try:
+        payment, created = await services.payments.create_withdrawal(command)
+    except RiskDenied as err:
+        return risk_denied(request, err)
+    return await _reply(request, payment, created=created, accepted=True)
 
 
 async def get_payment(request: web.Request) -> web.Response:
@@ -101,4 +154,6 @@ async def get_payment(request: web.Request) -> web.Response:
     client = client_of(request, services)
     payment, history = await services.payments.get(request.match_info["payment_id"],
                                                    client=client)
-    return web.json_response(payment_view(payment, history), dumps=dumps)
+    screening = await services.payments.screening(payment.id)
+    return web.json_response(payment_view(payment, history, screening=screening),
+                             dumps=dumps)

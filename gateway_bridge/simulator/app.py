@@ -25,6 +25,7 @@ from gateway_bridge.simulator.adyen_api import AdyenSim
 from gateway_bridge.simulator.config import SimSettings, problems
 from gateway_bridge.simulator.control import Control
 from gateway_bridge.simulator.nowpayments_api import NowPaymentsSim
+from gateway_bridge.simulator.reports import routes as report_routes
 from gateway_bridge.simulator.state import SimPsp, Simulator, StoredAnswer
 from gateway_bridge.simulator.stripe_api import StripeSim
 
@@ -106,6 +107,7 @@ def build_app(sim: Simulator) -> web.Application:
     for psp in sim.psps.values():
         app.add_routes(psp.routes())
     app.add_routes(control.routes())
+    app.add_routes(report_routes(sim))
     return app
 
 

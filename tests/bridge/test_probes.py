@@ -3,6 +3,7 @@ down when it is unavailable or refuses the key, with the gauges and the change l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -41,3 +42,24 @@ async def test_a_refused_key_is_down(make_bridge: BridgeFactory, cashier: Cashie
     async with make_bridge(workers=False, BRIDGE_STRIPE_API_KEY="sk_test_wrong_0000") as run:
         result = (await probe_all(run.services.adapters))["stripe"]
     assert (result.up, result.status, result.reason) == (False, 401, "credentials refused")
+
+
+async def test_a_bridge_with_metrics_probes_and_refreshes_on_its_own(
+        make_bridge: BridgeFactory, cashier: Cashier, player: str) -> None:
+    """With the metrics listener on, the probes and the database gauges run on their own
+    schedule: a scrape soon shows every PSP probed and the new deposit in the funnel."""
+    async with make_bridge(BRIDGE_METRICS_ADDR="127.0.0.1:0", BRIDGE_PROBE_INTERVAL_MS="1000",
+                           BRIDGE_METRICS_REFRESH_MS="1000") as run:
+        created = await cashier.deposit(player, 3_00)
+        assert run.metrics_port is not None
+        text = ""
+        for _ in range(50):
+            text = generate_latest().decode()
+            if (sample(text, "bridge_psp_probe_up", psp="nowpayments") == 1
+                    and sample(text, "bridge_payments", psp="stripe", direction="deposit",
+                               state=created["state"]) >= 1):
+                break
+            await asyncio.sleep(0.1)
+        assert sample(text, "bridge_psp_probe_up", psp="nowpayments") == 1, text[-2000:]
+        assert sample(text, "bridge_payments", psp="stripe", direction="deposit",
+                      state=created["state"]) >= 1

@@ -1,0 +1,146 @@
+"""Support's review of payments the risk rules held: approve (the payment goes on) or reject
+(a held deposit is closed; a held withdrawal's reserve goes back to cash), each audited with
+who, when and why (bridge.risk_review_log, the decision row, the payment's history).
+
+Repeating the same verdict is safe: approve drives the payment on again (a PSP that was down
+gets asked again with the same Idempotency-Key), reject repeats nothing. The opposite verdict
+after one was given is a conflict.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from gateway_bridge.config import Settings
+from gateway_bridge.domain.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    Refused,
+    Unavailable,
+)
+from gateway_bridge.domain.payments import Action, Direction, State, wallet_key
+from gateway_bridge.payments import RESUME_AFTER_MS, Payments, psp_call_budget_ms
+from gateway_bridge.risk import queries as q
+from gateway_bridge.storage import repo
+from gateway_bridge.storage.repo import Payment
+from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+
+ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,127}")
+REASON = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,498}[\x21-\x7e])?")
+PENDING_ROWS_MAX = 1000
+REVIEW_LOG_ROWS_MAX = 100
+RISK_REJECTED = "RISK_REJECTED"
+
+
+def _checked(*, reason: str, actor: str) -> None:
+    if not ACTOR.fullmatch(actor):
+        raise InvalidRequest("actor", "who decides: letters, digits and _ . : @ / -, at most 128")
+    if not REASON.fullmatch(reason):
+        raise InvalidRequest("reason", "why: printable ASCII, 1-500 characters")
+
+
+class Reviews:
+    def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, payments: Payments,
+                 settings: Settings) -> None:
+        self._pool = pool
+        self._wallet = wallet
+        self._payments = payments
+        self._settings = settings
+
+    async def pending(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Held payments, oldest first, with every rule result."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(q.PENDING_REVIEWS, max(1, min(limit, PENDING_ROWS_MAX)))
+        return [dict(r) for r in rows]
+
+    async def log(self, payment_id: str) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(q.REVIEW_LOG, payment_id, REVIEW_LOG_ROWS_MAX)
+        return [dict(r) for r in rows]
+
+    async def approve(self, payment_id: str, *, reason: str, actor: str) -> Payment:
+        """Lets a held payment go on: a deposit is sent to its PSP, a withdrawal's payout is
+        requested. Raises NotFound, Conflict (not held, or rejected), Unavailable (the PSP
+        or wallet is away: the approval stands, repeat it to drive the payment again)."""
+        _checked(reason=reason, actor=actor)
+        async with self._pool.acquire() as conn, conn.transaction():
+            p = await self._held(conn, payment_id, verdict="approved", actor=actor,
+                                 reason=reason)
+            if p is not None:
+                p.attention = None
+                # From here the status sync looks after it again, as after any request.
+                delay_ms = (self._settings.pending_limit_for(p.psp)
+                            if p.direction is Direction.DEPOSIT else
+                            RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[p.psp]))
+                p.next_sync_at = datetime.now(UTC) + timedelta(milliseconds=delay_ms)
+                await repo.save(conn, p)
+                await repo.add_history(conn, p, from_state=p.state, source="support",
+                                       note=f"risk review approved by {actor}: {reason}")
+            await conn.execute(q.LOG_REVIEW, payment_id, "approve", actor, reason)
+        current, _ = await self._payments.get(payment_id)
+        if current.direction is Direction.DEPOSIT:
+            return await self._payments.resume_deposit(payment_id)
+        return await self._payments.advance_withdrawal(payment_id, source="support")
+
+    async def reject(self, payment_id: str, *, reason: str, actor: str) -> Payment:
+        """Closes a held payment: a deposit becomes failed; a withdrawal's reserve is
+        cancelled in the wallet (CancelWithdrawal) and it becomes rejected. Raises NotFound,
+        Conflict (not held, or approved), Unavailable (wallet away: nothing changed)."""
+        _checked(reason=reason, actor=actor)
+        async with self._pool.acquire() as conn, conn.transaction():
+            p = await self._held(conn, payment_id, verdict="rejected", actor=actor,
+                                 reason=reason)
+            if p is not None:
+                before = p.state
+                if p.direction is Direction.WITHDRAWAL and p.withdrawal_id:
+                    await self._cancel_reserve(p, f"risk review rejected by {actor}")
+                p.state = State.FAILED if p.direction is Direction.DEPOSIT else State.REJECTED
+                p.refusal = {"reason": RISK_REJECTED,
+                             "message": "rejected by support after a risk review"}
+                p.attention, p.next_sync_at, p.payout_destination = None, None, None
+                await repo.save(conn, p)
+                await repo.add_history(conn, p, from_state=before, source="support",
+                                       note=f"risk review rejected by {actor}: {reason}")
+            await conn.execute(q.LOG_REVIEW, payment_id, "reject", actor, reason)
+        current, _ = await self._payments.get(payment_id)
+        return current
+
+    async def _held(self, conn: asyncpg.Connection, payment_id: str, *, verdict: str,
+                    actor: str, reason: str) -> Payment | None:
+        """Locks the payment (then its decision: the lock order in risk.queries) and closes
+        the review with `verdict`. The payment when this call closed it; None when the same
+        verdict was given before (a repeat)."""
+        p = await repo.payment(conn, payment_id, lock=True)
+        decision = await conn.fetchrow(q.DECISION, payment_id) if p else None
+        if p is None or decision is None:
+            raise NotFound(f"payment_id: no risk decision for {payment_id}")
+        status = decision["review_status"]
+        if status == verdict:
+            return None
+        if status != "pending":
+            raise Conflict(f"payment_id: {payment_id} is not waiting for a risk review "
+                           f"(decision {decision['decision']}, review {status})",
+                           code="RISK_NOT_IN_REVIEW")
+        if p.state not in (State.CREATED, State.REQUESTED, State.RESERVED):
+            raise Conflict(f"payment_id: {payment_id} is {p.state}, no longer held",
+                           code="RISK_NOT_IN_REVIEW")
+        closed = await conn.fetchval(q.CLOSE_REVIEW, payment_id, verdict, actor, reason)
+        assert closed == payment_id, "pending review changed under the payment lock"
+        return p
+
+    async def _cancel_reserve(self, p: Payment, why: str) -> None:
+        assert p.withdrawal_id is not None
+        try:
+            await self._wallet.cancel(withdrawal_id=p.withdrawal_id, reason=why[:200],
+                                      key=wallet_key(Action.CANCEL, p.id))
+        except WalletUnavailable:
+            raise Unavailable("the wallet is unavailable; nothing was changed, reject "
+                              "again", retry_after_s=1) from None
+        except WalletRefused as err:
+            raise Refused(f"the wallet refused to cancel the reserve: {err.message}",
+                          code=err.reason) from None
