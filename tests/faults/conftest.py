@@ -22,7 +22,7 @@ import pytest
 
 from gateway_bridge.server import migrate_database
 from service_kit.migrations import migrate
-from tests.faults.processes import Reaper
+from tests.faults.processes import Proc, Reaper, free_port, start_wallet, wallet_proc
 from tests.faults.verify import Report
 from tests.helpers import CALLERS_JSON
 from wallet_core.db import connect
@@ -110,3 +110,12 @@ class Scenario:
 
 def new_scenario(name: str) -> Scenario:
     return Scenario(name, f"f{uuid.uuid4().hex[:8]}", Report(name), time.monotonic())
+
+
+async def one_wallet(env: dict[str, str], reaper: Reaper, log_dir: Path) -> tuple[Proc, int]:
+    """A wallet subprocess on a free port, serving, killed at the end of the test."""
+    port = free_port()
+    wallet = wallet_proc("wallet", env=env, port=port, log_dir=log_dir)
+    reaper.add(wallet.kill)
+    await start_wallet(wallet, port)
+    return wallet, port

@@ -10,11 +10,12 @@ from pathlib import Path
 from tests.faults.conftest import (
     create_database,
     new_scenario,
+    one_wallet,
     traffic_clients,
     traffic_seconds,
     wallet_env,
 )
-from tests.faults.processes import PrivatePostgres, Reaper, free_port, start_wallet, wallet_proc
+from tests.faults.processes import PrivatePostgres, Reaper
 from tests.faults.traffic import Traffic
 from tests.faults.verify import settle_and_verify
 
@@ -32,11 +33,7 @@ async def test_postgres_restarted_mid_load(faults_redis_url: str, reaper: Reaper
     await asyncio.to_thread(pg.init)
     await asyncio.to_thread(pg.start)
     database_url = await create_database(pg.admin_url, "wallet_faults")
-    port = free_port()
-    wallet = wallet_proc("wallet", env=wallet_env(database_url, faults_redis_url),
-                         port=port, log_dir=log_dir)
-    reaper.add(wallet.kill)
-    await start_wallet(wallet, port)
+    wallet, port = await one_wallet(wallet_env(database_url, faults_redis_url), reaper, log_dir)
     target = f"127.0.0.1:{port}"
     traffic = Traffic(sc.run_id, [target], clients=traffic_clients())
     duration_s = traffic_seconds()

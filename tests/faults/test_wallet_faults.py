@@ -15,7 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import redis.asyncio as aioredis
 
-from tests.faults.conftest import new_scenario, traffic_clients, traffic_seconds, wallet_env
+from tests.faults.conftest import (
+    new_scenario,
+    one_wallet,
+    traffic_clients,
+    traffic_seconds,
+    wallet_env,
+)
 from tests.faults.processes import PrivateRedis, Reaper, free_port, start_wallet, wallet_proc
 from tests.faults.proxy import SlowProxy
 from tests.faults.traffic import RetryPolicy, Traffic
@@ -27,11 +33,7 @@ async def test_wallet_sigkilled_mid_load_and_restarted(
         log_dir: Path) -> None:
     """SIGKILL of the only wallet process mid-load, twice, then restarts: nothing lost or doubled."""
     sc = new_scenario("1. wallet SIGKILLed mid-load, restarted")
-    port = free_port()
-    wallet = wallet_proc("wallet", env=wallet_env(faults_database_url, faults_redis_url),
-                         port=port, log_dir=log_dir)
-    reaper.add(wallet.kill)
-    await start_wallet(wallet, port)
+    wallet, port = await one_wallet(wallet_env(faults_database_url, faults_redis_url), reaper, log_dir)
     target = f"127.0.0.1:{port}"
     traffic = Traffic(sc.run_id, [target], clients=traffic_clients())
     duration_s = traffic_seconds()
@@ -123,11 +125,7 @@ async def test_postgres_backends_terminated_mid_transaction(
         log_dir: Path) -> None:
     """pg_terminate_backend on the wallet's connections in a transaction, every ~0.3 s, mid-load."""
     sc = new_scenario("5. Postgres backends terminated mid-transaction")
-    port = free_port()
-    wallet = wallet_proc("wallet", env=wallet_env(faults_database_url, faults_redis_url),
-                         port=port, log_dir=log_dir)
-    reaper.add(wallet.kill)
-    await start_wallet(wallet, port)
+    wallet, port = await one_wallet(wallet_env(faults_database_url, faults_redis_url), reaper, log_dir)
     target = f"127.0.0.1:{port}"
     traffic = Traffic(sc.run_id, [target], clients=traffic_clients())
     duration_s = traffic_seconds()
@@ -208,11 +206,7 @@ async def test_tiny_client_deadlines_retry_gets_the_committed_outcome(
     """Clients give up after 1-30 ms; their retries with the same key get the committed outcome
     (same transaction id), never a second effect."""
     sc = new_scenario("8. tiny client deadlines, then retries")
-    port = free_port()
-    wallet = wallet_proc("wallet", env=wallet_env(faults_database_url, faults_redis_url),
-                         port=port, log_dir=log_dir)
-    reaper.add(wallet.kill)
-    await start_wallet(wallet, port)
+    wallet, port = await one_wallet(wallet_env(faults_database_url, faults_redis_url), reaper, log_dir)
     target = f"127.0.0.1:{port}"
     traffic = Traffic(sc.run_id, [target], clients=traffic_clients(),
                       policy=RetryPolicy(first_deadline_s=(0.001, 0.03)))
