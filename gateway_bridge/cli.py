@@ -1,5 +1,5 @@
 """`gateway-bridge` command line: serve, migrate, simulate-psp, dead-letters, payment,
-reconcile, risk.
+find-payment, sync-payment, reconcile, risk.
 
 Support commands talk to the database directly, so they work while the bridge is down; a
 replayed event is picked up by the running bridge's inbox workers on their next poll. `risk`
@@ -26,6 +26,8 @@ import uvloop
 from gateway_bridge import config
 from gateway_bridge.demo import run_demo
 from gateway_bridge.http.cashier import payment_view
+from gateway_bridge.psp.base import PaymentRef, PspError
+from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.reconciliation import layouts, output, service
 from gateway_bridge.reconciliation.layouts import ReportError
 from gateway_bridge.reconciliation.matcher import Period
@@ -150,6 +152,63 @@ async def _risk(args: argparse.Namespace, key: str) -> int:
     return 0 if resp.status < 400 else 1
 
 
+FIND_ROWS_MAX = 20
+
+
+async def _find_payment(args: argparse.Namespace) -> int:
+    """Payments matching any reference support has: ours, the PSP's, the withdrawal id, the
+    cashier's Idempotency-Key."""
+    conn = await _connect()
+    try:
+        found = await repo.payments_by_any_reference(conn, args.reference, FIND_ROWS_MAX)
+        _print_json([payment_view(p, await repo.history(conn, p.id)) for p in found])
+        return 0 if found else 1
+    finally:
+        await conn.close()
+
+
+async def _sync_payment(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Ask the PSP now about one payment (timed out ones included) and put its answer in the
+    inbox, where the running bridge's workers apply it like any poll; recorded in the
+    payment's history with who and why."""
+    adapters = build_adapters(settings.psps)
+    conn = await _connect()
+    try:
+        p = await repo.payment(conn, args.payment_id)
+        if p is None:
+            print(f"no payment {args.payment_id}", file=sys.stderr)
+            return 1
+        adapter = adapters.get(p.psp)
+        if adapter is None or not p.psp_reference:
+            print(f"{p.id}: nothing to ask {p.psp} about yet (no PSP reference)",
+                  file=sys.stderr)
+            return 1
+        ref = PaymentRef(payment_id=p.id, direction=p.direction.value,
+                         psp_reference=p.psp_reference, amount_minor=p.amount_minor,
+                         currency=p.currency)
+        try:
+            event = await adapter.fetch_status(ref)
+        except PspError as err:
+            print(f"{p.psp} did not answer: {err.message}", file=sys.stderr)
+            return 1
+        async with conn.transaction():
+            if event is None:
+                said = "nothing it can say about this payment"
+            else:
+                stored = await repo.insert_event(conn, event, source="poll")
+                said = event.psp_event_type + (f" (inbox event {stored})" if stored is not None
+                                               else " (already known)")
+            await repo.add_history(conn, p, from_state=p.state, source="support",
+                                   note=f"status sync forced by {args.actor}: {args.reason}; "
+                                        f"{p.psp} says {said}")
+        print(f"{p.id} ({p.state.value}): {p.psp} says {said}")
+        return 0
+    finally:
+        await conn.close()
+        for a in adapters.values():
+            await a.close()
+
+
 def _utc_time(value: str) -> datetime:
     """--from/--to: ISO 8601; a time without an offset is UTC."""
     at = datetime.fromisoformat(value)
@@ -233,6 +292,14 @@ def _parser() -> argparse.ArgumentParser:
                        "report's first day")
     recon.add_argument("--to", dest="period_to", type=_utc_time, default=None,
                        help="period end, exclusive; default: the day after the last line")
+    find = sub.add_parser("find-payment", help="payments by any reference: ours, the PSP's, "
+                          "the withdrawal id, the cashier's Idempotency-Key")
+    find.add_argument("reference")
+    sync = sub.add_parser("sync-payment", help="ask the PSP about a payment now (timed out "
+                          "ones too); the answer goes through the inbox")
+    sync.add_argument("payment_id")
+    sync.add_argument("--reason", required=True, help="why (kept in the payment's history)")
+    sync.add_argument("--actor", default=os.environ.get("USER", "support"))
     risk = sub.add_parser("risk", help="payments held by the risk rules: list, approve, "
                           "reject (through the running bridge; docs/RISK.md)")
     risk.add_argument("action", choices=["pending", "approve", "reject"])
@@ -260,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
         work = _reconcile(args)
     elif args.command == "risk":
         work = _risk(args, _support_key())
+    elif args.command == "find-payment":
+        work = _find_payment(args)
+    elif args.command == "sync-payment":
+        work = _sync_payment(args, config.load())
     else:
         work = _payment(args)
     try:

@@ -23,6 +23,15 @@ SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE client = $1 AND client_key =
 
 PAYMENT = f"SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1"
 
+# Support's lookup by whatever reference is at hand: our payment id, the PSP's reference (or
+# its second one), the wallet's withdrawal id, or the cashier's Idempotency-Key. Not on any
+# hot path; bounded by $2.
+PAYMENTS_BY_ANY_REFERENCE = f"""
+SELECT {PAYMENT_COLUMNS} FROM bridge.payments
+WHERE id = $1 OR psp_reference = $1 OR psp_reference_alt = $1 OR withdrawal_id = $1
+   OR client_key = $1
+ORDER BY created_at DESC LIMIT $2"""
+
 PAYMENT_FOR_UPDATE = f"SELECT {PAYMENT_COLUMNS} FROM bridge.payments WHERE id = $1 FOR UPDATE"
 
 PAYMENT_BY_REFERENCE_FOR_UPDATE = f"""

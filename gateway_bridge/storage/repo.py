@@ -84,6 +84,12 @@ async def payment(conn: asyncpg.Connection, payment_id: str, *,
     return Payment.from_row(row) if row else None
 
 
+async def payments_by_any_reference(conn: asyncpg.Connection, reference: str,
+                                    limit: int) -> list[Payment]:
+    return [Payment.from_row(r)
+            for r in await conn.fetch(q.PAYMENTS_BY_ANY_REFERENCE, reference, limit)]
+
+
 async def payment_for_event(conn: asyncpg.Connection, event: PspEvent) -> Payment | None:
     """Locks the payment an event is about: by our id when the PSP echoed it, else by the
     PSP's references."""
