@@ -26,13 +26,14 @@ import uvloop
 from gateway_bridge import config
 from gateway_bridge.demo import run_demo
 from gateway_bridge.http.cashier import payment_view
-from gateway_bridge.psp.base import PaymentRef, PspError
+from gateway_bridge.psp.base import PspError
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.reconciliation import layouts, output, service
 from gateway_bridge.reconciliation.layouts import ReportError
 from gateway_bridge.reconciliation.matcher import Period
 from gateway_bridge.reconciliation.store import PeriodTooLong
 from gateway_bridge.server import migrate_database, serve
+from gateway_bridge.status_sync import poll_ref
 from gateway_bridge.storage import repo
 from service_kit import logs
 from service_kit.migrations import MigrationError
@@ -183,11 +184,8 @@ async def _sync_payment(args: argparse.Namespace, settings: config.Settings) -> 
             print(f"{p.id}: nothing to ask {p.psp} about yet (no PSP reference)",
                   file=sys.stderr)
             return 1
-        ref = PaymentRef(payment_id=p.id, direction=p.direction.value,
-                         psp_reference=p.psp_reference, amount_minor=p.amount_minor,
-                         currency=p.currency)
         try:
-            event = await adapter.fetch_status(ref)
+            event = await adapter.fetch_status(poll_ref(p))
         except PspError as err:
             print(f"{p.psp} did not answer: {err.message}", file=sys.stderr)
             return 1

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -305,14 +306,13 @@ def _threshold(r: EnvReader, prefix: str, default: Threshold, high: int) -> Thre
     return Threshold(review_above=review, deny_above=deny)
 
 
-def _amounts(env: Mapping[str, str], r: EnvReader, name: str) -> dict[str, Threshold]:
-    """{"USD": [review_above, deny_above], ...} in minor units; 0 switches a step off."""
+def _json_object(env: Mapping[str, str], r: EnvReader, name: str,
+                 problem: str) -> dict[str, Any]:
+    """An optional setting holding a JSON object: {} when unset; `problem` is reported (and
+    {} returned) when it is not valid JSON or not an object."""
     raw = env.get(name, "")
     if not raw:
         return {}
-    problem = (f'{name}: expected {{"<currency>": [review_above, deny_above], ...}} in '
-               f"minor units, each 0..{AMOUNT_MAX_MINOR}, currencies among "
-               f"{', '.join(sorted(EXPONENTS))}")
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -320,6 +320,15 @@ def _amounts(env: Mapping[str, str], r: EnvReader, name: str) -> dict[str, Thres
     if not isinstance(parsed, dict):
         r.problems.append(problem)
         return {}
+    return parsed
+
+
+def _amounts(env: Mapping[str, str], r: EnvReader, name: str) -> dict[str, Threshold]:
+    """{"USD": [review_above, deny_above], ...} in minor units; 0 switches a step off."""
+    problem = (f'{name}: expected {{"<currency>": [review_above, deny_above], ...}} in '
+               f"minor units, each 0..{AMOUNT_MAX_MINOR}, currencies among "
+               f"{', '.join(sorted(EXPONENTS))}")
+    parsed = _json_object(env, r, name, problem)
     limits: dict[str, Threshold] = {}
     for currency, pair in parsed.items():
         if (currency not in EXPONENTS or not isinstance(pair, list) or len(pair) != 2
@@ -336,17 +345,8 @@ def _amounts(env: Mapping[str, str], r: EnvReader, name: str) -> dict[str, Thres
 
 def _countries(env: Mapping[str, str], r: EnvReader, name: str) -> dict[str, frozenset[str]]:
     """{"DE": ["EUR"], "GB": ["GBP", "EUR"], ...}: ISO 3166 alpha-2 -> currencies."""
-    raw = env.get(name, "")
-    if not raw:
-        return {}
     problem = f'{name}: expected {{"<country, 2 capitals>": ["<currency>", ...], ...}}'
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        r.problems.append(problem)
-        return {}
+    parsed = _json_object(env, r, name, problem)
     countries: dict[str, frozenset[str]] = {}
     for country, currencies in parsed.items():
         if (not (len(country) == 2 and country.isascii() and country.isupper())

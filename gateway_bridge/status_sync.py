@@ -26,6 +26,14 @@ from gateway_bridge.storage.repo import Payment
 log = logging.getLogger("gateway_bridge.status_sync")
 
 
+
+def poll_ref(p: Payment) -> PaymentRef:
+    """What a PSP's status API is asked about one of our payments (it has a reference)."""
+    assert p.psp_reference, "a payment is polled only once the PSP gave it a reference"
+    return PaymentRef(payment_id=p.id, direction=p.direction.value,
+                      psp_reference=p.psp_reference, amount_minor=p.amount_minor,
+                      currency=p.currency)
+
 class StatusSync:
     def __init__(self, *, pool: asyncpg.Pool, payments: Payments, inbox: Inbox,
                  adapters: Mapping[str, PspAdapter], settings: Settings,
@@ -83,11 +91,8 @@ class StatusSync:
         adapter = self._adapters.get(p.psp)
         event = None
         if adapter is not None and adapter.available and p.psp_reference:
-            ref = PaymentRef(payment_id=p.id, direction=p.direction.value,
-                             psp_reference=p.psp_reference, amount_minor=p.amount_minor,
-                             currency=p.currency)
             try:
-                event = await adapter.fetch_status(ref)
+                event = await adapter.fetch_status(poll_ref(p))
             except PspError as err:
                 log.warning("status poll failed", extra={"payment_id": p.id, "psp": p.psp,
                                                          "error": err.message})

@@ -15,8 +15,9 @@ Transient failures (database down, deadline) record nothing, so a retry executes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -267,24 +268,32 @@ class Ledger:
         """One try of a shared transaction; the failing operations' indexes and the error,
         if any."""
         batch: _Batch | None = None
-        token = None
         try:
-            async with conn.transaction():
-                batch = await self._lock_all(conn, [calls[i] for i in run])
-                token = _BATCH.set(batch)
+            async with self._batch_transaction(conn, [calls[i] for i in run]) as batch:
                 for i in run:
                     results[i] = await self._step(conn, batch, calls[i], i)
-                await batch.writes.flush(conn)
         except DB_DOWN:
             raise
         except KeysTaken as exc:  # committed meanwhile elsewhere: these replay alone
             return exc.indexes, exc
         except Exception as exc:  # the batch's edge: the operation is retried alone
             return [run[0] if batch is None else batch.index], exc
-        finally:
-            if token is not None:
-                _BATCH.reset(token)
         return None
+
+    @contextlib.asynccontextmanager
+    async def _batch_transaction(self, conn: asyncpg.Connection,
+                                 calls: list[_Call]) -> AsyncIterator[_Batch]:
+        """One transaction for a batch: every wallet locked and read up front, the batch
+        visible to the handlers while it runs, and its gathered rows written before the
+        commit (not when the body raised: then it all rolls back)."""
+        async with conn.transaction():
+            batch = await self._lock_all(conn, calls)
+            token = _BATCH.set(batch)
+            try:
+                yield batch
+                await batch.writes.flush(conn)
+            finally:
+                _BATCH.reset(token)
 
     async def _step(self, conn: asyncpg.Connection, batch: _Batch, call: _Call,
                     index: int) -> Outcome:
@@ -371,24 +380,17 @@ class Ledger:
                 return list(_rolled_back(answered, min(refusals, key=lambda r: r[0])))
             run = [i for i in unique if results[i] is None]
             failed: tuple[int, WalletError] | None = None
-            token = None
             try:
-                async with conn.transaction():
-                    batch = await self._lock_all(conn, [calls[i] for i in run])
-                    token = _BATCH.set(batch)
+                async with self._batch_transaction(conn, [calls[i] for i in run]) as batch:
                     for i in run:
                         failed = await self._atomic_step(conn, batch, calls[i], i, results)
                         if failed is not None:
                             raise _RollBack()
-                    await batch.writes.flush(conn)
             except _RollBack:
                 assert failed is not None
                 for i in run:
                     results[i] = None
                 return list(_rolled_back(results, failed))
-            finally:
-                if token is not None:
-                    _BATCH.reset(token)
         return _with_duplicates(calls, results)
 
     async def _atomic_step(self, conn: asyncpg.Connection, batch: _Batch, call: _Call, i: int,

@@ -47,9 +47,6 @@ class BatchWrites:
         self._bets: list[tuple[Any, ...]] = []
         self._stakes: dict[tuple[int, str, str, str], list[int]] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._journal)
-
     def record(self, *, index: int, journal_id: int, caller: str, key: str, fingerprint: bytes,
                kind: str, draft: Draft, currency: str, outcome_fields: dict[str, Any],
                details: dict[str, str], rejection_reason: str | None = None,
