@@ -86,6 +86,13 @@ class Settings:
     risk: RiskPolicy = field(default_factory=RiskPolicy)
     risk_support_clients: frozenset[str] = frozenset()
 
+    # Currency conversion (docs/FX.md): the rates provider's URL (empty: FX off, paying in
+    # another currency is refused), the spread taken from the player, the oldest rate used
+    # (by the provider's as_of), and the provider's timeout.
+    fx_rates_url: str = ""
+    fx_spread_bps: int = 150
+    fx_rate_age_max_ms: int = 60_000
+    fx_timeout_ms: int = 2_000
     def pending_limit_for(self, psp: str) -> int:
         return self.pending_limit_ms.get(psp, self.sync_schedule_ms[0])
 
@@ -227,6 +234,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             c.strip() for c in env.get("BRIDGE_RISK_SUPPORT_CLIENTS", "").split(",")
             if c.strip()),
     )
+        fx_rates_url=env.get("BRIDGE_FX_RATES_URL", ""),
+        fx_spread_bps=r.integer("BRIDGE_FX_SPREAD_BPS", 150, low=0, high=5_000),
+        fx_rate_age_max_ms=r.integer("BRIDGE_FX_RATE_AGE_MAX_MS", 60_000, low=100,
+                                     high=86_400_000),
+        fx_timeout_ms=r.integer("BRIDGE_FX_TIMEOUT_MS", 2_000, low=10, high=30_000),
     if settings.database_url and not settings.database_url.startswith(("postgresql://",
                                                                        "postgres://")):
         r.problems.append("DATABASE_URL: must start with postgresql://")
@@ -253,6 +265,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         r.problems.append("BRIDGE_RISK_SCORING_TIMEOUT_MS: must be below "
                           "BRIDGE_REQUEST_TIMEOUT_MS (the scorer is asked inside a request)")
     r.done()
+    if settings.fx_rates_url and not settings.fx_rates_url.startswith(("http://", "https://")):
+        r.problems.append("BRIDGE_FX_RATES_URL: expected an http(s):// URL (empty: FX off)")
+    if settings.fx_timeout_ms >= settings.request_timeout_ms:
+        r.problems.append("BRIDGE_FX_TIMEOUT_MS: must be below BRIDGE_REQUEST_TIMEOUT_MS (the "
+                          "rates provider is asked inside a cashier request)")
     return settings
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,23 @@ def _api_key() -> str:
     return next(iter(keys.values()))
 
 
+async def _fx_deposit(s: _Session, player: str,
+                      show: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+    """Paid in BTC, credited in USD at the rates provider's rate minus the spread
+    (docs/FX.md): the rate, its source and time end up on the wallet transaction."""
+    fx = await s.post("/v1/deposits", {
+        "player_id": player, "amount_minor": 50_000, "currency": "BTC",
+        "wallet_currency": "USD", "psp": "nowpayments", "method": "crypto",
+        "pay_currency": "btc"}, f"{player}-dep-fx")
+    quote = fx["fx"]["quote"]
+    print(f"  deposit 0.00050000 BTC into the USD wallet: rate {quote['rate']} "
+          f"({quote['source']}), spread {quote['spread_bps']} bps, about "
+          f"{format_major(int(quote['estimated_credit_minor']), 'USD')} USD")
+    await s.simulate(f"/_sim/deposits/nowpayments/{fx['psp_reference']}/complete",
+                     {"outcome": "succeeded"})
+    await show("BTC deposit converted and credited", await s.settle(fx["id"], "succeeded"))
+
+
 async def run_demo(*, bridge_url: str, sim_url: str, wallet_addr: str) -> int:
     wallet = WalletClient(addr=wallet_addr, token=_wallet_token(), timeout_ms=3000)
     api_key = _api_key()
@@ -114,6 +132,8 @@ async def run_demo(*, bridge_url: str, sim_url: str, wallet_addr: str) -> int:
                              {"outcome": "succeeded"})
             await show("crypto deposit confirmed (NOWPayments IPN)",
                        await s.settle(crypto["id"], "succeeded"))
+            if os.environ.get("BRIDGE_FX_RATES_URL"):
+                await _fx_deposit(s, player, show)
             paid = await s.post("/v1/withdrawals", {
                 "player_id": player, "amount_minor": 30_00, "currency": "USD", "psp": "adyen",
                 "method": "bank_transfer", "destination": "NL91ABNA0417164300"},

@@ -7,6 +7,14 @@ the history line and the event's status in the same transaction. A crash anywher
 leaves the event pending; the next attempt repeats the wallet call with the same key and gets
 the recorded outcome back. Retries are bounded with exponential backoff; an event that
 exhausts them, or that the wallet refuses outright, goes `dead` for support to replay.
+
+A deposit paid in another currency (docs/FX.md) is credited at a fresh rate taken now: no
+fresh rate (stale, provider down) defers the event like an unreachable wallet, so it is
+never credited at a stale rate and never lost. The rate is pinned (bridge.fx_rate_pins, its
+own committed write) before the wallet call, so a retry after an unanswered call sends the
+identical request. A chargeback of such a deposit, reported in the paid currency, takes back
+the same share of the credit (service_kit.fx.proportional_share): never more than was
+credited.
 """
 
 from __future__ import annotations
@@ -18,10 +26,14 @@ import random
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+from wallet.v1 import wallet_service_pb2 as pb
 
 from gateway_bridge.config import Settings
+from gateway_bridge.domain.errors import FxRefused, FxUnavailable
 from gateway_bridge.domain.events import PspEvent
 from gateway_bridge.domain.payments import (
     NEEDS_SUPPORT,
@@ -32,9 +44,12 @@ from gateway_bridge.domain.payments import (
     decide,
     wallet_key,
 )
+from gateway_bridge.fx_rates import FxRates
+from gateway_bridge.payments import convert
 from gateway_bridge.storage import repo
-from gateway_bridge.storage.repo import Payment
+from gateway_bridge.storage.repo import Payment, RatePin
 from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+from service_kit import fx
 
 log = logging.getLogger("gateway_bridge.inbox")
 
@@ -44,6 +59,15 @@ log = logging.getLogger("gateway_bridge.inbox")
 _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN = frozenset({"WITHDRAWAL_ALREADY_FINAL",
                                                     "WITHDRAWAL_NOT_COMMITTED"})
 _WALLET_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,63}")
+
+
+class FxNotNow(Exception):
+    """No fresh rate for a converted credit: the event waits and is retried."""
+
+
+class FxNotCredited(Exception):
+    """A converted credit that can never go through as it stands (worth nothing, above the
+    cap): the event goes dead for support."""
 
 
 def wallet_reference(psp_reference: str) -> str:
@@ -56,8 +80,10 @@ def wallet_reference(psp_reference: str) -> str:
 
 class Inbox:
     def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, settings: Settings,
+                 rates: FxRates | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
+        self._rates = rates
         self._wallet = wallet
         self._settings = settings
         self._clock = clock
@@ -174,7 +200,13 @@ class Inbox:
             await self._retry_or_die(conn, row, p, d.note)
             return
         try:
-            await self._wallet_effect(p, d, event)
+            fx_note = await self._wallet_effect(p, d, event)
+        except FxNotNow as err:
+            await self._retry_or_die(conn, row, p, f"not credited yet: {err}")
+            return
+        except FxNotCredited as err:
+            await self._die(conn, row, p, f"not credited: {err}")
+            return
         except WalletUnavailable as err:
             await self._retry_or_die(conn, row, p, f"wallet unavailable ({err.code})")
             return
@@ -204,20 +236,26 @@ class Inbox:
         await repo.save(conn, p)
         await repo.add_history(conn, p, from_state=before, source=row["source"],
                                psp_event_type=event.psp_event_type, inbox_id=inbox_id,
-                               note=d.note)
+                               note=f"{d.note}; {fx_note}" if fx_note else d.note)
         await repo.finish_event(conn, inbox_id, "applied", None)
         self.applied_total += 1
 
-    async def _wallet_effect(self, p: Payment, d: Decision, event: PspEvent) -> None:
+    async def _wallet_effect(self, p: Payment, d: Decision, event: PspEvent) -> str | None:
+        """Makes the decision's wallet call; returns what the history line should add (the
+        conversion of a converted deposit), if anything."""
         if d.action is None:
-            return
+            return None
         dispute = wallet_reference(event.dispute_reference or "")
         key = wallet_key(d.action, p.id, dispute)
         match d.action:
+            case Action.DEPOSIT if p.wallet_currency:
+                return await self._converted_deposit(p, d.amount_minor, key)
             case Action.DEPOSIT:
                 await self._wallet.deposit(player_id=p.player_id, currency=p.currency,
                                            amount_minor=d.amount_minor, psp=p.psp,
                                            psp_reference=p.id, key=key)
+            case Action.CHARGEBACK if p.wallet_currency:
+                return await self._converted_chargeback(p, d.amount_minor, dispute, key)
             case Action.CHARGEBACK:
                 await self._wallet.chargeback(
                     player_id=p.player_id, currency=p.currency, amount_minor=d.amount_minor,
@@ -235,6 +273,82 @@ class Inbox:
                                            reason=f"{p.psp}: {event.psp_event_type}"[:200])
             case _:
                 raise AssertionError(f"no wallet effect for {d.action}")
+        return None
+
+    async def _pinned_rate(self, p: Payment, key: str) -> RatePin:
+        """The rate this credit goes with: pinned before, or a fresh one pinned now, in its
+        own committed write (this worker's transaction holds the payment row; the pin must
+        outlive a rollback of it). FxNotNow when no fresh rate is at hand."""
+        assert p.wallet_currency
+        async with self._pool.acquire() as conn:
+            pinned = await repo.fx_rate_pin(conn, key)
+            if pinned is not None:
+                return pinned
+            if self._rates is None:
+                raise FxNotNow("currency conversion is not enabled (BRIDGE_FX_RATES_URL)")
+            try:
+                rate = await self._rates.rate(p.currency, p.wallet_currency)
+            except (FxUnavailable, FxRefused) as err:
+                raise FxNotNow(f"{err.code}: {err.message}") from None
+            fresh = RatePin(rate=rate.text, spread_bps=self._rates.spread_bps,
+                            source=rate.source, as_of=rate.as_of)
+            return await repo.pin_fx_rate(conn, wallet_key=key, payment_id=p.id,
+                                          paid_currency=p.currency,
+                                          wallet_currency=p.wallet_currency, pin=fresh)
+
+    async def _converted_deposit(self, p: Payment, paid_minor: int, key: str) -> str:
+        assert p.wallet_currency
+        pin = await self._pinned_rate(p, key)
+        try:
+            credited = convert(paid_minor, currency=p.currency,
+                               wallet_currency=p.wallet_currency,
+                               rate=fx.parse_rate(pin.rate), spread_bps=pin.spread_bps)
+        except (FxRefused, fx.FxError) as err:
+            raise FxNotCredited(str(err)) from None
+        if credited <= 0:
+            raise FxNotCredited(f"{paid_minor} {p.currency} minor units are worth less than "
+                                f"one minor unit of {p.wallet_currency} at {pin.rate}")
+        rate_time = Timestamp()
+        rate_time.FromDatetime(pin.as_of)
+        conversion = pb.Conversion(paid_currency=p.currency, paid_amount=paid_minor,
+                                   rate=pin.rate, spread_bps=pin.spread_bps,
+                                   rate_source=pin.source, rate_time=rate_time)
+        await self._wallet.deposit(player_id=p.player_id, currency=p.wallet_currency,
+                                   amount_minor=credited, psp=p.psp, psp_reference=p.id,
+                                   key=key, conversion=conversion)
+        credit: dict[str, Any] = {"rate": pin.rate, "pair": f"{p.currency}/{p.wallet_currency}",
+                                  "source": pin.source, "as_of": pin.as_of.isoformat(),
+                                  "spread_bps": pin.spread_bps, "paid_minor": paid_minor,
+                                  "credited_minor": credited}
+        p.fx = {**(p.fx or {}), "credit": credit}
+        return (f"credited {credited} {p.wallet_currency} minor units for {paid_minor} "
+                f"{p.currency} at {pin.rate} ({pin.source}, {pin.as_of.isoformat()}) less "
+                f"{pin.spread_bps} bps")
+
+    async def _converted_chargeback(self, p: Payment, paid_minor: int, dispute: str,
+                                    key: str) -> str:
+        """The paid-currency dispute as the same share of the wallet credit: at the rate
+        the deposit was credited at, never more than was credited in all."""
+        assert p.wallet_currency
+        credit = (p.fx or {}).get("credit")
+        if not credit:
+            raise FxNotCredited("chargeback on a converted deposit without a recorded credit")
+        debit = fx.proportional_share(
+            int(credit["credited_minor"]), part_before=p.charged_back_minor,
+            part_after=p.charged_back_minor + paid_minor, whole=int(credit["paid_minor"]))
+        note = (f"charged back {paid_minor} {p.currency} minor units = {debit} "
+                f"{p.wallet_currency} at the deposit's rate {credit['rate']}")
+        if debit > 0:
+            await self._wallet.chargeback(
+                player_id=p.player_id, currency=p.wallet_currency, amount_minor=debit,
+                psp=p.psp, psp_reference=dispute, key=key)
+        else:
+            note += " (less than one minor unit: nothing debited)"
+        fx_state = dict(p.fx or {})
+        fx_state["charged_back_wallet_minor"] = int(
+            fx_state.get("charged_back_wallet_minor", 0)) + debit
+        p.fx = fx_state
+        return note
 
     def _backoff_ms(self, attempts: int) -> int:
         s = self._settings

@@ -6,6 +6,12 @@ every outbound call carries a key derived from the payment id (the PSP's Idempot
 the wallet's idempotency key), so a retried cashier request, a crash between steps or the
 status sync driving a half-done withdrawal all ask for the same effect again, never a new one.
 
+A deposit may be paid in a currency other than the wallet's (docs/FX.md): `currency` and
+`amount_minor` are then what the PSP is asked for and the player pays, `wallet_currency` the
+wallet credited. The cashier gets an indicative quote at a fresh rate (none stored when no
+fresh rate is at hand); the credit itself uses the rate at credit time (gateway_bridge.inbox).
+The risk rules see such a deposit in the wallet's currency, at the quoted amount.
+
 Every payment is screened by the risk rules (gateway_bridge.risk) once it is stored and
 before anything leaves the bridge: a denied one goes nowhere; a deposit held for review is
 not sent to the PSP, and a withdrawal held for review is reserved in the wallet but not paid
@@ -16,19 +22,23 @@ out, until support approves (`resume_deposit` / `advance_withdrawal`) or rejects
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import asyncpg
 
 from gateway_bridge.config import Settings
+from gateway_bridge.domain import money
 from gateway_bridge.domain.errors import (
     Conflict,
+    FxRefused,
     NotFound,
     Refused,
     Unavailable,
@@ -37,6 +47,7 @@ from gateway_bridge.domain.errors import (
 from gateway_bridge.domain.events import EventKind, PspEvent
 from gateway_bridge.domain.payments import Action, Direction, State, wallet_key
 from gateway_bridge.domain.risk import Outcome, RiskDenied
+from gateway_bridge.fx_rates import FxRates
 from gateway_bridge.psp.base import (
     DepositOrder,
     PayoutOrder,
@@ -49,6 +60,7 @@ from gateway_bridge.risk.service import RiskService, Screening
 from gateway_bridge.storage import repo
 from gateway_bridge.storage.repo import Payment
 from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+from service_kit import fx
 
 log = logging.getLogger("gateway_bridge.payments")
 
@@ -70,6 +82,8 @@ class DepositCommand:
     return_url: str = ""
     instrument_id: str = ""
     country: str = ""
+    # Set (and different from `currency`) when the player pays in another currency.
+    wallet_currency: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +98,29 @@ class WithdrawalCommand:
     destination: str = field(repr=False)
     instrument_id: str = ""
     country: str = ""
+
+
+def convert(amount_minor: int, *, currency: str, wallet_currency: str, rate: Fraction,
+            spread_bps: int) -> int:
+    """`amount_minor` of `currency` in minor units of `wallet_currency` (service_kit.fx:
+    spread taken, rounded down); FxRefused when it would exceed the bridge's amount cap."""
+    try:
+        return fx.convert(paid_minor=amount_minor, paid_scale=money.exponent(currency),
+                          rate=rate, wallet_scale=money.exponent(wallet_currency),
+                          spread_bps=spread_bps, credited_max_minor=money.AMOUNT_MAX_MINOR)
+    except fx.FxError as err:
+        raise FxRefused(f"amount_minor: {err.problem}", code="FX_AMOUNT_TOO_LARGE",
+                        field="amount_minor") from None
+
+
+def risk_view(p: Payment) -> Payment:
+    """What the risk rules see: a converted deposit in the wallet's currency, at its quoted
+    credit, so amount thresholds and velocity sums per currency compare like with like."""
+    quote = (p.fx or {}).get("quote")
+    if not p.wallet_currency or not quote:
+        return p
+    return dataclasses.replace(p, currency=p.wallet_currency,
+                               amount_minor=int(quote["estimated_credit_minor"]))
 
 
 def psp_call_budget_ms(config: PspConfig) -> int:
@@ -106,8 +143,8 @@ def _fingerprint(command: DepositCommand | WithdrawalCommand) -> dict[str, Any]:
     values.pop("client_key")
     # Risk fields are kept only when sent, so requests stored before they existed still
     # match their retries.
-    for optional in ("instrument_id", "country"):
-        if not values[optional]:
+    for optional in ("instrument_id", "country", "wallet_currency"):
+        if optional in values and not values[optional]:
             values.pop(optional)
     if "destination" in values:
         values["destination"] = hashlib.sha256(values["destination"].encode()).hexdigest()
@@ -118,8 +155,10 @@ class Payments:
     def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient,
                  adapters: Mapping[str, PspAdapter], settings: Settings,
                  wake_inbox: Callable[[], None], risk: RiskService,
+                 rates: FxRates | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
+        self._rates = rates
         self._wallet = wallet
         self._adapters = adapters
         self._settings = settings
@@ -139,8 +178,8 @@ class Payments:
     def _cooldown_s(self, psp: str) -> int:
         return self._settings.psps[psp].breaker_cooldown_ms // 1000
 
-    async def _store(self, command: DepositCommand | WithdrawalCommand,
-                     direction: Direction) -> tuple[Payment, bool]:
+    async def _store(self, command: DepositCommand | WithdrawalCommand, direction: Direction,
+                     *, fx_quote: dict[str, Any] | None = None) -> tuple[Payment, bool]:
         request = _fingerprint(command)
         state = State.CREATED if direction is Direction.DEPOSIT else State.REQUESTED
         # If the request dies half-way and the cashier never retries, the status sync
@@ -154,7 +193,9 @@ class Payments:
                 currency=command.currency, amount_minor=command.amount_minor,
                 client=command.client, client_key=command.client_key, request=request,
                 payout_destination=getattr(command, "destination", None),
-                next_sync_at=self._clock() + timedelta(milliseconds=resume_ms))
+                next_sync_at=self._clock() + timedelta(milliseconds=resume_ms),
+                wallet_currency=getattr(command, "wallet_currency", "") or None,
+                fx=None if fx_quote is None else {"quote": fx_quote})
             if created is not None:
                 await repo.add_history(conn, created, from_state=None, source="api",
                                        note=f"{direction} requested by {command.client}")
@@ -170,8 +211,9 @@ class Payments:
 
     async def create_deposit(self, command: DepositCommand) -> tuple[Payment, bool]:
         self._require_available(command.psp)
-        payment, created = await self._store(command, Direction.DEPOSIT)
-        screening = await self._risk.screen(payment)
+        quote = await self._quote(command) if command.wallet_currency else None
+        payment, created = await self._store(command, Direction.DEPOSIT, fx_quote=quote)
+        screening = await self._risk.screen(risk_view(payment))
         if screening.outcome is Outcome.DENY:
             await self._deny(payment, screening)
         if payment.state is not State.CREATED:
@@ -179,6 +221,30 @@ class Payments:
         if screening.held:
             return await self._hold(payment.id, screening, source="api"), created
         return await self.resume_deposit(payment.id), created
+
+    async def _quote(self, command: DepositCommand) -> dict[str, Any] | None:
+        """The indicative quote of a deposit paid in another currency, at a fresh rate;
+        None when the Idempotency-Key already names a payment (a retry gets what was stored,
+        whatever the rate does now). FxRefused / FxUnavailable before anything is stored."""
+        async with self._pool.acquire() as conn:
+            if await repo.payment_by_client_key(conn, command.client,
+                                                command.client_key) is not None:
+                return None
+        if self._rates is None:
+            raise FxRefused("wallet_currency: currency conversion is not enabled; pay in the "
+                            "wallet's currency", code="FX_NOT_ENABLED", field="wallet_currency")
+        rate = await self._rates.rate(command.currency, command.wallet_currency)
+        spread_bps = self._rates.spread_bps
+        estimate = convert(command.amount_minor, currency=command.currency,
+                           wallet_currency=command.wallet_currency, rate=rate.value,
+                           spread_bps=spread_bps)
+        if estimate <= 0:
+            raise FxRefused(f"amount_minor: {command.amount_minor} {command.currency} is worth "
+                            f"less than one minor unit of {command.wallet_currency}",
+                            code="FX_AMOUNT_TOO_SMALL", field="amount_minor")
+        return {"rate": rate.text, "pair": rate.pair, "source": rate.source,
+                "as_of": rate.as_of.isoformat(), "spread_bps": spread_bps,
+                "estimated_credit_minor": estimate, "quoted_at": self._clock().isoformat()}
 
     async def resume_deposit(self, payment_id: str) -> Payment:
         """Sends a stored (or approved) deposit to its PSP; a no-op once it left CREATED."""
@@ -189,7 +255,7 @@ class Payments:
         request = payment.request
         try:
             await self._wallet.open_wallet(player_id=payment.player_id,
-                                           currency=payment.currency)
+                                           currency=payment.credit_currency)
         except WalletUnavailable:
             raise Unavailable("the wallet is unavailable; retry with the same "
                               "Idempotency-Key", retry_after_s=1) from None
@@ -298,7 +364,7 @@ class Payments:
         """Drives requested -> reserved -> payout_pending as far as it can go now, as the
         risk decision allows: a denied one is closed, a held one stops at reserved."""
         p = await self._current(payment_id)
-        screening = await self._risk.screen(p)
+        screening = await self._risk.screen(risk_view(p))
         if screening.outcome is Outcome.DENY:
             with contextlib.suppress(RiskDenied):
                 await self._deny(p, screening)

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gateway_bridge import metrics, probes
 from gateway_bridge.config import Settings
+from gateway_bridge.fx_rates import FxRates
 from gateway_bridge.http import app as http_app
 from gateway_bridge.http import risk as http_risk
 from gateway_bridge.http import webhooks
@@ -101,10 +102,12 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                           tls_cert_file=settings.wallet_tls_cert_file,
                           tls_key_file=settings.wallet_tls_key_file)
     adapters = build_adapters(settings.psps)
-    inbox = Inbox(pool=pool, wallet=wallet, settings=settings)
+    rates = FxRates(url=settings.fx_rates_url, timeout_ms=settings.fx_timeout_ms,
+                    age_max_ms=settings.fx_rate_age_max_ms, spread_bps=settings.fx_spread_bps)
+    inbox = Inbox(pool=pool, wallet=wallet, settings=settings, rates=rates)
     risk = RiskService(pool=pool, policy=settings.risk)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters, settings=settings,
-                        wake_inbox=inbox.wake, risk=risk)
+                        wake_inbox=inbox.wake, risk=risk, rates=rates)
     reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings)
     sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,
                       settings=settings)
@@ -171,6 +174,7 @@ async def serve(settings: Settings) -> None:
     async with running(settings) as run:
         log.info("gateway-bridge serving", extra={
             "listen": settings.listen_addr, "port": run.port,
+        await rates.close()
             "psps": sorted(settings.psps), "wallet": settings.wallet_addr,
             "tls": bool(settings.tls_cert_file),
             "wallet_tls": bool(settings.wallet_tls_ca_file or settings.wallet_tls_cert_file)})

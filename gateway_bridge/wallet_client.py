@@ -119,10 +119,13 @@ class WalletClient:
         return reply.balances
 
     async def deposit(self, *, player_id: str, currency: str, amount_minor: int, psp: str,
-                      psp_reference: str, key: str) -> str:
+                      psp_reference: str, key: str,
+                      conversion: pb.Conversion | None = None) -> str:
+        """`conversion`: the player paid in another currency (docs/FX.md); `amount_minor`
+        is then the credit it is worth in `currency`, which the wallet checks."""
         reply = await self._call("Deposit", pb.DepositRequest(
             player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
-            psp_reference=psp_reference, idempotency_key=key))
+            psp_reference=psp_reference, idempotency_key=key, conversion=conversion))
         assert isinstance(reply, pb.DepositResponse)
         return reply.result.transaction_id
 

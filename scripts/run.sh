@@ -68,6 +68,11 @@ export BRIDGE_API_KEYS_FILE="$PWD/.run/bridge-api-keys.json"
 scripts/stop.sh >/dev/null 2>&1 || true
 
 # start <name> <log> <command...>: background process with a pid file under .run/.
+# Currency conversion (docs/FX.md): rates from the simulator's provider endpoint.
+export BRIDGE_FX_RATES_URL="${BRIDGE_FX_RATES_URL:-http://$SIM_LISTEN_ADDR/fx/rates}"
+export BRIDGE_FX_SPREAD_BPS="${BRIDGE_FX_SPREAD_BPS:-150}"
+export BRIDGE_FX_RATE_AGE_MAX_MS="${BRIDGE_FX_RATE_AGE_MAX_MS:-60000}"
+export BRIDGE_FX_TIMEOUT_MS="${BRIDGE_FX_TIMEOUT_MS:-2000}"
 start() {
     local name=$1; shift
     nohup "$@" >> ".run/$name.log" 2>&1 &

@@ -543,8 +543,10 @@ class Ledger:
                 return rules.deposit(draft, c)
             return rules.chargeback(draft, c)
 
-        return await self._settle(conn, call, draft, c.currency, rule,
-                                  {"psp": c.psp, "psp_reference": c.psp_reference})
+        details = {"psp": c.psp, "psp_reference": c.psp_reference}
+        if isinstance(c, cmd.Deposit) and c.conversion is not None:
+            details.update(conversion_details(c.conversion))
+        return await self._settle(conn, call, draft, c.currency, rule, details)
 
     async def _reserve(self, conn: asyncpg.Connection, call: _Call) -> Outcome:
         c = call.command
@@ -795,6 +797,15 @@ class Ledger:
 
 
 
+
+
+def conversion_details(c: cmd.Conversion) -> dict[str, str]:
+    """A converted deposit's journal details (`wallet-core check` reads fx_paid_currency
+    and fx_paid_minor; support reads them all in GetTransaction)."""
+    return {"fx_paid_currency": c.paid_currency, "fx_paid_minor": str(c.paid_minor),
+            "fx_rate": c.rate, "fx_spread_bps": str(c.spread_bps),
+            "fx_rate_source": c.rate_source,
+            "fx_rate_time": c.rate_time.isoformat().replace("+00:00", "Z")}
 
 
 def _pair(call: _Call) -> tuple[str, str]:

@@ -50,7 +50,8 @@ def _view(row: asyncpg.Record) -> TransactionView:
         transaction_id=row["id"], kind=row["kind"], status=row["status"], reason=row["reason"],
         player_id=row["player_id"], currency=row["currency"], caller=row["caller"],
         idempotency_key=row["idempotency_key"], created_at=row["created_at"],
-        postings=[Posting(a, m) for a, m in zip(row["accounts"], row["amounts"], strict=True)],
+        postings=[Posting(a, m, c) for a, m, c in zip(row["accounts"], row["amounts"],
+                                                      row["currencies"], strict=True)],
         balances=Balances(*raw) if raw is not None else None, details=details)
 
 

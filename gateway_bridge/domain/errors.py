@@ -7,8 +7,13 @@
     ├── Conflict           Idempotency-Key reused with a different request        -> 409
     ├── Refused            the wallet or a rule refuses (insufficient funds, ...) -> 422
     ├── UpstreamDeclined   the PSP refused our request                            -> 502
+    │   └── FxRefused      paying in another currency is not possible: FX off,   -> 422
+    │                      the pair not quoted, or worth less than a minor unit
     └── Unavailable        PSP breaker open, PSP or wallet unreachable: retry     -> 503
-                           with the same Idempotency-Key
+        │                  with the same Idempotency-Key
+        └── FxUnavailable  no fresh FX rate: FX_RATE_STALE (the provider's rate   -> 503
+                           is older than the maximum age) or FX_RATE_UNAVAILABLE
+                           (the provider did not answer); Retry-After
 
 The HTTP status table lives at the edge (gateway_bridge.http.errors). Anything that is not a
 BridgeError is a bug: HTTP 500 with a request id, never exception text.
@@ -59,3 +64,15 @@ class UpstreamDeclined(BridgeError):
 
 class Unavailable(BridgeError):
     code = "UNAVAILABLE"
+
+
+class FxRefused(Refused):
+    """FX_NOT_ENABLED, FX_PAIR_UNSUPPORTED, FX_AMOUNT_TOO_SMALL."""
+
+    code = "FX_PAIR_UNSUPPORTED"
+
+
+class FxUnavailable(Unavailable):
+    """FX_RATE_STALE or FX_RATE_UNAVAILABLE; the message names the pair."""
+
+    code = "FX_RATE_UNAVAILABLE"

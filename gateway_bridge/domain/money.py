@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 # holds its own table; a currency the wallet doesn't know is refused there as well.
 EXPONENTS: dict[str, int] = {
     "USD": 2, "EUR": 2, "GBP": 2, "CAD": 2, "BRL": 2, "JPY": 0, "KWD": 3,
-    "BTC": 8, "USDT": 6,
+    "BTC": 8, "USDT": 6, "USDC": 6,
 }
 # Same bound as the wallet's balances: far above any payment, far below int64 overflow.
 AMOUNT_MAX_MINOR = 2**62

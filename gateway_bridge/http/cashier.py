@@ -20,6 +20,7 @@ from gateway_bridge.http import validation as v
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import STATUS_BY_ERROR, dumps
 from gateway_bridge.payments import DepositCommand, WithdrawalCommand
+from gateway_bridge.psp.nowpayments import asset_currency
 from gateway_bridge.risk.service import Screening
 from gateway_bridge.storage.repo import Payment
 
@@ -89,6 +90,11 @@ def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
         "withdrawal_id": p.withdrawal_id, "attention": p.attention,
         "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
     }
+    if p.wallet_currency:
+        # Paid in `currency`, credited in `wallet_currency`: the quote shown at the start
+        # (indicative), and once credited the rate actually used (docs/FX.md).
+        view["wallet_currency"] = p.wallet_currency
+        view["fx"] = p.fx or {}
     if p.instructions:
         view["instructions"] = {k: val for k, val in p.instructions.items()
                                 if val and k != "psp_reference"}
@@ -118,12 +124,19 @@ async def create_deposit(request: web.Request) -> web.Response:
     key = v.idempotency_key(request.headers)
     body = await json_body(request)
     psp = v.psp(body, services.adapters)
+    currency = v.currency(body)
+    pay_currency = v.pay_currency(body, required=psp == "nowpayments")
+    wallet_currency = v.wallet_currency(body, currency)
+    if wallet_currency and pay_currency and asset_currency(pay_currency) != currency:
+        # The PSP would convert a second time: the asset paid must be `currency` itself.
+        raise InvalidRequest("pay_currency", f"must be an asset of {currency} (the currency "
+                                             "paid) when wallet_currency is set")
     command = DepositCommand(
         client=client, client_key=key, player_id=v.player_id(body),
-        amount_minor=v.amount_minor(body), currency=v.currency(body), psp=psp,
-        method=v.method(body), pay_currency=v.pay_currency(body, required=psp == "nowpayments"),
+        amount_minor=v.amount_minor(body), currency=currency, psp=psp,
+        method=v.method(body), pay_currency=pay_currency,
         return_url=v.return_url(body), instrument_id=instrument_id(body),
-        country=country(body))
+        country=country(body), wallet_currency=wallet_currency)
     try:
         payment, created = await services.payments.create_deposit(command)
     except RiskDenied as err:

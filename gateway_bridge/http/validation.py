@@ -67,6 +67,18 @@ def currency(body: Mapping[str, Any]) -> str:
     return value
 
 
+def wallet_currency(body: Mapping[str, Any], paid_currency: str) -> str:
+    """The wallet credited when the player pays in `currency` (docs/FX.md); "" when absent
+    or the same currency (no conversion)."""
+    value = _get(body, "wallet_currency", required=False)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or value not in EXPONENTS:
+        raise InvalidRequest("wallet_currency", f"the wallet credited, one of "
+                                                f"{', '.join(sorted(EXPONENTS))}")
+    return "" if value == paid_currency else value
+
+
 def psp(body: Mapping[str, Any], enabled: Collection[str]) -> str:
     value = _get(body, "psp")
     if not isinstance(value, str) or value not in enabled:

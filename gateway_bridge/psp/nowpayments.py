@@ -50,6 +50,8 @@ ASSET_CURRENCIES: dict[str, str] = {
     "btc": "BTC",
     "usdttrc20": "USDT", "usdterc20": "USDT", "usdtbsc": "USDT", "usdtsol": "USDT",
     "usdtmatic": "USDT",
+    "usdc": "USDC", "usdcerc20": "USDC", "usdcsol": "USDC", "usdcmatic": "USDC",
+    "usdcbsc": "USDC",
 }
 
 _PAYMENT_KINDS: dict[str, EventKind] = {

@@ -1,5 +1,6 @@
 """The simulator's server: one aiohttp app speaking Stripe under `/stripe`, Adyen under
-`/adyen` and NOWPayments under `/nowpayments`, plus the `/_sim` control API.
+`/adyen` and NOWPayments under `/nowpayments`, an FX rates provider under `/fx/rates`
+(simulator.fx_api), plus the `/_sim` control API.
 
 Every PSP API call passes the same gate, in the order a real outage would show it: `down`
 (503), the API key (401), `error_rate` (500), then idempotency: a POST with an
@@ -24,6 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 from gateway_bridge.simulator.adyen_api import AdyenSim
 from gateway_bridge.simulator.config import SimSettings, problems
 from gateway_bridge.simulator.control import Control
+from gateway_bridge.simulator.fx_api import FxSim
 from gateway_bridge.simulator.nowpayments_api import NowPaymentsSim
 from gateway_bridge.simulator.reports import routes as report_routes
 from gateway_bridge.simulator.state import SimPsp, Simulator, StoredAnswer
@@ -101,12 +103,14 @@ def build_app(sim: Simulator) -> web.Application:
     psps: list[SimPsp] = [StripeSim(sim), AdyenSim(sim), NowPaymentsSim(sim)]
     for psp in psps:
         sim.psps[psp.name] = psp
+    fx_rates = FxSim(sim)
     control = Control(sim)
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES,
                           middlewares=[control.errors, _api_gate(sim)])
     for psp in sim.psps.values():
         app.add_routes(psp.routes())
     app.add_routes(control.routes())
+    app.add_routes(fx_rates.routes())
     app.add_routes(report_routes(sim))
     return app
 

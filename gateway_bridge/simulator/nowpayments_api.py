@@ -38,7 +38,8 @@ RATES_USD: dict[str, Decimal] = {
     "cad": Decimal("0.73"), "brl": Decimal("0.18"), "jpy": Decimal("0.0067"),
     "kwd": Decimal("3.25"), "btc": Decimal("65000"), "eth": Decimal("3200"),
     "ltc": Decimal("80"), "trx": Decimal("0.12"), "usdttrc20": Decimal("1"),
-    "usdterc20": Decimal("1"),
+    "usdterc20": Decimal("1"), "usdt": Decimal("1"), "usdc": Decimal("1"),
+    "usdcerc20": Decimal("1"), "usdcsol": Decimal("1"),
 }
 CRYPTO_QUANTUM = Decimal("0.00000001")
 # NOWPayments accepts batches of withdrawals; ours are one each, but bound what we parse.

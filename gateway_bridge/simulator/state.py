@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -125,6 +126,8 @@ class Simulator:
         self.psps: dict[str, SimPsp] = {}
         self._ids = itertools.count(1)
         self._auto_tasks: set[asyncio.Task[None]] = set()
+        # What else `reset` puts back (the FX rates provider's knobs).
+        self.on_reset: list[Callable[[], None]] = []
 
     # --- ids, objects, rolls --------------------------------------------------------------
 
@@ -235,6 +238,8 @@ class Simulator:
         self.idempotency.clear()
         self.requests.clear()
         self.deliverer.log.clear()
+        for reset in self.on_reset:
+            reset()
 
     def log_request(self, psp: str, request: web.Request, status: int) -> None:
         self.requests.append({

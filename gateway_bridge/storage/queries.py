@@ -8,13 +8,13 @@ inbox row is held. Nobody locks two payments, so no cycle can form.
 PAYMENT_COLUMNS = """id, direction, state, psp, method, player_id, currency, amount_minor,
 settled_minor, charged_back_minor, psp_reference, psp_reference_alt, withdrawal_id, client,
 client_key, request, payout_destination, instructions, refusal, attention, sync_attempts,
-next_sync_at, created_at, updated_at"""
+next_sync_at, created_at, updated_at, wallet_currency, fx"""
 
 INSERT_PAYMENT = f"""
 INSERT INTO bridge.payments (id, direction, state, psp, method, player_id, currency,
                              amount_minor, client, client_key, request, next_sync_at,
-                             payout_destination)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                             payout_destination, wallet_currency, fx)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (client, client_key) DO NOTHING
 RETURNING {PAYMENT_COLUMNS}"""
 
@@ -44,8 +44,19 @@ UPDATE bridge.payments
 SET state = $2, psp_reference = $3, psp_reference_alt = $4, withdrawal_id = $5,
     instructions = $6, settled_minor = $7, charged_back_minor = $8, attention = $9,
     sync_attempts = $10, next_sync_at = $11, refusal = $12, payout_destination = $13,
-    updated_at = now()
+    fx = $14, updated_at = now()
 WHERE id = $1"""
+
+# The first rate a credit was sent with stays its rate (migration 0006): written on its own
+# connection (autocommit) before the wallet call, then read back, whoever wrote it.
+PIN_FX_RATE = """
+INSERT INTO bridge.fx_rate_pins (wallet_key, payment_id, paid_currency, wallet_currency, rate,
+                                 spread_bps, source, as_of)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (wallet_key) DO NOTHING"""
+
+FX_RATE_PIN = """
+SELECT rate, spread_bps, source, as_of FROM bridge.fx_rate_pins WHERE wallet_key = $1"""
 
 INSERT_HISTORY = """
 INSERT INTO bridge.payment_history (payment_id, from_state, to_state, source, psp_event_type,

@@ -47,6 +47,15 @@ class Payment:
     next_sync_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # A converted deposit: the wallet's currency (`currency`/`amount_minor` are what is
+    # paid), and the quote, the credit's rate and chargebacks in it (docs/FX.md).
+    wallet_currency: str | None = None
+    fx: dict[str, Any] | None = None
+
+    @property
+    def credit_currency(self) -> str:
+        """The wallet currency this payment moves money in."""
+        return self.wallet_currency or self.currency
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Payment:
@@ -64,11 +73,12 @@ async def insert_payment(conn: asyncpg.Connection, *, payment_id: str, direction
                          state: State, psp: str, method: str, player_id: str, currency: str,
                          amount_minor: int, client: str, client_key: str,
                          request: dict[str, Any], payout_destination: str | None,
-                         next_sync_at: datetime) -> Payment | None:
+                         next_sync_at: datetime, wallet_currency: str | None = None,
+                         fx: dict[str, Any] | None = None) -> Payment | None:
     """None when (client, client_key) already names a payment."""
     row = await conn.fetchrow(q.INSERT_PAYMENT, payment_id, direction.value, state.value, psp,
                               method, player_id, currency, amount_minor, client, client_key,
-                              request, next_sync_at, payout_destination)
+                              request, next_sync_at, payout_destination, wallet_currency, fx)
     return Payment.from_row(row) if row else None
 
 
@@ -109,7 +119,35 @@ async def save(conn: asyncpg.Connection, p: Payment) -> None:
     await conn.execute(q.SAVE_PAYMENT, p.id, p.state.value, p.psp_reference,
                        p.psp_reference_alt, p.withdrawal_id, p.instructions, p.settled_minor,
                        p.charged_back_minor, p.attention, p.sync_attempts, p.next_sync_at,
-                       p.refusal, p.payout_destination)
+                       p.refusal, p.payout_destination, p.fx)
+
+
+@dataclass(frozen=True, slots=True)
+class RatePin:
+    """The rate a credit was first sent to the wallet with (queries.PIN_FX_RATE)."""
+
+    rate: str
+    spread_bps: int
+    source: str
+    as_of: datetime
+
+
+async def pin_fx_rate(conn: asyncpg.Connection, *, wallet_key: str, payment_id: str,
+                      paid_currency: str, wallet_currency: str, pin: RatePin) -> RatePin:
+    """Pins `pin` for `wallet_key` unless a rate is pinned already; returns the pinned one."""
+    await conn.execute(q.PIN_FX_RATE, wallet_key, payment_id, paid_currency, wallet_currency,
+                       pin.rate, pin.spread_bps, pin.source, pin.as_of)
+    pinned = await fx_rate_pin(conn, wallet_key)
+    assert pinned is not None, "pinned rate vanished"
+    return pinned
+
+
+async def fx_rate_pin(conn: asyncpg.Connection, wallet_key: str) -> RatePin | None:
+    row = await conn.fetchrow(q.FX_RATE_PIN, wallet_key)
+    if row is None:
+        return None
+    return RatePin(rate=row["rate"], spread_bps=row["spread_bps"], source=row["source"],
+                   as_of=row["as_of"])
 
 
 async def add_history(conn: asyncpg.Connection, p: Payment, *, from_state: State | None,

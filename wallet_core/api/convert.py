@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from wallet.v1 import wallet_service_pb2 as pb
 
+from service_kit import fx
 from wallet_core.domain import commands as cmd
 from wallet_core.domain import errors
 from wallet_core.domain import validation as v
@@ -57,7 +58,60 @@ def _psp_transfer_fields(req: pb.DepositRequest | pb.ChargebackRequest,
 
 
 def deposit(req: pb.DepositRequest, cur: Currencies) -> cmd.Deposit:
-    return cmd.Deposit(**_psp_transfer_fields(req, cur))
+    fields = _psp_transfer_fields(req, cur)
+    if not req.HasField("conversion"):
+        return cmd.Deposit(**fields)
+    wallet_currency = cur[fields["currency"]]
+    conversion = _conversion(req.conversion, wallet_currency, cur)
+    expected = _converted(conversion, wallet_currency, cur)
+    if fields["amount_minor"] != expected:
+        raise InvalidField("amount", f"must be {expected}: conversion.paid_amount at "
+                                     "conversion.rate less conversion.spread_bps, rounded "
+                                     "down (docs/FX.md)")
+    return cmd.Deposit(**fields, conversion=conversion)
+
+
+def _conversion(c: pb.Conversion, wallet_currency: Currency,
+                cur: Currencies) -> cmd.Conversion:
+    """A deposit's conversion, every field checked and named (`conversion.<field>`)."""
+    paid = v.currency(c.paid_currency, cur, "conversion.paid_currency")
+    if paid.code == wallet_currency.code:
+        raise InvalidField("conversion.paid_currency", "must differ from currency (a deposit "
+                                                       "in the wallet's currency has no "
+                                                       "conversion)")
+    try:
+        fx.parse_rate(c.rate, field="conversion.rate")
+        fx.check_spread(c.spread_bps, field="conversion.spread_bps")
+    except fx.FxError as err:
+        raise InvalidField(err.field, err.problem) from None
+    if not c.HasField("rate_time"):
+        raise InvalidField("conversion.rate_time", "is required", reason=errors.FIELD_REQUIRED)
+    try:
+        rate_time = c.rate_time.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidField("conversion.rate_time", "is not a valid timestamp") from None
+    return cmd.Conversion(
+        paid_currency=paid.code,
+        paid_minor=v.positive_amount(c.paid_amount, paid, "conversion.paid_amount"),
+        rate=c.rate, spread_bps=c.spread_bps,
+        rate_source=v.identifier(c.rate_source, "conversion.rate_source"),
+        rate_time=rate_time)
+
+
+def _converted(c: cmd.Conversion, wallet_currency: Currency, cur: Currencies) -> int:
+    """The credit the conversion is worth (service_kit.fx), positive and within the cap."""
+    try:
+        credited = fx.convert(paid_minor=c.paid_minor, paid_scale=cur[c.paid_currency].scale,
+                              rate=fx.parse_rate(c.rate), wallet_scale=wallet_currency.scale,
+                              spread_bps=c.spread_bps,
+                              credited_max_minor=wallet_currency.amount_max_minor)
+    except fx.FxError as err:
+        raise InvalidField("amount", err.problem, reason=errors.AMOUNT_ABOVE_MAXIMUM) from None
+    if credited <= 0:
+        raise InvalidField("conversion.paid_amount", "converts to less than one minor unit "
+                                                     f"of {wallet_currency.code}",
+                           reason=errors.AMOUNT_NOT_POSITIVE)
+    return credited
 
 
 def chargeback(req: pb.ChargebackRequest, cur: Currencies) -> cmd.Chargeback:
@@ -185,7 +239,8 @@ def transaction(t: TransactionView) -> pb.Transaction:
         reason=t.reason or "", player_id=t.player_id or "", currency=t.currency or "",
         caller=t.caller, idempotency_key=t.idempotency_key,
         created_at=_timestamp(t.created_at),
-        postings=[pb.Posting(account=p.account, amount=p.amount_minor) for p in t.postings],
+        postings=[pb.Posting(account=p.account, amount=p.amount_minor,
+                             currency=p.currency or t.currency or "") for p in t.postings],
         details=t.details)
     if t.balances is not None and t.currency:
         message.balances.CopyFrom(balances(t.currency, t.balances))

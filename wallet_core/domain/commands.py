@@ -2,7 +2,9 @@
 
 A command's fingerprint is what "the same request" means for idempotency: every field but
 the key, so a retry with the same key and the same fields replays, and the same key with
-any field changed is IDEMPOTENCY_KEY_REUSED.
+any field changed is IDEMPOTENCY_KEY_REUSED. An optional field left unset (None) is not part
+of the fingerprint, so adding one (Deposit.conversion) leaves the fingerprints of requests
+recorded before it unchanged: their retries still replay.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Command:
         fields = tuple(
             (f.name, getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.name != "idempotency_key"
+            if f.name != "idempotency_key" and getattr(self, f.name) is not None
         )
         return hashlib.sha256(repr((self.kind, fields)).encode()).digest()
 
@@ -42,11 +44,26 @@ class OpenWallet(WalletCommand):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Conversion:
+    """What the player paid, in another currency, and the rate it was converted at
+    (service_kit.fx). `rate` is kept as the provider's decimal string: it is recorded, and
+    part of the fingerprint, exactly as sent."""
+
+    paid_currency: str
+    paid_minor: int
+    rate: str
+    spread_bps: int
+    rate_source: str
+    rate_time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Deposit(WalletCommand):
     kind: ClassVar[str] = "deposit"
     amount_minor: int
     psp: str
     psp_reference: str
+    conversion: Conversion | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

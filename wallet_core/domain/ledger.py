@@ -9,6 +9,10 @@ Every operation is written as moves between accounts. A player's buckets are acc
     chargebacks:<psp>     money taken back by a PSP's chargeback
     bonus_pool            source of granted bonus funds, sink of forfeited/expired ones
     adjustments           support corrections
+    fx:<currency>         the exchange desk's position in one currency: a converted deposit
+                          puts the paid currency in (fx:BTC +paid) and takes the credit out
+                          of the wallet's (fx:EUR -credited); one account per currency
+                          because a transaction holds one posting per account
 
 A move debits one account and credits another by the same amount, so the postings of a
 transaction always sum to zero and, per currency, all accounts together sum to zero.
@@ -47,6 +51,10 @@ def chargeback_account(psp: str) -> str:
     return f"chargebacks:{psp}"
 
 
+def fx_account(currency: str) -> str:
+    return f"fx:{currency}"
+
+
 def player_account(wallet_id: int, bucket: Bucket) -> str:
     return f"player:{wallet_id}:{bucket.value}"
 
@@ -55,6 +63,9 @@ def player_account(wallet_id: int, bucket: Bucket) -> str:
 class Posting:
     account: str
     amount_minor: int
+    # None: the transaction's (wallet's) currency; set only for the paid-currency side of a
+    # converted deposit.
+    currency: str | None = None
 
 
 @dataclass(slots=True)
@@ -107,12 +118,16 @@ class Draft:
     # False when the operation has no business with bonuses and did not load them.
     bonuses_loaded: bool = True
     _net: dict[str, int] = field(default_factory=dict)
+    # Postings between system accounts in another currency (a conversion's paid side):
+    # (account, currency) -> amount. Never a player bucket: buckets are the wallet's currency.
+    _foreign: dict[tuple[str, str], int] = field(default_factory=dict)
     changed_bonus_ids: set[int] = field(default_factory=set)
 
     def without_bonuses(self) -> Draft:
         """The same wallet for an operation that has no business with bonuses (as if they
         had not been loaded). Only for a draft nothing has moved yet."""
-        assert not self._net and not self.changed_bonus_ids, "a used draft is never reused"
+        assert not self._net and not self._foreign and not self.changed_bonus_ids, \
+            "a used draft is never reused"
         return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
                      bonus=self.bonus, reserved=self.reserved, bonuses=[],
                      bonuses_loaded=False)
@@ -120,7 +135,8 @@ class Draft:
     def fork(self) -> Draft:
         """A copy for the next operation on this wallet inside one batch: the operation may
         be rejected halfway through its rule, and then this draft must be as it was."""
-        assert not self._net and not self.changed_bonus_ids, "only a settled draft is forked"
+        assert not self._net and not self._foreign and not self.changed_bonus_ids, \
+            "only a settled draft is forked"
         return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
                      bonus=self.bonus, reserved=self.reserved,
                      bonuses=[replace(b) for b in self.bonuses],
@@ -142,6 +158,18 @@ class Draft:
         self._apply(source, -amount_minor)
         self._apply(dest, amount_minor)
 
+    def move_foreign(self, amount_minor: int, *, currency: str, source: str,
+                     dest: str) -> None:
+        """A balanced move between two system accounts in `currency`, which is not the
+        wallet's: it changes no bucket."""
+        if amount_minor <= 0:
+            raise AssertionError(f"a foreign move is positive (got {amount_minor})")
+        for account, delta in ((source, -amount_minor), (dest, amount_minor)):
+            if account.startswith("player:"):
+                raise AssertionError("player buckets hold only the wallet's currency")
+            key = (account, currency)
+            self._foreign[key] = self._foreign.get(key, 0) + delta
+
     def _apply(self, account: Account, delta: int) -> None:
         if isinstance(account, Bucket):
             name = account.value
@@ -156,7 +184,8 @@ class Draft:
         self._net[key] = self._net.get(key, 0) + delta
 
     def postings(self) -> list[Posting]:
-        return [Posting(a, m) for a, m in sorted(self._net.items()) if m != 0]
+        own = [Posting(a, m) for a, m in sorted(self._net.items()) if m != 0]
+        return own + [Posting(a, m, c) for (a, c), m in sorted(self._foreign.items()) if m != 0]
 
     def balances(self) -> Balances:
         return Balances(self.cash, self.bonus, self.reserved)
@@ -177,3 +206,6 @@ class Draft:
                 f"wallet {self.wallet_id}: bonus bucket {self.bonus} != active bonuses {held}")
         if sum(self._net.values()) != 0:
             raise AssertionError("postings do not balance")
+        for currency in {c for _, c in self._foreign}:
+            if sum(m for (_, c), m in self._foreign.items() if c == currency) != 0:
+                raise AssertionError(f"postings in {currency} do not balance")

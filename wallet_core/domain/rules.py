@@ -21,6 +21,7 @@ from wallet_core.domain.ledger import (
     Bucket,
     Draft,
     chargeback_account,
+    fx_account,
     house_account,
     psp_account,
 )
@@ -50,7 +51,16 @@ def _refuse_in_debt(draft: Draft) -> None:
 
 
 def deposit(draft: Draft, c: cmd.Deposit) -> dict[str, Any]:
-    draft.move(c.amount_minor, source=psp_account(c.psp), dest=Bucket.CASH)
+    """Cash in from the PSP's clearing account. A converted deposit goes through the FX
+    desk: the PSP's clearing pays the paid currency to fx:<paid>, and fx:<wallet currency>
+    pays the credit to cash, so each currency balances on its own (docs/FX.md)."""
+    conversion = c.conversion
+    if conversion is None:
+        draft.move(c.amount_minor, source=psp_account(c.psp), dest=Bucket.CASH)
+        return {}
+    draft.move_foreign(conversion.paid_minor, currency=conversion.paid_currency,
+                       source=psp_account(c.psp), dest=fx_account(conversion.paid_currency))
+    draft.move(c.amount_minor, source=fx_account(c.currency), dest=Bucket.CASH)
     return {}
 
 

@@ -64,8 +64,8 @@ class BatchWrites:
         self._journal_index[journal_id] = index
         if rejected:
             return
-        self._postings.extend((journal_id, p.account, currency, p.amount_minor, draft.player_id)
-                              for p in draft.postings())
+        self._postings.extend((journal_id, p.account, p.currency or currency, p.amount_minor,
+                               draft.player_id) for p in draft.postings())
         self._wallets[draft.wallet_id] = (draft.cash, draft.bonus, draft.reserved)
         for b in draft.bonuses:
             if b.bonus_id in draft.changed_bonus_ids:

@@ -136,7 +136,9 @@ WHERE b.id = u.id AND b.player_id = $5"""
 
 # One statement writes the journal row, its postings and the wallet's new balances. Inside a
 # batch the row takes the id the batch drew for this operation ($18), so journal ids follow
-# the order operations were applied in; alone, the next id from the sequence.
+# the order operations were applied in; alone, the next id from the sequence. Each posting's
+# currency comes in $19 (NULL: the transaction's, $8; set only for the paid side of a
+# converted deposit).
 RECORD = """
 WITH j AS (
     INSERT INTO wallet.journal (id, caller, idempotency_key, request_hash, kind, status,
@@ -147,8 +149,8 @@ WITH j AS (
     RETURNING id, created_at
 ), p AS (
     INSERT INTO wallet.postings (journal_id, account, currency, amount_minor, player_id)
-    SELECT j.id, u.account, $8, u.amount_minor, $17
-    FROM j, unnest($11::text[], $12::bigint[]) AS u(account, amount_minor)
+    SELECT j.id, u.account, coalesce(u.currency, $8), u.amount_minor, $17
+    FROM j, unnest($11::text[], $12::bigint[], $19::text[]) AS u(account, amount_minor, currency)
 ), w AS (
     UPDATE wallet.wallets SET cash = $13, bonus = $14, reserved = $15, updated_at = now()
     WHERE id = $7 AND player_id = $17 AND $16
@@ -297,7 +299,9 @@ SELECT j.id, j.kind, j.status, j.reason, j.caller, j.idempotency_key, j.created_
        coalesce((SELECT array_agg(p.account ORDER BY p.account) FROM wallet.postings p
                  WHERE p.journal_id = j.id), '{}') AS accounts,
        coalesce((SELECT array_agg(p.amount_minor ORDER BY p.account) FROM wallet.postings p
-                 WHERE p.journal_id = j.id), '{}') AS amounts
+                 WHERE p.journal_id = j.id), '{}') AS amounts,
+       coalesce((SELECT array_agg(p.currency ORDER BY p.account) FROM wallet.postings p
+                 WHERE p.journal_id = j.id), '{}') AS currencies
 FROM wallet.journal j LEFT JOIN wallet.wallets w ON w.id = j.wallet_id"""
 
 TRANSACTION_BY_ID = _TRANSACTION_SELECT + " WHERE j.id = $1"
@@ -324,10 +328,34 @@ CHECK_REJECTED_WITH_POSTINGS = """
 SELECT DISTINCT j.id FROM wallet.journal j JOIN wallet.postings p ON p.journal_id = j.id
 WHERE j.status = 'rejected' ORDER BY j.id LIMIT 100"""
 
+# A posting is in its transaction's currency, or, for a converted deposit only, in the paid
+# currency its details name, on a system account (never a player bucket). With
+# CHECK_UNBALANCED_JOURNAL (per journal and currency) a conversion therefore balances in
+# exactly its two currencies.
 CHECK_POSTING_CURRENCY = """
 SELECT p.journal_id, p.account, p.currency FROM wallet.postings p
 JOIN wallet.journal j ON j.id = p.journal_id
-WHERE p.currency IS DISTINCT FROM j.currency ORDER BY p.journal_id LIMIT 100"""
+WHERE p.currency IS DISTINCT FROM j.currency
+  AND NOT (j.kind = 'deposit' AND p.account NOT LIKE 'player:%'
+           AND p.currency = j.details ->> 'fx_paid_currency'
+           AND j.currency IS DISTINCT FROM j.details ->> 'fx_paid_currency')
+ORDER BY p.journal_id LIMIT 100"""
+
+# A converted deposit moved exactly the paid amount its details record into the FX desk, in
+# the paid currency (the record and the postings tell the same story).
+CHECK_CONVERSIONS = """
+SELECT j.id, j.details ->> 'fx_paid_currency' AS paid_currency,
+       j.details ->> 'fx_paid_minor' AS recorded, coalesce(sum(p.amount_minor), 0) AS posted
+FROM wallet.journal j
+LEFT JOIN wallet.postings p ON p.journal_id = j.id AND p.amount_minor > 0
+    AND p.currency = j.details ->> 'fx_paid_currency'
+WHERE j.kind = 'deposit' AND j.status = 'ok' AND j.details ? 'fx_paid_currency'
+GROUP BY j.id
+HAVING (j.details ->> 'fx_paid_minor') !~ '^[0-9]{1,19}$'
+    OR coalesce(sum(p.amount_minor), 0) <> CASE
+           WHEN (j.details ->> 'fx_paid_minor') ~ '^[0-9]{1,19}$'
+           THEN (j.details ->> 'fx_paid_minor')::numeric END
+ORDER BY j.id LIMIT 100"""
 
 # Sums keyed by (wallet id, bucket) parsed from the account name: an equi-join Postgres can
 # hash (joining on a built string ran a nested loop, minutes on a load-test ledger).

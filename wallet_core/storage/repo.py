@@ -189,7 +189,8 @@ async def record(conn: asyncpg.Connection, *, caller: str, key: str, fingerprint
         q.RECORD, caller, key, fingerprint, kind, "rejected" if rejected else "ok",
         rejection_reason, draft.wallet_id, currency, outcome, details,
         [p.account for p in postings], [p.amount_minor for p in postings],
-        draft.cash, draft.bonus, draft.reserved, not rejected, draft.player_id, journal_id)
+        draft.cash, draft.bonus, draft.reserved, not rejected, draft.player_id, journal_id,
+        [p.currency for p in postings])
     return row["id"], row["created_at"]
 
 
