@@ -41,7 +41,7 @@ from service_kit.pg import database_url_from_env, init_json_codecs
 from service_kit.settings import SettingsError
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     def default(obj: object) -> str:
         if isinstance(obj, datetime):
             return obj.isoformat()
@@ -49,7 +49,7 @@ def _print_json(value: Any) -> None:
     print(orjson.dumps(value, default=default, option=orjson.OPT_INDENT_2).decode())
 
 
-async def _connect() -> asyncpg.Connection:
+async def connect() -> asyncpg.Connection:
     conn = await asyncpg.connect(database_url_from_env(), timeout=5.0)
     await init_json_codecs(conn)
     return conn
@@ -77,13 +77,13 @@ async def _simulate() -> int:
     return 0
 
 
-async def _dead_letters(args: argparse.Namespace) -> int:
-    conn = await _connect()
+async def dead_letters(args: argparse.Namespace) -> int:
+    conn = await connect()
     try:
         if args.action == "list":
             rows = await repo.dead_events(conn, after_id=args.after, limit=args.limit)
             if args.json:
-                _print_json(rows)
+                print_json(rows)
             else:
                 for r in rows:
                     print(f"{r['id']:>8}  {r['psp']:<12} {r['psp_event_type'][:32]:<32} "
@@ -101,14 +101,14 @@ async def _dead_letters(args: argparse.Namespace) -> int:
         await conn.close()
 
 
-async def _payment(args: argparse.Namespace) -> int:
-    conn = await _connect()
+async def show_payment(args: argparse.Namespace) -> int:
+    conn = await connect()
     try:
         p = await repo.payment(conn, args.payment_id)
         if p is None:
             print(f"no payment {args.payment_id}", file=sys.stderr)
             return 1
-        _print_json(payment_view(p, await repo.history(conn, p.id)))
+        print_json(payment_view(p, await repo.history(conn, p.id)))
         return 0
     finally:
         await conn.close()
@@ -149,31 +149,31 @@ async def _risk(args: argparse.Namespace, key: str) -> int:
         async with request as resp:
             body = await resp.read()
     answer = orjson.loads(body) if body else {}
-    _print_json(answer)
+    print_json(answer)
     return 0 if resp.status < 400 else 1
 
 
 FIND_ROWS_MAX = 20
 
 
-async def _find_payment(args: argparse.Namespace) -> int:
+async def find_payment(args: argparse.Namespace) -> int:
     """Payments matching any reference support has: ours, the PSP's, the withdrawal id, the
     cashier's Idempotency-Key."""
-    conn = await _connect()
+    conn = await connect()
     try:
         found = await repo.payments_by_any_reference(conn, args.reference, FIND_ROWS_MAX)
-        _print_json([payment_view(p, await repo.history(conn, p.id)) for p in found])
+        print_json([payment_view(p, await repo.history(conn, p.id)) for p in found])
         return 0 if found else 1
     finally:
         await conn.close()
 
 
-async def _sync_payment(args: argparse.Namespace, settings: config.Settings) -> int:
+async def sync_payment(args: argparse.Namespace, settings: config.Settings) -> int:
     """Ask the PSP now about one payment (timed out ones included) and put its answer in the
     inbox, where the running bridge's workers apply it like any poll; recorded in the
     payment's history with who and why."""
     adapters = build_adapters(settings.psps)
-    conn = await _connect()
+    conn = await connect()
     try:
         p = await repo.payment(conn, args.payment_id)
         if p is None:
@@ -234,7 +234,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
         print(f"{args.file}: {err}", file=sys.stderr)
         return 2
     try:
-        conn = await _connect()
+        conn = await connect()
     except (OSError, asyncpg.PostgresError) as err:
         print(f"database unavailable: {type(err).__name__}: {err}", file=sys.stderr)
         return 3
@@ -320,17 +320,17 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "demo":
         work = _demo(args)
     elif args.command == "dead-letters":
-        work = _dead_letters(args)
+        work = dead_letters(args)
     elif args.command == "reconcile":
         work = _reconcile(args)
     elif args.command == "risk":
         work = _risk(args, _support_key())
     elif args.command == "find-payment":
-        work = _find_payment(args)
+        work = find_payment(args)
     elif args.command == "sync-payment":
-        work = _sync_payment(args, config.load())
+        work = sync_payment(args, config.load())
     else:
-        work = _payment(args)
+        work = show_payment(args)
     try:
         sys.exit(uvloop.run(work))
     except SettingsError as err:

@@ -18,6 +18,7 @@ import orjson
 
 from gateway_bridge.domain.money import AMOUNT_MAX_MINOR, EXPONENTS
 from gateway_bridge.domain.risk import SCORE_MAX, Outcome, RiskPolicy, Threshold
+from gateway_bridge.incidents.rules import IncidentPolicy
 from gateway_bridge.psp.base import PspConfig
 from service_kit.settings import EnvReader, SettingsError
 
@@ -85,7 +86,6 @@ class Settings:
     # reject held payments over HTTP (none: only the use case / CLI can).
     risk: RiskPolicy = field(default_factory=RiskPolicy)
     risk_support_clients: frozenset[str] = frozenset()
-
     # Currency conversion (docs/FX.md): the rates provider's URL (empty: FX off, paying in
     # another currency is refused), the spread taken from the player, the oldest rate used
     # (by the provider's as_of), and the provider's timeout.
@@ -93,6 +93,9 @@ class Settings:
     fx_spread_bps: int = 150
     fx_rate_age_max_ms: int = 60_000
     fx_timeout_ms: int = 2_000
+    # Incident detection rules and how often they run (docs/INCIDENTS.md).
+    incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
+
     def pending_limit_for(self, psp: str) -> int:
         return self.pending_limit_ms.get(psp, self.sync_schedule_ms[0])
 
@@ -233,12 +236,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         risk_support_clients=frozenset(
             c.strip() for c in env.get("BRIDGE_RISK_SUPPORT_CLIENTS", "").split(",")
             if c.strip()),
-    )
         fx_rates_url=env.get("BRIDGE_FX_RATES_URL", ""),
         fx_spread_bps=r.integer("BRIDGE_FX_SPREAD_BPS", 150, low=0, high=5_000),
         fx_rate_age_max_ms=r.integer("BRIDGE_FX_RATE_AGE_MAX_MS", 60_000, low=100,
                                      high=86_400_000),
         fx_timeout_ms=r.integer("BRIDGE_FX_TIMEOUT_MS", 2_000, low=10, high=30_000),
+        incidents=_incidents(r),
+    )
     if settings.database_url and not settings.database_url.startswith(("postgresql://",
                                                                        "postgres://")):
         r.problems.append("DATABASE_URL: must start with postgresql://")
@@ -264,12 +268,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if settings.risk.scoring_timeout_ms >= settings.request_timeout_ms:
         r.problems.append("BRIDGE_RISK_SCORING_TIMEOUT_MS: must be below "
                           "BRIDGE_REQUEST_TIMEOUT_MS (the scorer is asked inside a request)")
-    r.done()
     if settings.fx_rates_url and not settings.fx_rates_url.startswith(("http://", "https://")):
         r.problems.append("BRIDGE_FX_RATES_URL: expected an http(s):// URL (empty: FX off)")
     if settings.fx_timeout_ms >= settings.request_timeout_ms:
         r.problems.append("BRIDGE_FX_TIMEOUT_MS: must be below BRIDGE_REQUEST_TIMEOUT_MS (the "
                           "rates provider is asked inside a cashier request)")
+    r.done()
     return settings
 
 
@@ -403,3 +407,32 @@ def _check_tls_files(s: Settings, r: EnvReader) -> None:
 
 
 __all__ = ["PSP_NAMES", "Settings", "SettingsError", "load"]
+
+
+# Each rule's setting -> (low, high); BRIDGE_INCIDENT_<NAME> in the environment.
+_INCIDENT_BOUNDS: dict[str, tuple[int, int]] = {
+    "interval_ms": (100, 3_600_000),
+    "deposit_window_s": (1, 7 * 86_400),
+    "deposit_finished_min": (1, 1_000_000),
+    "deposit_failure_percent": (1, 100),
+    "withdrawal_sla_s": (1, 30 * 86_400),
+    "withdrawal_delayed_min": (1, 1_000_000),
+    "callback_window_s": (1, 7 * 86_400),
+    "callback_errors_min": (1, 1_000_000),
+    "mismatch_window_s": (1, 7 * 86_400),
+    "mismatch_min": (1, 1_000_000),
+    "timeout_min": (1, 1_000_000),
+    "probe_failures_min": (1, 100),
+    "affected_max": (1, 10_000),
+    "observe_every_s": (0, 86_400),
+}
+
+
+def _incidents(r: EnvReader) -> IncidentPolicy:
+    defaults = IncidentPolicy()
+    values: dict[str, Any] = {
+        name: r.integer(f"BRIDGE_INCIDENT_{name.upper()}", getattr(defaults, name),
+                        low=low, high=high)
+        for name, (low, high) in _INCIDENT_BOUNDS.items()}
+    return IncidentPolicy(enabled=r.flag("BRIDGE_INCIDENTS_ENABLED", defaults.enabled),
+                          **values)

@@ -55,6 +55,13 @@ PSP_PROBE_DURATION = Gauge("bridge_psp_probe_duration_seconds",
                            "How long the last health probe of a PSP's API took", ["psp"])
 REFRESH_FAILURES = Counter("bridge_metrics_refresh_failures",
                            "Refreshes of the database gauges that failed")
+# Incidents (gateway_bridge/incidents): what the detector did, and the records still open.
+INCIDENT_CHANGES = Counter("bridge_incident_changes", "Incidents opened, observed, cleared "
+                           "or back, by rule", ["rule", "change"])
+INCIDENT_EVALUATION_FAILURES = Counter("bridge_incident_evaluation_failures",
+                                       "Evaluations of the incident rules that failed")
+INCIDENTS_OPEN = Gauge("bridge_incidents_open", "Incidents not yet resolved, by rule and "
+                       "stage", ["rule", "stage"])
 
 
 def psp_call(psp: str, outcome: str, duration_s: float) -> None:

@@ -3,8 +3,9 @@ before a payment fails (DESIGN.md §11, "gateway downtime").
 
 Each adapter's probe is one authenticated GET outside the circuit breaker and without
 retries, so the probe reports the PSP as it is, and a PSP that is down costs one timeout per
-round, not a payment. Results go to Prometheus gauges and to the log when a PSP changes
-between up and down.
+round, not a payment. Results go to Prometheus gauges, to the log when a PSP changes
+between up and down, and to bridge.psp_probes, where the gateway-downtime incident rule
+reads the last few.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+import asyncpg
+
 from gateway_bridge import metrics
+from gateway_bridge.incidents import store
 from gateway_bridge.psp.base import ProbeResult, PspAdapter
+from gateway_bridge.storage import repo
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +41,17 @@ async def probe_all(adapters: Mapping[str, PspAdapter],
     return found
 
 
-async def probe_forever(adapters: Mapping[str, PspAdapter], *, interval_ms: int) -> None:
-    """`probe_all` every `interval_ms` (each probe bounded by the PSP's own timeout)."""
+async def probe_forever(adapters: Mapping[str, PspAdapter], *, interval_ms: int,
+                        pool: asyncpg.Pool | None = None, timeout_ms: int = 5000) -> None:
+    """`probe_all` every `interval_ms` (each probe bounded by the PSP's own timeout), the
+    results kept in Postgres when a pool is given; a round that can't be kept is logged."""
     state: dict[str, bool] = {}
     while True:
-        await probe_all(adapters, state)
+        results = await probe_all(adapters, state)
+        if pool is not None and results:
+            try:
+                async with asyncio.timeout(timeout_ms / 1000), pool.acquire() as conn:
+                    await store.record_probes(conn, results)
+            except (*repo.DB_ERRORS, TimeoutError) as exc:
+                log.warning("probe results not kept", extra={"error": type(exc).__name__})
         await asyncio.sleep(interval_ms / 1000)

@@ -28,6 +28,7 @@ from gateway_bridge.http import risk as http_risk
 from gateway_bridge.http import webhooks
 from gateway_bridge.http.context import Services
 from gateway_bridge.inbox import Inbox
+from gateway_bridge.incidents.detector import Detector
 from gateway_bridge.payments import Payments
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.risk.review import Reviews
@@ -51,6 +52,7 @@ class Running:
     services: Services
     reviews: Reviews | None = None
     metrics_port: int | None = None
+    detector: Detector | None = None
 
 
 def listener_tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -111,6 +113,9 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings)
     sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,
                       settings=settings)
+    detector = Detector(pool=pool, policy=settings.incidents, adapters=adapters,
+                        probe_interval_ms=settings.probe_interval_ms,
+                        timeout_ms=settings.db_statement_timeout_ms)
     services = Services(settings=settings, pool=pool, payments=payments, inbox=inbox,
                         sync=sync, adapters=adapters,
                         clients_by_key_sha256=settings.clients_by_key_sha256)
@@ -141,14 +146,21 @@ async def running(settings: Settings, *, migrate_first: bool = True,
         if workers:
             tasks += [asyncio.create_task(inbox.run(), name="inbox"),
                       asyncio.create_task(sync.run(), name="status-sync")]
+        detecting = workers and settings.incidents.enabled
+        # The probes feed the gauges and the gateway-downtime rule: they run when either
+        # is on.
+        if metrics_port is not None or detecting:
+            tasks.append(asyncio.create_task(probes.probe_forever(
+                adapters, interval_ms=settings.probe_interval_ms, pool=pool,
+                timeout_ms=settings.db_statement_timeout_ms), name="psp-probes"))
         if metrics_port is not None:
-            tasks += [asyncio.create_task(probes.probe_forever(
-                          adapters, interval_ms=settings.probe_interval_ms), name="psp-probes"),
-                      asyncio.create_task(metrics.refresh_forever(
-                          pool, interval_ms=settings.metrics_refresh_ms,
-                          timeout_ms=settings.db_statement_timeout_ms), name="metrics-refresh")]
+            tasks.append(asyncio.create_task(metrics.refresh_forever(
+                pool, interval_ms=settings.metrics_refresh_ms,
+                timeout_ms=settings.db_statement_timeout_ms), name="metrics-refresh"))
+        if detecting:
+            tasks.append(asyncio.create_task(detector.run(), name="incident-detector"))
         yield Running(port=bound, services=services, metrics_port=metrics_port,
-                      reviews=reviews)
+                      reviews=reviews, detector=detector)
     finally:
         await metrics_runner.cleanup()
         await runner.cleanup()
@@ -162,6 +174,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
         for adapter in adapters.values():
             await adapter.close()
         await risk.close()
+        await rates.close()
         await wallet.close()
         await pool.close()
 
@@ -174,7 +187,6 @@ async def serve(settings: Settings) -> None:
     async with running(settings) as run:
         log.info("gateway-bridge serving", extra={
             "listen": settings.listen_addr, "port": run.port,
-        await rates.close()
             "psps": sorted(settings.psps), "wallet": settings.wallet_addr,
             "tls": bool(settings.tls_cert_file),
             "wallet_tls": bool(settings.wallet_tls_ca_file or settings.wallet_tls_cert_file)})

@@ -162,3 +162,11 @@ class WalletClient:
             withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key))
         assert isinstance(reply, pb.ReverseWithdrawalResponse)
         return reply.result.transaction_id
+
+    async def transactions(self, *, player_id: str, currency: str,
+                           page_size: int) -> list[pb.Transaction]:
+        """The player's latest journal entries in one currency, newest first (support)."""
+        reply = await self._call("ListTransactions", pb.ListTransactionsRequest(
+            player_id=player_id, currency=currency, page_size=page_size))
+        assert isinstance(reply, pb.ListTransactionsResponse)
+        return list(reply.transactions)

@@ -50,6 +50,15 @@ env = {
 private(".run/bridge.env", "".join(f"export {k}='{v}'\n" for k, v in env.items()))
 PY
 fi
+# walletctl's read-only view of the wallet (`walletctl player`) uses the support caller.
+if [ ! -f .run/support-wallet-token ]; then
+    .venv/bin/python - <<'PY'
+import json, os
+fd = os.open(".run/support-wallet-token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+with os.fdopen(fd, "w") as f:
+    f.write(json.load(open(".run/callers.json"))["support"]["token"])
+PY
+fi
 # shellcheck disable=SC1091
 source .run/bridge.env
 export BRIDGE_LISTEN_ADDR="${BRIDGE_LISTEN_ADDR:-127.0.0.1:8080}"
@@ -59,6 +68,11 @@ export BRIDGE_PUBLIC_URL="http://$BRIDGE_LISTEN_ADDR" SIM_WEBHOOK_BASE_URL="http
 export BRIDGE_STRIPE_BASE_URL="http://$SIM_LISTEN_ADDR/stripe"
 export BRIDGE_ADYEN_BASE_URL="http://$SIM_LISTEN_ADDR/adyen"
 export BRIDGE_NOWPAYMENTS_BASE_URL="http://$SIM_LISTEN_ADDR/nowpayments"
+# Currency conversion (docs/FX.md): rates from the simulator's provider endpoint.
+export BRIDGE_FX_RATES_URL="${BRIDGE_FX_RATES_URL:-http://$SIM_LISTEN_ADDR/fx/rates}"
+export BRIDGE_FX_SPREAD_BPS="${BRIDGE_FX_SPREAD_BPS:-150}"
+export BRIDGE_FX_RATE_AGE_MAX_MS="${BRIDGE_FX_RATE_AGE_MAX_MS:-60000}"
+export BRIDGE_FX_TIMEOUT_MS="${BRIDGE_FX_TIMEOUT_MS:-2000}"
 export BRIDGE_WALLET_ADDR="$WALLET_LISTEN_ADDR"
 export BRIDGE_WALLET_TOKEN_FILE="$PWD/.run/bridge-wallet-token"
 export BRIDGE_API_KEYS_FILE="$PWD/.run/bridge-api-keys.json"
@@ -68,11 +82,6 @@ export BRIDGE_API_KEYS_FILE="$PWD/.run/bridge-api-keys.json"
 scripts/stop.sh >/dev/null 2>&1 || true
 
 # start <name> <log> <command...>: background process with a pid file under .run/.
-# Currency conversion (docs/FX.md): rates from the simulator's provider endpoint.
-export BRIDGE_FX_RATES_URL="${BRIDGE_FX_RATES_URL:-http://$SIM_LISTEN_ADDR/fx/rates}"
-export BRIDGE_FX_SPREAD_BPS="${BRIDGE_FX_SPREAD_BPS:-150}"
-export BRIDGE_FX_RATE_AGE_MAX_MS="${BRIDGE_FX_RATE_AGE_MAX_MS:-60000}"
-export BRIDGE_FX_TIMEOUT_MS="${BRIDGE_FX_TIMEOUT_MS:-2000}"
 start() {
     local name=$1; shift
     nohup "$@" >> ".run/$name.log" 2>&1 &
@@ -106,8 +115,13 @@ echo "gateway-bridge is serving on $BRIDGE_LISTEN_ADDR (logs .run/bridge.log, me
 .venv/bin/gateway-bridge demo --bridge-url "http://$BRIDGE_LISTEN_ADDR" \
     --sim-url "http://$SIM_LISTEN_ADDR" --wallet-addr "$WALLET_LISTEN_ADDR"
 .venv/bin/wallet-core check
+echo
+echo "Incidents the bridge's detector sees now (walletctl incidents list):"
+.venv/bin/walletctl incidents list
 cat <<MSG
 The wallet, the bridge and the PSP simulator keep running; stop them with: make stop
   cashier API:  http://$BRIDGE_LISTEN_ADDR/v1/... with the key in .run/bridge-api-keys.json
-  support:      DATABASE_URL='$DATABASE_URL' .venv/bin/gateway-bridge dead-letters list
+  support:      DATABASE_URL='$DATABASE_URL' WALLETCTL_WALLET_ADDR='$WALLET_LISTEN_ADDR' \
+                WALLETCTL_WALLET_TOKEN_FILE='$PWD/.run/support-wallet-token' \
+                .venv/bin/walletctl incidents list | player PLAYER | payment find REF  (docs/INCIDENTS.md)
 MSG

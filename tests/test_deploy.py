@@ -585,7 +585,8 @@ def test_alert_rules_watch_real_metrics_and_every_problem() -> None:
             assert rule["annotations"]["summary"]
             alerts[rule["alert"]] = rule["expr"]
     for wanted in ("DepositFailureRatioHigh", "WithdrawalsWaiting", "WebhookRejections",
-                   "PaymentMismatch", "PaymentsTimedOut", "PspCircuitOpen", "PspCallsFailing"):
+                   "PaymentMismatch", "PaymentsTimedOut", "PspCircuitOpen", "PspCallsFailing",
+                   "IncidentOpened", "IncidentNotAcknowledged"):
         assert wanted in alerts
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]

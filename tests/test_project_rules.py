@@ -58,14 +58,16 @@ def test_bridge_domain_does_no_io_and_imports_no_edge() -> None:
 
 def test_sql_lives_only_in_storage_and_is_parameterized() -> None:
     """SQL statements appear only in the queries modules (storage/queries.py of each service,
-    and the bridge's risk and reconciliation packages keep theirs in their own queries.py)
-    and in the migration runner."""
+    and the bridge's risk, reconciliation, incidents and support packages keep theirs in their own
+    queries.py) and in the migration runner."""
     sql = re.compile(r"\b(SELECT\s+\S+.*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\.\w+\s+SET|DELETE\s+FROM)\b",
                      re.IGNORECASE | re.DOTALL)
     allowed = {ROOT / "wallet_core" / "storage" / "queries.py",
                ROOT / "gateway_bridge" / "storage" / "queries.py",
                ROOT / "gateway_bridge" / "risk" / "queries.py",
                ROOT / "gateway_bridge" / "reconciliation" / "queries.py",
+               ROOT / "gateway_bridge" / "incidents" / "queries.py",
+               ROOT / "gateway_bridge" / "support" / "queries.py",
                ROOT / "service_kit" / "migrations.py"}
     for path in [*ROOT.glob("wallet_core/**/*.py"), *ROOT.glob("service_kit/**/*.py"),
                  *ROOT.glob("gateway_bridge/**/*.py")]:

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway_bridge import metrics
 from gateway_bridge.http import errors as http_errors
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
+from gateway_bridge.incidents import store as incident_store
 from gateway_bridge.psp.base import WebhookRejected
 from gateway_bridge.storage import repo
 
@@ -61,13 +62,15 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def flush_rejections(services: Services) -> None:
-    """Adds the rejections counted in memory to `bridge.webhook_rejections`."""
+    """Adds the rejections counted in memory to `bridge.webhook_rejections` (running totals)
+    and to the current minute's counts the callback-error incident rule reads."""
     pending = dict(services.rejected_unsaved)
     services.rejected_unsaved.clear()
     try:
         async with services.pool.acquire() as conn, conn.transaction():
             for (psp, cause), count in sorted(pending.items()):
                 await repo.count_rejections(conn, psp, cause, count)
+                await incident_store.count_rejection(conn, psp, cause, count)
     except repo.DB_ERRORS:
         services.rejected_unsaved.update(pending)  # kept for the next flush
 

@@ -91,6 +91,10 @@ def bridge_env(*, database_url: str, wallet_port: int, sim_url: str, bridge_port
         "BRIDGE_PSP_BREAKER_FAILURES_MAX": "3",
         "BRIDGE_PSP_BREAKER_COOLDOWN_MS": "500",
         "BRIDGE_SHUTDOWN_GRACE_MS": "1000",
+        # The detector (and the probes it needs) would write incidents into the shared
+        # database and call the simulator in every test; tests/bridge/test_incidents.py
+        # runs it in a database of its own.
+        "BRIDGE_INCIDENTS_ENABLED": "false",
     }
     env.update(overrides)
     return env
@@ -203,6 +207,7 @@ class Cashier:
 DEFAULT_KNOBS: dict[str, Any] = {
     "latency_ms": 0, "error_rate": 0, "down": False, "decline_rate": 0, "duplicate_count": 0,
     "reorder": False, "delay_ms": 0, "drop_rate": 0, "auto_complete_ms": 0, "poll_status": None,
+    "auto_outcome": "success",
 }
 
 

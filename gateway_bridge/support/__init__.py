@@ -1,0 +1,2 @@
+"""Support tooling behind walletctl: settling payments by hand, a player's view, incident
+reports."""

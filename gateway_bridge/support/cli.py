@@ -1,0 +1,345 @@
+"""`walletctl`: the support engineer's command line (docs/INCIDENTS.md).
+
+    walletctl player ID                       balances, journal and payments of a player
+    walletctl payment find REF | show ID      a payment by any reference, with its history
+    walletctl payment sync ID --reason        ask the PSP now; the answer goes to the inbox
+    walletctl payment resolve ID --outcome succeeded|failed|dismiss --reason
+    walletctl dead-letters list | replay      events that could not be applied
+    walletctl incidents list | show | ack | advance | note | resolve | evaluate | report
+
+Everything is recorded with who did it (--actor, default $USER) and why. It talks to the
+bridge's database directly, so it works while the bridge is down; money moves only through
+the inbox (applied by the running bridge) or the wallet's own API. Exit codes: 0 done,
+1 not found or refused, 2 bad input, 3 database or wallet unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvloop
+
+from gateway_bridge import cli as bridge_cli
+from gateway_bridge import config
+from gateway_bridge.incidents import store as incidents
+from gateway_bridge.incidents.detector import Detector
+from gateway_bridge.incidents.rules import LifecycleError, Stage
+from gateway_bridge.psp.registry import build_adapters
+from gateway_bridge.support import player, report, resolution
+from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+from service_kit.pg import init_json_codecs
+from service_kit.settings import EnvReader, SettingsError
+
+LIST_ROWS_MAX = 200
+# How long `payment resolve` waits for the running bridge to apply the settlement.
+APPLY_WAIT_S_MAX = 120
+
+
+def _actor_default() -> str:
+    return os.environ.get("USER") or "support"
+
+
+def _secret(name: str) -> str:
+    path = os.environ.get(f"{name}_FILE", "")
+    return Path(path).read_text().strip() if path else os.environ.get(name, "")
+
+
+async def _player(args: argparse.Namespace) -> int:
+    r = EnvReader(os.environ)
+    token = _secret("WALLETCTL_WALLET_TOKEN")
+    if not token:
+        r.problems.append("WALLETCTL_WALLET_TOKEN (or _FILE): a wallet token with the read "
+                          "or support scope, required")
+    addr = r.text("WALLETCTL_WALLET_ADDR", os.environ.get("BRIDGE_WALLET_ADDR",
+                                                         "127.0.0.1:50051"))
+    timeout_ms = r.integer("WALLETCTL_WALLET_TIMEOUT_MS", 5000, low=100, high=60_000)
+    r.done()
+    wallet = WalletClient(addr=addr, token=token, timeout_ms=timeout_ms,
+                          tls_ca_file=os.environ.get("WALLETCTL_WALLET_TLS_CA_FILE", ""))
+    conn = await bridge_cli.connect()
+    try:
+        view = await player.player_view(conn, wallet, args.player_id,
+                                        currencies=[c.upper() for c in args.currency],
+                                        limit=args.limit)
+    except WalletRefused as err:
+        print(f"the wallet refused: {err.code} {err.reason}: {err.message}", file=sys.stderr)
+        return 1
+    except WalletUnavailable as err:
+        print(f"wallet unavailable: {err}", file=sys.stderr)
+        return 3
+    finally:
+        await conn.close()
+        await wallet.close()
+    bridge_cli.print_json(view)
+    return 0 if view["wallets"] or view["payments"] else 1
+
+
+async def _resolve_payment(args: argparse.Namespace) -> int:
+    conn = await bridge_cli.connect()
+    try:
+        try:
+            async with conn.transaction():
+                done = await resolution.resolve(
+                    conn, args.payment_id, resolution.Outcome(args.outcome), actor=args.actor,
+                    reason=args.reason, incident_id=args.incident)
+        except (resolution.ResolveRefused, incidents.IncidentNotFound) as err:
+            print(err, file=sys.stderr)
+            return 1
+        linked = f"; noted on incident(s) {list(done.incidents)}" if done.incidents else ""
+        if done.inbox_id is None:
+            print(f"{done.payment_id}: {args.outcome} recorded{linked}")
+            return 0
+        if done.again:
+            print(f"{done.payment_id}: already settled by hand as {args.outcome} "
+                  f"(inbox event {done.inbox_id}); nothing new recorded")
+        else:
+            print(f"{done.payment_id}: settlement stored as inbox event "
+                  f"{done.inbox_id}{linked}")
+        return await _wait_applied(conn, done.inbox_id, args.wait_s)
+    finally:
+        await conn.close()
+
+
+async def _wait_applied(conn: asyncpg.Connection, inbox_id: int, wait_s: int) -> int:
+    """The running bridge's workers apply the event; report what became of it."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        status, note = await resolution.event_status(conn, inbox_id)
+        if status != "pending":
+            print(f"inbox event {inbox_id}: {status}" + (f" ({note})" if note else ""))
+            return 0 if status == "applied" else 1
+        if asyncio.get_running_loop().time() >= deadline:
+            print(f"inbox event {inbox_id} is still pending: is the bridge running? It will "
+                  "be applied when it is.")
+            return 0 if wait_s == 0 else 1
+        await asyncio.sleep(0.2)
+
+
+def _print_incident_line(i: dict[str, Any]) -> None:
+    risk = ", ".join(report.money(v, c) for c, v in i["at_risk"].items()) or "-"
+    clear = " (clear)" if i["cleared_at"] and i["stage"] != "resolved" else ""
+    print(f"{i['id']:>6}  {i['stage']:<10}{clear:<8} {i['rule']:<20} {i['scope']:<22} "
+          f"payments={i['payments']:<5} players={i['players']:<5} at risk: {risk}")
+    print(f"        {i['summary']}")
+
+
+async def _incidents(args: argparse.Namespace) -> int:
+    action = args.action
+    if action == "evaluate":
+        return await _evaluate()
+    conn = await bridge_cli.connect()
+    try:
+        if action == "list":
+            rows = await incidents.list_incidents(
+                conn, stage=Stage(args.stage) if args.stage else None,
+                include_resolved=args.all, limit=args.limit)
+            if args.json:
+                bridge_cli.print_json(rows)
+            else:
+                for row in rows:
+                    _print_incident_line(row)
+                print(f"{len(rows)} incident(s)")
+            return 0
+        if args.id is None:
+            print(f"incidents {action}: give the incident id", file=sys.stderr)
+            return 2
+        if action == "show":
+            bridge_cli.print_json(await incidents.incident(conn, args.id))
+            return 0
+        if action == "report":
+            return await _report(conn, args.id, args.out)
+        async with conn.transaction():
+            await _change(conn, args)
+        print(f"incident {args.id}: {action} recorded")
+        return 0
+    except incidents.IncidentNotFound as err:
+        print(err, file=sys.stderr)
+        return 1
+    except LifecycleError as err:
+        print(f"incident {args.id}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await conn.close()
+
+
+async def _change(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    if args.action == "ack":
+        await incidents.move(conn, args.id, Stage.DIAGNOSING, actor=args.actor,
+                             note=args.note or "acknowledged")
+    elif args.action == "advance":
+        await incidents.move(conn, args.id, Stage(args.to), actor=args.actor,
+                             note=args.note or "")
+    elif args.action == "note":
+        await incidents.note(conn, args.id, actor=args.actor, text=args.note,
+                             kind="action" if args.action_taken else "note")
+    else:
+        await incidents.resolve(conn, args.id, actor=args.actor, cause=args.cause,
+                                resolution=args.resolution, force=args.force)
+
+
+async def _evaluate() -> int:
+    """One evaluation now, as the running bridge does on its schedule (cron, a check after
+    a change). Circuit breakers live in the bridge's process: here they read closed."""
+    settings = config.load()
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1,
+                                     init=init_json_codecs, timeout=5.0)
+    adapters = build_adapters(settings.psps)
+    try:
+        detector = Detector(pool=pool, policy=settings.incidents, adapters=adapters,
+                            probe_interval_ms=settings.probe_interval_ms,
+                            timeout_ms=settings.db_statement_timeout_ms)
+        changes = await detector.evaluate_once()
+    finally:
+        for a in adapters.values():
+            await a.close()
+        await pool.close()
+    if changes is None:
+        print("another bridge is evaluating right now; nothing done")
+        return 0
+    for c in changes:
+        print(f"incident {c.incident_id} {c.what}: {c.rule} at {c.scope}")
+    print(f"{len(changes)} change(s)")
+    return 0
+
+
+async def _report(conn: asyncpg.Connection, incident_id: int, out: Path) -> int:
+    now = datetime.now(UTC)
+    view = await incidents.incident(conn, incident_id)
+    period = report.chart_period(view, now)
+    activity = await incidents.activity(conn, psp=view["psp"], start=period.start,
+                                        end=period.end, bucket_s=period.bucket_s)
+    markdown, chart = await asyncio.to_thread(report.write, view, activity, out,
+                                              generated_at=now)
+    print(f"report: {markdown}\nchart:  {chart}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="walletctl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def actor(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--actor", default=_actor_default(), help="who (kept in the record)")
+
+    who = sub.add_parser("player", help="a player's balances, journal and payments")
+    who.add_argument("player_id")
+    who.add_argument("--currency", action="append", default=[],
+                     help="only this wallet (repeatable); default: every currency")
+    who.add_argument("--limit", type=int, default=20, choices=range(1, 501),
+                     metavar="1..500", help="journal entries per wallet and payments")
+
+    pay = sub.add_parser("payment", help="find, show, sync or settle a payment")
+    pay_sub = pay.add_subparsers(dest="payment_action", required=True)
+    find = pay_sub.add_parser("find", help="by our id, the PSP's reference, the withdrawal "
+                              "id or the cashier's Idempotency-Key")
+    find.add_argument("reference")
+    show = pay_sub.add_parser("show", help="one payment with its history")
+    show.add_argument("payment_id")
+    sync = pay_sub.add_parser("sync", help="ask the PSP now (timed-out payments too)")
+    sync.add_argument("payment_id")
+    sync.add_argument("--reason", required=True)
+    actor(sync)
+    settle = pay_sub.add_parser("resolve", help="settle a stuck payment by hand, or clear "
+                                "its attention (dismiss)")
+    settle.add_argument("payment_id")
+    settle.add_argument("--outcome", required=True, choices=[o.value for o in
+                                                             resolution.Outcome])
+    settle.add_argument("--reason", required=True, help="what support found out")
+    settle.add_argument("--incident", type=int, default=None,
+                        help="also note it on this incident's timeline")
+    settle.add_argument("--wait-s", type=int, default=15, choices=range(0, APPLY_WAIT_S_MAX + 1),
+                        metavar=f"0..{APPLY_WAIT_S_MAX}",
+                        help="wait this long for the running bridge to apply it")
+    actor(settle)
+
+    dead = sub.add_parser("dead-letters", help="list or replay dead-lettered PSP events")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("--id", type=int)
+    dead.add_argument("--all", action="store_true")
+    dead.add_argument("--after", type=int, default=0)
+    dead.add_argument("--limit", type=int, default=100, choices=range(1, 1001),
+                      metavar="1..1000")
+    dead.add_argument("--json", action="store_true")
+
+    inc = sub.add_parser("incidents", help="list, show, acknowledge, advance, note, resolve, "
+                         "evaluate, report")
+    inc.add_argument("action", choices=["list", "show", "ack", "advance", "note", "resolve",
+                                        "evaluate", "report"])
+    inc.add_argument("id", type=int, nargs="?", default=None)
+    inc.add_argument("--stage", choices=[s.value for s in Stage], help="list: only this stage")
+    inc.add_argument("--all", action="store_true", help="list: resolved ones too")
+    inc.add_argument("--limit", type=int, default=50, choices=range(1, LIST_ROWS_MAX + 1),
+                     metavar=f"1..{LIST_ROWS_MAX}")
+    inc.add_argument("--json", action="store_true")
+    inc.add_argument("--to", choices=[Stage.CORRECTING.value, Stage.VALIDATING.value],
+                     help="advance: the next stage")
+    inc.add_argument("--note", default="", help="ack/advance: why; note: the text")
+    inc.add_argument("--action-taken", action="store_true",
+                     help="note: record it as a correction step (listed under Correction)")
+    inc.add_argument("--cause", default="", help="resolve: what caused it")
+    inc.add_argument("--resolution", default="", help="resolve: what put it right")
+    inc.add_argument("--force", action="store_true",
+                     help="resolve before validation passed (say why in --resolution)")
+    inc.add_argument("--out", type=Path, default=Path("."), help="report: output directory")
+    actor(inc)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """Arguments argparse can't check alone; a message when something is missing."""
+    if args.command != "incidents":
+        return None
+    if args.action == "advance" and not args.to:
+        return "incidents advance: give --to correcting|validating"
+    if args.action == "note" and not args.note.strip():
+        return "incidents note: give --note TEXT"
+    if args.action == "resolve" and not (args.cause.strip() and args.resolution.strip()):
+        return "incidents resolve: give --cause and --resolution (they go in the report)"
+    return None
+
+
+def _work(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    if args.command == "player":
+        return _player(args)
+    if args.command == "dead-letters":
+        return bridge_cli.dead_letters(args)
+    if args.command == "incidents":
+        return _incidents(args)
+    action = args.payment_action
+    if action == "find":
+        return bridge_cli.find_payment(args)
+    if action == "show":
+        return bridge_cli.show_payment(args)
+    if action == "sync":
+        return bridge_cli.sync_payment(args, config.load())
+    return _resolve_payment(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    problem = _check(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(2)
+    try:
+        sys.exit(uvloop.run(_work(args)))
+    except SettingsError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    except (OSError, asyncpg.PostgresError) as err:
+        print(f"database unavailable: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""A player as support sees them: every wallet's balances and latest journal entries (from
+the wallet, over gRPC with a read-only token), and their payments at the bridge with what
+waits for support.
+
+The wallet is the truth for balances; the bridge only knows the payments it carried. The
+wallet has no "all wallets of a player" call, so each currency the bridge accepts is asked
+for, and NOT_FOUND means the player has no wallet in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from google.protobuf.json_format import MessageToDict
+
+from gateway_bridge.domain.money import EXPONENTS
+from gateway_bridge.support import queries
+from gateway_bridge.wallet_client import WalletClient, WalletRefused
+
+PAYMENT_ROWS_MAX = 500
+
+
+async def player_view(conn: asyncpg.Connection, wallet: WalletClient, player_id: str, *,
+                      currencies: list[str], limit: int) -> dict[str, Any]:
+    wallets: list[dict[str, Any]] = []
+    for currency in currencies or sorted(EXPONENTS):
+        try:
+            balances = await wallet.balances(player_id=player_id, currency=currency)
+        except WalletRefused as err:
+            if err.code == "NOT_FOUND":
+                continue
+            raise
+        entries = await wallet.transactions(player_id=player_id, currency=currency,
+                                            page_size=limit)
+        wallets.append({
+            "balances": MessageToDict(balances, always_print_fields_with_no_presence=True),
+            "transactions": [MessageToDict(t) for t in entries]})
+    payments = [dict(r) for r in await conn.fetch(queries.PLAYER_PAYMENTS, player_id,
+                                                  min(limit, PAYMENT_ROWS_MAX))]
+    return {"player_id": player_id, "wallets": wallets, "payments": payments,
+            "waiting_for_support": [p["id"] for p in payments if p["attention"]]}
