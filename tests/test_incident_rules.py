@@ -14,6 +14,7 @@ from gateway_bridge.incidents.rules import (
     Affected,
     CallbackErrors,
     DepositOutcomes,
+    Found,
     GatewayHealth,
     IncidentPolicy,
     LifecycleError,
@@ -37,6 +38,10 @@ def _pay(n: int, *, currency: str = "EUR", amount: int = 10_00) -> tuple[Affecte
                           amount_minor=amount, state="x") for i in range(n))
 
 
+def _found(total: int, listed: int | None = None) -> Found:
+    return Found(total=total, listed=_pay(total if listed is None else listed))
+
+
 def _fired(m: Measurements, rule: Rule) -> dict[str, bool]:
     return {f.scope: f.fired for f in evaluate(POLICY, m) if f.rule is rule}
 
@@ -55,7 +60,7 @@ def test_failed_deposits_fire_on_the_failure_share_with_enough_finished(
     """The failure share per PSP/method compared in integers, with a minimum sample."""
     m = Measurements(psps=("stripe",), deposits=(DepositOutcomes(
         psp="stripe", method="card", succeeded=succeeded, failed=failed),),
-        failed_deposits={"stripe/card": _pay(failed)})
+        failed_deposits={"stripe/card": _found(failed)})
     finding = next(f for f in evaluate(POLICY, m) if f.rule is Rule.FAILED_DEPOSITS)
     assert (finding.scope, finding.fired) == ("stripe/card", fires)
     assert len(finding.affected) == (failed if fires else 0)
@@ -70,8 +75,16 @@ def test_counted_rules_fire_at_their_minimum_per_psp(rule: Rule, field: str, bel
                                                      at: int) -> None:
     """Each PSP judged on its own: one at the minimum fires, the other below it is quiet."""
     m = Measurements(psps=("adyen", "stripe"),
-                     **{field: {"stripe": _pay(at), "adyen": _pay(below)}})
+                     **{field: {"stripe": _found(at), "adyen": _found(below)}})
     assert _fired(m, rule) == {"stripe": True, "adyen": False}
+
+
+def test_rules_count_every_payment_but_copy_only_the_listed_ones() -> None:
+    """The count decides (600 timed out, 3 listed): the list is bounded, the verdict is not."""
+    m = Measurements(psps=("adyen",), timeouts={"adyen": _found(600, listed=3)})
+    finding = next(f for f in evaluate(POLICY, m) if f.rule is Rule.TRANSACTION_TIMEOUT)
+    assert finding.fired and finding.observed["payments"] == 600
+    assert len(finding.affected) == 3 and "600" in finding.summary
 
 
 def test_callback_errors_add_up_every_cause_including_unknown_payments() -> None:
@@ -97,7 +110,7 @@ def test_gateway_downtime_needs_failed_probes_in_a_row_or_an_open_breaker(
     """Consecutive failures counted from the newest probe; in-flight payments are at risk."""
     m = Measurements(psps=("adyen",), gateways=(GatewayHealth(
         psp="adyen", recent_probes=probes, circuit_open=circuit_open),),
-        in_flight={"adyen": _pay(2)})
+        in_flight={"adyen": _found(2)})
     finding = next(f for f in evaluate(POLICY, m) if f.rule is Rule.GATEWAY_DOWNTIME)
     assert finding.fired is fires
     assert len(finding.affected) == (2 if fires else 0)
@@ -193,6 +206,9 @@ def _incident(**changes: Any) -> dict[str, Any]:
              "text": "routed card deposits to adyen", "data": None},
             {"at": at + timedelta(minutes=30), "kind": "cleared", "actor": "detector",
              "text": "the condition is clear", "data": None}],
+        "timeline_length": 4,
+        "states_now": [{"state": "failed", "payments": 1, "waiting": 0},
+                       {"state": "timed_out", "payments": 1, "waiting": 1}],
         "affected": [
             {"payment_id": "pay_a", "player_id": "p|1", "currency": "EUR",
              "amount_minor": 10_00, "state_seen": "failed", "state_now": "failed",
@@ -215,7 +231,8 @@ def test_report_covers_detection_cause_correction_validation_and_impact() -> Non
     assert "- 2026-11-24 10:20:00 UTC (ana): routed card deposits to adyen" in text
     assert "| Money at risk | 30.00 EUR |" in text
     assert "| Duration | 1 h 30 min |" in text
-    assert "still waiting for a decision: 1" in text
+    assert "still waiting for an answer or a decision: 1" in text
+    assert "| timed_out | 1 | 1 |" in text and "left out" not in text
     assert "p\\|1" in text  # a pipe in a value does not break the table
     assert "![" in text and "(incident-7.png)" in text
 
@@ -223,8 +240,10 @@ def test_report_covers_detection_cause_correction_validation_and_impact() -> Non
 def test_report_of_an_open_incident_says_what_is_missing() -> None:
     text = report.render_markdown(
         _incident(stage="diagnosing", resolved_at=None, resolved_by=None, cause=None,
-                  resolution=None, affected=[], payments=0, players=0, at_risk={}),
+                  resolution=None, affected=[], payments=0, players=0, at_risk={},
+                  states_now=[], timeline_length=1500),
         chart_file=None, generated_at=datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
     assert "| Duration | open |" in text
     assert "_Not written down yet" in text and "money at risk none measured" in text
     assert "None recorded" in text and "![" not in text
+    assert "1496 events in the middle are left out" in text

@@ -41,6 +41,8 @@ class Detector:
         async with asyncio.timeout(self._timeout_s), self._pool.acquire() as conn, \
                 conn.transaction():
             if not await store.try_evaluation_lock(conn):
+                # Another replica evaluates; the gauges here still follow the records.
+                self._publish(await store.open_counts(conn))
                 return None
             circuit_open = {n: not a.available for n, a in self._adapters.items()}
             measured = await store.measure(conn, self._policy, psps=sorted(self._adapters),
@@ -49,14 +51,18 @@ class Detector:
             changes = await store.apply(conn, self._policy, evaluate(self._policy, measured))
             await store.prune_signals(conn)
             counts = await store.open_counts(conn)
-        metrics.INCIDENTS_OPEN.clear()
-        for (rule, stage), n in counts.items():
-            metrics.INCIDENTS_OPEN.labels(rule, stage).set(n)
+        self._publish(counts)
         for c in changes:
             log.warning("incident %s", c.what, extra={"incident": c.incident_id,
                                                       "rule": c.rule, "scope": c.scope})
             metrics.INCIDENT_CHANGES.labels(c.rule, c.what).inc()
         return changes
+
+    @staticmethod
+    def _publish(counts: Mapping[tuple[str, str], int]) -> None:
+        metrics.INCIDENTS_OPEN.clear()
+        for (rule, stage), n in counts.items():
+            metrics.INCIDENTS_OPEN.labels(rule, stage).set(n)
 
     async def run(self) -> None:
         while True:

@@ -10,36 +10,64 @@ built from strings.
 # The key is arbitrary but fixed: "incident" in ASCII.
 TRY_EVALUATION_LOCK = "SELECT pg_try_advisory_xact_lock(1768842851)"
 
-# Finished deposits per PSP and method in the window. A charged-back deposit had succeeded;
-# an expired one is a payer who walked away, not a failure of the PSP.
+# Finished deposits per PSP and method in the window, by when they finished (failed or
+# credited). Expired ones are payers who walked away, not a failure of the PSP; a
+# charged-back deposit's last change is the dispute, not its outcome, so it is left out.
 DEPOSIT_OUTCOMES = """
 SELECT psp, method,
-       count(*) FILTER (WHERE state IN ('succeeded', 'charged_back')) AS succeeded,
+       count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
        count(*) FILTER (WHERE state = 'failed') AS failed
 FROM bridge.payments
-WHERE direction = 'deposit' AND state IN ('succeeded', 'charged_back', 'failed')
+WHERE direction = 'deposit' AND state IN ('succeeded', 'failed')
   AND updated_at > now() - make_interval(secs => $1)
 GROUP BY psp, method"""
 
-_AFFECTED = "id, psp, method, player_id, currency, amount_minor, state"
+# Each of the next statements returns, per scope (`scope`: the PSP, or PSP/method), every
+# matching payment's count (`total`) and at most $n of them: one PSP's flood never pushes
+# another PSP's payments out of the count.
+_LISTED = """SELECT id, psp, method, player_id, currency, amount_minor, state, total
+FROM (SELECT p.*, count(*) OVER w AS total, row_number() OVER (w ORDER BY {order}) AS n
+      FROM bridge.payments p WHERE {where}
+      WINDOW w AS (PARTITION BY {scope})) AS found
+WHERE n <= $1"""
 
-FAILED_DEPOSITS = f"""
-SELECT {_AFFECTED} FROM bridge.payments
-WHERE direction = 'deposit' AND state = 'failed'
-  AND updated_at > now() - make_interval(secs => $1)
-ORDER BY updated_at DESC LIMIT $2"""
+FAILED_DEPOSITS = _LISTED.format(
+    scope="psp, method", order="updated_at DESC",
+    where="""direction = 'deposit' AND state = 'failed'
+  AND updated_at > now() - make_interval(secs => $2)""")
 
-# Money reserved for a withdrawal longer than the SLA and not paid out. A withdrawal held
-# by the risk rules waits for a person on purpose: that queue is watched on its own.
-DELAYED_WITHDRAWALS = f"""
-SELECT {_AFFECTED} FROM bridge.payments p
-WHERE direction = 'withdrawal' AND state IN ('reserved', 'payout_pending', 'timed_out')
-  AND created_at < now() - make_interval(secs => $1)
+# Money reserved for a withdrawal longer than the SLA and not paid out, counted from when
+# it could first go out: creation, or the risk team's approval of a held one. One still
+# held waits for a person on purpose (that queue is watched on its own), and a timed-out
+# withdrawal the wallet never reserved holds no money.
+DELAYED_WITHDRAWALS = _LISTED.format(
+    scope="psp", order="created_at",
+    where="""direction = 'withdrawal' AND withdrawal_id IS NOT NULL
+  AND state IN ('reserved', 'payout_pending', 'timed_out')
   AND NOT EXISTS (SELECT 1 FROM bridge.risk_decisions r
                   WHERE r.payment_id = p.id AND r.review_status = 'pending')
-ORDER BY created_at LIMIT $2"""
+  AND greatest(created_at, (SELECT r.reviewed_at FROM bridge.risk_decisions r
+                            WHERE r.payment_id = p.id))
+      < now() - make_interval(secs => $2)""")
 
-# Refused webhooks per cause, and verified events that named no payment of ours.
+# Held as a mismatch within the window and not yet dealt with by support (dismissed).
+MISMATCHES = _LISTED.format(
+    scope="psp", order="updated_at DESC",
+    where="""state = 'mismatch' AND attention IS NOT NULL
+  AND updated_at > now() - make_interval(secs => $2)""")
+
+# Timed out and not yet dealt with by support.
+TIMEOUTS = _LISTED.format(scope="psp", order="updated_at DESC",
+                          where="state = 'timed_out' AND attention IS NOT NULL")
+
+# Payments still waiting on a PSP: what its outage holds up.
+IN_FLIGHT = _LISTED.format(
+    scope="psp", order="created_at DESC",
+    where="state IN ('created', 'pending', 'processing', 'requested', 'reserved', "
+          "'payout_pending')")
+
+# Refused webhooks per cause, and verified events that named no payment of ours (the
+# partial index inbox_settled_unmatched keeps this off the rest of the inbox).
 CALLBACK_ERRORS = """
 SELECT psp, cause, sum(count)::bigint AS n FROM bridge.webhook_rejections_by_minute
 WHERE minute > now() - make_interval(secs => $1)
@@ -49,21 +77,6 @@ SELECT psp, 'unknown_payment', count(*) FROM bridge.inbox
 WHERE status IN ('ignored', 'dead') AND processed_at > now() - make_interval(secs => $1)
   AND (last_error LIKE 'unknown payment%' OR last_error LIKE 'no payment matches%')
 GROUP BY psp"""
-
-MISMATCHES = f"""
-SELECT {_AFFECTED} FROM bridge.payments
-WHERE state = 'mismatch' AND updated_at > now() - make_interval(secs => $1)
-ORDER BY updated_at DESC LIMIT $2"""
-
-TIMEOUTS = f"""
-SELECT {_AFFECTED} FROM bridge.payments WHERE state = 'timed_out'
-ORDER BY updated_at DESC LIMIT $1"""
-
-# Payments still waiting on a PSP: what its outage holds up.
-IN_FLIGHT = f"""
-SELECT {_AFFECTED} FROM bridge.payments
-WHERE state IN ('created', 'pending', 'processing', 'reserved', 'payout_pending')
-ORDER BY created_at DESC LIMIT $1"""
 
 # The latest probes of each PSP, newest first, no older than $2 seconds: a replica that
 # stopped probing leaves no stale verdict behind.
@@ -108,6 +121,15 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (rule, scope) WHERE stage <> 'resolved' DO NOTHING
 RETURNING id"""
 
+# Scopes whose last incident was resolved by force while its condition still held: no new
+# incident for them until the condition has cleared once.
+QUIET_SCOPES = """
+SELECT rule, scope FROM bridge.incidents WHERE quiet_until_clear AND stage = 'resolved'"""
+
+UNQUIET = """
+UPDATE bridge.incidents SET quiet_until_clear = false
+WHERE rule = $1 AND scope = $2 AND quiet_until_clear"""
+
 SEEN_AGAIN = """
 UPDATE bridge.incidents SET last_seen_at = now(), summary = $2, observed = $3,
                             cleared_at = NULL
@@ -142,6 +164,7 @@ WHERE id = $1"""
 RESOLVE = """
 UPDATE bridge.incidents
 SET stage = 'resolved', resolved_at = now(), resolved_by = $2, cause = $3, resolution = $4,
+    quiet_until_clear = cleared_at IS NULL,
     acknowledged_by = coalesce(acknowledged_by, $2),
     acknowledged_at = coalesce(acknowledged_at, now())
 WHERE id = $1"""
@@ -162,9 +185,26 @@ ORDER BY id DESC LIMIT $3"""
 
 INCIDENT = f"SELECT {_INCIDENT}, {_IMPACT} FROM bridge.incidents i WHERE id = $1"
 
+# The first $2 events (detection) and the last $3 (the latest actions and the resolution);
+# a long, flapping incident loses its middle, never its ends.
 TIMELINE = """
-SELECT at, kind, actor, text, data FROM bridge.incident_events
-WHERE incident_id = $1 ORDER BY id LIMIT $2"""
+SELECT id, at, kind, actor, text, data FROM (
+    (SELECT * FROM bridge.incident_events WHERE incident_id = $1 ORDER BY id LIMIT $2)
+    UNION
+    (SELECT * FROM bridge.incident_events WHERE incident_id = $1 ORDER BY id DESC LIMIT $3)
+) AS e ORDER BY id"""
+
+TIMELINE_LENGTH = "SELECT count(*) FROM bridge.incident_events WHERE incident_id = $1"
+
+# Every affected payment by the state it is in now, and how many still wait for someone
+# (open at the PSP, or flagged for support).
+STATES_NOW = """
+SELECT p.state, count(*) AS payments,
+       count(*) FILTER (WHERE p.attention IS NOT NULL
+                        OR p.state IN ('created', 'pending', 'processing', 'requested',
+                                       'reserved', 'payout_pending', 'timed_out')) AS waiting
+FROM bridge.incident_payments ip JOIN bridge.payments p ON p.id = ip.payment_id
+WHERE ip.incident_id = $1 GROUP BY p.state ORDER BY p.state"""
 
 INCIDENT_PAYMENTS = """
 SELECT ip.payment_id, ip.player_id, ip.currency, ip.amount_minor, ip.state AS state_seen,
@@ -177,22 +217,28 @@ SELECT incident_id FROM bridge.incident_payments ip
 JOIN bridge.incidents i ON i.id = ip.incident_id
 WHERE ip.payment_id = $1 AND i.stage <> 'resolved'"""
 
-# The report's chart: the PSP's payments settled per time bucket, good and bad, and the
-# webhook errors and failed probes over the same buckets.
+# The report's chart, per bucket of $4 seconds from $2 up to $3: the PSP's payments that
+# changed into a settled state and into a failed or held one (from the payments' history,
+# so a payment settled later still shows where it failed), the webhook errors and the
+# failed probes.
 ACTIVITY = """
 WITH buckets AS (
-    SELECT generate_series($2::timestamptz, $3::timestamptz - make_interval(secs => $4),
-                           make_interval(secs => $4)) AS bucket)
+    SELECT bucket FROM generate_series($2::timestamptz, $3::timestamptz,
+                                       make_interval(secs => $4)) AS bucket
+    WHERE bucket < $3),
+changes AS (
+    SELECT h.at, h.to_state FROM bridge.payment_history h
+    JOIN bridge.payments p ON p.id = h.payment_id
+    WHERE p.psp = $1 AND h.at >= $2 AND h.at < $3
+      AND h.from_state IS DISTINCT FROM h.to_state)
 SELECT b.bucket,
-       (SELECT count(*) FROM bridge.payments p
-        WHERE p.psp = $1 AND p.updated_at >= b.bucket
-          AND p.updated_at < b.bucket + make_interval(secs => $4)
-          AND p.state IN ('succeeded', 'paid', 'charged_back', 'reversed')) AS ok,
-       (SELECT count(*) FROM bridge.payments p
-        WHERE p.psp = $1 AND p.updated_at >= b.bucket
-          AND p.updated_at < b.bucket + make_interval(secs => $4)
-          AND p.state IN ('failed', 'payout_failed', 'mismatch', 'timed_out',
-                          'partially_paid')) AS bad,
+       (SELECT count(*) FROM changes c
+        WHERE c.at >= b.bucket AND c.at < b.bucket + make_interval(secs => $4)
+          AND c.to_state IN ('succeeded', 'paid')) AS ok,
+       (SELECT count(*) FROM changes c
+        WHERE c.at >= b.bucket AND c.at < b.bucket + make_interval(secs => $4)
+          AND c.to_state IN ('failed', 'payout_failed', 'mismatch', 'timed_out',
+                             'partially_paid')) AS bad,
        (SELECT coalesce(sum(count), 0)::bigint FROM bridge.webhook_rejections_by_minute w
         WHERE w.psp = $1 AND w.minute >= b.bucket
           AND w.minute < b.bucket + make_interval(secs => $4)) AS rejected,

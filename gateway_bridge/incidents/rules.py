@@ -97,7 +97,8 @@ class IncidentPolicy:
     timeout_min: int = 1
     # gateway downtime: this many failed probes in a row, or the circuit breaker open
     probe_failures_min: int = 3
-    # payments copied into an incident per evaluation (the rest are counted, not listed)
+    # payments copied into an incident per rule, scope and evaluation (the rest are
+    # counted, not listed)
     affected_max: int = 500
     # a quieter rule writes an observation to the timeline at most this often
     observe_every_s: int = 900
@@ -124,6 +125,18 @@ class Finding:
     summary: str
     observed: Mapping[str, Any] = field(default_factory=dict)
     affected: tuple[Affected, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Found:
+    """Payments a rule counts in one scope: how many there are, and the first of them
+    (at most `affected_max`) to copy into the incident."""
+
+    total: int
+    listed: tuple[Affected, ...] = ()
+
+
+NOTHING = Found(total=0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,14 +170,15 @@ class Measurements:
 
     psps: tuple[str, ...]
     deposits: tuple[DepositOutcomes, ...] = ()
-    failed_deposits: Mapping[str, tuple[Affected, ...]] = field(default_factory=dict)
-    delayed_withdrawals: Mapping[str, tuple[Affected, ...]] = field(default_factory=dict)
+    # keyed by "<psp>/<method>" for failed deposits, by PSP for the rest
+    failed_deposits: Mapping[str, Found] = field(default_factory=dict)
+    delayed_withdrawals: Mapping[str, Found] = field(default_factory=dict)
     callback_errors: tuple[CallbackErrors, ...] = ()
-    mismatches: Mapping[str, tuple[Affected, ...]] = field(default_factory=dict)
-    timeouts: Mapping[str, tuple[Affected, ...]] = field(default_factory=dict)
+    mismatches: Mapping[str, Found] = field(default_factory=dict)
+    timeouts: Mapping[str, Found] = field(default_factory=dict)
     gateways: tuple[GatewayHealth, ...] = ()
     # payments in flight per PSP: what a gateway outage puts at risk
-    in_flight: Mapping[str, tuple[Affected, ...]] = field(default_factory=dict)
+    in_flight: Mapping[str, Found] = field(default_factory=dict)
 
 
 def evaluate(policy: IncidentPolicy, m: Measurements) -> list[Finding]:
@@ -181,7 +195,7 @@ def _failed_deposits(policy: IncidentPolicy, m: Measurements) -> Iterable[Findin
                  and d.failed * 100 >= policy.deposit_failure_percent * finished)
         percent = d.failed * 100 // finished if finished else 0
         scope = f"{d.psp}/{d.method}"
-        affected = tuple(a for a in m.failed_deposits.get(scope, ()))
+        affected = m.failed_deposits.get(scope, NOTHING).listed
         yield Finding(
             rule=Rule.FAILED_DEPOSITS, scope=scope, psp=d.psp, fired=fired,
             summary=(f"{d.failed} of {finished} deposits at {scope} failed in the last "
@@ -197,15 +211,15 @@ def _failed_deposits(policy: IncidentPolicy, m: Measurements) -> Iterable[Findin
 
 def _delayed_withdrawals(policy: IncidentPolicy, m: Measurements) -> Iterable[Finding]:
     for psp in m.psps:
-        delayed = m.delayed_withdrawals.get(psp, ())
-        fired = len(delayed) >= policy.withdrawal_delayed_min
+        delayed = m.delayed_withdrawals.get(psp, NOTHING)
+        fired = delayed.total >= policy.withdrawal_delayed_min
         yield Finding(
             rule=Rule.DELAYED_WITHDRAWALS, scope=psp, psp=psp, fired=fired,
-            summary=(f"{len(delayed)} withdrawals at {psp} reserved for more than "
+            summary=(f"{delayed.total} withdrawals at {psp} reserved for more than "
                      f"{_duration(policy.withdrawal_sla_s)} without being paid out"),
-            observed={"delayed": len(delayed), "sla_s": policy.withdrawal_sla_s,
+            observed={"delayed": delayed.total, "sla_s": policy.withdrawal_sla_s,
                       "delayed_min": policy.withdrawal_delayed_min},
-            affected=delayed if fired else ())
+            affected=delayed.listed if fired else ())
 
 
 def _callback_errors(policy: IncidentPolicy, m: Measurements) -> Iterable[Finding]:
@@ -228,18 +242,18 @@ def _callback_errors(policy: IncidentPolicy, m: Measurements) -> Iterable[Findin
 def _counted(policy: IncidentPolicy, m: Measurements, rule: Rule) -> Iterable[Finding]:
     if rule is Rule.CURRENCY_MISMATCH:
         found, least = m.mismatches, policy.mismatch_min
-        what = (f"payments held for a currency or amount that differs from ours in the "
+        what = (f"payment(s) held for a currency or amount that differs from ours in the "
                 f"last {policy.mismatch_window_s // 60} min")
     else:
         found, least = m.timeouts, policy.timeout_min
-        what = "payments timed out: the PSP settled none of them within the limits"
+        what = "payment(s) timed out: no final answer from the PSP within the limits"
     for psp in m.psps:
-        rows = found.get(psp, ())
-        fired = len(rows) >= least
+        rows = found.get(psp, NOTHING)
+        fired = rows.total >= least
         yield Finding(rule=rule, scope=psp, psp=psp, fired=fired,
-                      summary=f"{len(rows)} {what} ({psp})",
-                      observed={"payments": len(rows), "count_min": least},
-                      affected=rows if fired else ())
+                      summary=f"{psp}: {rows.total} {what}",
+                      observed={"payments": rows.total, "count_min": least},
+                      affected=rows.listed if fired else ())
 
 
 def _gateway_downtime(policy: IncidentPolicy, m: Measurements) -> Iterable[Finding]:
@@ -257,15 +271,15 @@ def _gateway_downtime(policy: IncidentPolicy, m: Measurements) -> Iterable[Findi
                        + (f" ({g.last_reason})" if g.last_reason else ""))
         if g.circuit_open:
             why.append("the circuit breaker is open")
-        in_flight = m.in_flight.get(g.psp, ())
+        in_flight = m.in_flight.get(g.psp, NOTHING)
         yield Finding(
             rule=Rule.GATEWAY_DOWNTIME, scope=g.psp, psp=g.psp, fired=fired,
             summary=(f"{g.psp} is down: " + " and ".join(why) if fired
                      else f"{g.psp} answers its health probes"),
             observed={"probes_failed_in_a_row": run, "circuit_open": g.circuit_open,
                       "probe_failures_min": policy.probe_failures_min,
-                      "payments_in_flight": len(in_flight)},
-            affected=in_flight if fired else ())
+                      "payments_in_flight": in_flight.total},
+            affected=in_flight.listed if fired else ())
 
 
 def money_at_risk(affected: Iterable[Affected]) -> dict[str, int]:

@@ -21,6 +21,7 @@ from gateway_bridge.incidents.rules import (
     CallbackErrors,
     DepositOutcomes,
     Finding,
+    Found,
     GatewayHealth,
     IncidentPolicy,
     Measurements,
@@ -31,7 +32,9 @@ from gateway_bridge.incidents.rules import (
 from gateway_bridge.psp.base import ProbeResult
 
 DETECTOR = "detector"
-TIMELINE_ROWS_MAX = 1000
+# A timeline read keeps its first and its last events (detection; the latest actions).
+TIMELINE_FIRST_MAX = 200
+TIMELINE_LAST_MAX = 800
 PAYMENT_ROWS_MAX = 1000
 # Signals are kept this long: the longest rule window, and a report's look-back.
 SIGNALS_KEPT_S = 7 * 86_400
@@ -75,28 +78,29 @@ async def measure(conn: asyncpg.Connection, policy: IncidentPolicy, *,
                       circuit_open=circuit_open.get(psp, False),
                       last_reason=(probes[psp]["last_reason"] or "") if psp in probes else "")
         for psp in psps)
-    failed = await conn.fetch(q.FAILED_DEPOSITS, policy.deposit_window_s, limit)
+    failed = await conn.fetch(q.FAILED_DEPOSITS, limit, policy.deposit_window_s)
     return Measurements(
         psps=tuple(psps), deposits=tuple(deposits),
-        failed_deposits=_grouped(failed, by_method=True),
-        delayed_withdrawals=_grouped(await conn.fetch(q.DELAYED_WITHDRAWALS,
-                                                      policy.withdrawal_sla_s, limit)),
+        failed_deposits=_found(failed, by_method=True),
+        delayed_withdrawals=_found(await conn.fetch(q.DELAYED_WITHDRAWALS, limit,
+                                                    policy.withdrawal_sla_s)),
         callback_errors=tuple(CallbackErrors(psp=p, by_cause=c) for p, c in errors.items()),
-        mismatches=_grouped(await conn.fetch(q.MISMATCHES, policy.mismatch_window_s, limit)),
-        timeouts=_grouped(await conn.fetch(q.TIMEOUTS, limit)),
+        mismatches=_found(await conn.fetch(q.MISMATCHES, limit, policy.mismatch_window_s)),
+        timeouts=_found(await conn.fetch(q.TIMEOUTS, limit)),
         gateways=gateways,
-        in_flight=_grouped(await conn.fetch(q.IN_FLIGHT, limit)))
+        in_flight=_found(await conn.fetch(q.IN_FLIGHT, limit)))
 
 
-def _grouped(rows: Iterable[asyncpg.Record], *,
-             by_method: bool = False) -> dict[str, tuple[Affected, ...]]:
-    found: dict[str, list[Affected]] = {}
+def _found(rows: Iterable[asyncpg.Record], *, by_method: bool = False) -> dict[str, Found]:
+    listed: dict[str, list[Affected]] = {}
+    totals: dict[str, int] = {}
     for r in rows:
         key = f"{r['psp']}/{r['method']}" if by_method else r["psp"]
-        found.setdefault(key, []).append(Affected(
+        totals[key] = r["total"]
+        listed.setdefault(key, []).append(Affected(
             payment_id=r["id"], player_id=r["player_id"], currency=r["currency"],
             amount_minor=r["amount_minor"], state=r["state"]))
-    return {k: tuple(v) for k, v in found.items()}
+    return {k: Found(total=totals[k], listed=tuple(v)) for k, v in listed.items()}
 
 
 async def apply(conn: asyncpg.Connection, policy: IncidentPolicy,
@@ -106,13 +110,17 @@ async def apply(conn: asyncpg.Connection, policy: IncidentPolicy,
     (nothing failed where nothing finished)."""
     open_rows = {(r["rule"], r["scope"]): r
                  for r in await conn.fetch(q.OPEN_INCIDENTS_FOR_UPDATE)}
+    quiet = {(r["rule"], r["scope"]) for r in await conn.fetch(q.QUIET_SCOPES)}
     changes: list[Change] = []
     seen: set[tuple[str, str]] = set()
     for f in findings:
-        seen.add((f.rule.value, f.scope))
-        row = open_rows.get((f.rule.value, f.scope))
+        key = (f.rule.value, f.scope)
+        seen.add(key)
+        if key in quiet and not f.fired:
+            await conn.execute(q.UNQUIET, *key)
+        row = open_rows.get(key)
         if row is None:
-            if f.fired:
+            if f.fired and key not in quiet:
                 changes += await _open(conn, f)
         elif f.fired:
             changes += await _seen_again(conn, policy, row, f)
@@ -233,11 +241,19 @@ async def incident(conn: asyncpg.Connection, incident_id: int) -> dict[str, Any]
     if row is None:
         raise IncidentNotFound(f"no incident {incident_id}")
     view = incident_view(row)
-    view["timeline"] = [dict(r) for r in await conn.fetch(q.TIMELINE, incident_id,
-                                                          TIMELINE_ROWS_MAX)]
+    view["timeline"] = [dict(r) for r in await conn.fetch(
+        q.TIMELINE, incident_id, TIMELINE_FIRST_MAX, TIMELINE_LAST_MAX)]
+    view["timeline_length"] = await conn.fetchval(q.TIMELINE_LENGTH, incident_id)
     view["affected"] = [dict(r) for r in await conn.fetch(q.INCIDENT_PAYMENTS, incident_id,
                                                           PAYMENT_ROWS_MAX)]
+    view["states_now"] = [dict(r) for r in await conn.fetch(q.STATES_NOW, incident_id)]
     return view
+
+
+async def lock(conn: asyncpg.Connection, incident_id: int) -> None:
+    """Lock an incident for the rest of the transaction (before a payment: see
+    support.resolution for the order)."""
+    await _locked(conn, incident_id)
 
 
 async def _locked(conn: asyncpg.Connection, incident_id: int) -> asyncpg.Record:

@@ -49,7 +49,26 @@ def _actor_default() -> str:
 
 def _secret(name: str) -> str:
     path = os.environ.get(f"{name}_FILE", "")
-    return Path(path).read_text().strip() if path else os.environ.get(name, "")
+    if not path:
+        return os.environ.get(name, "")
+    try:
+        return Path(path).read_text().strip()
+    except OSError as err:
+        raise SettingsError([f"{name}_FILE: cannot read {path}: {err.strerror}"]) from None
+
+
+# Incident ids are bigint identities: anything else is refused before the database sees it.
+ID_MAX = 2**63 - 1
+
+
+def _incident_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an incident id: {text!r}") from None
+    if not 1 <= value <= ID_MAX:
+        raise argparse.ArgumentTypeError(f"not an incident id: {text}")
+    return value
 
 
 async def _player(args: argparse.Namespace) -> int:
@@ -216,8 +235,12 @@ async def _report(conn: asyncpg.Connection, incident_id: int, out: Path) -> int:
     period = report.chart_period(view, now)
     activity = await incidents.activity(conn, psp=view["psp"], start=period.start,
                                         end=period.end, bucket_s=period.bucket_s)
-    markdown, chart = await asyncio.to_thread(report.write, view, activity, out,
-                                              generated_at=now)
+    try:
+        markdown, chart = await asyncio.to_thread(report.write, view, activity, out,
+                                                  generated_at=now)
+    except OSError as err:
+        print(f"cannot write the report to {out}: {err.strerror or err}", file=sys.stderr)
+        return 2
     print(f"report: {markdown}\nchart:  {chart}")
     return 0
 
@@ -253,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     settle.add_argument("--outcome", required=True, choices=[o.value for o in
                                                              resolution.Outcome])
     settle.add_argument("--reason", required=True, help="what support found out")
-    settle.add_argument("--incident", type=int, default=None,
+    settle.add_argument("--incident", type=_incident_id, default=None,
                         help="also note it on this incident's timeline")
     settle.add_argument("--wait-s", type=int, default=15, choices=range(0, APPLY_WAIT_S_MAX + 1),
                         metavar=f"0..{APPLY_WAIT_S_MAX}",
@@ -273,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
                          "evaluate, report")
     inc.add_argument("action", choices=["list", "show", "ack", "advance", "note", "resolve",
                                         "evaluate", "report"])
-    inc.add_argument("id", type=int, nargs="?", default=None)
+    inc.add_argument("id", type=_incident_id, nargs="?", default=None)
     inc.add_argument("--stage", choices=[s.value for s in Stage], help="list: only this stage")
     inc.add_argument("--all", action="store_true", help="list: resolved ones too")
     inc.add_argument("--limit", type=int, default=50, choices=range(1, LIST_ROWS_MAX + 1),
@@ -334,9 +357,17 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as err:
         print(err, file=sys.stderr)
         sys.exit(2)
-    except (OSError, asyncpg.PostgresError) as err:
+    except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
+            asyncpg.CannotConnectNowError) as err:
         print(f"database unavailable: {type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(3)
+    except asyncpg.DataError as err:
+        print(f"bad input: {err}", file=sys.stderr)
+        sys.exit(2)
+    except asyncpg.PostgresError as err:  # a lock conflict, a constraint: nothing was changed
+        print(f"the database refused ({type(err).__name__}): {err}; nothing was changed, "
+              "try again", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

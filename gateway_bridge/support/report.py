@@ -11,7 +11,6 @@ errors and failed probes, with a line at each stage change.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,6 @@ BUCKET_S_MIN = 60
 LOOK_BEFORE = timedelta(hours=1)
 LOOK_AFTER = timedelta(minutes=15)
 PAYMENTS_LISTED_MAX = 50
-RECOVERED = frozenset({"succeeded", "paid", "reversed", "payout_failed", "failed", "expired"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +79,10 @@ def render_markdown(incident: Mapping[str, Any], *, chart_file: str | None,
     affected: Sequence[Mapping[str, Any]] = i["affected"]
     at_risk = i["at_risk"] or {}
     risk_text = ", ".join(money(v, c) for c, v in sorted(at_risk.items())) or "none measured"
-    now_states = Counter(p["state_now"] for p in affected)
-    settled = sum(n for s, n in now_states.items() if s in RECOVERED)
-    still_waiting = [p for p in affected if p["attention"] or p["state_now"] not in RECOVERED]
+    states: Sequence[Mapping[str, Any]] = i["states_now"]
+    waiting = sum(s["waiting"] for s in states)
+    settled = sum(s["payments"] for s in states) - waiting
+    omitted = i["timeline_length"] - len(timeline)
     lines = [
         f"# Incident {i['id']}: {i['rule'].replace('_', ' ')} at {i['scope']}",
         "",
@@ -113,13 +112,17 @@ def render_markdown(incident: Mapping[str, Any], *, chart_file: str | None,
         "", f"Resolution: {i['resolution'] or '_not resolved yet_'}",
         "", "## Impact", "",
         f"{i['payments']} payments of {i['players']} players; money at risk {risk_text}.",
-        f"Now settled: {settled}; still waiting for a decision: {len(still_waiting)}.",
-        "", "| State now | Payments |", "|---|---|",
-        *[f"| {s} | {n} |" for s, n in sorted(now_states.items())],
+        f"Now settled: {settled}; still waiting for an answer or a decision: {waiting}.",
+        "", "| State now | Payments | Still waiting |", "|---|---|---|",
+        *[f"| {s['state']} | {s['payments']} | {s['waiting']} |" for s in states],
     ]
     if chart_file:
         lines += ["", f"![Payments, webhook errors and probes over the incident]({chart_file})"]
-    lines += ["", "## Timeline", "", "| At | Who | What | |", "|---|---|---|---|",
+    lines += ["", "## Timeline", ""]
+    if omitted > 0:
+        lines += [f"{omitted} events in the middle are left out (all "
+                  f"{i['timeline_length']}: `walletctl incidents show {i['id']}`).", ""]
+    lines += ["| At | Who | What | |", "|---|---|---|---|",
               *[f"| {_at(e['at'])} | {_cell(e['actor'])} | {e['kind']} | {_cell(e['text'])} |"
                 for e in timeline],
               "", "## Affected payments", ""]

@@ -66,6 +66,9 @@ def support_event(p: Payment, outcome: Outcome) -> PspEvent:
         if p.state not in OPEN_PAYOUT:
             raise ResolveRefused(f"{p.id} is {p.state.value}, not a payout waiting for an "
                                  "answer; use --outcome dismiss to clear its attention")
+        if p.withdrawal_id is None:
+            raise ResolveRefused(f"{p.id} was never reserved in the wallet, so no money is "
+                                 "held or can be paid; use --outcome dismiss")
     kind = _kind(p, outcome)
     return PspEvent(psp=p.psp, event_key=event_key(p, outcome), kind=kind,
                     psp_event_type=f"support:{outcome.value}", payment_id=p.id,
@@ -75,35 +78,59 @@ def support_event(p: Payment, outcome: Outcome) -> PspEvent:
 
 async def resolve(conn: asyncpg.Connection, payment_id: str, outcome: Outcome, *,
                   actor: str, reason: str, incident_id: int | None) -> Resolved:
-    """In the caller's transaction: the payment locked, the settlement stored, the payment's
-    history and every open incident it belongs to (and `incident_id`) told who and why."""
+    """In the caller's transaction: the settlement stored, the payment's history and every
+    open incident it belongs to (and `incident_id`) told who and why.
+
+    Lock order: the incidents first, then the payment, as the detector takes them (it locks
+    the open incidents, then adds payments to them), so the two never deadlock."""
+    if not reason.strip():
+        raise ResolveRefused("--reason is required: it is kept in the payment's history")
+    linked = set(await incidents.open_incidents_of_payment(conn, payment_id))
+    if incident_id is not None:
+        linked.add(incident_id)
+    for n in sorted(linked):
+        await incidents.lock(conn, n)
     p = await repo.payment(conn, payment_id, lock=True)
     if p is None:
         raise ResolveRefused(f"no payment {payment_id}")
-    if not reason.strip():
-        raise ResolveRefused("--reason is required: it is kept in the payment's history")
-    inbox_id: int | None = None
-    if outcome is not Outcome.DISMISS:
-        earlier = await conn.fetchval(queries.SUPPORT_EVENT, p.psp, event_key(p, outcome))
-        if earlier is not None:  # the same settlement again: nothing new to record
-            return Resolved(payment_id=p.id, inbox_id=earlier, incidents=(), again=True)
     if outcome is Outcome.DISMISS:
+        check_dismiss(p)
         if await conn.fetchval(queries.CLEAR_ATTENTION, p.id) is None:
             raise ResolveRefused(f"{p.id} is not waiting for support")
+        inbox_id = None
         said = f"attention cleared by {actor}: {reason}"
     else:
+        earlier = await conn.fetch(queries.SUPPORT_EVENTS, p.id)
+        wanted = repo.stored_event_key(event_key(p, outcome))
+        for e in earlier:
+            if e["event_key"] == wanted:  # the same settlement again: nothing new
+                return Resolved(payment_id=p.id, inbox_id=e["id"], incidents=(), again=True)
+        if earlier:
+            # One settlement per payment: a second, different one (two people, or a change
+            # of mind) could commit a payout and then reverse it.
+            raise ResolveRefused(
+                f"{p.id} was already settled by hand differently (inbox event "
+                f"{earlier[0]['id']}, {earlier[0]['status']}); if that was wrong, correct "
+                "the money with a wallet adjustment and record why")
         inbox_id = await repo.insert_event(conn, support_event(p, outcome), source="support")
         said = (f"settled by hand as {outcome.value} by {actor}: {reason} "
                 f"(inbox event {inbox_id})")
     await repo.add_history(conn, p, from_state=p.state, source="support", note=said)
-    linked = set(await incidents.open_incidents_of_payment(conn, p.id))
-    if incident_id is not None:
-        linked.add(incident_id)
     for n in sorted(linked):
         await incidents.note(conn, n, actor=actor, kind="action",
                              text=f"payment {p.id}: {said}",
                              data={"payment_id": p.id, "outcome": outcome.value})
     return Resolved(payment_id=p.id, inbox_id=inbox_id, incidents=tuple(sorted(linked)))
+
+
+def check_dismiss(p: Payment) -> None:
+    """Dismissing moves no money, so it is only for payments whose money is settled one way
+    or another; one still waiting for an answer (or holding a reserve) is settled instead."""
+    open_states = OPEN_DEPOSIT if p.direction is Direction.DEPOSIT else OPEN_PAYOUT
+    never_reserved = p.direction is Direction.WITHDRAWAL and p.withdrawal_id is None
+    if p.state in open_states and not never_reserved:
+        raise ResolveRefused(f"{p.id} is {p.state.value} and still waiting for an answer: "
+                             "settle it with --outcome succeeded or failed")
 
 
 async def event_status(conn: asyncpg.Connection, inbox_id: int) -> tuple[str, str | None]:

@@ -312,7 +312,8 @@ async def test_stuck_payment_settled_by_hand_moves_money_once_and_is_audited(
         assert (await client.balance(player)).cash == 14_00
         refused = await ctl("payment", "resolve", stuck["id"], "--outcome", "failed", "--reason",
                       "changed my mind")
-        assert refused.returncode == 1 and "not waiting" in refused.stderr
+        assert refused.returncode == 1 and "already settled by hand differently" in \
+            refused.stderr, refused
         await _evaluate(run)
     notes = [r["note"] for r in await conn.fetch(
         "SELECT note FROM bridge.payment_history WHERE payment_id = $1", stuck["id"])]
@@ -346,3 +347,111 @@ async def test_the_running_bridge_evaluates_on_its_own(
         async with asyncio.timeout(10):
             while ("currency_mismatch", "adyen") not in await _open(conn):
                 await asyncio.sleep(0.1)
+
+
+async def test_settling_by_hand_works_while_the_bridge_is_down_and_only_once(
+        make: Factory, cashier: Cashier, client: Client, conn: asyncpg.Connection,
+        incident_db: str, player: str) -> None:
+    """With the bridge stopped, a settlement is stored and waits; a second, different
+    settlement of the same payment is refused (it could pay out and then reverse); the
+    bridge, started again, applies the first once."""
+    async with make(BRIDGE_STRIPE_PENDING_LIMIT_MS="100",
+                    BRIDGE_SYNC_SCHEDULE_MS="100,100,100"):
+        await cashier.knobs(poll_status="pending")
+        stuck = await cashier.deposit(player, 7_00, psp="stripe")
+        await cashier.wait_state(stuck["id"], "timed_out")
+    ctl = _walletctl(incident_db)
+    stored = await ctl("payment", "resolve", stuck["id"], "--outcome", "succeeded",
+                       "--reason", "bank statement shows it", "--wait-s", "0")
+    assert stored.returncode == 0 and "still pending" in stored.stdout, stored
+    other = await ctl("payment", "resolve", stuck["id"], "--outcome", "failed", "--reason",
+                      "no, it failed")
+    assert other.returncode == 1 and "already settled by hand differently" in other.stderr
+    dismissed = await ctl("payment", "resolve", stuck["id"], "--outcome", "dismiss",
+                          "--reason", "just hide it")
+    assert dismissed.returncode == 1 and "still waiting for an answer" in dismissed.stderr
+    async with make():
+        await cashier.wait_state(stuck["id"], "succeeded")
+    assert (await client.balance(player)).cash == 7_00
+    assert await conn.fetchval("SELECT count(*) FROM bridge.inbox WHERE source = 'support'"
+                               ) == 1
+
+
+async def test_dismissed_mismatch_clears_its_incident_without_looking_new(
+        make: Factory, cashier: Cashier, conn: asyncpg.Connection, incident_db: str,
+        player: str) -> None:
+    """Support deals with a mismatch and dismisses it: its last change keeps its time, and
+    the incident's condition clears on the next evaluation."""
+    async with make() as run:
+        created = await cashier.deposit(player, 20_00, psp="stripe")
+        await cashier.complete_deposit(created, amount_minor=2_00)
+        await cashier.wait_state(created["id"], "mismatch")
+        (opened,) = await _evaluate(run)
+        before = await conn.fetchval("SELECT updated_at FROM bridge.payments WHERE id = $1",
+                                     created["id"])
+        done = await _walletctl(incident_db)(
+            "payment", "resolve", created["id"], "--outcome", "dismiss", "--reason",
+            "refunded the 2.00 at the PSP")
+        assert done.returncode == 0, done
+        assert await conn.fetchval("SELECT updated_at FROM bridge.payments WHERE id = $1",
+                                   created["id"]) == before
+        assert [c.what for c in await _evaluate(run)] == ["cleared"]
+    view = await store.incident(conn, opened.incident_id)
+    assert [e["kind"] for e in view["timeline"]] == ["detected", "action", "cleared"]
+
+
+async def test_force_resolved_incident_stays_quiet_until_its_condition_clears(
+        make: Factory, cashier: Cashier, conn: asyncpg.Connection, incident_db: str) -> None:
+    """Resolved by force while the PSP is still down: no new incident (and no new page)
+    while it stays down; once it has been up, the next outage is a new incident."""
+    async with make(BRIDGE_INCIDENT_PROBE_FAILURES_MIN="1") as run:
+        await cashier.knobs(down=True)
+        await _probe(run, conn)
+        opened = {c.scope: c.incident_id for c in await _evaluate(run)}
+        done = await _walletctl(incident_db)(
+            "incidents", "resolve", str(opened["stripe"]), "--force", "--cause",
+            "planned maintenance", "--resolution", "known, nothing to do")
+        assert done.returncode == 0, done
+        await _probe(run, conn)
+        assert "stripe" not in {c.scope for c in await _evaluate(run)}
+        await cashier.knobs(down=False)
+        await _probe(run, conn)
+        await _evaluate(run)
+        await cashier.knobs(down=True)
+        await _probe(run, conn)
+        again = {c.scope: c for c in await _evaluate(run) if c.what == "opened"}
+    assert "stripe" in again and again["stripe"].incident_id != opened["stripe"]
+
+
+async def test_one_evaluation_at_a_time_across_replicas(make: Factory,
+                                                       incident_db: str) -> None:
+    """While another replica holds the evaluation lock, an evaluation does nothing."""
+    async with make() as run:
+        other = await asyncpg.connect(incident_db)
+        try:
+            async with other.transaction():
+                assert await store.try_evaluation_lock(other)
+                assert run.detector is not None
+                assert await run.detector.evaluate_once() is None
+        finally:
+            await other.close()
+        assert await run.detector.evaluate_once() == []
+
+
+async def test_walletctl_answers_mistakes_with_exit_codes_not_tracebacks(
+        incident_db: str, conn: asyncpg.Connection, tmp_path: Path) -> None:
+    """Bad ids and arguments exit 2, unknown ones 1, an unreachable database 3; never a
+    traceback."""
+    ctl = _walletctl(incident_db)
+    for args, code in [(("incidents", "show", "99999999999999999999"), 2),
+                       (("incidents", "show", "abc"), 2),
+                       (("incidents", "show", "424242"), 1),
+                       (("incidents", "resolve", "1", "--cause", "x"), 2),
+                       (("incidents", "advance", "1"), 2),
+                       (("payment", "resolve", "pay_nope", "--outcome", "failed", "--reason",
+                         "x"), 1)]:
+        ran = await ctl(*args)
+        assert (ran.returncode, "Traceback" in ran.stderr) == (code, False), (args, ran)
+    down = await _walletctl("postgresql://127.0.0.1:1/none")("incidents", "list")
+    assert down.returncode == 3 and "database unavailable" in down.stderr
+    assert "Traceback" not in down.stderr

@@ -31,6 +31,9 @@ CREATE TABLE bridge.incidents (
     resolved_at    timestamptz,
     cause          text,
     resolution     text,
+    -- resolved by force while the condition still held: no new incident for this rule and
+    -- scope until the condition has cleared once (support already decided about it)
+    quiet_until_clear boolean NOT NULL DEFAULT false,
     CHECK ((stage = 'resolved') = (resolved_at IS NOT NULL))
 );
 -- One open incident per rule and scope, whichever replica's detector saw it first.
@@ -73,6 +76,7 @@ CREATE TABLE bridge.webhook_rejections_by_minute (
     count  bigint NOT NULL CHECK (count > 0),
     PRIMARY KEY (psp, minute, cause)
 );
+CREATE INDEX webhook_rejections_by_minute_minute ON bridge.webhook_rejections_by_minute (minute);
 
 -- Each PSP health probe's result: the gateway-downtime rule looks at the last few.
 CREATE TABLE bridge.psp_probes (
@@ -85,10 +89,14 @@ CREATE TABLE bridge.psp_probes (
     duration_ms integer NOT NULL CHECK (duration_ms >= 0)
 );
 CREATE INDEX psp_probes_recent ON bridge.psp_probes (psp, checked_at DESC);
+CREATE INDEX psp_probes_checked ON bridge.psp_probes (checked_at);
 
 -- The rules read recent payments by creation and update time across PSPs.
 CREATE INDEX payments_created ON bridge.payments (created_at);
 CREATE INDEX payments_open_updated ON bridge.payments (state, updated_at);
+-- The callback-error rule counts settled events that matched no payment, by time.
+CREATE INDEX inbox_settled_unmatched ON bridge.inbox (processed_at)
+    WHERE status IN ('ignored', 'dead');
 
 ALTER TABLE bridge.inbox DROP CONSTRAINT inbox_source_check;
 ALTER TABLE bridge.inbox ADD CONSTRAINT inbox_source_check
