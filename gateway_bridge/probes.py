@@ -52,6 +52,9 @@ async def probe_forever(adapters: Mapping[str, PspAdapter], *, interval_ms: int,
             try:
                 async with asyncio.timeout(timeout_ms / 1000), pool.acquire() as conn:
                     await store.record_probes(conn, results)
+                    # Kept bounded here too: the probes run without the detector when only
+                    # the metrics listener is on.
+                    await store.prune_signals(conn)
             except (*repo.DB_ERRORS, TimeoutError) as exc:
                 log.warning("probe results not kept", extra={"error": type(exc).__name__})
         await asyncio.sleep(interval_ms / 1000)

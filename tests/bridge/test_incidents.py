@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -179,6 +180,27 @@ async def test_callback_errors_count_forged_webhooks(
     assert incident["observed"]["errors"] == 3 and incident["affected"] == []
 
 
+async def test_a_rotated_webhook_secret_shows_as_callback_errors(
+        make: Factory, cashier: Cashier, conn: asyncpg.Connection, player: str) -> None:
+    """The simulator signs with the old Stripe secret while the bridge has a new one: its
+    real deliveries (with retries) are refused, and that is an incident; Adyen's are not."""
+    async with make(BRIDGE_STRIPE_WEBHOOK_SECRET="whsec_rotated_but_not_at_the_psp") as run:
+        for n in range(2):
+            created = await cashier.deposit(player, 5_00 + n, key=f"rot{n}")
+            await cashier.complete_deposit(created)
+        ok = await cashier.deposit(player, 6_00, psp="adyen")
+        await cashier.complete_deposit(ok)
+        await cashier.wait_state(ok["id"], "succeeded")
+        async with asyncio.timeout(10):
+            while sum(run.services.rejected_total.values()) < 3:
+                await asyncio.sleep(0.05)
+        await webhooks.flush_rejections(run.services)
+        changes = await _evaluate(run)
+    assert [(c.rule, c.scope) for c in changes] == [("callback_errors", "stripe")]
+    incident = await store.incident(conn, changes[0].incident_id)
+    assert set(incident["observed"]["by_cause"]) == {"signature"}
+
+
 async def test_currency_mismatch_and_timeout_fire_on_their_payments(
         make: Factory, cashier: Cashier, conn: asyncpg.Connection, player: str) -> None:
     """A PSP reporting another amount, and a payment nobody answers for, each an incident
@@ -261,6 +283,12 @@ async def test_gateway_downtime_lifecycle_validation_and_report(
     assert out.returncode == 0, out.stderr
     text = (tmp_path / f"incident-{incident_id}.md").read_text()
     assert "Adyen API outage" in text and "routed card traffic to stripe" in text
+    period_activity = await store.activity(
+        conn, psp="adyen", start=view["detected_at"] - timedelta(minutes=5),
+        end=view["resolved_at"] + timedelta(minutes=5), bucket_s=60)
+    failed_probes = await conn.fetchval(
+        "SELECT count(*) FROM bridge.psp_probes WHERE psp = 'adyen' AND NOT up")
+    assert sum(a["probes_failed"] for a in period_activity) == failed_probes == 4
     png = (tmp_path / f"incident-{incident_id}.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
