@@ -121,7 +121,7 @@ echo "Incidents the bridge's detector sees now (walletctl incidents list):"
 cat <<MSG
 The wallet, the bridge and the PSP simulator keep running; stop them with: make stop
   cashier API:  http://$BRIDGE_LISTEN_ADDR/v1/... with the key in .run/bridge-api-keys.json
-  support:      DATABASE_URL='$DATABASE_URL' WALLETCTL_WALLET_ADDR='$WALLET_LISTEN_ADDR' \
-                WALLETCTL_WALLET_TOKEN_FILE='$PWD/.run/support-wallet-token' \
+  support:      export DATABASE_URL='$DATABASE_URL' WALLETCTL_WALLET_ADDR='$WALLET_LISTEN_ADDR'
+                export WALLETCTL_WALLET_TOKEN_FILE='$PWD/.run/support-wallet-token'
                 .venv/bin/walletctl incidents list | player PLAYER | payment find REF  (docs/INCIDENTS.md)
 MSG
