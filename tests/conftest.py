@@ -74,16 +74,21 @@ def base_database_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-async def database_url(base_database_url: str) -> str:
-    name = os.environ.get("WALLET_TEST_DB", "wallet_test")
+async def fresh_database(base_database_url: str, name: str) -> str:
+    """An empty database of this name (dropped first if a run left it behind); its URL."""
     admin = await asyncpg.connect(base_database_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_path(base_database_url, f"/{name}")
+    return _with_path(base_database_url, f"/{name}")
+
+
+@pytest.fixture(scope="session")
+async def database_url(base_database_url: str) -> str:
+    url = await fresh_database(base_database_url,
+                               os.environ.get("WALLET_TEST_DB", "wallet_test"))
     conn = await connect(url)
     try:
         await migrate(conn, schema="wallet", folder=MIGRATIONS)

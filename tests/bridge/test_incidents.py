@@ -33,6 +33,7 @@ from gateway_bridge.server import migrate_database
 from gateway_bridge.server import running as bridge_running
 from service_kit.pg import init_json_codecs
 from tests.bridge.conftest import Cashier, bridge_env
+from tests.conftest import fresh_database
 from tests.helpers import TOKENS, Client
 from wallet_core.server import Running as WalletRunning
 
@@ -52,14 +53,8 @@ TABLES = ("bridge.incident_events, bridge.incident_payments, bridge.incidents, "
 
 @pytest.fixture(scope="session")
 async def incident_db(base_database_url: str) -> AsyncIterator[str]:
-    name = os.environ.get("WALLET_TEST_DB", "wallet_test") + "_incidents"
-    admin = await asyncpg.connect(base_database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = base_database_url.rsplit("/", 1)[0] + f"/{name}"
+    url = await fresh_database(
+        base_database_url, os.environ.get("WALLET_TEST_DB", "wallet_test") + "_incidents")
     await migrate_database(url)
     yield url
 
