@@ -88,8 +88,9 @@ class Settings:
     risk_support_clients: frozenset[str] = frozenset()
     # Currency conversion (docs/FX.md): the rates provider's URL (empty: FX off, paying in
     # another currency is refused), the spread taken from the player, the oldest rate used
-    # (by the provider's as_of), and the provider's timeout.
-    fx_rates_url: str = ""
+    # (by the provider's as_of), and the provider's timeout. The URL is kept out of repr():
+    # providers put API keys in it.
+    fx_rates_url: str = field(default="", repr=False)
     fx_spread_bps: int = 150
     fx_rate_age_max_ms: int = 60_000
     fx_timeout_ms: int = 2_000
@@ -273,6 +274,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if settings.fx_timeout_ms >= settings.request_timeout_ms:
         r.problems.append("BRIDGE_FX_TIMEOUT_MS: must be below BRIDGE_REQUEST_TIMEOUT_MS (the "
                           "rates provider is asked inside a cashier request)")
+    # An inbox worker waits for the rates provider inside its open transaction; the pool's
+    # idle-in-transaction limit (gateway_bridge.server.create_pool: twice the larger of the
+    # statement and wallet timeouts) would end its session. Half that window leaves the
+    # other half as margin.
+    fx_idle_max_ms = max(settings.db_statement_timeout_ms, settings.wallet_timeout_ms)
+    if settings.fx_timeout_ms > fx_idle_max_ms:
+        r.problems.append(f"BRIDGE_FX_TIMEOUT_MS: {settings.fx_timeout_ms} ms is above "
+                          f"{fx_idle_max_ms} ms, the larger of BRIDGE_DB_STATEMENT_TIMEOUT_MS "
+                          "and BRIDGE_WALLET_TIMEOUT_MS (an inbox worker asks the rates "
+                          "provider inside its transaction, which the database ends after "
+                          "twice that idle)")
     r.done()
     return settings
 

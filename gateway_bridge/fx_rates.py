@@ -10,8 +10,10 @@ number would pass through a float; it is refused). The table is cached; its age 
 the provider's `as_of`, not by when we fetched it, so a provider that keeps serving an old
 table is noticed. A table older than BRIDGE_FX_RATE_AGE_MAX_MS is refreshed first; one
 refresh runs at a time (callers arriving meanwhile wait for it, so a burst of deposits makes
-one request). After a failed refresh the next attempt waits REFRESH_AFTER_FAILURE_MS, so a
-provider outage is not hammered by every deposit and inbox retry.
+one request). After a failed refresh (no usable answer, or a table already older than the
+maximum age when it arrives) the next attempt waits REFRESH_AFTER_FAILURE_MS, so a failing
+provider is not hammered by every deposit and inbox retry. The body is read whole, in as many
+chunks as it comes, up to RATES_BODY_MAX_BYTES.
 
 Refusals (gateway_bridge.domain.errors): FX_RATE_STALE and FX_RATE_UNAVAILABLE are 503 with
 Retry-After at the cashier and a deferred, retried inbox event at credit time;
@@ -38,6 +40,8 @@ log = logging.getLogger("gateway_bridge.fx_rates")
 
 # A rates table is a few KiB; anything much larger is not one.
 RATES_BODY_MAX_BYTES = 256 * 1024
+# The body is gathered in reads of at most this much (a memory bound per read, not a limit).
+RATES_READ_CHUNK_BYTES = 64 * 1024
 RATES_PAIRS_MAX = 10_000
 # A provider whose as_of is ahead of our clock by more than this has a broken clock: its
 # rates would look fresh forever.
@@ -86,6 +90,8 @@ class FxRates:
         self._refreshing: asyncio.Task[_Table] | None = None
         self._failed_at: datetime | None = None
         self._failure = ""
+        # The last failure was a stale table (kept in _table), not a missing answer.
+        self._failed_stale = False
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -142,6 +148,8 @@ class FxRates:
         now = self._clock()
         if self._failed_at is not None and self._refreshing is None and \
                 (now - self._failed_at).total_seconds() * 1000 < REFRESH_AFTER_FAILURE_MS:
+            if self._failed_stale and self._table is not None:
+                return self._table  # rate() refuses it as FX_RATE_STALE
             raise self._unavailable(pair)
         if self._refreshing is None:
             self._refreshing = asyncio.create_task(self._fetch(), name="fx-rates-refresh")
@@ -166,9 +174,20 @@ class FxRates:
             table = self._parse(await self._get())
         except ProviderError as err:
             self._failed_at, self._failure = self._clock(), str(err)
+            self._failed_stale = False
             log.warning("fx rates refresh failed", extra={"error": str(err)})
             raise
-        self._table, self._failed_at, self._failure = table, None, ""
+        self._table = table
+        age_ms = self._age_ms(table)
+        if age_ms > self.age_max_ms:
+            # A table already too old on arrival is a failing provider too: without the
+            # back-off every caller would fetch it again at once. Callers meanwhile are
+            # answered from it (FX_RATE_STALE with its age), as this caller is.
+            self._failed_at, self._failed_stale = self._clock(), True
+            self._failure = f"its table is {age_ms} ms old"
+            log.warning("fx rates provider serves a stale table", extra={"age_ms": age_ms})
+            return table
+        self._failed_at, self._failure, self._failed_stale = None, "", False
         return table
 
     async def _get(self) -> bytes:
@@ -179,14 +198,25 @@ class FxRates:
             async with self._http.get(self.url, headers={"Accept": "application/json"}) as r:
                 if r.status != 200:
                     raise ProviderError(f"HTTP {r.status}")
-                raw = await r.content.read(RATES_BODY_MAX_BYTES + 1)
+                return await self._body(r)
         except TimeoutError:
             raise ProviderError(f"no answer within {self._timeout_ms} ms") from None
         except aiohttp.ClientError as err:
             raise ProviderError(f"request failed: {type(err).__name__}") from None
-        if len(raw) > RATES_BODY_MAX_BYTES:
+
+    @staticmethod
+    async def _body(r: aiohttp.ClientResponse) -> bytes:
+        """The whole body, however many chunks it comes in (TLS records, chunked encoding,
+        a slow provider), up to RATES_BODY_MAX_BYTES: refused as soon as it says or shows it
+        is larger. (content.read(n) returns only what is buffered so far.)"""
+        if r.content_length is not None and r.content_length > RATES_BODY_MAX_BYTES:
             raise ProviderError("answer too large")
-        return raw
+        raw = bytearray()
+        async for chunk in r.content.iter_chunked(RATES_READ_CHUNK_BYTES):
+            raw += chunk
+            if len(raw) > RATES_BODY_MAX_BYTES:
+                raise ProviderError("answer too large")
+        return bytes(raw)
 
     def _parse(self, raw: bytes) -> _Table:
         try:

@@ -12,9 +12,12 @@ A deposit paid in another currency (docs/FX.md) is credited at a fresh rate take
 fresh rate (stale, provider down) defers the event like an unreachable wallet, so it is
 never credited at a stale rate and never lost. The rate is pinned (bridge.fx_rate_pins, its
 own committed write) before the wallet call, so a retry after an unanswered call sends the
-identical request. A chargeback of such a deposit, reported in the paid currency, takes back
-the same share of the credit (service_kit.fx.proportional_share): never more than was
-credited.
+identical request; a pin is dropped when the wallet definitively refused, and re-priced when
+it aged out and the wallet recorded nothing under its key. A chargeback of such a deposit,
+reported in the paid currency, takes back the same share of the credit: its debit is pinned
+per wallet key the same way (bridge.fx_chargeback_pins), computed against what the payment's
+other disputes pinned, so a retry sends the same debit and all of them together never take
+more than was credited (service_kit.fx.share_not_yet_taken).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from gateway_bridge.domain.payments import (
 from gateway_bridge.fx_rates import FxRates
 from gateway_bridge.payments import convert
 from gateway_bridge.storage import repo
-from gateway_bridge.storage.repo import Payment, RatePin
+from gateway_bridge.storage.repo import ChargebackPin, Payment, RatePin
 from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
 from service_kit import fx
 
@@ -58,6 +61,12 @@ log = logging.getLogger("gateway_bridge.inbox")
 # decides again against the true state (a payout.failed after a commit becomes a reversal).
 _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN = frozenset({"WITHDRAWAL_ALREADY_FINAL",
                                                     "WITHDRAWAL_NOT_COMMITTED"})
+# The wallet holds a different request under the key: what was pinned for it may be what it
+# holds, so the pin stays.
+_KEY_HOLDS_ANOTHER_REQUEST = "IDEMPOTENCY_KEY_REUSED"
+# A pinned rate older than the maximum age is re-priced only once the call made with it is
+# surely over: its deadline (the wallet timeout) times this.
+_PIN_CALL_OVER_FACTOR = 2
 _WALLET_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,63}")
 
 
@@ -199,12 +208,16 @@ class Inbox:
         if d.verdict is Verdict.DEFER:
             await self._retry_or_die(conn, row, p, d.note)
             return
+        key = self._key(p, d, event)
         try:
-            fx_note = await self._wallet_effect(p, d, event)
+            fx_note = await self._wallet_effect(conn, p, d, event, key)
         except FxNotNow as err:
             await self._retry_or_die(conn, row, p, f"not credited yet: {err}")
             return
         except FxNotCredited as err:
+            # Raised before any wallet call under this key: whatever was pinned for it was
+            # never sent, and must not bind a later attempt (a replay by support).
+            await repo.unpin_fx(conn, key)
             await self._die(conn, row, p, f"not credited: {err}")
             return
         except WalletUnavailable as err:
@@ -212,6 +225,10 @@ class Inbox:
             return
         except WalletRefused as err:
             note = f"wallet refused {d.action}: {err.reason}: {err.message}"
+            if p.wallet_currency and err.reason != _KEY_HOLDS_ANOTHER_REQUEST:
+                # A definitive answer to this very request: nothing a retry must repeat
+                # exactly, so a pinned rate or debit is dropped with this event's outcome.
+                await repo.unpin_fx(conn, key)
             if err.reason in _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN:
                 await self._retry_or_die(conn, row, p, note)
             else:
@@ -240,22 +257,30 @@ class Inbox:
         await repo.finish_event(conn, inbox_id, "applied", None)
         self.applied_total += 1
 
-    async def _wallet_effect(self, p: Payment, d: Decision, event: PspEvent) -> str | None:
-        """Makes the decision's wallet call; returns what the history line should add (the
-        conversion of a converted deposit), if anything."""
+    @staticmethod
+    def _key(p: Payment, d: Decision, event: PspEvent) -> str:
+        """The wallet idempotency key of the decision's action ("" when it has none)."""
+        if d.action is None:
+            return ""
+        return wallet_key(d.action, p.id, wallet_reference(event.dispute_reference or ""))
+
+    async def _wallet_effect(self, conn: asyncpg.Connection, p: Payment, d: Decision,
+                             event: PspEvent, key: str) -> str | None:
+        """Makes the decision's wallet call under `key`; returns what the history line should
+        add (the conversion of a converted deposit), if anything."""
         if d.action is None:
             return None
         dispute = wallet_reference(event.dispute_reference or "")
-        key = wallet_key(d.action, p.id, dispute)
         match d.action:
             case Action.DEPOSIT if p.wallet_currency:
-                return await self._converted_deposit(p, d.amount_minor, key)
+                return await self._converted_deposit(conn, p, d.amount_minor, key)
             case Action.DEPOSIT:
                 await self._wallet.deposit(player_id=p.player_id, currency=p.currency,
                                            amount_minor=d.amount_minor, psp=p.psp,
                                            psp_reference=p.id, key=key)
             case Action.CHARGEBACK if p.wallet_currency:
-                return await self._converted_chargeback(p, d.amount_minor, dispute, key)
+                return await self._converted_chargeback(conn, p, d.amount_minor, dispute,
+                                                        key)
             case Action.CHARGEBACK:
                 await self._wallet.chargeback(
                     player_id=p.player_id, currency=p.currency, amount_minor=d.amount_minor,
@@ -275,30 +300,71 @@ class Inbox:
                 raise AssertionError(f"no wallet effect for {d.action}")
         return None
 
-    async def _pinned_rate(self, p: Payment, key: str) -> RatePin:
-        """The rate this credit goes with: pinned before, or a fresh one pinned now, in its
-        own committed write (this worker's transaction holds the payment row; the pin must
-        outlive a rollback of it). FxNotNow when no fresh rate is at hand."""
-        assert p.wallet_currency
-        async with self._pool.acquire() as conn:
-            pinned = await repo.fx_rate_pin(conn, key)
-            if pinned is not None:
-                return pinned
-            if self._rates is None:
-                raise FxNotNow("currency conversion is not enabled (BRIDGE_FX_RATES_URL)")
-            try:
-                rate = await self._rates.rate(p.currency, p.wallet_currency)
-            except (FxUnavailable, FxRefused) as err:
-                raise FxNotNow(f"{err.code}: {err.message}") from None
-            fresh = RatePin(rate=rate.text, spread_bps=self._rates.spread_bps,
-                            source=rate.source, as_of=rate.as_of)
-            return await repo.pin_fx_rate(conn, wallet_key=key, payment_id=p.id,
-                                          paid_currency=p.currency,
-                                          wallet_currency=p.wallet_currency, pin=fresh)
+    async def _pinned_rate(self, conn: asyncpg.Connection, p: Payment, key: str) -> RatePin:
+        """The rate this credit goes with: the one pinned before, or a fresh one pinned now.
 
-    async def _converted_deposit(self, p: Payment, paid_minor: int, key: str) -> str:
+        The pin is read on the worker's connection; no other connection is held while the
+        provider is asked. The new pin is written on a pooled connection of its own, at once
+        committed (this worker's transaction holds the payment row; the pin must outlive a
+        rollback of it), then read back on the worker's connection: whoever wrote it wins,
+        and that statement also restarts the transaction's idle clock before the wallet
+        call. FxNotNow when no fresh rate is at hand."""
         assert p.wallet_currency
-        pin = await self._pinned_rate(p, key)
+        pinned = await repo.fx_rate_pin(conn, key)
+        if pinned is not None and not await self._pin_abandoned(pinned, key):
+            return pinned
+        fresh = await self._fresh_rate(p.currency, p.wallet_currency)
+        async with self._pool.acquire() as own:
+            if pinned is None:
+                await repo.pin_fx_rate(own, wallet_key=key, payment_id=p.id,
+                                       paid_currency=p.currency,
+                                       wallet_currency=p.wallet_currency, pin=fresh)
+            else:
+                await repo.repin_fx_rate(own, wallet_key=key, pin=fresh, replacing=pinned)
+        now_pinned = await repo.fx_rate_pin(conn, key)
+        if now_pinned is None:
+            raise AssertionError(f"the rate pinned for {key} vanished")
+        return now_pinned
+
+    async def _fresh_rate(self, paid_currency: str, wallet_currency: str) -> RatePin:
+        if self._rates is None:
+            raise FxNotNow("currency conversion is not enabled (BRIDGE_FX_RATES_URL)")
+        try:
+            rate = await self._rates.rate(paid_currency, wallet_currency)
+        except (FxUnavailable, FxRefused) as err:
+            raise FxNotNow(f"{err.code}: {err.message}") from None
+        return RatePin(rate=rate.text, spread_bps=self._rates.spread_bps, source=rate.source,
+                       as_of=rate.as_of)
+
+    async def _pin_abandoned(self, pin: RatePin, key: str) -> bool:
+        """A pin whose rate is older than the maximum age, whose wallet call is surely over
+        (its deadline passed twice over), and under whose key the wallet recorded nothing:
+        nothing binds its retry to that rate any more, so it gets a fresh one. A pin within
+        the age is kept as it is, without asking the wallet. WalletUnavailable when the
+        wallet can't be asked (the event is retried: sending the old rate blind could record
+        it)."""
+        if self._rates is None:
+            return False
+        now = self._clock()
+        if (now - pin.as_of).total_seconds() * 1000 <= self._rates.age_max_ms:
+            return False
+        call_over_ms = self._settings.wallet_timeout_ms * _PIN_CALL_OVER_FACTOR
+        if pin.pinned_at is None or \
+                (now - pin.pinned_at).total_seconds() * 1000 <= call_over_ms:
+            return False
+        try:
+            return not await self._wallet.recorded(key=key)
+        except WalletRefused as err:
+            # The wallet won't say (this token may not read journal entries): keep the pin,
+            # which is always safe, if stale.
+            log.warning("could not ask the wallet about a stale rate pin; keeping it",
+                        extra={"reason": err.reason})
+            return False
+
+    async def _converted_deposit(self, conn: asyncpg.Connection, p: Payment, paid_minor: int,
+                                 key: str) -> str:
+        assert p.wallet_currency
+        pin = await self._pinned_rate(conn, p, key)
         try:
             credited = convert(paid_minor, currency=p.currency,
                                wallet_currency=p.wallet_currency,
@@ -325,17 +391,17 @@ class Inbox:
                 f"{p.currency} at {pin.rate} ({pin.source}, {pin.as_of.isoformat()}) less "
                 f"{pin.spread_bps} bps")
 
-    async def _converted_chargeback(self, p: Payment, paid_minor: int, dispute: str,
-                                    key: str) -> str:
+    async def _converted_chargeback(self, conn: asyncpg.Connection, p: Payment,
+                                    paid_minor: int, dispute: str, key: str) -> str:
         """The paid-currency dispute as the same share of the wallet credit: at the rate
-        the deposit was credited at, never more than was credited in all."""
+        the deposit was credited at, never more than was credited in all, and the same
+        debit on every retry under its wallet key (_pinned_debit)."""
         assert p.wallet_currency
         credit = (p.fx or {}).get("credit")
         if not credit:
             raise FxNotCredited("chargeback on a converted deposit without a recorded credit")
-        debit = fx.proportional_share(
-            int(credit["credited_minor"]), part_before=p.charged_back_minor,
-            part_after=p.charged_back_minor + paid_minor, whole=int(credit["paid_minor"]))
+        pin = await self._pinned_debit(conn, p, credit, paid_minor=paid_minor, key=key)
+        debit = pin.debit_minor
         note = (f"charged back {paid_minor} {p.currency} minor units = {debit} "
                 f"{p.wallet_currency} at the deposit's rate {credit['rate']}")
         if debit > 0:
@@ -349,6 +415,37 @@ class Inbox:
             fx_state.get("charged_back_wallet_minor", 0)) + debit
         p.fx = fx_state
         return note
+
+    async def _pinned_debit(self, conn: asyncpg.Connection, p: Payment,
+                            credit: dict[str, Any], *, paid_minor: int,
+                            key: str) -> ChargebackPin:
+        """The wallet debit of this dispute: pinned before, or computed and pinned now.
+
+        Computed against what the payment's other disputes pinned (applied, or sent and
+        still being retried), not against those applied so far: the dispute's slice starts
+        where theirs end, and it takes the cumulative share less what they take. A dispute
+        whose wallet call went unanswered thus keeps its debit however the others are
+        ordered, and all of them together never take more than was credited. The payment
+        row lock this worker holds serializes the disputes of one payment. Pinned like a
+        rate (own connection, committed, read back here) before the wallet call."""
+        pinned = await repo.fx_chargeback_pin(conn, key)
+        if pinned is not None:
+            return pinned
+        others = await repo.fx_chargebacks_pinned(conn, payment_id=p.id, except_key=key)
+        # max(): disputes applied before pins existed are only in the payment's own sums.
+        debit = fx.share_not_yet_taken(
+            int(credit["credited_minor"]), whole=int(credit["paid_minor"]), part=paid_minor,
+            part_before=max(p.charged_back_minor, others.paid_minor),
+            taken_before=max(int((p.fx or {}).get("charged_back_wallet_minor", 0)),
+                             others.debit_minor))
+        async with self._pool.acquire() as own:
+            await repo.pin_fx_chargeback(own, wallet_key=key, payment_id=p.id,
+                                         pin=ChargebackPin(paid_minor=paid_minor,
+                                                           debit_minor=debit))
+        now_pinned = await repo.fx_chargeback_pin(conn, key)
+        if now_pinned is None:
+            raise AssertionError(f"the debit pinned for {key} vanished")
+        return now_pinned
 
     def _backoff_ms(self, attempts: int) -> int:
         s = self._settings

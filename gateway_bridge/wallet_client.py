@@ -24,6 +24,8 @@ _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
                         grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED,
                         grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
                         grpc.StatusCode.CANCELLED})
+# The wallet's reason for a key (or id) that names no journal entry.
+TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
 # Wallet answers are small; this bounds what a misbehaving peer can make us buffer.
 MESSAGE_SIZE_MAX_BYTES = 4 * 1024 * 1024
 
@@ -162,6 +164,18 @@ class WalletClient:
             withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key))
         assert isinstance(reply, pb.ReverseWithdrawalResponse)
         return reply.result.transaction_id
+
+    async def recorded(self, *, key: str) -> bool:
+        """Whether the wallet holds an operation of ours under idempotency key `key`
+        (GetTransaction by key; a recorded refusal counts). WalletRefused when the wallet
+        can't tell us (e.g. this token may not read), WalletUnavailable when unreachable."""
+        try:
+            await self._call("GetTransaction", pb.GetTransactionRequest(idempotency_key=key))
+        except WalletRefused as err:
+            if err.reason == TRANSACTION_NOT_FOUND:
+                return False
+            raise
+        return True
 
     async def transactions(self, *, player_id: str, currency: str,
                            page_size: int) -> list[pb.Transaction]:

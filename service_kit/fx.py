@@ -19,6 +19,7 @@ credit, the wallet to check that the amount it was asked for is exactly that.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -33,6 +34,10 @@ RATE_EXPONENT_MIN = -12
 RATE_EXPONENT_MAX = 12
 RATE_TEXT_LENGTH_MAX = 64
 SCALE_MAX = 18
+# Decimal() alone also takes "60_000", "60000.", ".5" and non-ASCII digits (fullwidth,
+# Arabic-Indic): none is what a provider means by a rate, and the wallet must read the
+# recorded string back exactly as the bridge did. ASCII digits, one optional fraction.
+_RATE_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 class FxError(ValueError):
@@ -51,6 +56,9 @@ def parse_rate(text: str, *, field: str = "rate") -> Fraction:
     if text.strip() != text or text[0] in "+-" or "e" in text.lower():
         raise FxError(field, "a plain positive decimal such as \"60185.19\" (no sign, "
                              "exponent or spaces)")
+    if not _RATE_TEXT.fullmatch(text):
+        raise FxError(field, "ASCII digits with at most one decimal point between digits, "
+                             "such as \"60185.19\"")
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -116,3 +124,20 @@ def proportional_share(total_minor: int, *, part_before: int, part_after: int,
     if whole <= 0 or not 0 <= part_before <= part_after <= whole or total_minor < 0:
         raise FxError("part", f"slice ({part_before}, {part_after}] is not within 0..{whole}")
     return total_minor * part_after // whole - total_minor * part_before // whole
+
+
+def share_not_yet_taken(total_minor: int, *, part_before: int, part: int, whole: int,
+                        taken_before: int) -> int:
+    """What a slice of `part` after `part_before` (of `whole`) takes of `total`, given that
+    `taken_before` was already taken for the parts before it: the cumulative share
+    floor(total * min(before + part, whole) / whole) less what was taken, never below zero.
+
+    When `taken_before` is exactly the share of `part_before`, this is proportional_share
+    (the slices telescope to `total`). Whatever the slices and their order, `taken_before`
+    plus the result never exceeds `total` (if `taken_before` did not), so a deposit charged
+    back in parts, some of them retried later, never takes back more than was credited."""
+    if whole <= 0 or total_minor < 0 or part_before < 0 or part < 0 or taken_before < 0:
+        raise FxError("part", f"slice of {part} after {part_before} of {whole}, "
+                              f"{taken_before} of {total_minor} taken: not a valid slice")
+    after = min(whole, part_before + part)
+    return max(0, total_minor * after // whole - taken_before)

@@ -98,6 +98,9 @@ def test_rates_parse_exactly(text: str, exact: Fraction) -> None:
 @pytest.mark.parametrize("text", [
     "", "0", "0.000", "-1", "+1", "1e5", "1E5", "abc", " 1", "1 ", "NaN", "Infinity",
     "0.0000000000001", "10000000000001", "1." + "1" * 30, "1" * 65, "1,5", "0x10",
+    # Decimal() takes these; a provider does not mean them (review finding 6)
+    "60_000", "60000.", ".5", "\uff16\uff10\uff10\uff10\uff10", "\u0666\u0660\u0660",
+    "60000.5\n", "1..5",
 ])
 def test_bad_rates_are_refused_naming_the_field(text: str) -> None:
     """Zero, negative, exponent, junk, out-of-range or over-long rates are refused."""

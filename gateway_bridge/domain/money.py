@@ -17,6 +17,18 @@ EXPONENTS: dict[str, int] = {
 }
 # Same bound as the wallet's balances: far above any payment, far below int64 overflow.
 AMOUNT_MAX_MINOR = 2**62
+# The wallet's per-operation cap of each currency (wallet.currencies.amount_max_minor,
+# wallet migrations 0001 and 0006), copied so a converted deposit whose credit would exceed
+# it is refused at the cashier, before the PSP is paid, rather than by the wallet at credit
+# time. Should the wallet's table lower a cap, the wallet still refuses (the credit is then
+# dead-lettered for support, docs/FX.md); a currency missing here falls back to
+# AMOUNT_MAX_MINOR.
+OPERATION_MAX_MINOR: dict[str, int] = {
+    "USD": 100_000_000_000, "EUR": 100_000_000_000, "GBP": 100_000_000_000,
+    "CAD": 100_000_000_000, "BRL": 500_000_000_000, "JPY": 100_000_000_000,
+    "KWD": 100_000_000_000, "BTC": 10_000_000_000_000, "USDT": 1_000_000_000_000_000,
+    "USDC": 1_000_000_000_000_000,
+}
 
 
 class AmountError(ValueError):
@@ -28,6 +40,11 @@ def exponent(currency: str) -> int:
         return EXPONENTS[currency]
     except KeyError:
         raise AmountError(f"unsupported currency {currency!r}") from None
+
+
+def operation_max_minor(currency: str) -> int:
+    """The largest amount of `currency` the wallet moves in one operation."""
+    return OPERATION_MAX_MINOR.get(currency, AMOUNT_MAX_MINOR)
 
 
 def to_minor(value: Decimal | str | int, currency: str) -> int:

@@ -124,22 +124,28 @@ async def save(conn: asyncpg.Connection, p: Payment) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RatePin:
-    """The rate a credit was first sent to the wallet with (queries.PIN_FX_RATE)."""
+    """The rate a credit is sent to the wallet with (queries.PIN_FX_RATE); `pinned_at` is
+    None until it is stored."""
 
     rate: str
     spread_bps: int
     source: str
     as_of: datetime
+    pinned_at: datetime | None = None
 
 
 async def pin_fx_rate(conn: asyncpg.Connection, *, wallet_key: str, payment_id: str,
-                      paid_currency: str, wallet_currency: str, pin: RatePin) -> RatePin:
-    """Pins `pin` for `wallet_key` unless a rate is pinned already; returns the pinned one."""
+                      paid_currency: str, wallet_currency: str, pin: RatePin) -> None:
+    """Pins `pin` for `wallet_key` unless a rate is pinned already (the first one stays)."""
     await conn.execute(q.PIN_FX_RATE, wallet_key, payment_id, paid_currency, wallet_currency,
                        pin.rate, pin.spread_bps, pin.source, pin.as_of)
-    pinned = await fx_rate_pin(conn, wallet_key)
-    assert pinned is not None, "pinned rate vanished"
-    return pinned
+
+
+async def repin_fx_rate(conn: asyncpg.Connection, *, wallet_key: str, pin: RatePin,
+                        replacing: RatePin) -> None:
+    """Replaces the pin `replacing` (judged abandoned) by `pin`; a no-op if it changed."""
+    await conn.execute(q.REPIN_FX_RATE, wallet_key, pin.rate, pin.spread_bps, pin.source,
+                       pin.as_of, replacing.pinned_at)
 
 
 async def fx_rate_pin(conn: asyncpg.Connection, wallet_key: str) -> RatePin | None:
@@ -147,7 +153,40 @@ async def fx_rate_pin(conn: asyncpg.Connection, wallet_key: str) -> RatePin | No
     if row is None:
         return None
     return RatePin(rate=row["rate"], spread_bps=row["spread_bps"], source=row["source"],
-                   as_of=row["as_of"])
+                   as_of=row["as_of"], pinned_at=row["pinned_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class ChargebackPin:
+    """A dispute of a converted deposit: paid-currency amount and the wallet debit sent."""
+
+    paid_minor: int
+    debit_minor: int
+
+
+async def pin_fx_chargeback(conn: asyncpg.Connection, *, wallet_key: str, payment_id: str,
+                            pin: ChargebackPin) -> None:
+    """Pins the dispute's debit unless one is pinned already (the first one stays)."""
+    await conn.execute(q.PIN_FX_CHARGEBACK, wallet_key, payment_id, pin.paid_minor,
+                       pin.debit_minor)
+
+
+async def fx_chargeback_pin(conn: asyncpg.Connection, wallet_key: str) -> ChargebackPin | None:
+    row = await conn.fetchrow(q.FX_CHARGEBACK_PIN, wallet_key)
+    return None if row is None else ChargebackPin(paid_minor=row["paid_minor"],
+                                                  debit_minor=row["debit_minor"])
+
+
+async def fx_chargebacks_pinned(conn: asyncpg.Connection, *, payment_id: str,
+                                except_key: str) -> ChargebackPin:
+    """The sums pinned by the payment's other disputes."""
+    row = await conn.fetchrow(q.FX_CHARGEBACKS_PINNED, payment_id, except_key)
+    return ChargebackPin(paid_minor=row["paid_minor"], debit_minor=row["debit_minor"])
+
+
+async def unpin_fx(conn: asyncpg.Connection, wallet_key: str) -> None:
+    """Forgets what was pinned for `wallet_key` (the wallet recorded nothing under it)."""
+    await conn.execute(q.UNPIN_FX, wallet_key)
 
 
 async def add_history(conn: asyncpg.Connection, p: Payment, *, from_state: State | None,

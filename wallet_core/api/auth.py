@@ -28,7 +28,9 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "GrantBonus": frozenset({"bonus"}),
     "ForfeitBonus": frozenset({"bonus"}),
     "Adjust": frozenset({"support"}),
-    "GetTransaction": frozenset({"support", "read"}),
+    # payments: the bridge asks whether a credit it sent under a key was recorded before it
+    # re-prices one whose rate aged out (docs/FX.md, rate pinning).
+    "GetTransaction": frozenset({"support", "read", "payments"}),
     "ListTransactions": frozenset({"support", "read"}),
     # Any money-moving scope; each operation inside is checked against its own method.
     "ExecuteBatch": frozenset({"game", "bonus", "payments", "support"}),
