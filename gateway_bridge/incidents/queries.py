@@ -22,49 +22,66 @@ WHERE direction = 'deposit' AND state IN ('succeeded', 'failed')
   AND updated_at > now() - make_interval(secs => $1)
 GROUP BY psp, method"""
 
-# Each of the next statements returns, per scope (`scope`: the PSP, or PSP/method), every
-# matching payment's count (`total`) and at most $n of them: one PSP's flood never pushes
-# another PSP's payments out of the count.
-_LISTED = """SELECT id, psp, method, player_id, currency, amount_minor, state, total
-FROM (SELECT p.*, count(*) OVER w AS total, row_number() OVER (w ORDER BY {order}) AS n
-      FROM bridge.payments p WHERE {where}
-      WINDOW w AS (PARTITION BY {scope})) AS found
-WHERE n <= $1"""
+# Each of the next five statements returns, per scope (the PSP, or PSP and method), the
+# count of every matching payment (`total`) and at most $1 of them: one PSP's flood never
+# pushes another PSP's payments out of the count.
+_FOUND = "id, psp, method, player_id, currency, amount_minor, state, total"
 
-FAILED_DEPOSITS = _LISTED.format(
-    scope="psp, method", order="updated_at DESC",
-    where="""direction = 'deposit' AND state = 'failed'
-  AND updated_at > now() - make_interval(secs => $2)""")
+FAILED_DEPOSITS = f"""
+SELECT {_FOUND} FROM (
+    SELECT p.*, count(*) OVER w AS total, row_number() OVER (w ORDER BY updated_at DESC) AS n
+    FROM bridge.payments p
+    WHERE direction = 'deposit' AND state = 'failed'
+      AND updated_at > now() - make_interval(secs => $2)
+    WINDOW w AS (PARTITION BY psp, method)) AS found
+WHERE n <= $1"""
 
 # Money reserved for a withdrawal longer than the SLA and not paid out, counted from when
 # it could first go out: creation, or the risk team's approval of a held one. One still
 # held waits for a person on purpose (that queue is watched on its own), and a timed-out
 # withdrawal the wallet never reserved holds no money.
-DELAYED_WITHDRAWALS = _LISTED.format(
-    scope="psp", order="created_at",
-    where="""direction = 'withdrawal' AND withdrawal_id IS NOT NULL
-  AND state IN ('reserved', 'payout_pending', 'timed_out')
-  AND NOT EXISTS (SELECT 1 FROM bridge.risk_decisions r
-                  WHERE r.payment_id = p.id AND r.review_status = 'pending')
-  AND greatest(created_at, (SELECT r.reviewed_at FROM bridge.risk_decisions r
-                            WHERE r.payment_id = p.id))
-      < now() - make_interval(secs => $2)""")
+DELAYED_WITHDRAWALS = f"""
+SELECT {_FOUND} FROM (
+    SELECT p.*, count(*) OVER w AS total, row_number() OVER (w ORDER BY created_at) AS n
+    FROM bridge.payments p
+    WHERE direction = 'withdrawal' AND withdrawal_id IS NOT NULL
+      AND state IN ('reserved', 'payout_pending', 'timed_out')
+      AND NOT EXISTS (SELECT 1 FROM bridge.risk_decisions r
+                      WHERE r.payment_id = p.id AND r.review_status = 'pending')
+      AND greatest(created_at, (SELECT r.reviewed_at FROM bridge.risk_decisions r
+                                WHERE r.payment_id = p.id))
+          < now() - make_interval(secs => $2)
+    WINDOW w AS (PARTITION BY psp)) AS found
+WHERE n <= $1"""
 
 # Held as a mismatch within the window and not yet dealt with by support (dismissed).
-MISMATCHES = _LISTED.format(
-    scope="psp", order="updated_at DESC",
-    where="""state = 'mismatch' AND attention IS NOT NULL
-  AND updated_at > now() - make_interval(secs => $2)""")
+MISMATCHES = f"""
+SELECT {_FOUND} FROM (
+    SELECT p.*, count(*) OVER w AS total, row_number() OVER (w ORDER BY updated_at DESC) AS n
+    FROM bridge.payments p
+    WHERE state = 'mismatch' AND attention IS NOT NULL
+      AND updated_at > now() - make_interval(secs => $2)
+    WINDOW w AS (PARTITION BY psp)) AS found
+WHERE n <= $1"""
 
 # Timed out and not yet dealt with by support.
-TIMEOUTS = _LISTED.format(scope="psp", order="updated_at DESC",
-                          where="state = 'timed_out' AND attention IS NOT NULL")
+TIMEOUTS = f"""
+SELECT {_FOUND} FROM (
+    SELECT p.*, count(*) OVER w AS total, row_number() OVER (w ORDER BY updated_at DESC) AS n
+    FROM bridge.payments p
+    WHERE state = 'timed_out' AND attention IS NOT NULL
+    WINDOW w AS (PARTITION BY psp)) AS found
+WHERE n <= $1"""
 
 # Payments still waiting on a PSP: what its outage holds up.
-IN_FLIGHT = _LISTED.format(
-    scope="psp", order="created_at DESC",
-    where="state IN ('created', 'pending', 'processing', 'requested', 'reserved', "
-          "'payout_pending')")
+IN_FLIGHT = f"""
+SELECT {_FOUND} FROM (
+    SELECT p.*, count(*) OVER w AS total, row_number() OVER (w ORDER BY created_at DESC) AS n
+    FROM bridge.payments p
+    WHERE state IN ('created', 'pending', 'processing', 'requested', 'reserved',
+                    'payout_pending')
+    WINDOW w AS (PARTITION BY psp)) AS found
+WHERE n <= $1"""
 
 # Refused webhooks per cause, and verified events that named no payment of ours (the
 # partial index inbox_settled_unmatched keeps this off the rest of the inbox).
