@@ -101,7 +101,9 @@ class Settings:
         return self.pending_limit_ms.get(psp, self.sync_schedule_ms[0])
 
 
-def _secret(env: Mapping[str, str], r: EnvReader, name: str, *, required: bool) -> str:
+def read_secret(env: Mapping[str, str], r: EnvReader, name: str, *, required: bool) -> str:
+    """NAME, or the contents of the file NAME_FILE names; a problem noted when required and
+    missing, or when the file cannot be read."""
     path = env.get(f"{name}_FILE", "")
     if path:
         try:
@@ -138,8 +140,8 @@ def _psps(env: Mapping[str, str], r: EnvReader, public_url: str) -> dict[str, Ps
     psps: dict[str, PspConfig] = {}
     for name in PSP_NAMES:
         prefix = f"BRIDGE_{name.upper()}_"
-        api_key = _secret(env, r, prefix + "API_KEY", required=False)
-        secret = _secret(env, r, prefix + _SECRET_VARS[name], required=False)
+        api_key = read_secret(env, r, prefix + "API_KEY", required=False)
+        secret = read_secret(env, r, prefix + _SECRET_VARS[name], required=False)
         if not api_key and not secret:
             continue
         if not api_key or not secret:
@@ -189,12 +191,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     r = EnvReader(env)
     public_url = r.text("BRIDGE_PUBLIC_URL", "http://127.0.0.1:8080")
-    keys_raw = _secret(env, r, "BRIDGE_API_KEYS", required=True)
+    keys_raw = read_secret(env, r, "BRIDGE_API_KEYS", required=True)
     schedule = _schedule(env.get("BRIDGE_SYNC_SCHEDULE_MS", "") or "300000,3600000,86400000", r)
     psps = _psps(env, r, public_url)
     settings = Settings(
         database_url=r.text("DATABASE_URL"),
-        wallet_token=_secret(env, r, "BRIDGE_WALLET_TOKEN", required=True),
+        wallet_token=read_secret(env, r, "BRIDGE_WALLET_TOKEN", required=True),
         clients_by_key_sha256=_clients(keys_raw, r) if keys_raw else {},
         psps=psps,
         listen_addr=r.text("BRIDGE_LISTEN_ADDR", "127.0.0.1:8080"),

@@ -47,16 +47,6 @@ def _actor_default() -> str:
     return os.environ.get("USER") or "support"
 
 
-def _secret(name: str) -> str:
-    path = os.environ.get(f"{name}_FILE", "")
-    if not path:
-        return os.environ.get(name, "")
-    try:
-        return Path(path).read_text().strip()
-    except OSError as err:
-        raise SettingsError([f"{name}_FILE: cannot read {path}: {err.strerror}"]) from None
-
-
 # Incident ids are bigint identities: anything else is refused before the database sees it.
 ID_MAX = 2**63 - 1
 
@@ -73,10 +63,8 @@ def _incident_id(text: str) -> int:
 
 async def _player(args: argparse.Namespace) -> int:
     r = EnvReader(os.environ)
-    token = _secret("WALLETCTL_WALLET_TOKEN")
-    if not token:
-        r.problems.append("WALLETCTL_WALLET_TOKEN (or _FILE): a wallet token with the read "
-                          "or support scope, required")
+    # a wallet token with the read or support scope
+    token = config.read_secret(os.environ, r, "WALLETCTL_WALLET_TOKEN", required=True)
     addr = r.text("WALLETCTL_WALLET_ADDR", os.environ.get("BRIDGE_WALLET_ADDR",
                                                          "127.0.0.1:50051"))
     timeout_ms = r.integer("WALLETCTL_WALLET_TIMEOUT_MS", 5000, low=100, high=60_000)

@@ -15,22 +15,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from gateway_bridge.server import migrate_database
 from service_kit.migrations import migrate
+from tests.conftest import _with_path, fresh_database
 from tests.faults.processes import Proc, Reaper, free_port, start_wallet, wallet_proc
 from tests.faults.verify import Report
 from tests.helpers import CALLERS_JSON
 from wallet_core.db import connect
 from wallet_core.server import MIGRATIONS
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def traffic_seconds() -> float:
@@ -43,13 +38,7 @@ def traffic_clients() -> int:
 
 async def create_database(admin_url: str, name: str) -> str:
     """Recreate database `name` with the wallet and bridge schemas; returns its URL."""
-    admin = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(admin_url, name)
+    url = await fresh_database(admin_url, name)
     conn = await connect(url)
     try:
         await migrate(conn, schema="wallet", folder=MIGRATIONS)
@@ -73,7 +62,7 @@ def faults_redis_url() -> str:
     url = os.environ.get("REDIS_URL")
     if not url:
         pytest.exit("REDIS_URL is not set: run the tests with `make test`", returncode=2)
-    return with_database(url, "15")
+    return _with_path(url, "/15")
 
 
 @pytest.fixture

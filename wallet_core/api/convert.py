@@ -7,10 +7,11 @@ so a malformed request never reaches the database.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 from wallet.v1 import wallet_service_pb2 as pb
 
 from service_kit import fx
@@ -84,12 +85,7 @@ def _conversion(c: pb.Conversion, wallet_currency: Currency,
         fx.check_spread(c.spread_bps, field="conversion.spread_bps")
     except fx.FxError as err:
         raise InvalidField(err.field, err.problem) from None
-    if not c.HasField("rate_time"):
-        raise InvalidField("conversion.rate_time", "is required", reason=errors.FIELD_REQUIRED)
-    try:
-        rate_time = c.rate_time.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidField("conversion.rate_time", "is not a valid timestamp") from None
+    rate_time = _required_time(c, "rate_time", field="conversion.rate_time")
     return cmd.Conversion(
         paid_currency=paid.code,
         paid_minor=v.positive_amount(c.paid_amount, paid, "conversion.paid_amount"),
@@ -170,14 +166,20 @@ def rollback(req: pb.RollbackRequest, cur: Currencies) -> cmd.Rollback:
                         idempotency_key=v.idempotency_key(req.idempotency_key))
 
 
+def _required_time(message: Message, name: str, *, field: str) -> datetime:
+    """A Timestamp field that must be set and within datetime's range, as UTC."""
+    if not message.HasField(name):
+        raise InvalidField(field, "is required", reason=errors.FIELD_REQUIRED)
+    try:
+        at: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidField(field, "is not a valid timestamp") from None
+    return at
+
+
 def grant_bonus(req: pb.GrantBonusRequest, cur: Currencies) -> cmd.GrantBonus:
     player, currency = wallet(req, cur)
-    if not req.HasField("expires_at"):
-        raise InvalidField("expires_at", "is required", reason=errors.FIELD_REQUIRED)
-    try:
-        expires_at = req.expires_at.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidField("expires_at", "is not a valid timestamp") from None
+    expires_at = _required_time(req, "expires_at", field="expires_at")
     return cmd.GrantBonus(
         player_id=player, currency=currency.code,
         amount_minor=v.positive_amount(req.amount, currency),
