@@ -1,8 +1,9 @@
 """Build hook: generate the gRPC/protobuf Python code from protos/ at install time.
 
 Generated code is never committed (gen/ is ignored by git). Every `pip install` (wheel or
-editable) regenerates it from the .proto files, and tests/test_generated_code.py regenerates
-into a temporary folder and compares, so a stale or hand-edited copy cannot slip through.
+editable) regenerates it from the .proto files, and tests/project/test_project_rules.py
+regenerates into a temporary folder and compares, so a stale or hand-edited copy cannot slip
+through.
 """
 
 from __future__ import annotations

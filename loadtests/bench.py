@@ -47,7 +47,8 @@ from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from loadtests import bench_pg, bench_profile
 from loadtests import bench_report as rep
 from loadtests.bench_load import HOT_PLAYER, Kind, LoadSpec, WindowResult, proc_cpu_s
-from loadtests.bench_procs import BenchError, Fleet, LoadPool, Server, free_port
+from loadtests.bench_procs import BenchError, Fleet, LoadPool, Server
+from loadtests.ports import lease_port
 
 # Targets of issue 4 (ratios to the ceilings are the headline).
 TARGET_BET_VS_EMPTY_MIN = 0.6
@@ -181,15 +182,15 @@ class Bench:
         return {**self._gc_env(True), "WALLET_SO_REUSEPORT": "true"}
 
     async def start_servers(self, *, soak: bool) -> None:
-        self.main = self.fleet.start("wallet-gc-on", free_port(), self._gc_env(True))
+        self.main = self.fleet.start("wallet-gc-on", lease_port(), self._gc_env(True))
         await self.fleet.wait_serving(self.main)
         self.rss_kib["start"] = self.main.rss_kib()
         log(f"server {self.main.name} pid {self.main.pid} on :{self.main.port}, "
             f"RSS {self.rss_kib['start'] / 1024:.1f} MiB")
         if soak:
             return
-        self.gc_off = self.fleet.start("wallet-gc-off", free_port(), self._gc_env(False))
-        shared_port = free_port()
+        self.gc_off = self.fleet.start("wallet-gc-off", lease_port(), self._gc_env(False))
+        shared_port = lease_port()
         self.multi = [self.fleet.start("wallet-multi-1", shared_port, self._shared_env())]
         await asyncio.gather(self.fleet.wait_serving(self.gc_off),
                              self.fleet.wait_serving(self.multi[0]))
@@ -206,7 +207,7 @@ class Bench:
             self.reuseport = ("no: the second process could not bind the port ("
                               f"{' '.join(tail)[:160]})")
             self.fleet.stop(second)
-            second = self.fleet.start("wallet-multi-2", free_port(), self._gc_env(True))
+            second = self.fleet.start("wallet-multi-2", lease_port(), self._gc_env(True))
             await self.fleet.wait_serving(second)
             self.multi.append(second)
             self.multi_target = (f"ipv4:127.0.0.1:{self.multi[0].port},"

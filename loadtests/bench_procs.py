@@ -14,7 +14,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,11 +48,6 @@ _POLL_SLICE_S = 0.25
 class BenchError(Exception):
     """An operating failure of the benchmark (a server or load process failed)."""
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(slots=True)

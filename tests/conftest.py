@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service_kit.migrations import migrate
-from tests import log_capture
+from tests import layers, log_capture
 from tests.helpers import CALLERS_JSON, Client
 from wallet_core import config
 from wallet_core.db import connect
@@ -32,7 +32,30 @@ _LOG_PROBLEMS = pytest.StashKey[list[str]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     """Capture every log record of the session to scan it for secrets (tests/log_capture.py)."""
+    for name, meaning in layers.MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
     log_capture.install()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test takes the marker of its folder (tests/layers.py)."""
+    for item in items:
+        marker = layers.marker_for(item.path)
+        if marker is not None and not item.get_closest_marker(marker):
+            item.add_marker(marker)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture starts a server: a unit test asking for one is misfiled."""
+    if item.get_closest_marker("unit") or os.environ.get("WALLET_TESTS_GUARD_ALL"):
+        layers.refuse_server_fixtures(item)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_pure(request: pytest.FixtureRequest,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("unit") or os.environ.get("WALLET_TESTS_GUARD_ALL"):
+        layers.refuse_io(monkeypatch)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

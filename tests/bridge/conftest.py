@@ -1,4 +1,4 @@
-"""Bridge fixtures: the PSP simulator (session), a bridge per test on a fixed port, and a
+"""Bridge fixtures: the PSP simulator (session), a bridge per test on a leased port, and a
 cashier client with shortcuts. The wallet is the session's real gRPC server.
 
 The bridge is started per test so no test's inbox workers outlive it: tests that keep the
@@ -8,7 +8,6 @@ wallet out of reach must not have another bridge apply their events behind their
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -24,6 +23,7 @@ from gateway_bridge.server import migrate_database
 from gateway_bridge.server import running as bridge_running
 from gateway_bridge.simulator import config as sim_config
 from gateway_bridge.simulator.app import running as sim_running
+from loadtests.ports import lease_port
 from tests.helpers import TOKENS
 from wallet_core.server import Running as WalletRunning
 
@@ -40,15 +40,11 @@ PSP_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def bridge_port() -> int:
-    return free_port()
+    """The session's bridge port, leased (loadtests/ports.py): the simulator must know the
+    webhook target before any bridge starts, and each test's bridge binds it again."""
+    return lease_port()
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +88,7 @@ def bridge_env(*, database_url: str, wallet_port: int, sim_url: str, bridge_port
         "BRIDGE_PSP_BREAKER_COOLDOWN_MS": "500",
         "BRIDGE_SHUTDOWN_GRACE_MS": "1000",
         # The detector (and the probes it needs) would write incidents into the shared
-        # database and call the simulator in every test; tests/bridge/test_incidents.py
+        # database and call the simulator in every test; tests/bridge/integration/test_incidents.py
         # runs it in a database of its own.
         "BRIDGE_INCIDENTS_ENABLED": "false",
     }

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from gateway_bridge.server import migrate_database
+from loadtests.ports import lease_port
 from service_kit.migrations import migrate
 from tests.conftest import _with_path, fresh_database
-from tests.faults.processes import Proc, Reaper, free_port, start_wallet, wallet_proc
+from tests.faults.processes import Proc, Reaper, start_wallet, wallet_proc
 from tests.faults.verify import Report
 from tests.helpers import CALLERS_JSON
 from wallet_core.db import connect
@@ -103,7 +104,7 @@ def new_scenario(name: str) -> Scenario:
 
 async def one_wallet(env: dict[str, str], reaper: Reaper, log_dir: Path) -> tuple[Proc, int]:
     """A wallet subprocess on a free port, serving, killed at the end of the test."""
-    port = free_port()
+    port = lease_port()
     wallet = wallet_proc("wallet", env=env, port=port, log_dir=log_dir)
     reaper.add(wallet.kill)
     await start_wallet(wallet, port)

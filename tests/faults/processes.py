@@ -1,5 +1,5 @@
 """Processes the fault scenarios start, kill and restart: the wallet and the bridge as real
-subprocesses (so SIGKILL means SIGKILL), and PRIVATE Redis and Postgres servers on free ports.
+subprocesses (so SIGKILL means SIGKILL), and PRIVATE Redis and Postgres servers on leased ports (loadtests/ports.py).
 
 Every process runs in its own session (process group), so a kill reaches its children too.
 Every wait is bounded. `Reaper` remembers everything started and stops it in a `finally`,
@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,17 +24,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loadtests.ports import lease_port
+
 # A loaded 2-core machine can take several seconds to import grpc/asyncpg and start serving.
 PROCESS_READY_TIMEOUT_S = 45.0
 # SIGTERM first where a graceful stop is wanted; after this, SIGKILL.
 PROCESS_STOP_TIMEOUT_S = 10.0
 PG_CTL_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -164,7 +159,7 @@ class PrivateRedis:
     """A redis-server of our own on a free port: no persistence, stopped and started at will."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
+        self.port = lease_port()
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed"
         self.proc = Proc("redis", [binary, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -211,7 +206,7 @@ class PrivatePostgres:
     stop and start it; the shared server is never restarted."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self.port = lease_port()
         self.dir = Path(tempfile.mkdtemp(prefix="wallet-faults-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"

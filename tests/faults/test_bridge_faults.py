@@ -23,13 +23,13 @@ import pytest
 
 from gateway_bridge.simulator import config as sim_config
 from gateway_bridge.simulator.app import running as sim_running
+from loadtests.ports import lease_port
 from tests.bridge.conftest import DEFAULT_KNOBS, PSP_ENV, Cashier, bridge_env
 from tests.faults.conftest import new_scenario, traffic_seconds, wallet_env
 from tests.faults.processes import (
     PROCESS_READY_TIMEOUT_S,
     Proc,
     Reaper,
-    free_port,
     start_wallet,
     wallet_proc,
 )
@@ -44,7 +44,7 @@ STORM = {"duplicate_count": 3, "reorder": True}
 
 @pytest.fixture
 async def sim_url(reaper: Reaper) -> AsyncIterator[tuple[str, int]]:
-    bridge_port = free_port()
+    bridge_port = lease_port()
     settings = sim_config.load({**PSP_ENV, "SIM_LISTEN_ADDR": "127.0.0.1:0",
                                 "SIM_WEBHOOK_BASE_URL": f"http://127.0.0.1:{bridge_port}",
                                 # Like PSPs, keep retrying a bridge that is down a while.
@@ -103,7 +103,7 @@ async def test_bridge_killed_between_storing_and_applying_under_webhook_storms(
     storms: every completed deposit is credited exactly once after restart."""
     sc = new_scenario("6. bridge SIGKILLed under webhook storms")
     sim, bridge_port = sim_url
-    wallet_port = free_port()
+    wallet_port = lease_port()
     wallet = wallet_proc("wallet", env=wallet_env(faults_database_url, faults_redis_url),
                          port=wallet_port, log_dir=log_dir)
     reaper.add(wallet.kill)
@@ -143,7 +143,7 @@ async def _run_phases(run_id: str, cashier: Cashier, bridge: Any, wallet_port: i
     first.kill()
     # Phase 1: a bridge that cannot reach the wallet stores the storm, then is SIGKILLed:
     # webhooks acknowledged and in bridge.inbox, the wallet never called.
-    cut_off = bridge(free_port())
+    cut_off = bridge(lease_port())
     await _start_bridge(cut_off, cashier)
     await cashier.knobs(**STORM)
     deliveries = 0

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import redis.asyncio as aioredis
 
+from loadtests.ports import lease_port
 from tests.faults.conftest import (
     new_scenario,
     one_wallet,
@@ -22,7 +23,7 @@ from tests.faults.conftest import (
     traffic_seconds,
     wallet_env,
 )
-from tests.faults.processes import PrivateRedis, Reaper, free_port, start_wallet, wallet_proc
+from tests.faults.processes import PrivateRedis, Reaper, start_wallet, wallet_proc
 from tests.faults.proxy import SlowProxy
 from tests.faults.traffic import RetryPolicy, Traffic
 from tests.faults.verify import settle_and_verify
@@ -56,7 +57,7 @@ async def test_two_wallets_on_one_database_one_sigkilled(
         log_dir: Path) -> None:
     """Two wallet processes share a port (SO_REUSEPORT) and a database; one is SIGKILLed mid-load."""
     sc = new_scenario("2. two wallets on one database, one SIGKILLed")
-    port = free_port()
+    port = lease_port()
     env = wallet_env(faults_database_url, faults_redis_url, WALLET_SO_REUSEPORT="true")
     wallets = [wallet_proc(f"wallet-{n}", env=env, port=port, log_dir=log_dir) for n in (1, 2)]
     for wallet in wallets:
@@ -84,7 +85,7 @@ async def test_redis_flushed_then_stopped_then_restarted(
     redis_server = PrivateRedis(log_dir)
     reaper.add(redis_server.kill)
     await redis_server.start()
-    port = free_port()
+    port = lease_port()
     # No in-process replay cache: every replay that skips Postgres comes from Redis.
     wallet = wallet_proc("wallet", env=wallet_env(faults_database_url, redis_server.url,
                                                   WALLET_REPLAY_CACHE_ENTRIES_MAX="0"),
@@ -169,7 +170,7 @@ async def test_slow_lossy_network_to_postgres(
     proxied = urlunsplit(db._replace(netloc=f"{db.username}@127.0.0.1:{proxy.port}"
                                      if db.username else f"127.0.0.1:{proxy.port}"))
     assert db.password is None, "the proxy URL would drop the password"
-    port = free_port()
+    port = lease_port()
     wallet = wallet_proc("wallet", env=wallet_env(
         proxied, faults_redis_url, WALLET_REQUEST_TIMEOUT_MS=str(SLOW_REQUEST_TIMEOUT_MS),
         WALLET_DB_CONNECT_TIMEOUT_MS="1000"), port=port, log_dir=log_dir)

@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("wallet_core", "gateway_bridge", "service_kit")
 SQL_METHODS = frozenset({"execute", "executemany", "fetch", "fetchrow", "fetchval",
                          "copy_from_query", "copy_from_table", "copy_to_table",

@@ -1,7 +1,7 @@
 """The webhooks Locust scenario runs headless for a few seconds against a bridge and the PSP
 simulator: deposits created, completed at the simulator, settled by its signed webhooks,
 hand-signed duplicates acknowledged and forgeries refused, thresholds passed, ledger clean.
-Timings are not judged (see tests/test_loadtests_smoke.py)."""
+Timings are not judged (see tests/wallet/integration/test_loadtests_smoke.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from gateway_bridge.server import Running as BridgeRunning
 from tests.bridge.conftest import API_KEY, PSP_ENV, Cashier
-from tests.test_loadtests_smoke import run_locust, stats_rows
+from tests.wallet.integration.test_loadtests_smoke import run_locust, stats_rows
 
 RUN_S = 4
 

@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 
 from gateway_bridge.probes import probe_all
 from tests.bridge.conftest import BridgeFactory, Cashier
-from tests.test_metrics_and_probes import sample
+from tests.wallet.integration.test_metrics_and_probes import sample
 
 
 async def test_probes_see_each_psp_up_then_down(

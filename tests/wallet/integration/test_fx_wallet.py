@@ -32,7 +32,7 @@ def conversion(**overrides: Any) -> pb.Conversion:
 
 def deposit_request(player: str, idem: str, *, amount: int = 8865,
                     **overrides: Any) -> pb.DepositRequest:
-    """0.0015 BTC at 60000 EUR/BTC less 1.5 % = 88.65 EUR (tests/test_fx_rounding.py)."""
+    """0.0015 BTC at 60000 EUR/BTC less 1.5 % = 88.65 EUR (tests/wallet/unit/test_fx_rounding.py)."""
     return pb.DepositRequest(player_id=player, currency="EUR", amount=amount, psp="nowpayments",
                              psp_reference=f"np-{idem}", idempotency_key=idem,
                              conversion=conversion(**overrides))

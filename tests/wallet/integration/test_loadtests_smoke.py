@@ -22,7 +22,7 @@ import pytest
 from tests.helpers import CALLERS_JSON
 from wallet_core.server import Running
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 LOCUST = str(Path(sys.executable).with_name("locust"))
 RUN_S = 3
 USERS = 3

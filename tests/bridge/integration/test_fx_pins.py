@@ -18,8 +18,9 @@ import pytest
 
 from gateway_bridge.server import Running as BridgeRunning
 from gateway_bridge.wallet_client import WalletClient, WalletUnavailable
-from tests.bridge.conftest import BridgeFactory, Cashier, free_port
-from tests.bridge.test_fx_flows import AGE_MAX_MS, btc_deposit, fx, stored_payments
+from loadtests.ports import lease_port
+from tests.bridge.conftest import BridgeFactory, Cashier
+from tests.bridge.integration.test_fx_flows import AGE_MAX_MS, btc_deposit, fx, stored_payments
 from tests.helpers import TOKENS, Client
 
 # Retries come 1.25..2.5 s after a failure: past the rate's maximum age (600 ms) and past
@@ -186,7 +187,7 @@ async def test_stale_pin_the_wallet_never_recorded_gets_a_fresh_rate(
         assert status == 201, created
         inbox = bridge.services.inbox
         real = inbox._wallet
-        unreachable = WalletClient(addr=f"127.0.0.1:{free_port()}", token=TOKENS["payments"],
+        unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
                                    timeout_ms=500)
         inbox._wallet = unreachable
         try:

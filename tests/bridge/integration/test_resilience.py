@@ -15,13 +15,13 @@ import asyncpg
 
 from gateway_bridge.server import Running as BridgeRunning
 from gateway_bridge.wallet_client import WalletUnavailable
+from loadtests.ports import lease_port
 from tests.bridge.conftest import (
     API_KEY,
     OTHER_API_KEY,
     BridgeFactory,
     Cashier,
     bridge_env,
-    free_port,
 )
 from tests.helpers import Client
 from wallet_core import config as wallet_config
@@ -46,7 +46,7 @@ async def test_wallet_down_webhooks_are_acknowledged_stored_and_applied_when_it_
     """Webhooks arrive while the wallet is unreachable: 2xx, stored, retried, applied later."""
     async with make_bridge():
         created = await cashier.deposit(player, 33_00, psp="adyen")
-    wallet_port = free_port()
+    wallet_port = lease_port()
     async with make_bridge(wallet_port=wallet_port):
         await cashier.complete_deposit(created)
         await cashier.flush()
@@ -69,7 +69,7 @@ async def test_exhausted_events_are_dead_lettered_and_replayed_by_support(
     """After the attempts budget the event is dead; the CLI lists and replays it."""
     async with make_bridge():
         created = await cashier.deposit(player, 12_00, psp="stripe")
-    async with make_bridge(wallet_port=free_port(), BRIDGE_INBOX_ATTEMPTS_MAX="2"):
+    async with make_bridge(wallet_port=lease_port(), BRIDGE_INBOX_ATTEMPTS_MAX="2"):
         await cashier.complete_deposit(created)
         await cashier.flush()
 
@@ -102,7 +102,7 @@ async def test_bridge_killed_after_acknowledging_credits_exactly_once_on_restart
     async with make_bridge():
         created = await cashier.deposit(player, 44_00, psp="nowpayments")
     # A real bridge process whose wallet is out of reach, so it stores but cannot apply.
-    env = {**os.environ, **bridge_env(database_url=bridge_db, wallet_port=free_port(),
+    env = {**os.environ, **bridge_env(database_url=bridge_db, wallet_port=lease_port(),
                                       sim_url=sim, bridge_port=bridge_port)}
     proc = subprocess.Popen([sys.executable, "-m", "gateway_bridge", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -24,7 +24,7 @@ from gateway_bridge.server import Running as BridgeRunning
 from service_kit.pg import init_json_codecs
 from tests.bridge.conftest import Cashier
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

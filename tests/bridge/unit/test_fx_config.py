@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway_bridge import config
-from tests.test_bridge_config import BASE
+from tests.bridge.unit.test_config import BASE
 
 
 def test_fx_timeout_above_the_idle_window_is_refused_naming_the_variable() -> None:

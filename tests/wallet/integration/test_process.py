@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import asyncpg
 import grpc
 import pytest
 
+from loadtests.ports import lease_port
 from tests.helpers import CALLERS_JSON, TOKENS, Client, key
 from wallet_core import config
 from wallet_core.config import SettingsError
@@ -52,16 +52,11 @@ def test_serve_with_bad_config_exits_2_with_field_messages() -> None:
     assert "WALLET_CONCURRENT_RPCS_MAX" in proc.stderr and "WALLET_CALLERS" in proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def test_sigterm_finishes_the_call_in_flight_then_exits(
         database_url: str, redis_url: str, player: str, ledger_clean: None) -> None:
     """SIGTERM during a call: the call completes within the grace period, exit code 0."""
-    port = _free_port()
+    port = lease_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
            "WALLET_CALLERS": CALLERS_JSON, "WALLET_LISTEN_ADDR": f"127.0.0.1:{port}",
            "WALLET_SHUTDOWN_GRACE_MS": "5000", "WALLET_LOG_LEVEL": "WARNING"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections import Counter
@@ -15,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from wallet.v1 import wallet_service_pb2 as pb
 
+from loadtests.ports import lease_port
 from tests.helpers import Client, error_info, key
 from wallet_core.server import running
 
@@ -126,18 +126,13 @@ async def test_redis_flushed_between_call_and_retry_still_one_effect(
     assert (await client.balance(player)).cash == 45_00
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def private_redis() -> object:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is required (scripts/services.sh installs it)")
-    port = _free_port()
+    port = lease_port()
     folder = tempfile.mkdtemp(prefix="wallet-redis-")
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", folder],

@@ -1,7 +1,7 @@
 """Request limits of the wallet: the per-caller rate limit (token buckets) and the cap on
 calls in flight, each answered RESOURCE_EXHAUSTED without doing anything.
 
-The message-size limit is proven in tests/test_rpc_errors.py
+The message-size limit is proven in tests/wallet/integration/test_rpc_errors.py
 (test_oversized_request_is_resource_exhausted).
 """
 

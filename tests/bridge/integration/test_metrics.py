@@ -12,8 +12,8 @@ from prometheus_client import generate_latest
 from gateway_bridge import metrics
 from gateway_bridge.psp.stripe import sign_header
 from tests.bridge.conftest import BridgeFactory, Cashier
-from tests.bridge.test_webhooks_and_api import SECRET, post_stripe, session_completed
-from tests.test_metrics_and_probes import sample
+from tests.bridge.integration.test_webhooks_and_api import SECRET, post_stripe, session_completed
+from tests.wallet.integration.test_metrics_and_probes import sample
 
 
 async def _scrape(port: int) -> str:

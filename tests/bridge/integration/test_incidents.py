@@ -37,7 +37,7 @@ from tests.conftest import fresh_database
 from tests.helpers import TOKENS, Client
 from wallet_core.server import Running as WalletRunning
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Small thresholds, so a handful of payments is an incident.
 RULES = {"BRIDGE_INCIDENT_DEPOSIT_FINISHED_MIN": "4",
          "BRIDGE_INCIDENT_DEPOSIT_FAILURE_PERCENT": "50",

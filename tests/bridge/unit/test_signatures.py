@@ -2,8 +2,8 @@
 
 The DESIGN.md §10 vectors verify; every rejection cause is produced by the case that should
 produce it; the official `stripe` and `Adyen` libraries, used as independent generators and
-verifiers, agree with ours in both directions; NOWPayments' canonical form matches what
-JavaScript's JSON.stringify writes (checked with node when it is installed).
+verifiers, agree with ours in both directions. That NOWPayments' canonical form matches
+what JavaScript writes is checked with node in tests/bridge/integration/test_signatures_node.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import copy
 import hashlib
 import hmac
 import json
-import shutil
-import subprocess
 import time
 from decimal import Decimal
 from typing import Any
@@ -311,25 +309,6 @@ def test_nowpayments_canonical_form_and_signature() -> None:
     assert (event.kind, event.event_key, event.payment_id, event.amount_minor,
             event.currency) == (EventKind.DEPOSIT_SUCCEEDED, "5077125051:finished", "pay-9",
                                 1500, "USD")
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
-def test_nowpayments_canonical_form_matches_node() -> None:
-    """NOWPayments' own Node snippet (sortObject + JSON.stringify) writes the same bytes."""
-    # NOWPayments' snippet, with arrays kept as arrays (their Python and PHP samples do
-    # that; IPNs carry no arrays anyway) and objects inside arrays sorted too.
-    script = ("const sortObject = o => Array.isArray(o) ? o.map(v => (v && typeof v === "
-              "'object') ? sortObject(v) : v) : Object.keys(o).sort().reduce((r, k) => "
-              "{ r[k] = (o[k] && typeof o[k] === 'object') ? sortObject(o[k]) : o[k]; "
-              "return r; }, {});"
-              "let d=''; process.stdin.on('data', c => d += c); process.stdin.on('end', () =>"
-              " process.stdout.write(JSON.stringify(sortObject(JSON.parse(d)))));")
-    bodies = [IPN, b'{"b":[3,1.10,{"z":1,"a":"\\u00e9\\n/"}],"a":1e21,"c":123456789.125,'
-                   b'"d":-0.000001,"e":2.5e-7,"f":100.000,"g":1.5e16,"h":"\\u2028"}']
-    for body in bodies:
-        node = subprocess.run(["node", "-e", script], input=body, capture_output=True,
-                              check=True, timeout=30)
-        assert nowpayments.canonical(body) == node.stdout
 
 
 def test_nowpayments_rejections() -> None:

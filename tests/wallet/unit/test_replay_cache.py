@@ -1,15 +1,12 @@
 """The in-process tier of the idempotency cache: bounded by count, least recently used
 dropped first, filled by writes and by Redis hits, and enough on its own when Redis is
-absent, and the Redis keys it writes, tagged by player."""
+absent. The Redis keys it writes are checked in
+tests/wallet/integration/test_replay_cache_redis.py."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from wallet.v1 import wallet_service_pb2 as pb
-
-from tests.helpers import Client, key
 from wallet_core.domain.ledger import Balances
 from wallet_core.domain.outcome import Outcome
 from wallet_core.idempotency_cache import IdempotencyCache
@@ -39,20 +36,3 @@ async def test_the_tier_can_be_switched_off() -> None:
     await cache.put_many([("game", "a", "p1", b"fa", _outcome(1))])
     assert cache.recent("game", "a") is None
     assert await cache.get("game", "a") is None
-
-
-async def test_cached_outcomes_are_tagged_by_player(client: Client, player: str,
-                                                    redis_client: Any) -> None:
-    """A player's outcomes share the {p:<player>} hash tag (one Redis Cluster slot per player,
-    players spread over the cluster); an operation named by id is tagged by its caller."""
-    await client.funded(player, 5_00)
-    bet_key = key("tag")
-    await client.bet(player, 1_00, idem=bet_key)
-    tagged = await redis_client.keys(f"wallet:idem:*:{{p:{player}}}:game-service:{bet_key}")
-    assert len(tagged) == 1
-    grant = await client.grant(player, 1_00, 50_00)
-    forfeit = key("ff")
-    await client.call("ForfeitBonus", pb.ForfeitBonusRequest(
-        bonus_id=grant.bonus_id, idempotency_key=forfeit), "bonus")
-    assert len(await redis_client.keys(
-        f"wallet:idem:*:{{c:bonus-service}}:bonus-service:{forfeit}")) == 1

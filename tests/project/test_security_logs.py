@@ -23,7 +23,7 @@ from service_kit.logs import JsonFormatter
 from tests import log_capture
 from tests.helpers import TOKENS, Client, md
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAKE_SECRET = "fake-configured-secret-0123456789"
 CANARY_ENV = "WALLET_TEST_LOG_CANARY"
 

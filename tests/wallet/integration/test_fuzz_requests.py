@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from wallet.v1 import wallet_service_pb2 as pb
 
 from tests.helpers import Client, error_info, future, key
-from tests.test_rpc_errors import SCOPE_FOR
+from tests.wallet.integration.test_rpc_errors import SCOPE_FOR
 from wallet_core.api import money_methods
 
 INT64 = (-(2**63), 2**63 - 1)

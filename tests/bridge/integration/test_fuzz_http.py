@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gateway_bridge.server import Running as BridgeRunning
 from tests.bridge.conftest import API_KEY, Cashier
-from tests.bridge.test_webhooks_and_api import GOOD
+from tests.bridge.integration.test_webhooks_and_api import GOOD
 
 EXAMPLES = 150
 JSON_ANY = st.recursive(
