@@ -401,7 +401,7 @@ GROUP BY w.id HAVING w.reserved <> coalesce(sum(x.amount_minor), 0) ORDER BY w.i
 
 
 # The unary path of every money-moving call: each names one player (see the module docstring;
-# tests/test_distribution.py holds them to it).
+# tests/wallet/integration/test_distribution.py holds them to it).
 HOT_PATH = {
     "JOURNAL_BY_KEY": JOURNAL_BY_KEY, "CREATE_WALLET": CREATE_WALLET,
     "LOCK_WALLET": LOCK_WALLET, "LOCK_WALLET_BY_ID": LOCK_WALLET_BY_ID,
