@@ -42,7 +42,6 @@ from wallet_core.storage.batch_writes import BatchWrites, KeysTaken
 log = logging.getLogger(__name__)
 
 SYSTEM_CALLER = "system"
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 def utc_now() -> datetime:
@@ -357,8 +356,9 @@ class Ledger:
         """All calls commit together or none does; bounded retries on conflicts."""
         for attempt in range(self._retries_max + 1):
             try:
-                return await self._try_atomic(calls)
-            except (asyncpg.UniqueViolationError, KeysTaken, *_RETRYABLE):
+                async with repo.write_errors():
+                    return await self._try_atomic(calls)
+            except (repo.Taken, KeysTaken, repo.WriteConflict):
                 await asyncio.sleep(0.002 * (attempt + 1))
         return [errors.Aborted("the batch kept conflicting with concurrent operations; retry "
                                "it with the same idempotency keys") for _ in calls]
@@ -397,12 +397,12 @@ class Ledger:
                            results: list[Outcome | Exception | None],
                            ) -> tuple[int, WalletError] | None:
         try:
-            outcome = await self._step(conn, batch, call, i)
+            async with repo.write_errors():
+                outcome = await self._step(conn, batch, call, i)
         except WalletError as exc:
             return i, exc
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != repo.PSP_REFERENCE_TAKEN:
-                raise  # a key committed meanwhile: the retry replays it
+        except repo.PspReferenceTaken:
+            # Any other constraint (a key committed meanwhile) goes up: the retry replays it.
             return i, errors.Conflict(
                 "this psp_reference was already credited under another idempotency key",
                 reason=errors.DUPLICATE_PSP_REFERENCE)
@@ -420,25 +420,24 @@ class Ledger:
         player = c.player_id if isinstance(c, cmd.WalletCommand) else None
         for attempt in range(self._retries_max + 1):
             try:
-                async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                async with (repo.write_errors(),
+                            self._pool.acquire(timeout=self._acquire_timeout_s) as conn):
                     found = await repo.journal_by_key(conn, call.caller, c.idempotency_key,
                                                       player)
                     if found is not None:
                         return _replay(call, *found)
                     async with conn.transaction():
                         return await self._handlers[type(call.command)](conn, call)
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name == repo.PSP_REFERENCE_TAKEN:
-                    raise errors.Conflict(
-                        "this psp_reference was already credited under another idempotency key",
-                        reason=errors.DUPLICATE_PSP_REFERENCE) from exc
-                if exc.constraint_name != repo.KEY_TAKEN:
-                    raise
+            except repo.PspReferenceTaken as exc:
+                raise errors.Conflict(
+                    "this psp_reference was already credited under another idempotency key",
+                    reason=errors.DUPLICATE_PSP_REFERENCE) from exc
+            except repo.KeyTaken:
                 # Another request with this key committed first: the next pass replays it,
                 # looking for the key whatever its player (on one Postgres a key is unique
                 # per caller; the request may name another player than the one that won).
                 player = None
-            except _RETRYABLE:
+            except repo.WriteConflict:
                 await asyncio.sleep(0.002 * (attempt + 1))
         raise errors.Aborted("the operation kept conflicting with concurrent ones; retry "
                              "with the same idempotency key")
@@ -564,7 +563,7 @@ class Ledger:
         return await self._settle(conn, call, draft, c.currency, rule, {"psp": c.psp}, after)
 
     async def _lock_withdrawal(self, conn: asyncpg.Connection,
-                               withdrawal_id: int) -> tuple[str, Draft, asyncpg.Record]:
+                               withdrawal_id: int) -> tuple[str, Draft, repo.Withdrawal]:
         """Lock the withdrawal's wallet, then read the withdrawal (stable under that lock)."""
         wallet = await repo.withdrawal_wallet(conn, withdrawal_id)
         if wallet is None:
@@ -577,24 +576,25 @@ class Ledger:
         assert isinstance(c, cmd.CommitWithdrawal | cmd.CancelWithdrawal)
         currency, draft, w = await self._lock_withdrawal(conn, c.withdrawal_id)
         target = "committed" if isinstance(c, cmd.CommitWithdrawal) else "cancelled"
-        if w["state"] == target:
+        if w.state == target:
             # Repeating the same final step is a replay of the first one, whatever its key.
-            return (await repo.journal_by_id(conn, w["final_journal_id"])).as_replay()
+            assert w.final_journal_id is not None, "a final withdrawal names its journal row"
+            return (await repo.journal_by_id(conn, w.final_journal_id)).as_replay()
         reason = c.reason if isinstance(c, cmd.CancelWithdrawal) else None
 
         def rule() -> dict[str, Any]:
-            if w["state"] != "reserved":
+            if w.state != "reserved":
                 raise errors.rejected(errors.WITHDRAWAL_ALREADY_FINAL,
-                                      f"the withdrawal is already {w['state']}")
+                                      f"the withdrawal is already {w.state}")
             if target == "committed":
-                return rules.commit_withdrawal(draft, w["amount_minor"], w["psp"])
-            return rules.cancel_withdrawal(draft, w["amount_minor"])
+                return rules.commit_withdrawal(draft, w.amount_minor, w.psp)
+            return rules.cancel_withdrawal(draft, w.amount_minor)
 
         async def after(tid: int) -> None:
             await repo.finish_withdrawal(conn, c.withdrawal_id, target, tid, reason,
                                          draft.player_id)
 
-        details = {"withdrawal_id": str(c.withdrawal_id), "psp": w["psp"]}
+        details = {"withdrawal_id": str(c.withdrawal_id), "psp": w.psp}
         if reason:
             details["reason"] = reason
         return await self._settle(conn, call, draft, currency, rule, details, after)
@@ -604,21 +604,22 @@ class Ledger:
         c = call.command
         assert isinstance(c, cmd.ReverseWithdrawal)
         currency, draft, w = await self._lock_withdrawal(conn, c.withdrawal_id)
-        if w["state"] == "reversed":
+        if w.state == "reversed":
             # Like a repeated commit or cancel: the first reversal's answer, whatever the key.
-            return (await repo.journal_by_id(conn, w["reversal_journal_id"])).as_replay()
+            assert w.reversal_journal_id is not None, "a reversal names its journal row"
+            return (await repo.journal_by_id(conn, w.reversal_journal_id)).as_replay()
 
         def rule() -> dict[str, Any]:
-            if w["state"] != "committed":
+            if w.state != "committed":
                 raise errors.rejected(errors.WITHDRAWAL_NOT_COMMITTED,
                                       f"only a committed withdrawal can be reversed; this one "
-                                      f"is {w['state']}")
-            return rules.reverse_withdrawal(draft, w["amount_minor"], w["psp"])
+                                      f"is {w.state}")
+            return rules.reverse_withdrawal(draft, w.amount_minor, w.psp)
 
         async def after(tid: int) -> None:
             await repo.reverse_withdrawal(conn, c.withdrawal_id, tid, c.reason, draft.player_id)
 
-        details = {"withdrawal_id": str(c.withdrawal_id), "psp": w["psp"], "reason": c.reason}
+        details = {"withdrawal_id": str(c.withdrawal_id), "psp": w.psp, "reason": c.reason}
         return await self._settle(conn, call, draft, currency, rule, details, after)
 
     async def _bet(self, conn: asyncpg.Connection, call: _Call) -> Outcome:

@@ -6,9 +6,6 @@ import base64
 import binascii
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import asyncpg
 import orjson
@@ -16,43 +13,13 @@ import orjson
 from wallet_core.db import DB_DOWN, database_unavailable
 from wallet_core.domain import errors
 from wallet_core.domain.errors import InvalidField, NotFound
-from wallet_core.domain.ledger import Balances, BonusState, Posting
+from wallet_core.domain.ledger import Balances, BonusState
+from wallet_core.domain.outcome import TransactionView
 from wallet_core.storage import repo
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 500
 _FIRST_PAGE = 2**63 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionView:
-    transaction_id: int
-    kind: str
-    status: str
-    reason: str | None
-    player_id: str | None
-    currency: str | None
-    caller: str
-    idempotency_key: str
-    created_at: datetime
-    postings: list[Posting]
-    balances: Balances | None
-    details: dict[str, str]
-
-
-def _view(row: asyncpg.Record) -> TransactionView:
-    outcome: dict[str, Any] = row["outcome"]
-    raw = outcome.get("balances")
-    details = {k: str(v) for k, v in row["details"].items()}
-    for name, value in outcome.get("fields", {}).items():
-        details.setdefault(name, str(value))
-    return TransactionView(
-        transaction_id=row["id"], kind=row["kind"], status=row["status"], reason=row["reason"],
-        player_id=row["player_id"], currency=row["currency"], caller=row["caller"],
-        idempotency_key=row["idempotency_key"], created_at=row["created_at"],
-        postings=[Posting(a, m, c) for a, m, c in zip(row["accounts"], row["amounts"],
-                                                      row["currencies"], strict=True)],
-        balances=Balances(*raw) if raw is not None else None, details=details)
 
 
 class Reads:
@@ -94,7 +61,7 @@ class Reads:
                    if transaction_id is not None else None)
         if row is None:
             raise NotFound("no such transaction", reason=errors.TRANSACTION_NOT_FOUND)
-        return _view(row)
+        return row
 
     async def transactions(self, player_id: str, currency: str, page_size: int,
                            page_token: str) -> tuple[list[TransactionView], str]:
@@ -109,7 +76,7 @@ class Reads:
                                reason=errors.WALLET_NOT_FOUND)
             before = _decode_token(page_token, wallet["id"]) if page_token else _FIRST_PAGE
             rows = await repo.list_transactions(conn, wallet["id"], before, limit + 1)
-        views = [_view(r) for r in rows[:limit]]
+        views = rows[:limit]
         more = len(rows) > limit
         return views, _encode_token(wallet["id"], views[-1].transaction_id) if more else ""
 

@@ -166,12 +166,8 @@ USE_CASES = (
 # error or constraint-violation class (asyncpg.Pool and asyncpg.Connection are fine).
 ASYNCPG_ERROR_OR_ROW = re.compile(r"^(Record|exceptions|\w*Error|\w*Violation)$")
 # Broken today: these use cases catch asyncpg's errors or type asyncpg's rows themselves.
-# The wallet's go with the hot-path issue's single write path, the bridge's with the
-# bridge-structure issue.
+# The bridge's go with the bridge-structure issue.
 USE_CASES_KNOWN = {
-    "wallet_core/operations.py": "catches asyncpg.UniqueViolationError, DeadlockDetectedError "
-                                 "and SerializationError; returns asyncpg.Record",
-    "wallet_core/reads.py": "takes asyncpg.Record in _view",
     "gateway_bridge/inbox.py": "takes asyncpg.Record in _unknown, _handle, _retry_or_die, _die",
     "gateway_bridge/risk/service.py": "takes asyncpg.Record in Screening.from_row",
 }

@@ -21,8 +21,7 @@ from wallet_core.domain import validation as v
 from wallet_core.domain.errors import InvalidField
 from wallet_core.domain.ledger import Balances, BonusState
 from wallet_core.domain.money import Currency
-from wallet_core.domain.outcome import Outcome
-from wallet_core.reads import TransactionView
+from wallet_core.domain.outcome import Outcome, TransactionView
 
 Currencies = Mapping[str, Currency]
 _BUCKETS = {pb.BUCKET_CASH: "cash", pb.BUCKET_BONUS: "bonus"}

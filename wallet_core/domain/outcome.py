@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from wallet_core.domain.errors import Rejected
-from wallet_core.domain.ledger import Balances
+from wallet_core.domain.ledger import Balances, Posting
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +52,21 @@ def outcome_record(*, currency: str, fields: dict[str, Any], balances: Balances 
     if message is not None:
         record["message"] = message
     return record
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionView:
+    """One journal row as support and audit read it: what was asked, what moved, the answer."""
+
+    transaction_id: int
+    kind: str
+    status: str
+    reason: str | None
+    player_id: str | None
+    currency: str | None
+    caller: str
+    idempotency_key: str
+    created_at: datetime
+    postings: list[Posting]
+    balances: Balances | None
+    details: dict[str, str]

@@ -6,21 +6,61 @@ not (reads); none opens its own. Postgres constraint names are translated here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from wallet_core.domain.ledger import BonusState, Draft, Posting
+from wallet_core.domain.ledger import Balances, BonusState, Draft, Posting
 from wallet_core.domain.money import Currency
-from wallet_core.domain.outcome import Outcome, outcome_record
+from wallet_core.domain.outcome import Outcome, TransactionView, outcome_record
 from wallet_core.storage import queries as q
 
 # Constraint names that mean "somebody else got there first" (see the migrations).
 KEY_TAKEN = "journal_caller_key"
 PSP_REFERENCE_TAKEN = "journal_psp_reference_key"
+
+
+class Taken(Exception):
+    """A unique constraint refused a row another transaction committed first; the
+    transaction is rolled back. `constraint` names it (see the migrations)."""
+
+    def __init__(self, constraint: str | None) -> None:
+        super().__init__(f"unique constraint {constraint} refused the row")
+        self.constraint = constraint
+
+
+class KeyTaken(Taken):
+    """The idempotency key was committed meanwhile: a retry replays it."""
+
+
+class PspReferenceTaken(Taken):
+    """The PSP reference was credited meanwhile under another idempotency key."""
+
+
+class WriteConflict(Exception):
+    """Postgres chose this transaction as a deadlock victim or refused it as a serialization
+    failure: it was rolled back and may run again."""
+
+
+_TAKEN_BY_CONSTRAINT: dict[str | None, type[Taken]] = {
+    KEY_TAKEN: KeyTaken, PSP_REFERENCE_TAKEN: PspReferenceTaken}
+
+
+@contextlib.asynccontextmanager
+async def write_errors() -> AsyncIterator[None]:
+    """Postgres's answers that a write lost a race, as storage errors: the use cases decide
+    what each means (replay, conflict, retry) without knowing the driver."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        kind = _TAKEN_BY_CONSTRAINT.get(exc.constraint_name, Taken)
+        raise kind(exc.constraint_name) from exc
+    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+        raise WriteConflict(type(exc).__name__) from exc
 
 
 async def instance_id(conn: asyncpg.Connection) -> str:
@@ -284,12 +324,23 @@ async def withdrawal_wallet(conn: asyncpg.Connection,
     return None if row is None else (int(row["wallet_id"]), str(row["player_id"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    state: str  # reserved | committed | cancelled | reversed
+    amount_minor: int
+    psp: str
+    final_journal_id: int | None
+    reversal_journal_id: int | None
+
+
 async def withdrawal(conn: asyncpg.Connection, withdrawal_id: int,
-                     player_id: str) -> asyncpg.Record:
+                     player_id: str) -> Withdrawal:
     row = await conn.fetchrow(q.WITHDRAWAL, withdrawal_id, player_id)
     if row is None:
         raise AssertionError(f"withdrawal {withdrawal_id} vanished under its wallet lock")
-    return row
+    return Withdrawal(state=row["state"], amount_minor=row["amount_minor"], psp=row["psp"],
+                      final_journal_id=row["final_journal_id"],
+                      reversal_journal_id=row["reversal_journal_id"])
 
 
 async def insert_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, draft: Draft,
@@ -324,8 +375,10 @@ async def list_bonuses(conn: asyncpg.Connection, player_id: str, currency: str,
                                                 include_inactive)]
 
 
-async def transaction_by_id(conn: asyncpg.Connection, journal_id: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(q.TRANSACTION_BY_ID, journal_id)
+async def transaction_by_id(conn: asyncpg.Connection,
+                            journal_id: int) -> TransactionView | None:
+    row = await conn.fetchrow(q.TRANSACTION_BY_ID, journal_id)
+    return None if row is None else _view(row)
 
 
 async def transaction_id_by_key(conn: asyncpg.Connection, caller: str, key: str) -> int | None:
@@ -333,5 +386,20 @@ async def transaction_id_by_key(conn: asyncpg.Connection, caller: str, key: str)
 
 
 async def list_transactions(conn: asyncpg.Connection, wallet_id: int, before_id: int,
-                            limit: int) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q.LIST_TRANSACTIONS, wallet_id, before_id, limit))
+                            limit: int) -> list[TransactionView]:
+    return [_view(r) for r in await conn.fetch(q.LIST_TRANSACTIONS, wallet_id, before_id, limit)]
+
+
+def _view(row: asyncpg.Record) -> TransactionView:
+    outcome: dict[str, Any] = row["outcome"]
+    raw = outcome.get("balances")
+    details = {k: str(v) for k, v in row["details"].items()}
+    for name, value in outcome.get("fields", {}).items():
+        details.setdefault(name, str(value))
+    return TransactionView(
+        transaction_id=row["id"], kind=row["kind"], status=row["status"], reason=row["reason"],
+        player_id=row["player_id"], currency=row["currency"], caller=row["caller"],
+        idempotency_key=row["idempotency_key"], created_at=row["created_at"],
+        postings=[Posting(a, m, c) for a, m, c in zip(row["accounts"], row["amounts"],
+                                                      row["currencies"], strict=True)],
+        balances=Balances(*raw) if raw is not None else None, details=details)
