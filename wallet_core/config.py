@@ -64,7 +64,6 @@ class Settings:
     # Group commit: concurrent calls share one transaction (one commit, one WAL flush).
     group_commit: bool = True
     # The longest a call waits for company; kept well under 1 ms.
-    group_commit_wait_us: int = 200
     group_commit_batch_max: int = 64
     # Batches in flight at once, each holding one pool connection.
     group_commit_batches_max: int = 4
@@ -157,7 +156,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         bonus_sweep_batch_max=r.integer("WALLET_BONUS_SWEEP_BATCH_MAX", 100, low=1,
                                         high=10_000),
         group_commit=r.flag("WALLET_GROUP_COMMIT", True),
-        group_commit_wait_us=r.integer("WALLET_GROUP_COMMIT_WAIT_US", 200, low=0, high=5000),
         group_commit_batch_max=r.integer("WALLET_GROUP_COMMIT_BATCH_MAX", 64, low=1,
                                          high=1000),
         group_commit_batches_max=r.integer("WALLET_GROUP_COMMIT_BATCHES_MAX", 4, low=1,

@@ -1,10 +1,11 @@
 """Group commit: concurrent calls are coalesced into one Postgres transaction.
 
-Each call waits in a FIFO queue. A flusher takes up to `batch_max` of them, after waiting at
-most `wait_us` for more to arrive (by yielding to the event loop, not by a timer, so the bound
-holds below a millisecond), and hands them to the ledger as one batch while at most
-`batches_max` batches are in flight. Under load the slots are busy, so the queue fills and
-batches grow by themselves; at low load a call waits `wait_us` at most.
+Each call waits in a FIFO queue. Whenever one of the `batches_max` slots is free, a flusher
+takes up to `batch_max` waiting calls at once and hands them to the ledger as one batch. There
+is no wait for company, neither a timer nor a spin: a call that arrives while a slot is free
+starts its transaction on the next turn of the event loop, alone. Batches grow only from
+calls that arrive while every slot is busy, so they grow with the load by themselves and an
+idle server adds no latency (the "natural batching" of TigerBeetle and the LMAX disruptor).
 
 A batch keeps every call's own outcome: a rejected bet is recorded as such and its
 neighbours commit. The ledger decides how to run a batch (Ledger._run_batch). The queue holds
@@ -15,7 +16,6 @@ gave up is dropped before its batch runs.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -27,11 +27,10 @@ Failure = TypeVar("Failure", bound=Exception)
 
 class GroupCommit(Generic[Call, Result, Failure]):
     def __init__(self, run: Callable[[list[Call]], Awaitable[list[Result | Failure]]], *,
-                 wait_us: int, batch_max: int, batches_max: int) -> None:
-        if batch_max < 1 or batches_max < 1 or wait_us < 0:
-            raise ValueError("group commit: batch_max and batches_max >= 1, wait_us >= 0")
+                 batch_max: int, batches_max: int) -> None:
+        if batch_max < 1 or batches_max < 1:
+            raise ValueError("group commit: batch_max and batches_max must be >= 1")
         self._run = run
-        self._wait_s = wait_us / 1_000_000
         self._batch_max = batch_max
         self._slots = asyncio.Semaphore(batches_max)
         self._queue: deque[tuple[Call, asyncio.Future[Result | Failure]]] = deque()
@@ -59,11 +58,6 @@ class GroupCommit(Generic[Call, Result, Failure]):
             await self._slots.acquire()
             started = False
             try:
-                deadline = time.perf_counter() + self._wait_s
-                # Yielding, not a timer: libuv timers have millisecond granularity, and the
-                # wait must stay well under one. Bounded by `deadline`.
-                while len(self._queue) < self._batch_max and time.perf_counter() < deadline:  # noqa: ASYNC110
-                    await asyncio.sleep(0)  # let calls that are already arriving join
                 batch = self._take()
                 if batch:
                     task = asyncio.create_task(self._run_one(batch))

@@ -57,7 +57,6 @@ class _Call:
 
 @dataclass(frozen=True, slots=True)
 class GroupCommitSettings:
-    wait_us: int
     batch_max: int
     batches_max: int
 
@@ -126,8 +125,7 @@ class Ledger:
                  group_commit: GroupCommitSettings | None = None) -> None:
         self._group: GroupCommit[_Call, Outcome, Exception] | None = None
         if group_commit is not None:
-            self._group = GroupCommit(self._run_group, wait_us=group_commit.wait_us,
-                                      batch_max=group_commit.batch_max,
+            self._group = GroupCommit(self._run_group, batch_max=group_commit.batch_max,
                                       batches_max=group_commit.batches_max)
         self._pool = pool
         self._cache = cache

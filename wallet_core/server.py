@@ -72,7 +72,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             currencies = await repo.load_currencies(conn)
             cache.namespace = await repo.instance_id(conn)
         group = GroupCommitSettings(
-            wait_us=settings.group_commit_wait_us, batch_max=settings.group_commit_batch_max,
+            batch_max=settings.group_commit_batch_max,
             batches_max=settings.group_commit_batches_max) if settings.group_commit else None
         ledger = Ledger(pool=pool, cache=cache, currencies=currencies,
                         pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
@@ -103,12 +103,20 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         await asyncio.wait_for(pool.close(), timeout=settings.shutdown_grace_ms / 1000 + 5)
 
 
+# How far past WALLET_MESSAGE_SIZE_MAX_BYTES a request is still read (and refused with
+# details) before gRPC refuses it without reading it.
+TRANSPORT_SIZE_FACTOR = 4
+
+
 async def _start_server(settings: Settings, ledger: Ledger,
                         reads: Reads) -> tuple[grpc.aio.Server, int, HealthServicer]:
     size = settings.message_size_max_bytes
     server = grpc.aio.server(
         maximum_concurrent_rpcs=settings.concurrent_rpcs_max,
-        options=[("grpc.max_receive_message_length", size),
+        # The servicer refuses requests over `size` with ErrorInfo MESSAGE_TOO_LARGE; gRPC
+        # itself refuses (with no details) only past this cap, which bounds what one request
+        # may make the server read and parse.
+        options=[("grpc.max_receive_message_length", TRANSPORT_SIZE_FACTOR * size),
                  ("grpc.max_send_message_length", 4 * size),
                  # Off unless asked: two servers on one port is a deliberate choice.
                  ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),

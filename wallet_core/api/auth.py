@@ -37,10 +37,25 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
+# Stable reasons (ErrorInfo) of refused credentials.
+TOKEN_MISSING = "TOKEN_MISSING"
+TOKEN_UNKNOWN = "TOKEN_UNKNOWN"
+SCOPE_NOT_ALLOWED = "SCOPE_NOT_ALLOWED"
+
+
 class AuthError(Exception):
-    def __init__(self, message: str, *, unauthenticated: bool) -> None:
+    """UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED (scope), with a stable
+    reason; the message never carries the token."""
+
+    def __init__(self, message: str, *, reason: str, metadata: dict[str, str]) -> None:
         super().__init__(message)
-        self.unauthenticated = unauthenticated
+        self.message = message
+        self.reason = reason
+        self.metadata = metadata
+
+    @property
+    def unauthenticated(self) -> bool:
+        return self.reason != SCOPE_NOT_ALLOWED
 
 
 def authenticate(metadata: Mapping[str, str], callers: Mapping[bytes, Caller],
@@ -49,11 +64,14 @@ def authenticate(metadata: Mapping[str, str], callers: Mapping[bytes, Caller],
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing bearer token in the authorization metadata",
-                        unauthenticated=True)
+                        reason=TOKEN_MISSING, metadata={"method": method})
     caller = callers.get(hashlib.sha256(token.strip().encode()).digest())
     if caller is None:
-        raise AuthError("unknown bearer token", unauthenticated=True)
+        raise AuthError("unknown bearer token", reason=TOKEN_UNKNOWN, metadata={"method": method})
     if not caller.scopes & METHOD_SCOPES[method]:
-        raise AuthError(f"service {caller.name} may not call {method} (needs one of "
-                        f"{sorted(METHOD_SCOPES[method])})", unauthenticated=False)
+        allowed = ",".join(sorted(METHOD_SCOPES[method]))
+        raise AuthError(f"service {caller.name} may not call {method} (needs one of: {allowed})",
+                        reason=SCOPE_NOT_ALLOWED,
+                        metadata={"method": method, "caller": caller.name,
+                                  "scopes_allowed": allowed})
     return caller

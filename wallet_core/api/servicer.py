@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
@@ -42,6 +43,9 @@ else:
     Context = grpc.aio.ServicerContext
 
 log = logging.getLogger("wallet_core.access")
+# The request is larger than WALLET_MESSAGE_SIZE_MAX_BYTES (up to the transport's own cap,
+# server.TRANSPORT_SIZE_FACTOR times that, past which gRPC itself refuses it).
+MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
 Response = TypeVar("Response")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
@@ -53,11 +57,12 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self._callers = settings.callers_by_token_sha256
         self._timeout_s = settings.request_timeout_ms / 1000
         self._batch_max = settings.batch_operations_max
+        self._message_size_max_bytes = settings.message_size_max_bytes
         self._rate_limiter = RateLimiter(
             rate_rps=settings.rate_limit_rps, burst=settings.rate_limit_burst,
             callers={c.name for c in settings.callers_by_token_sha256.values()})
 
-    async def _call(self, method: str, context: Context,
+    async def _call(self, method: str, request: Message, context: Context,
                     work: Callable[[Caller], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         metadata = {k: v for k, v in (context.invocation_metadata() or ())
@@ -70,9 +75,21 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         except AuthError as exc:
             code = (grpc.StatusCode.UNAUTHENTICATED if exc.unauthenticated
                     else grpc.StatusCode.PERMISSION_DENIED)
+            fields["reason"] = exc.reason
             self._log(fields, code, started)
-            await context.abort(code, str(exc))
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                rpc_status.to_status(rich_status(code, exc.message, exc.reason, exc.metadata)))
         fields["caller"] = caller.name
+        size_bytes = request.ByteSize()
+        if size_bytes > self._message_size_max_bytes:
+            limit = str(self._message_size_max_bytes)
+            fields.update(reason=MESSAGE_TOO_LARGE, size_bytes=size_bytes)
+            self._log(fields, grpc.StatusCode.RESOURCE_EXHAUSTED, started)
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                rpc_status.to_status(rich_status(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the request is {size_bytes} bytes; the limit is {limit}",
+                    MESSAGE_TOO_LARGE, {"size_bytes": str(size_bytes), "limit_bytes": limit})))
         retry_after_ms = self._rate_limiter.retry_after_ms(caller.name)
         if retry_after_ms:
             fields.update(reason=RATE_LIMITED, retry_after_ms=retry_after_ms)
@@ -133,7 +150,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         async def work(caller: Caller) -> Any:
             command = method.command(request, self._ledger.currencies)
             return method.response(await self._execute(caller, command))
-        return await self._call(name, context, work)
+        return await self._call(name, request, context, work)
 
     async def OpenWallet(self, request: pb.OpenWalletRequest,
                         context: Context) -> pb.OpenWalletResponse:
@@ -191,7 +208,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                            context: Context) -> pb.ExecuteBatchResponse:
         async def work(caller: Caller) -> pb.ExecuteBatchResponse:
             return await self._batch(caller, request)
-        return await self._call("ExecuteBatch", context, work)
+        return await self._call("ExecuteBatch", request, context, work)
 
     async def _batch(self, caller: Caller,
                      request: pb.ExecuteBatchRequest) -> pb.ExecuteBatchResponse:
@@ -242,7 +259,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             player, currency = convert.wallet(request, self._ledger.currencies)
             b = await self._reads.balance(player, currency.code)
             return pb.GetBalanceResponse(balances=convert.balances(currency.code, b))
-        return await self._call("GetBalance", context, work)
+        return await self._call("GetBalance", request, context, work)
 
     async def GetBonuses(self, request: pb.GetBonusesRequest,
                          context: Context) -> pb.GetBonusesResponse:
@@ -250,7 +267,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             player, currency = convert.wallet(request, self._ledger.currencies)
             found = await self._reads.bonuses(player, currency.code, request.include_inactive)
             return pb.GetBonusesResponse(bonuses=[convert.bonus(b) for b in found])
-        return await self._call("GetBonuses", context, work)
+        return await self._call("GetBonuses", request, context, work)
 
     async def GetTransaction(self, request: pb.GetTransactionRequest,
                              context: Context) -> pb.GetTransactionResponse:
@@ -267,7 +284,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             else:
                 raise InvalidField("transaction_id", "set transaction_id or idempotency_key")
             return pb.GetTransactionResponse(transaction=convert.transaction(view))
-        return await self._call("GetTransaction", context, work)
+        return await self._call("GetTransaction", request, context, work)
 
     async def ListTransactions(self, request: pb.ListTransactionsRequest,
                                context: Context) -> pb.ListTransactionsResponse:
@@ -277,7 +294,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                                                           request.page_size, request.page_token)
             return pb.ListTransactionsResponse(
                 transactions=[convert.transaction(t) for t in views], next_page_token=token)
-        return await self._call("ListTransactions", context, work)
+        return await self._call("ListTransactions", request, context, work)
 
 
 def _batch_error(exc: WalletError) -> pb.BatchResult:

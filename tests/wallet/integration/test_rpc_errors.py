@@ -224,6 +224,9 @@ async def test_no_token_is_unauthenticated(client: Client, player: str, method: 
                          NO_TOKEN_HEADERS[header])
     assert err is not None, f"{method} succeeded without a token"
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
+    info = error_info(err)
+    assert (info.reason, info.domain, info.metadata["method"]) == ("TOKEN_MISSING", "wallet.v1",
+                                                                   method)
     text = all_error_text(err)
     for token in TOKENS.values():
         assert token not in text
@@ -239,6 +242,8 @@ async def test_wrong_token_is_unauthenticated(client: Client, player: str, metho
                          [("authorization", f"Bearer {token}")])
     assert err is not None, f"{method} succeeded with a wrong token"
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
+    info = error_info(err)
+    assert (info.reason, info.metadata["method"]) == ("TOKEN_UNKNOWN", method)
     text = all_error_text(err)
     assert token not in text
     for real in TOKENS.values():
@@ -257,6 +262,9 @@ async def test_scope_not_allowed_is_permission_denied(client: Client, player: st
                          [("authorization", f"Bearer {TOKENS[scope]}")])
     assert err is not None, f"{method} succeeded for scope {scope}"
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (err.code(), err.details())
+    info = error_info(err)
+    assert (info.reason, info.metadata["method"]) == ("SCOPE_NOT_ALLOWED", method)
+    assert info.metadata["scopes_allowed"] == ",".join(sorted(METHOD_SCOPES[method]))
     text = all_error_text(err)
     for token in TOKENS.values():
         assert token not in text
@@ -657,12 +665,30 @@ OVERSIZED = [
 async def test_oversized_request_is_resource_exhausted(client: Client, db: asyncpg.Connection,
                                                        method: str, make: Callable[[], Any],
                                                        ledger_clean: None) -> None:
-    """A request over the 64 KiB limit is RESOURCE_EXHAUSTED from gRPC, not INTERNAL."""
+    """A request over the 64 KiB limit is RESOURCE_EXHAUSTED with ErrorInfo
+    MESSAGE_TOO_LARGE naming its size and the limit, and writes nothing."""
     request = make()
     assert request.ByteSize() > 64 * 1024
     await quiet_bonus_sweeper(db)
     before = await db.fetchval("SELECT count(*) FROM wallet.journal")
     err = await fails(client, method, request)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (err.code(), err.details())
+    info = error_info(err)
+    assert info.reason == "MESSAGE_TOO_LARGE"
+    assert info.metadata["size_bytes"] == str(request.ByteSize())
+    assert info.metadata["limit_bytes"] == str(64 * 1024)
+    assert await db.fetchval("SELECT count(*) FROM wallet.journal") == before
+
+
+async def test_request_past_the_transport_cap_is_refused_by_grpc(
+        client: Client, db: asyncpg.Connection, ledger_clean: None) -> None:
+    """Past 4x the limit gRPC refuses the request before reading it: RESOURCE_EXHAUSTED
+    without details (the one refusal the transport answers itself), nothing written."""
+    request = pb.AdjustRequest(player_id="p1", currency="USD", bucket=pb.BUCKET_CASH, amount=1,
+                               reason="r" * (4 * 64 * 1024 + 1), idempotency_key=key("adj"))
+    await quiet_bonus_sweeper(db)
+    before = await db.fetchval("SELECT count(*) FROM wallet.journal")
+    err = await fails(client, method="Adjust", request=request)
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (err.code(), err.details())
     assert await db.fetchval("SELECT count(*) FROM wallet.journal") == before
 
