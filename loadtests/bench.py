@@ -2,17 +2,25 @@
 
 It starts everything it measures: a fresh bench database (dropped and re-created, migrated
 with `wallet-core migrate`), its own Redis database index (flushed), wallet servers as
-subprocesses (group commit on; group commit off; two processes sharing one port), and load
-processes that keep a fixed number of grpc.aio calls in flight on uvloop for a fixed time.
-Players are opened and funded through the API before anything is measured.
+subprocesses (group commit on; group commit off; two processes sharing one port), the
+baseline wallet (`loadtests/baseline_wallet.py`, a textbook wallet speaking the same gRPC
+service, its own schema), and load processes that keep a fixed number of grpc.aio calls in
+flight on uvloop, or start calls at a fixed rate, for a fixed time. The wallet's players are
+opened and funded through the API, the baseline's inserted by SQL, before anything is
+measured.
 
 All rows are measured in rounds: every round runs every row once, so noise from other work
 on this shared machine hits all rows alike, and ratios are taken inside a round. The table
-shows medians over the rounds with the lowest and highest in brackets. Rows (issue 4):
-1 empty-RPC ceiling; 2 Bet throughput, p50/p99 and p99 at 70% of saturation (open loop);
-3 the same with group commit off; 4 one hot player; 5 replays; 6 ExecuteBatch(100);
-7 raw Postgres ceiling, one operation per call; 8 server RSS; and two server processes on
-one port vs one. `--soak SECONDS` runs steady Bet load instead and reports RSS growth.
+shows medians over the rounds with the lowest and highest in brackets. Rows (issues 4, 14):
+1 empty-RPC ceiling; 2 Bet throughput, p50/p99; 2b p99 at 70% of saturation (open loop);
+2c Bet at a fixed rate of 50% of the baseline's Bet saturation (open loop); 2d one call at a
+time; 3 group commit off; 4 one hot player; 5 replays; 6 ExecuteBatch(100); 7 raw Postgres
+ceiling, one operation per call; 8 server RSS; 9 two server processes on one port vs one;
+10 CPU per Bet. Rows B1-B5 measure the baseline the same way, each right before or after
+its wallet row (who goes first alternates by round), and every headline row states its
+ratio to the baseline in that round. CPU is read at the edges of each row's measured window,
+warm-up and drain left out. `--soak SECONDS` runs steady Bet load instead and reports RSS
+growth.
 
 Every process it starts is stopped on the way out, also on Ctrl-C and errors.
 """
@@ -31,7 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -44,9 +52,20 @@ import uvloop
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
-from loadtests import bench_pg, bench_profile
+from loadtests import baseline_wallet, bench_pg, bench_profile
 from loadtests import bench_report as rep
-from loadtests.bench_load import HOT_PLAYER, Kind, LoadSpec, WindowResult, proc_cpu_s
+from loadtests.bench_load import (
+    CURRENCY,
+    DEPOSIT_MINOR,
+    HOT_DEPOSIT_MINOR,
+    HOT_PLAYER,
+    Kind,
+    LoadSpec,
+    WindowResult,
+    player_id,
+    proc_cpu_s,
+    sleep_until,
+)
 from loadtests.bench_procs import BenchError, Fleet, LoadPool, Server
 from loadtests.ports import lease_port
 
@@ -58,7 +77,20 @@ TARGET_HOT_VS_RANDOM_MIN = 0.5
 TARGET_REPLAY_VS_EMPTY_MIN = 0.85
 TARGET_BATCH_VS_PG_MIN = 5.0
 TARGET_SOAK_GROWTH_PCT_MAX = 10.0
+# Targets of issue 14: the wallet against the baseline, as ratios taken inside each round.
+TARGET_BET_VS_BASELINE_MIN = 2.5
+TARGET_BET_P99_VS_BASELINE_MAX = 0.5
+TARGET_HOT_VS_BASELINE_MIN = 3.0
+TARGET_REPLAY_VS_BASELINE_MIN = 1.5
+TARGET_FIXED_RATE_VS_BASELINE_MAX = 1.0   # p50 and p99 alike
+TARGET_CPU_PER_BET_VS_BASELINE_MAX = 0.5
+TARGET_BATCH_OPS_MIN = 30_000
 OPEN_LOOP_FRACTION = 0.7
+# Row 2c: both servers at this fraction of the baseline's Bet throughput (row B2, same round).
+FIXED_RATE_FRACTION = 0.5
+BASELINE_ARGV = ("-m", "loadtests.baseline_wallet")
+# Postgres backends whose CPU the bench reads: the wallets', the baseline's, row 7's.
+BACKEND_APPS = (bench_pg.WALLET_APP, baseline_wallet.APPLICATION_NAME, bench_pg.RAW_APP)
 MULTI_CONNECTIONS_MIN = 4
 SOAK_SAMPLE_INTERVAL_S = 10.0
 # The soak's RSS growth is measured from the first sample after this much load, when
@@ -71,11 +103,17 @@ CALL_TIMEOUT_S = 10.0
 # What wallet_core.idempotency_cache logs when it gives up on Redis for a while.
 REDIS_SKIPPED_LOG = "failed; serving from Postgres"
 SCOPES = ["game", "payments", "read", "bonus"]
-ROW_LABELS = {"empty": "row 1 (empty RPC)", "bet": "row 2 (Bet)", "bet_at_70": "row 2b (Bet at 70%)",
+ROW_LABELS = {"empty": "row 1 (empty RPC)", "bet": "row 2 (Bet)",
+              "bet_at_70": "row 2b (Bet at 70%)",
+              "bet_at_half": "row 2c (Bet at 50% of B2)", "single": "row 2d (one at a time)",
               "bet_gc_off": "row 3 (group commit off)", "hot": "row 4 (hot player)",
               "replay": "row 5 (replays)", "batch": "row 6 (ExecuteBatch, per op)",
               "pg_raw": "row 7 (raw Postgres)", "multi": "row 9 (two processes)",
-              "soak": "soak (Bet)"}
+              "base_empty": "row B1 (baseline empty RPC)", "base_bet": "row B2 (baseline Bet)",
+              "base_bet_at_half": "row B2c (baseline at 50% of B2)",
+              "base_single": "row B2d (baseline one at a time)",
+              "base_hot": "row B4 (baseline hot player)",
+              "base_replay": "row B5 (baseline replays)", "soak": "soak (Bet)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,23 +155,45 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class System:
+    """What a row drives: a gRPC target, the server processes behind it and the
+    application_name of their Postgres backends (whose CPU counts as theirs)."""
+
+    target: str
+    servers: tuple[Server, ...]
+    app: str
+
+
+@dataclass(frozen=True, slots=True)
 class CpuSnapshot:
-    """CPU seconds so far: ours by role, and the whole machine's (from /proc/stat)."""
+    """CPU seconds so far: of each server (by pid), of each Postgres backend serving our
+    servers or row 7 (by pid, with its application), of the load processes, and of the whole
+    machine (from /proc/stat)."""
 
     at: float
-    servers_s: float
+    servers_s: dict[int, float]
     client_s: float
-    backends_s: dict[int, float]
+    backends_s: dict[int, tuple[str, float]]
     machine_busy_s: float
 
-    def cost(self, later: CpuSnapshot) -> dict[str, float]:
-        """CPU spent between two snapshots, by role, in seconds; 'wall_s' the time between."""
-        pg = sum(cpu - self.backends_s.get(pid, 0.0) for pid, cpu in later.backends_s.items())
-        servers = later.servers_s - self.servers_s
+    def cost(self, later: CpuSnapshot, system: System) -> dict[str, float]:
+        """CPU spent between two snapshots in seconds: by the row's servers and their Postgres
+        backends, by the load processes, and by everything else; 'wall_s' the time between.
+        A backend that appeared in between counts from zero (it was opened in between)."""
+        def pg(app: str | None) -> float:
+            return sum(cpu - self.backends_s.get(pid, (name, 0.0))[1]
+                       for pid, (name, cpu) in later.backends_s.items()
+                       if app is None or name == app)
+
+        def servers(pids: set[int] | None) -> float:
+            return sum(cpu - self.servers_s.get(pid, 0.0) for pid, cpu in later.servers_s.items()
+                       if pids is None or pid in pids)
+
         client = later.client_s - self.client_s
         busy = later.machine_busy_s - self.machine_busy_s
-        return {"server_cpu_s": servers, "pg_cpu_s": pg, "client_cpu_s": client,
-                "others_cpu_s": max(0.0, busy - servers - pg - client),
+        return {"server_cpu_s": servers({s.pid for s in system.servers}),
+                "pg_cpu_s": pg(system.app), "client_cpu_s": client,
+                "others_cpu_s": max(0.0, busy - servers(None) - pg(None) - client),
                 "wall_s": later.at - self.at}
 
 
@@ -166,6 +226,7 @@ class Bench:
         self.reuseport = ""
         self.main: Server | None = None
         self.gc_off: Server | None = None
+        self.baseline: Server | None = None
         self.multi: list[Server] = []
         self.multi_target = ""
         self.rss_kib: dict[str, float] = {}
@@ -190,10 +251,15 @@ class Bench:
         if soak:
             return
         self.gc_off = self.fleet.start("wallet-gc-off", lease_port(), self._gc_env(False))
+        self.baseline = self.fleet.start("baseline", lease_port(),
+                                         {"BASELINE_TOKEN": self.token}, argv=BASELINE_ARGV,
+                                         listen_env="BASELINE_LISTEN_ADDR")
         shared_port = lease_port()
         self.multi = [self.fleet.start("wallet-multi-1", shared_port, self._shared_env())]
         await asyncio.gather(self.fleet.wait_serving(self.gc_off),
+                             self.fleet.wait_serving(self.baseline),
                              self.fleet.wait_serving(self.multi[0]))
+        log(f"baseline pid {self.baseline.pid} on :{self.baseline.port}")
         await self._start_second_on_shared_port(shared_port)
 
     async def _start_second_on_shared_port(self, port: int) -> None:
@@ -218,6 +284,18 @@ class Bench:
         self.multi.append(second)
         self.multi_target = f"127.0.0.1:{port}"
 
+    @property
+    def wallet(self) -> System:
+        """The main wallet server (group commit on)."""
+        assert self.main is not None
+        return System(f"127.0.0.1:{self.main.port}", (self.main,), bench_pg.WALLET_APP)
+
+    @property
+    def base(self) -> System:
+        assert self.baseline is not None
+        return System(f"127.0.0.1:{self.baseline.port}", (self.baseline,),
+                      baseline_wallet.APPLICATION_NAME)
+
     # -- jobs ----------------------------------------------------------------------------
 
     def spec(self, kind: Kind, target: str, label: str, **kw: object) -> LoadSpec:
@@ -230,31 +308,43 @@ class Bench:
 
     async def cpu_snapshot(self) -> CpuSnapshot:
         assert self.admin is not None
-        pids = await bench_pg.wallet_backend_pids(self.admin)
+        apps = await bench_pg.backend_pids(self.admin, BACKEND_APPS)
         return CpuSnapshot(at=time.monotonic(),
-                           servers_s=sum(s.cpu_s() for s in self.fleet.servers),
+                           servers_s={s.pid: s.cpu_s() for s in self.fleet.servers},
                            client_s=self.pool.cpu_s(),
-                           backends_s={pid: proc_cpu_s(pid) for pid in pids},
+                           backends_s={pid: (app, proc_cpu_s(pid)) for pid, app in apps.items()},
                            machine_busy_s=_machine_busy_s())
 
-    async def measure(self, row: str, spec: LoadSpec, procs: int | None = None) -> Sample:
-        before = await self.cpu_snapshot()
-        result, window_epoch_s = await self.pool.run(spec, procs)
-        cost = before.cost(await self.cpu_snapshot())
-        if spec.kind is Kind.PG_RAW:
-            cost["pg_cpu_s"] = result.backend_cpu_s
-            cost["others_cpu_s"] = max(0.0, cost["others_cpu_s"] - result.backend_cpu_s)
-        sample = Sample(result, {"window_epoch_s": window_epoch_s, **cost})
+    async def measure(self, row: str, spec: LoadSpec, system: System, *,
+                      procs: int | None = None) -> Sample:
+        """One row. CPU is read when its measured window opens and when it closes, so CPU per
+        operation is the window's CPU over the window's operations (no warm-up, no drain)."""
+        edges: list[CpuSnapshot] = []
+        readers: list[asyncio.Task[None]] = []
+
+        async def read_edges(start_at: float) -> None:
+            opens = start_at + spec.warmup_s
+            await sleep_until(opens)
+            edges.append(await self.cpu_snapshot())
+            await sleep_until(opens + spec.duration_s)
+            edges.append(await self.cpu_snapshot())
+
+        def started(start_at: float) -> None:
+            readers.append(asyncio.create_task(read_edges(start_at)))
+
+        try:
+            result, window_epoch_s = await self.pool.run(spec, procs, on_start=started)
+            await asyncio.gather(*readers)
+        finally:
+            for task in readers:
+                task.cancel()
+        sample = Sample(result, {"window_epoch_s": window_epoch_s,
+                                 **edges[0].cost(edges[1], system)})
         self.samples.setdefault(row, []).append(sample)
         p99 = result.percentile_ms(0.99)
-        log(f"  {row:<10} {sample.ops_per_s:>9,.0f} ops/s  p99 {p99:6.1f} ms"
+        log(f"  {row:<16} {sample.ops_per_s:>9,.0f} ops/s  p99 {p99:6.1f} ms"
             + (f"  errors {dict(result.errors)}" if result.errors else ""))
         return sample
-
-    @property
-    def main_target(self) -> str:
-        assert self.main is not None
-        return f"127.0.0.1:{self.main.port}"
 
     async def setup_players(self) -> None:
         """Open and fund every player (and the hot one) through the API; by ExecuteBatch
@@ -262,10 +352,10 @@ class Bench:
         began = time.monotonic()
         wallets = self.o.players + 1
         if self.batch_unavailable:
-            spec = self.spec(Kind.SETUP, self.main_target, "setup", count=wallets,
+            spec = self.spec(Kind.SETUP, self.wallet.target, "setup", count=wallets,
                              warmup_s=0.0)
         else:
-            spec = self.spec(Kind.SETUP_BATCH, self.main_target, "setup",
+            spec = self.spec(Kind.SETUP_BATCH, self.wallet.target, "setup",
                              count=-(-wallets // self.o.batch_size), warmup_s=0.0,
                              concurrency=self.o.batch_concurrency)
         result, _ = await self.pool.run(spec)
@@ -275,27 +365,34 @@ class Bench:
         log(f"opened and funded {self.o.players:,} players + {HOT_PLAYER} in "
             f"{time.monotonic() - began:.1f} s ({'unary' if self.batch_unavailable else 'batch'})")
 
-    async def seed_replays(self) -> None:
+    async def fund_baseline(self) -> None:
+        """The baseline's wallets: the same players and amounts, inserted by SQL in bulk."""
+        wallets = [(player_id(i), CURRENCY, DEPOSIT_MINOR) for i in range(self.o.players)]
+        wallets.append((HOT_PLAYER, CURRENCY, HOT_DEPOSIT_MINOR))
+        await bench_pg.fund_baseline(self.bench_db_url, wallets)
+
+    async def seed_replays(self, system: System, label: str) -> None:
         """Record the replay set, then send it once more: a replay whose first answer did
         not reach Redis (a Redis timeout under load) is cached by this second pass."""
         for what in ("seeding", "warming"):
-            spec = self.spec(Kind.SEED_REPLAY, self.main_target, "seed",
+            spec = self.spec(Kind.SEED_REPLAY, system.target, label,
                              count=self.o.replay_keys, warmup_s=0.0)
             result, _ = await self.pool.run(spec)
             if result.errors:
-                raise BenchError(f"{what} the replay set failed: {dict(result.errors)}")
+                raise BenchError(f"{what} the replay set of {system.servers[0].name} failed: "
+                                 f"{dict(result.errors)}")
         cached = await _redis_count(self.redis_url, f"*:{spec.tag}-replay-*")
         if cached < self.o.replay_keys:
-            self.notes.append(f"replay set: only {cached:,} of {self.o.replay_keys:,} outcomes "
-                              "were in Redis before the replay rows (the others replay from "
-                              "Postgres)")
+            self.notes.append(f"replay set of {system.servers[0].name}: only {cached:,} of "
+                              f"{self.o.replay_keys:,} outcomes were in Redis before the "
+                              "replay rows (the others replay from Postgres)")
 
     async def probe_batch(self) -> None:
         """One small ExecuteBatch: UNIMPLEMENTED (or any refusal) makes row 6 'not available'."""
         md = (("authorization", f"Bearer {self.token}"),)
         probe = pb.OpenWalletRequest(player_id="bench-probe", currency="USD",
                                      idempotency_key=f"{self.run_tag}-probe")
-        async with grpc.aio.insecure_channel(self.main_target) as channel:
+        async with grpc.aio.insecure_channel(self.wallet.target) as channel:
             stub = pb_grpc.WalletServiceStub(channel)  # type: ignore[no-untyped-call]
             try:
                 reply = await stub.ExecuteBatch(
@@ -311,53 +408,89 @@ class Bench:
         if len(reply.results) != 1 or reply.results[0].WhichOneof("outcome") != "open_wallet":
             self.batch_unavailable = f"unexpected answer to a one-bet batch: {reply}"[:160]
 
+    # -- one round -----------------------------------------------------------------------
+
     async def one_round(self, r: int) -> None:
         o = self.o
         log(f"round {r + 1}/{o.rounds}")
-        main = self.main_target
-        await self.measure("empty", self.spec(Kind.HEALTH, main, f"empty-{r}"))
-        bet = await self._measure_bet(r)
-        rate = max(1.0, OPEN_LOOP_FRACTION * bet.ops_per_s)
-        await self.measure("bet_at_70", self.spec(Kind.BET_RANDOM, main, f"open-{r}",
-                                                  rate_per_s=rate))
+        wallet = self.wallet
+        await self._both(r, "empty", Kind.HEALTH, "empty")
+        bet, base_bet = await self._both(r, "bet", Kind.BET_RANDOM, "bet")
+        await self.measure("bet_at_70", self.spec(
+            Kind.BET_RANDOM, wallet.target, f"open-{r}",
+            rate_per_s=max(1.0, OPEN_LOOP_FRACTION * bet.ops_per_s)), wallet)
+        await self._both(r, "bet_at_half", Kind.BET_RANDOM, "half",
+                         rate_per_s=max(1.0, FIXED_RATE_FRACTION * base_bet.ops_per_s))
+        await self._both(r, "single", Kind.BET_RANDOM, "single", procs=1, concurrency=1)
         assert self.gc_off is not None
-        await self.measure("bet_gc_off", self.spec(Kind.BET_RANDOM,
-                                                   f"127.0.0.1:{self.gc_off.port}", f"off-{r}"))
-        await self.measure("hot", self.spec(Kind.BET_HOT, main, f"hot-{r}"))
-        assert self.main is not None
-        log_offset = self.main.log_path.stat().st_size
-        replay = await self.measure("replay", self.spec(Kind.BET_REPLAY, main, f"x{r}",
-                                                        tag=f"{self.run_tag}-seed"))
-        touched, conns = await bench_pg.wallet_connections_touched_since(
-            self.bench_db_url, replay.extra["window_epoch_s"] - o.warmup_s)
-        with self.main.log_path.open("rb") as f:
-            f.seek(log_offset)
-            redis_failures = f.read().decode(errors="replace").count(REDIS_SKIPPED_LOG)
-        replay.extra.update(pg_touched=touched, pg_connections=conns,
-                            redis_failures=redis_failures)
+        gc_off = System(f"127.0.0.1:{self.gc_off.port}", (self.gc_off,), bench_pg.WALLET_APP)
+        await self.measure("bet_gc_off", self.spec(Kind.BET_RANDOM, gc_off.target, f"off-{r}"),
+                           gc_off)
+        await self._both(r, "hot", Kind.BET_HOT, "hot")
+        await self._alternate(r, lambda: self._measure_replay("replay", wallet, "seed", r),
+                              lambda: self._measure_replay("base_replay", self.base, "bseed", r))
         if not self.batch_unavailable:
-            await self.measure("batch", self.spec(Kind.BATCH, main, f"batch-{r}",
-                                                  concurrency=o.batch_concurrency))
+            await self.measure("batch", self.spec(Kind.BATCH, wallet.target, f"batch-{r}",
+                                                  concurrency=o.batch_concurrency), wallet)
         await self.measure("pg_raw", self.spec(Kind.PG_RAW, "", f"pg-{r}",
                                                concurrency=o.pg_connections,
-                                               database_url=self.bench_db_url), procs=1)
+                                               database_url=self.bench_db_url),
+                           System("", (), bench_pg.RAW_APP), procs=1)
+        multi = System(self.multi_target, tuple(self.multi), bench_pg.WALLET_APP)
         cpu_before = [s.cpu_s() for s in self.multi]
-        multi = await self.measure("multi", self.spec(Kind.BET_RANDOM, self.multi_target,
-                                                      f"multi-{r}",
-                                                      channels=self._multi_channels))
+        sample = await self.measure("multi", self.spec(Kind.BET_RANDOM, multi.target,
+                                                       f"multi-{r}",
+                                                       channels=self._multi_channels), multi)
         cpu = [s.cpu_s() - b for s, b in zip(self.multi, cpu_before, strict=True)]
-        multi.extra["cpu_share_min"] = min(cpu) / max(sum(cpu), 1e-9)
+        sample.extra["cpu_share_min"] = min(cpu) / max(sum(cpu), 1e-9)
 
-    async def _measure_bet(self, r: int) -> Sample:
-        """Row 2; in the first round, under py-spy when asked."""
-        spec = self.spec(Kind.BET_RANDOM, self.main_target, f"bet-{r}")
+    async def _alternate(self, r: int, wallet_row: Callable[[], Awaitable[Sample]],
+                         baseline_row: Callable[[], Awaitable[Sample]]) -> tuple[Sample, Sample]:
+        """The wallet's row and the baseline's, back to back; who goes first alternates by
+        round, so a drift in the machine's load favours neither. (wallet, baseline)."""
+        if r % 2:
+            base = await baseline_row()
+            return await wallet_row(), base
+        first = await wallet_row()
+        return first, await baseline_row()
+
+    async def _both(self, r: int, row: str, kind: Kind, label: str, *,
+                    procs: int | None = None, **kw: object) -> tuple[Sample, Sample]:
+        """The same load on the wallet (row `row`) and on the baseline (`base_<row>`)."""
+        def one(name: str, system: System, tag: str) -> Callable[[], Awaitable[Sample]]:
+            spec = self.spec(kind, system.target, f"{tag}-{r}", **kw)
+            if name == "bet" and r == 0 and self.o.py_spy_out is not None:
+                return lambda: self._measure_profiled(name, spec, system)
+            return lambda: self.measure(name, spec, system, procs=procs)
+        return await self._alternate(r, one(row, self.wallet, label),
+                                     one(f"base_{row}", self.base, f"b{label}"))
+
+    async def _measure_replay(self, row: str, system: System, seed_label: str,
+                              r: int) -> Sample:
+        """Row 5 or B5: the replay set sent again; whether Postgres was touched meanwhile, and
+        how many Redis failures the server logged."""
+        server = system.servers[0]
+        log_offset = server.log_path.stat().st_size
+        sample = await self.measure(row, self.spec(Kind.BET_REPLAY, system.target, f"x{r}",
+                                                   tag=f"{self.run_tag}-{seed_label}"), system)
+        touched, conns = await bench_pg.connections_touched_since(
+            self.bench_db_url, system.app, sample.extra["window_epoch_s"] - self.o.warmup_s)
+        with server.log_path.open("rb") as f:
+            f.seek(log_offset)
+            logged = f.read().decode(errors="replace")
+        failures = logged.count(REDIS_SKIPPED_LOG) + logged.count(
+            baseline_wallet.REDIS_FAILED_LOG)
+        sample.extra.update(pg_touched=touched, pg_connections=conns, redis_failures=failures)
+        return sample
+
+    async def _measure_profiled(self, row: str, spec: LoadSpec, system: System) -> Sample:
+        """Row 2 of the first round under py-spy (--py-spy)."""
         out = self.o.py_spy_out
-        if r > 0 or out is None:
-            return await self.measure("bet", spec)
-        assert self.main is not None
-        recorder = bench_profile.start(self.main.pid, spec.warmup_s + spec.duration_s, out)
+        assert out is not None
+        recorder = bench_profile.start(system.servers[0].pid, spec.warmup_s + spec.duration_s,
+                                       out)
         try:
-            sample = await self.measure("bet", spec)
+            sample = await self.measure(row, spec, system)
             _, stderr = await asyncio.to_thread(recorder.communicate, timeout=30)
         finally:
             if recorder.poll() is None:
@@ -374,7 +507,7 @@ class Bench:
         assert self.main is not None
         main = self.main
         samples: list[tuple[float, int]] = []
-        spec = self.spec(Kind.BET_RANDOM, self.main_target, "soak", warmup_s=0.0,
+        spec = self.spec(Kind.BET_RANDOM, self.wallet.target, "soak", warmup_s=0.0,
                          duration_s=float(self.o.soak_s))
 
         async def sample_rss() -> None:
@@ -386,7 +519,7 @@ class Bench:
 
         sampler = asyncio.create_task(sample_rss())
         try:
-            await self.measure("soak", spec)
+            await self.measure("soak", spec, self.wallet)
         finally:
             sampler.cancel()
         samples.append((float(self.o.soak_s), main.rss_kib()))
@@ -397,44 +530,77 @@ class Bench:
     def _values(self, row: str, fn: Callable[[Sample], float]) -> list[float]:
         return [fn(s) for s in self.samples.get(row, [])]
 
+    def _per_round(self, row: str, other: str, fn: Callable[[Sample], float]) -> list[float]:
+        """fn(row) / fn(other), round by round (both measured in the same round)."""
+        out = []
+        for a, b in zip(self.samples.get(row, []), self.samples.get(other, []), strict=False):
+            x, y = fn(a), fn(b)
+            if y and x == x and y == y:  # skip a zero or NaN (nothing measured)
+                out.append(x / y)
+        return out
+
     def _ratios(self, row: str, ceiling: str) -> list[float]:
-        return [a.ops_per_s / b.ops_per_s
-                for a, b in zip(self.samples.get(row, []), self.samples.get(ceiling, []),
-                                strict=False) if b.ops_per_s]
+        return self._per_round(row, ceiling, _ops)
 
     def _throughput_latency(self, row: str, unit: str = "ops/s") -> str:
-        tput = self._values(row, lambda s: s.ops_per_s)
-        p50 = self._values(row, lambda s: s.result.percentile_ms(0.5))
-        p99 = self._values(row, lambda s: s.result.percentile_ms(0.99))
+        tput = self._values(row, _ops)
+        p50 = self._values(row, _p50)
+        p99 = self._values(row, _p99)
         return (f"{rep.spread(tput, rep.count)} {unit}; p50 {rep.spread(p50, rep.ms)}, "
                 f"p99 {rep.spread(p99, rep.ms)}")
 
     def rows(self) -> list[rep.Row]:
         o = self.o
-        rows = [
+        return [
             rep.Row("1", f"ceiling: empty unary RPC (grpc.health Check), {o.concurrency} in "
-                    "flight", self._throughput_latency("empty", "RPS"), "1 (ceiling)", "—", "—"),
-            self._row_bet(), self._row_open_loop(), self._row_gc_off(), self._row_hot(),
-            self._row_replay(), self._row_batch(),
+                    "flight", self._throughput_latency("empty", "RPS"), "1 (ceiling)", "—", "—",
+                    vs_baseline=rep.spread(self._ratios("empty", "base_empty"), rep.times)),
+            self._row_baseline("B1", "baseline: empty unary RPC, same load", "base_empty",
+                               unit="RPS"),
+            self._row_bet(),
+            self._row_baseline("B2", f"baseline: Bet, random players, {o.concurrency} in "
+                               "flight", "base_bet", of=("base_empty", "row B1")),
+            self._row_open_loop(), *self._rows_fixed_rate(), *self._rows_single(),
+            self._row_gc_off(), self._row_hot(),
+            self._row_baseline("B4", "baseline: Bet, one hot player", "base_hot",
+                               of=("base_bet", "row B2")),
+            self._row_replay(),
+            self._row_baseline("B5", "baseline: Bet replays (its own replay set, seeded the "
+                               "same way)", "base_replay", of=("base_empty", "row B1")),
+            self._row_batch(),
             rep.Row("7", f"raw Postgres ceiling, one op per call (CTE: guarded UPDATE + "
                     f"journal INSERT, {bench_pg.ACCOUNTS:,} rows, {o.pg_connections} "
                     "connections)", self._throughput_latency("pg_raw"), "1 (ceiling)", "—", "—"),
-            self._row_rss(), self._row_multi(),
+            self._row_rss(), self._row_multi(), self._row_cpu_per_bet(),
         ]
-        return rows
+
+    def _row_baseline(self, number: str, figure: str, row: str, *, unit: str = "ops/s",
+                      of: tuple[str, str] | None = None) -> rep.Row:
+        ratio = "—"
+        if of is not None:
+            ratio = f"{rep.spread(self._ratios(row, of[0]), rep.ratio)} of {of[1]}"
+        return rep.Row(number, figure, self._throughput_latency(row, unit), ratio, "—", "—",
+                       vs_baseline="(the baseline)")
 
     def _row_bet(self) -> rep.Row:
         r = self._ratios("bet", "empty")
-        return rep.Row("2", f"Bet, random players ({self.o.players:,}), {self.o.concurrency} "
-                       "in flight", self._throughput_latency("bet"),
-                       f"{rep.spread(r, rep.ratio)} of row 1",
-                       f"≥ {TARGET_BET_VS_EMPTY_MIN}",
-                       rep.met(rep.median(r), at_least=TARGET_BET_VS_EMPTY_MIN))
+        tput = self._ratios("bet", "base_bet")
+        p99 = self._per_round("bet", "base_bet", _p99)
+        return rep.Row(
+            "2", f"Bet, random players ({self.o.players:,}), {self.o.concurrency} in flight",
+            self._throughput_latency("bet"), f"{rep.spread(r, rep.ratio)} of row 1",
+            f"≥ {TARGET_BET_VS_EMPTY_MIN} of row 1 · ops/s ≥ {TARGET_BET_VS_BASELINE_MIN}× · "
+            f"p99 ≤ {TARGET_BET_P99_VS_BASELINE_MAX}× baseline",
+            " · ".join([rep.met(rep.median(r), at_least=TARGET_BET_VS_EMPTY_MIN),
+                        rep.met(rep.median(tput), at_least=TARGET_BET_VS_BASELINE_MIN),
+                        rep.met(rep.median(p99), at_most=TARGET_BET_P99_VS_BASELINE_MAX)]),
+            vs_baseline=(f"ops/s {rep.spread(tput, rep.times)} · "
+                         f"p99 {rep.spread(p99, rep.times)}"))
 
     def _row_open_loop(self) -> rep.Row:
-        p99 = self._values("bet_at_70", lambda s: s.result.percentile_ms(0.99))
-        p50 = self._values("bet_at_70", lambda s: s.result.percentile_ms(0.5))
-        rate = self._values("bet_at_70", lambda s: s.ops_per_s)
+        p99 = self._values("bet_at_70", _p99)
+        p50 = self._values("bet_at_70", _p50)
+        rate = self._values("bet_at_70", _ops)
         return rep.Row("2b", "Bet p99 at 70% of row 2's throughput (open loop, latency from "
                        "the scheduled send)",
                        f"p99 {rep.spread(p99, rep.ms)}, p50 {rep.spread(p50, rep.ms)} at "
@@ -442,52 +608,106 @@ class Bench:
                        f"≤ {TARGET_P99_AT_70_MS_MAX:.0f} ms",
                        rep.met(rep.median(p99), at_most=TARGET_P99_AT_70_MS_MAX))
 
+    def _fixed_rate_value(self, row: str) -> str:
+        p50, p99 = self._values(row, _p50), self._values(row, _p99)
+        rate = self._values(row, _ops)
+        return (f"p50 {rep.spread(p50, rep.ms)}, p99 {rep.spread(p99, rep.ms)} at "
+                f"{rep.spread(rate, rep.count)} ops/s")
+
+    def _rows_fixed_rate(self) -> list[rep.Row]:
+        """Rows 2c and B2c: both servers at one fixed rate that the baseline can sustain."""
+        p50 = self._per_round("bet_at_half", "base_bet_at_half", _p50)
+        p99 = self._per_round("bet_at_half", "base_bet_at_half", _p99)
+        most = TARGET_FIXED_RATE_VS_BASELINE_MAX
+        return [
+            rep.Row("2c", f"Bet at a fixed rate: {FIXED_RATE_FRACTION:.0%} of the baseline's "
+                    "Bet throughput in the same round (row B2), random players, open loop, "
+                    "latency from the scheduled send", self._fixed_rate_value("bet_at_half"),
+                    "—", f"p50 ≤ {most:.1f}× · p99 ≤ {most:.1f}× baseline",
+                    " · ".join([rep.met(rep.median(p50), at_most=most),
+                                rep.met(rep.median(p99), at_most=most)]),
+                    vs_baseline=(f"p50 {rep.spread(p50, rep.times)} · "
+                                 f"p99 {rep.spread(p99, rep.times)}")),
+            rep.Row("B2c", "baseline: Bet at the same fixed rate",
+                    self._fixed_rate_value("base_bet_at_half"), "—", "—", "—",
+                    vs_baseline="(the baseline)"),
+        ]
+
+    def _rows_single(self) -> list[rep.Row]:
+        """Rows 2d and B2d: one client, one call at a time: latency with no queue at all."""
+        p50 = self._per_round("single", "base_single", _p50)
+        return [
+            rep.Row("2d", "Bet, one client, one call at a time (closed loop, 1 in flight)",
+                    self._throughput_latency("single"), "—", "comparable p50 (no target)",
+                    "—", vs_baseline=f"p50 {rep.spread(p50, rep.times)}"),
+            rep.Row("B2d", "baseline: Bet, one call at a time",
+                    self._throughput_latency("base_single"), "—", "—", "—",
+                    vs_baseline="(the baseline)"),
+        ]
+
     def _row_gc_off(self) -> rep.Row:
-        r = [a / b for a, b in zip(self._values("bet", lambda s: s.ops_per_s),
-                                   self._values("bet_gc_off", lambda s: s.ops_per_s),
-                                   strict=False) if b]
+        r = self._per_round("bet", "bet_gc_off", _ops)
+        vs = self._ratios("bet_gc_off", "base_bet")
         return rep.Row("3", "Bet, group commit off (WALLET_GROUP_COMMIT=false), same load",
                        self._throughput_latency("bet_gc_off"),
                        f"on/off {rep.spread(r, rep.times)}",
                        f"≥ {TARGET_GROUP_COMMIT_GAIN_MIN}×",
-                       rep.met(rep.median(r), at_least=TARGET_GROUP_COMMIT_GAIN_MIN))
+                       rep.met(rep.median(r), at_least=TARGET_GROUP_COMMIT_GAIN_MIN),
+                       vs_baseline=f"ops/s {rep.spread(vs, rep.times)} (no target)")
 
     def _row_hot(self) -> rep.Row:
         r = self._ratios("hot", "bet")
+        vs = self._ratios("hot", "base_hot")
         return rep.Row("4", "Bet, one hot player (every bet on one wallet); every Bet of "
                        "rows 2-5 also credits the one house account `house:bench-slots`",
                        self._throughput_latency("hot"), f"{rep.spread(r, rep.ratio)} of row 2",
-                       f"≥ {TARGET_HOT_VS_RANDOM_MIN}",
-                       rep.met(rep.median(r), at_least=TARGET_HOT_VS_RANDOM_MIN))
+                       f"≥ {TARGET_HOT_VS_RANDOM_MIN} of row 2 · ≥ "
+                       f"{TARGET_HOT_VS_BASELINE_MIN:.0f}× baseline",
+                       " · ".join([rep.met(rep.median(r), at_least=TARGET_HOT_VS_RANDOM_MIN),
+                                   rep.met(rep.median(vs), at_least=TARGET_HOT_VS_BASELINE_MIN)]),
+                       vs_baseline=f"ops/s {rep.spread(vs, rep.times)}")
+
+    def _replay_postgres(self, row: str) -> str:
+        touched = self._values(row, lambda s: s.extra.get("pg_touched", 0))
+        failures = sum(self._values(row, lambda s: s.extra.get("redis_failures", 0)))
+        if not any(touched):
+            return "Postgres untouched during the rows"
+        return (f"Postgres touched by {max(touched):.0f} connection(s) after {failures:.0f} "
+                "Redis failure(s)")
 
     def _row_replay(self) -> rep.Row:
         r = self._ratios("replay", "empty")
-        touched = self._values("replay", lambda s: s.extra.get("pg_touched", 0))
-        failures = sum(self._values("replay", lambda s: s.extra.get("redis_failures", 0)))
-        untouched = "untouched" if not any(touched) else (
-            f"touched by {max(touched):.0f} wallet connection(s) after {failures:.0f} Redis "
-            "failure(s)")
+        vs = self._ratios("replay", "base_replay")
         return rep.Row("5", f"Bet replays: {self.o.replay_keys:,} recorded bets sent again "
                        "(same keys, same requests)",
-                       f"{self._throughput_latency('replay')}; Postgres {untouched} during "
-                       "the rows", f"{rep.spread(r, rep.ratio)} of row 1",
-                       f"≥ {TARGET_REPLAY_VS_EMPTY_MIN}",
-                       rep.met(rep.median(r), at_least=TARGET_REPLAY_VS_EMPTY_MIN))
+                       f"{self._throughput_latency('replay')}; {self._replay_postgres('replay')}"
+                       f" (baseline: {self._replay_postgres('base_replay')})",
+                       f"{rep.spread(r, rep.ratio)} of row 1",
+                       f"≥ {TARGET_REPLAY_VS_EMPTY_MIN} of row 1 · ≥ "
+                       f"{TARGET_REPLAY_VS_BASELINE_MIN}× baseline",
+                       " · ".join([rep.met(rep.median(r), at_least=TARGET_REPLAY_VS_EMPTY_MIN),
+                                   rep.met(rep.median(vs),
+                                           at_least=TARGET_REPLAY_VS_BASELINE_MIN)]),
+                       vs_baseline=f"ops/s {rep.spread(vs, rep.times)}")
 
     def _row_batch(self) -> rep.Row:
         figure = (f"ExecuteBatch of {self.o.batch_size} bets (atomic=false), "
                   f"{self.o.batch_concurrency} calls in flight")
-        target = f"≥ {TARGET_BATCH_VS_PG_MIN:.0f}× row 7 (≈ 30,000 ops/s)"
+        target = f"≥ {TARGET_BATCH_VS_PG_MIN:.0f}× row 7 · ≥ {TARGET_BATCH_OPS_MIN:,} ops/s"
         if self.batch_unavailable:
             return rep.Row("6", figure, f"not available ({self.batch_unavailable})", "—",
                            target, "n/a")
         calls = self._values("batch", lambda s: s.calls_per_s)
         r = self._ratios("batch", "pg_raw")
+        ops = rep.median(self._values("batch", _ops))
+        vs = self._ratios("batch", "base_bet")
         return rep.Row("6", figure,
                        f"{self._throughput_latency('batch')} per call; "
                        f"{rep.spread(calls, rep.count)} calls/s",
                        f"{rep.spread(r, rep.times)} row 7", target,
-                       rep.met(rep.median(r), at_least=TARGET_BATCH_VS_PG_MIN))
+                       " · ".join([rep.met(rep.median(r), at_least=TARGET_BATCH_VS_PG_MIN),
+                                   rep.met(ops, at_least=TARGET_BATCH_OPS_MIN)]),
+                       vs_baseline=f"ops/s {rep.spread(vs, rep.times)} row B2 (no target)")
 
     def _row_rss(self) -> rep.Row:
         start, end = self.rss_kib.get("start", 0.0), self.rss_kib.get("end", 0.0)
@@ -516,6 +736,21 @@ class Bench:
                        f"{100 - 100 * rep.median(share):.0f}% of the server CPU",
                        f"{rep.spread(r, rep.times)} row 2", "measured (no target)", "—")
 
+    def _cpu_us(self, row: str) -> str:
+        total = self._values(row, _system_cpu_per_op_us)
+        server = rep.median(self._values(row, lambda s: _cpu_per_op_us(s, "server_cpu_s")))
+        pg = rep.median(self._values(row, lambda s: _cpu_per_op_us(s, "pg_cpu_s")))
+        return f"{rep.spread(total, _us)} (server {_us(server)} + Postgres {_us(pg)})"
+
+    def _row_cpu_per_bet(self) -> rep.Row:
+        vs = self._per_round("bet", "base_bet", _system_cpu_per_op_us)
+        return rep.Row("10", "CPU per Bet (rows 2 and B2): the server process + its Postgres "
+                       "backends, measured window only, divided by the Bets in it",
+                       f"wallet {self._cpu_us('bet')}; baseline {self._cpu_us('base_bet')}",
+                       "—", f"≤ {TARGET_CPU_PER_BET_VS_BASELINE_MAX}× baseline",
+                       rep.met(rep.median(vs), at_most=TARGET_CPU_PER_BET_VS_BASELINE_MAX),
+                       vs_baseline=rep.spread(vs, rep.times))
+
     def soak_rows(self) -> list[rep.Row]:
         samples = self.soak_samples
         start = self.rss_kib["start"]
@@ -538,18 +773,19 @@ class Bench:
     def cpu_notes(self) -> None:
         """Where each row's CPU went, per operation: the reading of what limits it."""
         cores = os.cpu_count() or 1
-        self.notes.append("CPU per operation in µs (medians; warm-up included), and the cores "
-                          "the rest of the machine (Redis included) used meanwhile:")
+        self.notes.append("CPU per operation in µs, measured window only (medians): the row's "
+                          "own server process(es), their Postgres backends, the load "
+                          "generator; and the cores the rest of the machine (Redis, idle "
+                          "servers, other work) used meanwhile:")
         for row, samples in self.samples.items():
-            def per_op_us(key: str, samples: list[Sample] = samples) -> float:
-                return rep.median([1e6 * s.extra[key] / s.result.all_ops
-                                   for s in samples if s.result.all_ops])
+            def per_op(key: str, samples: list[Sample] = samples) -> str:
+                return _us(rep.median([_cpu_per_op_us(s, key) for s in samples]))
             others = rep.median([s.extra["others_cpu_s"] / s.extra["wall_s"]
                                  for s in samples if s.extra.get("wall_s")])
             self.notes.append(
-                f"  - {ROW_LABELS.get(row, row)}: wallet server {per_op_us('server_cpu_s'):,.0f}"
-                f", Postgres {per_op_us('pg_cpu_s'):,.0f}, load generator "
-                f"{per_op_us('client_cpu_s'):,.0f}; others {others:.1f} of {cores} cores")
+                f"  - {ROW_LABELS.get(row, row)}: server {per_op('server_cpu_s')}, Postgres "
+                f"{per_op('pg_cpu_s')}, load generator {per_op('client_cpu_s')}; others "
+                f"{others:.1f} of {cores} cores")
 
     def collect_notes(self) -> None:
         self.cpu_notes()
@@ -571,6 +807,9 @@ class Bench:
                                   "bound reached): the server could not keep up")
         if self.reuseport:
             self.notes.append(f"SO_REUSEPORT, second process on the same port: {self.reuseport}")
+        self._redis_failure_notes()
+
+    def _redis_failure_notes(self) -> None:
         if self.main is not None:
             failures = self.main.log_path.read_text(errors="replace").count(REDIS_SKIPPED_LOG)
             if failures:
@@ -578,6 +817,39 @@ class Bench:
                     f"the main server logged {failures:,} Redis failure(s) "
                     f"(\"{REDIS_SKIPPED_LOG}\": a call over WALLET_REDIS_TIMEOUT_MS, default "
                     "50 ms; Redis is then skipped for 1 s and replays go to Postgres)")
+        if self.baseline is not None:
+            failures = self.baseline.log_path.read_text(errors="replace").count(
+                baseline_wallet.REDIS_FAILED_LOG)
+            if failures:
+                self.notes.append(
+                    f"the baseline logged {failures:,} Redis failure(s) (a call over "
+                    f"{baseline_wallet.REDIS_TIMEOUT_S * 1000:.0f} ms; it then reads Postgres)")
+
+
+def _ops(s: Sample) -> float:
+    return s.ops_per_s
+
+
+def _p50(s: Sample) -> float:
+    return s.result.percentile_ms(0.5)
+
+
+def _p99(s: Sample) -> float:
+    return s.result.percentile_ms(0.99)
+
+
+def _cpu_per_op_us(s: Sample, key: str) -> float:
+    """One role's CPU in the measured window per operation completed in it, in µs."""
+    return 1e6 * s.extra[key] / s.result.ops if s.result.ops else float("nan")
+
+
+def _system_cpu_per_op_us(s: Sample) -> float:
+    """The row's server process(es) and their Postgres backends, per operation, in µs."""
+    return _cpu_per_op_us(s, "server_cpu_s") + _cpu_per_op_us(s, "pg_cpu_s")
+
+
+def _us(value: float) -> str:
+    return f"{value:,.0f} µs"
 
 
 # -- set-up of the environment ----------------------------------------------------------------
@@ -653,6 +925,11 @@ def _settings(opts: Options) -> dict[str, str]:
         "servers": "`python -m wallet_core serve`, default settings except the log level "
                    "(WARNING), the bonus sweeper (off) and WALLET_GROUP_COMMIT per row"
                    + "".join(f", {k}={v}" for k, v in opts.server_env.items()),
+        "baseline": ("`python -m loadtests.baseline_wallet` (rows B*): a textbook wallet, one "
+                     "transaction per Bet (Redis GET, BEGIN, SELECT … FOR UPDATE, UPDATE, "
+                     "INSERT journal, COMMIT, Redis SET), asyncpg pool of "
+                     f"{baseline_wallet.POOL_SIZE}, schema `baseline` in the same database, "
+                     "the same Redis db; its players funded by SQL"),
         "data": (f"{opts.players:,} players funded through the API; Bet of 1 cent; fresh "
                  f"database `{opts.bench_db}`, Redis db {opts.redis_db}"),
     }
@@ -688,7 +965,9 @@ async def _run_bench(opts: Options, bench: Bench, facts: dict[str, str]) -> str:
         await bench.soak()
         rows, title = bench.soak_rows(), "Wallet soak"
     else:
-        await bench.seed_replays()
+        await bench.fund_baseline()
+        await bench.seed_replays(bench.wallet, "seed")
+        await bench.seed_replays(bench.base, "bseed")
         for r in range(opts.rounds):
             await bench.one_round(r)
         assert bench.main is not None
@@ -706,7 +985,8 @@ async def _run_bench(opts: Options, bench: Bench, facts: dict[str, str]) -> str:
 def parse_args(argv: list[str]) -> Options:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench",
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="one round of 3 s rows, 2,000 players (about a minute)")
+    p.add_argument("--quick", action="store_true",
+                   help="one round of 3 s rows, 2,000 players (about 75 s)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default 3; quick 1)")
     p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per row")
     p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per row")

@@ -99,10 +99,6 @@ class WindowResult:
     not_replayed: int = 0             # BET_REPLAY answers without replay=true
     shed: int = 0                     # open loop: calls not sent (in-flight bound reached)
     scheduled: int = 0                # open loop: calls due inside the window
-    # Every operation completed OK, warm-up and drain included: the divisor of CPU per op
-    # (CPU is read before the warm-up and after the drain).
-    all_ops: int = 0
-    backend_cpu_s: float = 0.0        # PG_RAW: CPU of its Postgres backends, same span
 
     def merge(self, other: WindowResult) -> None:
         self.calls += other.calls
@@ -113,8 +109,6 @@ class WindowResult:
         self.not_replayed += other.not_replayed
         self.shed += other.shed
         self.scheduled += other.scheduled
-        self.all_ops += other.all_ops
-        self.backend_cpu_s += other.backend_cpu_s
 
     def percentile_ms(self, q: float) -> float:
         total = sum(self.latency_hist.values())
@@ -366,13 +360,12 @@ async def _closed_loop(ctx: _Ctx, call: CallFn, start_at: float) -> None:
                 _record_error(result, exc)
                 continue
             done = time.monotonic()
-            result.all_ops += ops
             if spec.fixed_count or t0 <= done < t1:
                 result.calls += 1
                 result.ops += ops
                 result.latency_hist[_bucket((done - began) * 1e6)] += 1
 
-    await _sleep_until(start_at)
+    await sleep_until(start_at)
     began = time.monotonic()
     await asyncio.gather(*(one_lane(lane) for lane in range(_share(spec.concurrency, ctx))))
     result.window_s = time.monotonic() - began if spec.fixed_count else spec.duration_s
@@ -394,7 +387,6 @@ async def _open_loop(ctx: _Ctx, call: CallFn, start_at: float) -> None:
             _record_error(result, exc)
             return
         done = time.monotonic()
-        result.all_ops += ops
         if t0 <= due < t1:
             result.calls += 1
             result.ops += ops
@@ -404,7 +396,7 @@ async def _open_loop(ctx: _Ctx, call: CallFn, start_at: float) -> None:
     # Stagger the load processes inside one interval so their calls do not arrive in pairs.
     next_due = start_at + interval_s * ctx.worker / ctx.workers
     while next_due < t1:
-        await _sleep_until(next_due)
+        await sleep_until(next_due)
         now = time.monotonic()
         while next_due <= now and next_due < t1:
             if t0 <= next_due:
@@ -437,7 +429,7 @@ def _share(total: int, ctx: _Ctx) -> int:
     return total // ctx.workers + (ctx.worker < total % ctx.workers)
 
 
-async def _sleep_until(instant: float) -> None:
+async def sleep_until(instant: float) -> None:
     delay = instant - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
@@ -456,10 +448,12 @@ async def _run_grpc(ctx: _Ctx, conn: Connection) -> None:
 
 
 async def _run_pg(ctx: _Ctx, conn: Connection) -> None:
-    # One connection per lane: one statement in flight each, committed on its own.
+    # One connection per lane: one statement in flight each, committed on its own. The
+    # application name lets the benchmark find these backends and read their CPU.
     conns = await asyncio.gather(*(
         asyncpg.connect(ctx.spec.database_url, timeout=CONNECT_TIMEOUT_S,
-                        command_timeout=CALL_TIMEOUT_S)
+                        command_timeout=CALL_TIMEOUT_S,
+                        server_settings={"application_name": bench_pg.RAW_APP})
         for _ in range(_share(ctx.spec.concurrency, ctx))))
     try:
         rng = random.Random(f"{ctx.spec.tag}-{ctx.worker}")
@@ -470,10 +464,7 @@ async def _run_pg(ctx: _Ctx, conn: Connection) -> None:
                 BET_AMOUNT_MINOR)
             return 1
 
-        backends = [c.get_server_pid() for c in conns]
-        cpu_before = sum(proc_cpu_s(pid) for pid in backends)
         await _go(ctx, pg_call, conn)
-        ctx.result.backend_cpu_s = sum(proc_cpu_s(pid) for pid in backends) - cpu_before
     finally:
         await asyncio.gather(*(c.close(timeout=5) for c in conns), return_exceptions=True)
 

@@ -1,5 +1,6 @@
-"""All SQL of the benchmark: the bench database's life, the raw-Postgres scratch tables and
-the one-statement bet that measures Postgres's own ceiling for one operation per call.
+"""All SQL of the benchmark: the bench database's life, the raw-Postgres scratch tables, the
+one-statement bet that measures Postgres's own ceiling for one operation per call, the
+baseline wallet's funded players, and the live view of which backends serve whom.
 
 The raw ceiling (row 7) is what Postgres does when each call carries one money movement in
 its cheapest form: a guarded balance UPDATE and a journal INSERT in one statement (a CTE),
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -52,25 +54,45 @@ WITH debited AS (
 INSERT INTO bench.journal (account_id, amount, balance_after)
 SELECT id, $2, balance FROM debited
 """
-# Server connections of the wallet processes on the bench database that did anything since
-# $1 (a timestamptz): pg_stat_activity is live, unlike the cumulative statistics views.
-_WALLET_ACTIVITY_SINCE = """
-SELECT count(*) FILTER (WHERE state_change >= $1) AS touched, count(*) AS connections
+# Postgres backends of the servers the bench measures, told apart by application_name: the
+# wallet's pool sets 'wallet-core', the baseline's 'wallet-baseline', row 7's load its own.
+WALLET_APP = "wallet-core"
+RAW_APP = "wallet-bench-raw"  # row 7's own connections (loadtests/bench_load.py)
+# Server connections of one application on the bench database that did anything since
+# $2 (a timestamptz): pg_stat_activity is live, unlike the cumulative statistics views.
+_ACTIVITY_SINCE = """
+SELECT count(*) FILTER (WHERE state_change >= $2) AS touched, count(*) AS connections
 FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = 'wallet-core'
+WHERE datname = current_database() AND application_name = $1
+"""
+_BACKEND_PIDS = """
+SELECT pid, application_name FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = ANY($1::text[])
+"""
+# The baseline wallet's players, funded in one statement: $1 player ids, $2 currencies,
+# $3 cash in minor units (parallel arrays). The baseline server creates the schema.
+_FUND_BASELINE = """
+INSERT INTO baseline.wallets (player_id, currency, cash)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
 """
 
 
-_WALLET_BACKEND_PIDS = """
-SELECT pid FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = 'wallet-core'
-"""
+async def backend_pids(conn: asyncpg.Connection, apps: Sequence[str]) -> dict[int, str]:
+    """Postgres backends on the bench database of these applications: pid → application."""
+    rows = await conn.fetch(_BACKEND_PIDS, list(apps), timeout=ADMIN_TIMEOUT_S)
+    return {int(r["pid"]): str(r["application_name"]) for r in rows}
 
 
-async def wallet_backend_pids(conn: asyncpg.Connection) -> list[int]:
-    """Postgres backends serving the wallet processes on the bench database."""
-    rows = await conn.fetch(_WALLET_BACKEND_PIDS, timeout=ADMIN_TIMEOUT_S)
-    return [int(r["pid"]) for r in rows]
+async def fund_baseline(db_url: str, wallets: Sequence[tuple[str, str, int]]) -> None:
+    """Insert the baseline's funded wallets (player, currency, cash minor) in bulk."""
+    conn = await asyncpg.connect(db_url, timeout=ADMIN_TIMEOUT_S)
+    try:
+        players, currencies, cash = zip(*wallets, strict=True)
+        await conn.execute(_FUND_BASELINE, list(players), list(currencies), list(cash),
+                           timeout=ADMIN_TIMEOUT_S)
+        await conn.execute("ANALYZE baseline.wallets", timeout=ADMIN_TIMEOUT_S)
+    finally:
+        await conn.close()
 
 
 def with_database(url: str, name: str) -> str:
@@ -117,11 +139,12 @@ async def server_version(db_url: str) -> str:
         await conn.close()
 
 
-async def wallet_connections_touched_since(db_url: str, since_epoch_s: float) -> tuple[int, int]:
-    """(wallet connections active since that instant, wallet connections in all)."""
+async def connections_touched_since(db_url: str, app: str,
+                                    since_epoch_s: float) -> tuple[int, int]:
+    """(connections of `app` active since that instant, connections of `app` in all)."""
     conn = await asyncpg.connect(db_url, timeout=ADMIN_TIMEOUT_S)
     try:
-        row = await conn.fetchrow(_WALLET_ACTIVITY_SINCE,
+        row = await conn.fetchrow(_ACTIVITY_SINCE, app,
                                   datetime.fromtimestamp(since_epoch_s, UTC),
                                   timeout=ADMIN_TIMEOUT_S)
     finally:

@@ -1,6 +1,7 @@
 """Processes of the benchmark: the wallet servers it starts and its pool of load processes.
 
-`Fleet` starts `python -m wallet_core serve` subprocesses, each in its own session (so a
+`Fleet` starts `python -m wallet_core serve` subprocesses (and the baseline wallet,
+`python -m loadtests.baseline_wallet`), each in its own session (so a
 Ctrl-C in the terminal reaches only the benchmark, which then stops them in order), reads
 their RSS and CPU time from /proc, and stops exactly the processes it started: SIGTERM,
 a bounded wait, then SIGKILL. `LoadPool` keeps a few load processes alive for the whole run
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -28,6 +30,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loadtests import bench_load
 from loadtests.bench_load import LoadSpec, WindowResult
 
+# What Fleet starts: the wallet by default; the listen address goes in `listen_env`.
+WALLET_ARGV = ("-m", "wallet_core", "serve")
+WALLET_LISTEN_ENV = "WALLET_LISTEN_ADDR"
 # A wallet server must answer its health check within this long after it was started.
 SERVER_START_TIMEOUT_S = 30.0
 # SIGTERM first (the server drains in-flight calls, bounded by its own grace setting),
@@ -103,18 +108,21 @@ class Server:
 
 @dataclass
 class Fleet:
-    """The wallet servers of one benchmark run; `stop_all` ends every one of them."""
+    """The servers of one benchmark run (wallets and the baseline); `stop_all` ends every one
+    of them."""
 
     workdir: Path
     base_env: dict[str, str]
     servers: list[Server] = field(default_factory=list)
 
-    def start(self, name: str, port: int, extra_env: dict[str, str]) -> Server:
-        env = {**self.base_env, **extra_env, "WALLET_LISTEN_ADDR": f"127.0.0.1:{port}"}
+    def start(self, name: str, port: int, extra_env: dict[str, str], *,
+              argv: tuple[str, ...] = WALLET_ARGV,
+              listen_env: str = WALLET_LISTEN_ENV) -> Server:
+        env = {**self.base_env, **extra_env, listen_env: f"127.0.0.1:{port}"}
         log_path = self.workdir / f"{name}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "wallet_core", "serve"], env=env, stdin=subprocess.DEVNULL,
+                [sys.executable, *argv], env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         server = Server(name, proc, port, log_path)
         self.servers.append(server)
@@ -187,9 +195,12 @@ class LoadPool:
             child.close()
             self.workers.append(_Worker(proc, parent))
 
-    async def run(self, spec: LoadSpec, procs: int | None = None) -> tuple[WindowResult, float]:
+    async def run(self, spec: LoadSpec, procs: int | None = None, *,
+                  on_start: Callable[[float], object] | None = None,
+                  ) -> tuple[WindowResult, float]:
         """Run `spec` on `procs` load processes (all by default); returns the merged result
-        and the wall-clock (epoch) instant its measured window began."""
+        and the wall-clock (epoch) instant its measured window began. `on_start` is told the
+        shared start instant (time.monotonic()) as soon as it is fixed."""
         chosen = self.workers[: procs or self.size]
         for w in chosen:
             w.conn.send((spec, len(chosen)))
@@ -199,6 +210,8 @@ class LoadPool:
         window_epoch_s = time.time() + (start_at + spec.warmup_s - time.monotonic())
         for w in chosen:
             w.conn.send(("start", start_at))
+        if on_start is not None:
+            on_start(start_at)
         budget_s = (FIXED_COUNT_JOB_TIMEOUT_S if spec.fixed_count else
                     spec.warmup_s + spec.duration_s + bench_load.CALL_TIMEOUT_S + 15)
         merged = WindowResult()
