@@ -24,10 +24,18 @@ def database_unavailable() -> errors.Unavailable:
                               "idempotency key", reason=errors.DATABASE_UNAVAILABLE)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Given back to the pool as is. asyncpg's default reset sends `SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release: one more
+    round trip per transaction, for session state the wallet never sets (no session
+    settings, cursors, LISTEN, and the migration lock is released by the migration itself).
+    A transaction still open is rolled back by the pool before this runs."""
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=settings.db_pool_size_min,
-        max_size=settings.db_pool_size_max, init=init_json_codecs,
+        max_size=settings.db_pool_size_max, init=init_json_codecs, reset=_keep_session,
         timeout=settings.db_connect_timeout_ms / 1000,
         command_timeout=settings.db_statement_timeout_ms / 1000,
         server_settings={"application_name": "wallet-core",

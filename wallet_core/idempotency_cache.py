@@ -11,6 +11,12 @@ count, least recently used dropped first): a retry that reaches the process that
 first, or already replayed it, costs no Redis round trip. Committed outcomes never change, so
 the tier needs no expiry of its own; it lives and dies with the process, which serves one
 database.
+
+Writes to Redis happen after the reply, in the background: the journal row committed with
+the outcome is what makes a retry safe, so the cache write has no business on the caller's
+latency. A retry that arrives before the write lands is answered by the in-process tier or by
+the journal. At most WRITES_IN_FLIGHT_MAX writes run at once; past that a batch's outcomes are
+not cached in Redis at all (counted in `writes_skipped`), so a slow Redis never grows a queue.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ from wallet_core.domain.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
+# Background Redis writes at once (each one pipelined round trip for a whole batch).
+WRITES_IN_FLIGHT_MAX = 16
+# How long close() waits for the writes still in flight before it drops them.
+CLOSE_WRITES_TIMEOUT_S = 2.0
+
 
 class IdempotencyCache:
     def __init__(self, client: aioredis.Redis | None, *, ttl_s: int, timeout_ms: int,
@@ -44,6 +55,8 @@ class IdempotencyCache:
         self._timeout_s = timeout_ms / 1000
         self._retry_after_s = retry_after_ms / 1000
         self._down_until = 0.0
+        self._writes: set[asyncio.Task[None]] = set()
+        self.writes_skipped = 0
 
     def _key(self, caller: str, key: str, player: str) -> str:
         # The {player} hash tag puts one player's keys in one Redis Cluster slot and spreads
@@ -128,12 +141,25 @@ class IdempotencyCache:
         return found
 
     async def put_many(self, entries: list[tuple[str, str, str, bytes, Outcome]]) -> None:
-        """One pipelined round trip for a whole batch: (caller, key, player, fingerprint,
-        outcome) each, player empty when the operation names none."""
+        """Remember a batch's outcomes now, and write them to Redis in the background in one
+        pipelined round trip: (caller, key, player, fingerprint, outcome) each, player empty
+        when the operation names none. Returns without waiting for Redis."""
         for caller, key, _, fingerprint, outcome in entries:
             self._remember(caller, key, (fingerprint, outcome))
         if not entries or not self._usable():
             return
+        if len(self._writes) >= WRITES_IN_FLIGHT_MAX:
+            self.writes_skipped += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._write(entries))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def put(self, caller: str, key: str, player: str, fingerprint: bytes,
+                  outcome: Outcome) -> None:
+        await self.put_many([(caller, key, player, fingerprint, outcome)])
+
+    async def _write(self, entries: list[tuple[str, str, str, bytes, Outcome]]) -> None:
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -145,21 +171,15 @@ class IdempotencyCache:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("set", exc)
 
-    async def put(self, caller: str, key: str, player: str, fingerprint: bytes,
-                  outcome: Outcome) -> None:
-        self._remember(caller, key, (fingerprint, outcome))
-        if not self._usable():
-            return
-        assert self._client is not None
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._client.set(self._key(caller, key, player),
-                                       _encode(fingerprint, outcome),
-                                       ex=self._ttl_s)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("set", exc)
+    async def drain(self, timeout_s: float = CLOSE_WRITES_TIMEOUT_S) -> None:
+        """Wait (bounded) for the background writes in flight."""
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=timeout_s)
 
     async def close(self) -> None:
+        await self.drain()
+        for task in list(self._writes):
+            task.cancel()
         if self._client is not None:
             await self._client.aclose()
 

@@ -1,4 +1,4 @@
-"""The wallet process: build the pool, cache, ledger and gRPC server; run until SIGTERM.
+"""The wallet process: build the pool, cache, operations and gRPC server; run until SIGTERM.
 
 Shutdown on SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and gives
 in-flight calls `shutdown_grace_ms` to finish, then background tasks stop and the pools close.
@@ -29,7 +29,7 @@ from wallet_core.api.servicer import WalletServicer
 from wallet_core.config import Settings
 from wallet_core.db import create_pool
 from wallet_core.idempotency_cache import IdempotencyCache
-from wallet_core.operations import GroupCommitSettings, Ledger
+from wallet_core.operations import GroupCommitSettings, Operations
 from wallet_core.reads import Reads
 from wallet_core.storage import repo
 
@@ -43,7 +43,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
 class Running:
     server: grpc.aio.Server
     port: int
-    ledger: Ledger
+    operations: Operations
     health: HealthServicer
     pool: asyncpg.Pool
     metrics_port: int | None = None
@@ -74,19 +74,19 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         group = GroupCommitSettings(
             batch_max=settings.group_commit_batch_max,
             batches_max=settings.group_commit_batches_max) if settings.group_commit else None
-        ledger = Ledger(pool=pool, cache=cache, currencies=currencies,
+        operations = Operations(pool=pool, cache=cache, currencies=currencies,
                         pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
                         conflict_retries_max=settings.conflict_retries_max,
                         group_commit=group)
         reads = Reads(pool, pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms)
-        server, port, health_servicer = await _start_server(settings, ledger, reads)
-        sweeper = asyncio.create_task(_sweep_bonuses(ledger, settings), name="bonus-sweeper")
+        server, port, health_servicer = await _start_server(settings, operations, reads)
+        sweeper = asyncio.create_task(_sweep_bonuses(operations, settings), name="bonus-sweeper")
         listener = None
         if settings.metrics_addr:
             metrics.watch_pool(pool.get_size, pool.get_idle_size, cache.redis_usable)
             listener = metrics.serve_metrics(settings.metrics_addr)
         try:
-            yield Running(server, port, ledger, health_servicer, pool,
+            yield Running(server, port, operations, health_servicer, pool,
                           listener.server_port if listener else None)
         finally:
             if listener is not None:
@@ -97,7 +97,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            await ledger.close()
+            await operations.close()
     finally:
         await cache.close()
         await asyncio.wait_for(pool.close(), timeout=settings.shutdown_grace_ms / 1000 + 5)
@@ -108,7 +108,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
 TRANSPORT_SIZE_FACTOR = 4
 
 
-async def _start_server(settings: Settings, ledger: Ledger,
+async def _start_server(settings: Settings, operations: Operations,
                         reads: Reads) -> tuple[grpc.aio.Server, int, HealthServicer]:
     size = settings.message_size_max_bytes
     server = grpc.aio.server(
@@ -123,7 +123,7 @@ async def _start_server(settings: Settings, ledger: Ledger,
                  ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
                  ("grpc.max_connection_age_grace_ms", settings.shutdown_grace_ms)])
     pb_grpc.add_WalletServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        WalletServicer(ledger, reads, settings), server)
+        WalletServicer(operations, reads, settings), server)
     # The asyncio servicer: the threaded one parks a worker thread of the loop's executor in
     # every Watch stream (unauthenticated), which can starve it and hang shutdown.
     health_servicer = HealthServicer()
@@ -159,12 +159,12 @@ def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
                                        require_client_auth=True)
 
 
-async def _sweep_bonuses(ledger: Ledger, settings: Settings) -> None:
+async def _sweep_bonuses(operations: Operations, settings: Settings) -> None:
     """Expire due bonuses in bounded batches; failures are logged and retried next round."""
     while True:
         await asyncio.sleep(settings.bonus_sweep_interval_ms / 1000)
         try:
-            await ledger.expire_due_bonuses(settings.bonus_sweep_batch_max)
+            await operations.expire_due_bonuses(settings.bonus_sweep_batch_max)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("bonus sweep failed; will retry", extra={"error": type(exc).__name__})
         except Exception:  # a background loop must survive a bug in one round; logged loudly

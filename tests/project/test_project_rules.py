@@ -156,7 +156,8 @@ def test_bridge_http_goes_through_the_use_cases(path: Path) -> None:
 # matching and rendering); the edges (api/, http/, cli.py, support/cli.py, server.py) and
 # db.py (the pool and the list of "database down" errors the edges and use cases share).
 USE_CASES = (
-    "wallet_core/operations.py", "wallet_core/reads.py", "wallet_core/group_commit.py",
+    *(f"wallet_core/operations/{m}.py" for m in ("front", "engine", "handlers", "calls", "batch")),
+    "wallet_core/reads.py", "wallet_core/group_commit.py",
     "gateway_bridge/payments.py", "gateway_bridge/inbox.py", "gateway_bridge/status_sync.py",
     "gateway_bridge/risk/service.py", "gateway_bridge/risk/review.py",
     "gateway_bridge/incidents/detector.py", "gateway_bridge/reconciliation/service.py",

@@ -37,10 +37,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("service_kit/migrations.py", "'RESET lock_timeout'"): "a constant statement, no values",
     ("wallet_core/storage/checker.py", "sql"):
         "iterates over the checker's constant queries (q.CHECK_*), no values",
-    ("wallet_core/operations.py", "SYSTEM_CALLER"):
-        "Ledger.execute(caller, command): a use case, not a database call",
+    ("wallet_core/operations/front.py", "SYSTEM_CALLER"):
+        "Operations.execute(caller, command): a use case, not a database call",
     ("wallet_core/api/servicer.py", "caller.name"):
-        "Ledger.execute(caller, command): a use case, not a database call",
+        "Operations.execute(caller, command): a use case, not a database call",
 }
 
 

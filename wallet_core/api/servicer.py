@@ -34,7 +34,7 @@ from wallet_core.domain import errors
 from wallet_core.domain import validation as v
 from wallet_core.domain.errors import InvalidField, WalletError
 from wallet_core.domain.outcome import Outcome
-from wallet_core.operations import Ledger
+from wallet_core.operations import Operations
 from wallet_core.reads import Reads
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 
 class WalletServicer(pb_grpc.WalletServiceServicer):
-    def __init__(self, ledger: Ledger, reads: Reads, settings: Settings) -> None:
-        self._ledger = ledger
+    def __init__(self, operations: Operations, reads: Reads, settings: Settings) -> None:
+        self._operations = operations
         self._reads = reads
         self._callers = settings.callers_by_token_sha256
         self._timeout_s = settings.request_timeout_ms / 1000
@@ -135,7 +135,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                                "duration_ms": round(duration_s * 1000, 3)})
 
     async def _execute(self, caller: Caller, command: object) -> Outcome:
-        outcome = await self._ledger.execute(caller.name, command)  # type: ignore[arg-type]
+        outcome = await self._operations.execute(caller.name, command)  # type: ignore[arg-type]
         if outcome.rejection is not None:
             rejection = outcome.rejection
             rejection.metadata["replay"] = str(outcome.replay).lower()
@@ -148,7 +148,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         method = money_methods.BY_NAME[name]
 
         async def work(caller: Caller) -> Any:
-            command = method.command(request, self._ledger.currencies)
+            command = method.command(request, self._operations.currencies)
             return method.response(await self._execute(caller, command))
         return await self._call(name, request, context, work)
 
@@ -230,12 +230,12 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             else:
                 try:
                     commands.append((i, method, method.command(getattr(operation, field),
-                                                               self._ledger.currencies)))
+                                                               self._operations.currencies)))
                 except WalletError as exc:
                     results[i] = _batch_error(exc)
         if request.atomic and len(commands) < count:
             return _refused_atomic(results)
-        outcomes = await self._ledger.execute_many(caller.name, [c for _, _, c in commands],
+        outcomes = await self._operations.execute_many(caller.name, [c for _, _, c in commands],
                                                    atomic=request.atomic)
         for (i, method, _), outcome in zip(commands, outcomes, strict=True):
             if isinstance(outcome, WalletError):
@@ -256,7 +256,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def GetBalance(self, request: pb.GetBalanceRequest,
                          context: Context) -> pb.GetBalanceResponse:
         async def work(caller: Caller) -> pb.GetBalanceResponse:
-            player, currency = convert.wallet(request, self._ledger.currencies)
+            player, currency = convert.wallet(request, self._operations.currencies)
             b = await self._reads.balance(player, currency.code)
             return pb.GetBalanceResponse(balances=convert.balances(currency.code, b))
         return await self._call("GetBalance", request, context, work)
@@ -264,7 +264,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def GetBonuses(self, request: pb.GetBonusesRequest,
                          context: Context) -> pb.GetBonusesResponse:
         async def work(caller: Caller) -> pb.GetBonusesResponse:
-            player, currency = convert.wallet(request, self._ledger.currencies)
+            player, currency = convert.wallet(request, self._operations.currencies)
             found = await self._reads.bonuses(player, currency.code, request.include_inactive)
             return pb.GetBonusesResponse(bonuses=[convert.bonus(b) for b in found])
         return await self._call("GetBonuses", request, context, work)
@@ -289,7 +289,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def ListTransactions(self, request: pb.ListTransactionsRequest,
                                context: Context) -> pb.ListTransactionsResponse:
         async def work(caller: Caller) -> pb.ListTransactionsResponse:
-            player, currency = convert.wallet(request, self._ledger.currencies)
+            player, currency = convert.wallet(request, self._operations.currencies)
             views, token = await self._reads.transactions(player, currency.code,
                                                           request.page_size, request.page_token)
             return pb.ListTransactionsResponse(

@@ -141,7 +141,7 @@ async def test_concurrent_batches_on_the_same_wallets_do_not_deadlock(
 async def test_group_commit_coalesces_concurrent_calls(server: Running, client: Client,
                                                        player: str, ledger_clean: None) -> None:
     """100 concurrent single bets run in fewer transactions than calls, each answered alone."""
-    group = server.ledger.group_commit
+    group = server.operations.group_commit
     assert group is not None, "group commit is on by default"
     await client.funded(player, 100_00)
     batches_before, calls_before = group.batches_total, group.batch_sizes_total
@@ -157,7 +157,7 @@ async def test_group_commit_can_be_switched_off(
         ledger_clean: None) -> None:
     """WALLET_GROUP_COMMIT=false: every call runs alone, with the same results."""
     async with running(custom_settings(listen_addr="127.0.0.1:0", group_commit=False)) as run:
-        assert run.ledger.group_commit is None
+        assert run.operations.group_commit is None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{run.port}") as channel:
             c = Client(channel)
             await c.funded(player, 3_00)
@@ -318,7 +318,7 @@ async def test_operation_by_withdrawal_id_and_a_bet_on_the_same_wallet_share_a_b
         cmd.Bet(player_id=player, currency="USD", amount_minor=5_00, game_id="slots",
                 round_id="r1", idempotency_key=key("bet")),
     ]
-    outcomes = await server.ledger.execute_many("mixed-service", commands, atomic=False)
+    outcomes = await server.operations.execute_many("mixed-service", commands, atomic=False)
     assert all(isinstance(o, Outcome) and o.rejection is None for o in outcomes), outcomes
     b = await client.balance(player)
     assert (b.cash, b.reserved) == (85_00, 0)
