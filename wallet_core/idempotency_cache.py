@@ -115,20 +115,24 @@ class IdempotencyCache:
         return entry
 
     async def get_many(self, pairs: list[tuple[str, str, str]],
-                       ) -> list[tuple[bytes, Outcome] | None]:
+                       ) -> tuple[list[tuple[bytes, Outcome] | None], bool]:
         """One MGET for what the in-process tier does not know; misses (and any failure)
-        are None."""
+        are None. The flag says whether Redis answered for every miss: a miss it answered
+        is most likely a new key (it is not proof: entries expire, and Redis may have lost
+        them), one it did not answer says nothing."""
         found = [self.recent(c, k) for c, k, _ in pairs]
         ask = [i for i, hit in enumerate(found) if hit is None]
-        if not ask or not self._usable():
-            return found
+        if not ask:
+            return found, True
+        if not self._usable():
+            return found, False
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout_s):
                 raws = await self._client.mget([self._key(*pairs[i]) for i in ask])
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("mget", exc)
-            return found
+            return found, False
         for i, raw in zip(ask, raws, strict=True):
             if raw is None:
                 continue
@@ -138,7 +142,7 @@ class IdempotencyCache:
                 log.warning("ignoring unreadable idempotency cache entry")
                 continue
             self._remember(pairs[i][0], pairs[i][1], found[i])  # type: ignore[arg-type]
-        return found
+        return found, True
 
     async def put_many(self, entries: list[tuple[str, str, str, bytes, Outcome]]) -> None:
         """Remember a batch's outcomes now, and write them to Redis in the background in one

@@ -56,20 +56,30 @@ class BatchEngine:
         self._acquire_timeout_s = pool_acquire_timeout_ms / 1000
         self._retries_max = conflict_retries_max
 
-    async def run_batch(self, calls: list[Call]) -> list[Outcome | Exception]:
+    async def run_batch(self, calls: list[Call], *,
+                        likely_new: bool = False) -> list[Outcome | Exception]:
         """Runs calls in one transaction, each keeping its own outcome. An operation that
         can't share it (a domain error, a key another connection just committed, a deadlock,
         a bug) is taken out and the rest run again without it, a bounded number of times;
-        what is taken out runs alone afterwards, so its error reaches only its own caller."""
+        what is taken out runs alone afterwards, so its error reaches only its own caller.
+
+        `likely_new`: Redis answered that it knows none of these keys. The journal is then
+        not asked up front (one round trip less per batch): a key it does know after all
+        (an expired or lost cache entry, a retry racing its first call) still cannot run
+        twice, because its journal row conflicts, and the call runs alone, which asks the
+        journal first and replays. For the same reason a domain error met in the shared
+        transaction is not answered from there but by that call alone: the key may be a
+        reused one, and the journal decides that first."""
         results, unique = dedupe(calls)
         if not unique:
             return []
         alone: list[int] = []
         async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-            found = await repo.journal_by_keys(conn, [pair(calls[i]) for i in unique])
-            for i in unique:
-                if pair(calls[i]) in found:
-                    results[i] = replay_or_error(calls[i], found[pair(calls[i])])
+            if not likely_new:
+                found = await repo.journal_by_keys(conn, [pair(calls[i]) for i in unique])
+                for i in unique:
+                    if pair(calls[i]) in found:
+                        results[i] = replay_or_error(calls[i], found[pair(calls[i])])
             run = [i for i in unique if results[i] is None]
             for _ in range(BATCH_RERUNS_MAX + 1):
                 if not run:
@@ -81,7 +91,7 @@ class BatchEngine:
                 indexes, error = failed
                 for i in run:
                     results[i] = None
-                if isinstance(error, WalletError):
+                if isinstance(error, WalletError) and not likely_new:
                     results[indexes[0]] = error  # raised before any write: its answer as is
                 else:
                     alone.extend(indexes)
@@ -185,8 +195,11 @@ class BatchEngine:
         except Exception as exc:  # kept as this call's own answer, not its neighbours'
             return exc
 
-    async def run_atomic(self, calls: list[Call]) -> list[Outcome | Exception]:
-        """All calls commit together or none does; bounded retries on conflicts."""
+    async def run_atomic(self, calls: list[Call], *,
+                         likely_new: bool = False) -> list[Outcome | Exception]:
+        """All calls commit together or none does; bounded retries on conflicts. The journal
+        is always asked first (`likely_new` is not used): a refused call refuses the whole
+        batch, so every answer must be known before anything runs."""
         for attempt in range(self._retries_max + 1):
             try:
                 async with repo.write_errors():

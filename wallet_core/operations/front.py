@@ -43,6 +43,7 @@ from wallet_core.operations.handlers import Handlers
 from wallet_core.storage import repo
 
 SYSTEM_CALLER = "system"
+RunBatch = Callable[..., Awaitable[list[Outcome | Exception]]]
 
 
 def utc_now() -> datetime:
@@ -105,18 +106,19 @@ class Operations:
         return [r for r in results if r is not None]
 
     async def _through_cache(self, calls: list[Call],
-                             run: Callable[[list[Call]], Awaitable[list[Outcome | Exception]]],
+                             run: RunBatch,
                              *, atomic: bool = False) -> list[Outcome | Exception | None]:
         """Answers what Redis knows, runs the rest, caches what ran; an atomic batch runs
         only when nothing in it is refused already."""
-        cached = await self._cache.get_many([cache_key(call) for call in calls])
+        cached, redis_answered = await self._cache.get_many([cache_key(c) for c in calls])
         results: list[Outcome | Exception | None] = [
             None if hit is None else replay_or_error(call, hit)
             for call, hit in zip(calls, cached, strict=True)]
         if atomic and (refused := refusal(results)) is not None:
             return list(rolled_back(results, refused))
         todo = [i for i, r in enumerate(results) if r is None]
-        for i, result in zip(todo, await run([calls[i] for i in todo]), strict=True):
+        ran = await run([calls[i] for i in todo], likely_new=redis_answered)
+        for i, result in zip(todo, ran, strict=True):
             results[i] = result
         await self._cache.put_many([(*cache_key(calls[i]), calls[i].fingerprint, r)
                                     for i in todo if isinstance(r := results[i], Outcome)])

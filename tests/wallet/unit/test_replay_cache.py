@@ -25,8 +25,10 @@ async def test_recent_outcomes_are_bounded_and_least_recently_used_go_first() ->
     assert cache.recent("game", "a") is not None  # touched: "b" is now the oldest
     await cache.put("game", "c", "p2", b"fc", _outcome(3))
     assert cache.recent("game", "b") is None
-    assert [e[1].transaction_id if e else None for e in await cache.get_many(
-        [("game", "a", "p1"), ("game", "b", "p1"), ("game", "c", "p2")])] == [1, None, 3]
+    found, redis_answered = await cache.get_many(
+        [("game", "a", "p1"), ("game", "b", "p1"), ("game", "c", "p2")])
+    assert [e[1].transaction_id if e else None for e in found] == [1, None, 3]
+    assert not redis_answered, "no Redis: a miss proves nothing"
     assert await cache.get("other-caller", "a") is None, "keys are per caller"
 
 
