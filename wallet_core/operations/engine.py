@@ -70,6 +70,10 @@ class BatchEngine:
         journal first and replays. For the same reason a domain error met in the shared
         transaction is not answered from there but by that call alone: the key may be a
         reused one, and the journal decides that first."""
+        if len(calls) == 1:
+            # A batch of one costs less alone: the per-player statements are lighter than
+            # the set-based ones for a single row (loadtests/statement_times.py).
+            return [await self._alone(calls[0], likely_new=likely_new)]
         results, unique = dedupe(calls)
         if not unique:
             return []
@@ -187,9 +191,9 @@ class BatchEngine:
         return Batch(drafts=drafts, tombstones=None if ask_each else read.tombstones,
                       stakes=read.stakes, journal_ids=read.journal_ids[::-1], at=read.at)
 
-    async def _alone(self, call: Call) -> Outcome | Exception:
+    async def _alone(self, call: Call, *, likely_new: bool = False) -> Outcome | Exception:
         try:
-            return await self.alone(call)
+            return await self.alone(call, likely_new=likely_new)
         except DB_DOWN:
             raise
         except Exception as exc:  # kept as this call's own answer, not its neighbours'
@@ -260,22 +264,31 @@ class BatchEngine:
         results[i] = outcome
         return None
 
-    async def alone(self, call: Call) -> Outcome:
-        """One call as a batch of one, in its own transaction. A key another connection
-        committed meanwhile is replayed and a deadlock retried, a bounded number of times."""
+    async def alone(self, call: Call, *, likely_new: bool = False) -> Outcome:
+        """One call as a batch of one, in its own transaction (Batch.alone: the per-player
+        statements, written at once). A key another connection committed meanwhile is
+        replayed and a deadlock retried, a bounded number of times. `likely_new` (see
+        run_batch): the journal is asked only if the call conflicts on its key or meets a
+        domain error, which a reused key must not hide."""
         c = call.command
         # The lookup names the player, so on Citus it stays on the player's shard.
         player = c.player_id if isinstance(c, cmd.WalletCommand) else None
+        ask_first = not likely_new
         for attempt in range(self._retries_max + 1):
             try:
                 async with (repo.write_errors(),
                             self._pool.acquire(timeout=self._acquire_timeout_s) as conn):
-                    found = await repo.journal_by_key(conn, call.caller, c.idempotency_key,
-                                                      player)
-                    if found is not None:
+                    if ask_first and (found := await repo.journal_by_key(
+                            conn, call.caller, c.idempotency_key, player)) is not None:
                         return replay(call, *found)
-                    async with self._transaction(conn, [call], solo=True) as batch:
-                        return await self._step(conn, batch, call, 0)
+                    try:
+                        async with self._transaction(conn, [call], solo=True) as batch:
+                            return await self._step(conn, batch, call, 0)
+                    except WalletError:
+                        if ask_first or (found := await repo.journal_by_key(
+                                conn, call.caller, c.idempotency_key, player)) is None:
+                            raise
+                        return replay(call, *found)
             except repo.PspReferenceTaken as exc:
                 raise errors.Conflict(
                     "this psp_reference was already credited under another idempotency key",
@@ -285,6 +298,7 @@ class BatchEngine:
                 # looking for the key whatever its player (on one Postgres a key is unique
                 # per caller; the request may name another player than the one that won).
                 player = None
+                ask_first = True
             except repo.WriteConflict:
                 await asyncio.sleep(0.002 * (attempt + 1))
         raise errors.Aborted("the operation kept conflicting with concurrent ones; retry "
