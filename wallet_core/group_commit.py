@@ -40,6 +40,11 @@ class GroupCommit(Generic[Call, Result, Failure]):
         self.batch_sizes_total = 0
         self.batches_total = 0
 
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches running now (a batch's own run counts itself)."""
+        return len(self._batches)
+
     async def submit(self, call: Call) -> Result:
         """The call's outcome; its own error (or the whole batch's failure) is raised."""
         if self._closed:

@@ -56,8 +56,8 @@ class BatchEngine:
         self._acquire_timeout_s = pool_acquire_timeout_ms / 1000
         self._retries_max = conflict_retries_max
 
-    async def run_batch(self, calls: list[Call], *,
-                        likely_new: bool = False) -> list[Outcome | Exception]:
+    async def run_batch(self, calls: list[Call], *, likely_new: bool = False,
+                        one_alone: bool = True) -> list[Outcome | Exception]:
         """Runs calls in one transaction, each keeping its own outcome. An operation that
         can't share it (a domain error, a key another connection just committed, a deadlock,
         a bug) is taken out and the rest run again without it, a bounded number of times;
@@ -69,10 +69,13 @@ class BatchEngine:
         twice, because its journal row conflicts, and the call runs alone, which asks the
         journal first and replays. For the same reason a domain error met in the shared
         transaction is not answered from there but by that call alone: the key may be a
-        reused one, and the journal decides that first."""
-        if len(calls) == 1:
-            # A batch of one costs less alone: the per-player statements are lighter than
-            # the set-based ones for a single row (loadtests/statement_times.py).
+        reused one, and the journal decides that first.
+
+        `one_alone`: a batch of one runs alone, with the per-player statements, which cost
+        less for one row than the set-based ones (loadtests/statement_times.py). Group
+        commit asks for it only when no other batch is running: under load a call alone
+        holds its connection for more round trips, and the queue behind it grows."""
+        if one_alone and len(calls) == 1:
             return [await self._alone(calls[0], likely_new=likely_new)]
         results, unique = dedupe(calls)
         if not unique:
@@ -199,11 +202,11 @@ class BatchEngine:
         except Exception as exc:  # kept as this call's own answer, not its neighbours'
             return exc
 
-    async def run_atomic(self, calls: list[Call], *,
-                         likely_new: bool = False) -> list[Outcome | Exception]:
+    async def run_atomic(self, calls: list[Call], *, likely_new: bool = False,
+                         one_alone: bool = True) -> list[Outcome | Exception]:
         """All calls commit together or none does; bounded retries on conflicts. The journal
         is always asked first (`likely_new` is not used): a refused call refuses the whole
-        batch, so every answer must be known before anything runs."""
+        batch, so every answer must be known before anything runs; nor is `one_alone`."""
         for attempt in range(self._retries_max + 1):
             try:
                 async with repo.write_errors():

@@ -101,13 +101,15 @@ class Operations:
         their outcomes cached in one Redis pipeline (two round trips per batch, not two per
         call)."""
         metrics.GROUP_COMMIT_BATCH_SIZE.observe(len(calls))
-        results = await self._through_cache(calls, self._engine.run_batch)
+        assert self._group is not None
+        idle = self._group.batches_in_flight <= 1  # this batch is the only one running
+        results = await self._through_cache(calls, self._engine.run_batch, one_alone=idle)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
     async def _through_cache(self, calls: list[Call],
-                             run: RunBatch,
-                             *, atomic: bool = False) -> list[Outcome | Exception | None]:
+                             run: RunBatch, *, atomic: bool = False,
+                             one_alone: bool = True) -> list[Outcome | Exception | None]:
         """Answers what Redis knows, runs the rest, caches what ran; an atomic batch runs
         only when nothing in it is refused already."""
         cached, redis_answered = await self._cache.get_many([cache_key(c) for c in calls])
@@ -117,7 +119,8 @@ class Operations:
         if atomic and (refused := refusal(results)) is not None:
             return list(rolled_back(results, refused))
         todo = [i for i, r in enumerate(results) if r is None]
-        ran = await run([calls[i] for i in todo], likely_new=redis_answered)
+        ran = await run([calls[i] for i in todo], likely_new=redis_answered,
+                        one_alone=one_alone)
         for i, result in zip(todo, ran, strict=True):
             results[i] = result
         await self._cache.put_many([(*cache_key(calls[i]), calls[i].fingerprint, r)
