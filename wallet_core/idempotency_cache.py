@@ -133,6 +133,7 @@ class IdempotencyCache:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("mget", exc)
             return found, False
+        answered = True
         for i, raw in zip(ask, raws, strict=True):
             if raw is None:
                 continue
@@ -140,9 +141,10 @@ class IdempotencyCache:
                 found[i] = _decode(raw if isinstance(raw, bytes) else raw.encode())
             except (ValueError, KeyError, TypeError):
                 log.warning("ignoring unreadable idempotency cache entry")
+                answered = False  # the key exists; only the journal can say what it holds
                 continue
             self._remember(pairs[i][0], pairs[i][1], found[i])  # type: ignore[arg-type]
-        return found, True
+        return found, answered
 
     async def put_many(self, entries: list[tuple[str, str, str, bytes, Outcome]]) -> None:
         """Remember a batch's outcomes now, and write them to Redis in the background in one

@@ -137,9 +137,11 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def _execute(self, caller: Caller, command: object) -> Outcome:
         outcome = await self._operations.execute(caller.name, command)  # type: ignore[arg-type]
         if outcome.rejection is not None:
-            rejection = outcome.rejection
-            rejection.metadata["replay"] = str(outcome.replay).lower()
-            raise rejection
+            # A fresh error per answer: the recorded one is shared by every replay of it (the
+            # in-process tier keeps it), so it is never marked or raised itself.
+            recorded = outcome.rejection
+            raise errors.Rejected(recorded.message, reason=recorded.reason, metadata={
+                **recorded.metadata, "replay": str(outcome.replay).lower()})
         return outcome
 
     # -- money-moving methods: one path, described in money_methods.METHODS -----------------

@@ -44,6 +44,11 @@ from wallet_core.storage.batch_writes import KeysTaken
 BATCH_RERUNS_MAX = 3
 
 
+def _may_skip_lookup(call: Call, likely_new: bool) -> bool:
+    """Whether a call's journal lookup may wait for a conflict (see run_batch)."""
+    return likely_new and type(call.command) in SET_BASED
+
+
 class _RollBack(Exception):
     """Raised inside an atomic batch's transaction to undo it."""
 
@@ -64,12 +69,15 @@ class BatchEngine:
         what is taken out runs alone afterwards, so its error reaches only its own caller.
 
         `likely_new`: Redis answered that it knows none of these keys. The journal is then
-        not asked up front (one round trip less per batch): a key it does know after all
-        (an expired or lost cache entry, a retry racing its first call) still cannot run
-        twice, because its journal row conflicts, and the call runs alone, which asks the
-        journal first and replays. For the same reason a domain error met in the shared
-        transaction is not answered from there but by that call alone: the key may be a
-        reused one, and the journal decides that first.
+        not asked up front for bets and wins (one round trip less per batch of them): a key
+        it does know after all (an expired or lost cache entry, a retry racing its first
+        call) still cannot run twice, because every row they write goes with their journal
+        row, which conflicts, and the call runs alone, which asks the journal first and
+        replays. For the same reason a domain error such a call meets is not answered from
+        the shared transaction but by the call alone: the key may be a reused one, and the
+        journal decides that first. The other commands are always looked up first: a
+        repeated withdrawal step replays by the withdrawal's state, and a deposit has a
+        second unique key (psp_reference), so neither may stand in for the journal.
 
         `one_alone`: a batch of one runs alone, with the per-player statements, which cost
         less for one row than the set-based ones (loadtests/statement_times.py). Group
@@ -82,9 +90,10 @@ class BatchEngine:
             return []
         alone: list[int] = []
         async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-            if not likely_new:
-                found = await repo.journal_by_keys(conn, [pair(calls[i]) for i in unique])
-                for i in unique:
+            asked = [i for i in unique if not _may_skip_lookup(calls[i], likely_new)]
+            if asked:
+                found = await repo.journal_by_keys(conn, [pair(calls[i]) for i in asked])
+                for i in asked:
                     if pair(calls[i]) in found:
                         results[i] = replay_or_error(calls[i], found[pair(calls[i])])
             run = [i for i in unique if results[i] is None]
@@ -98,7 +107,7 @@ class BatchEngine:
                 indexes, error = failed
                 for i in run:
                     results[i] = None
-                if isinstance(error, WalletError) and not likely_new:
+                if isinstance(error, WalletError) and indexes[0] in asked:
                     results[indexes[0]] = error  # raised before any write: its answer as is
                 else:
                     alone.extend(indexes)
@@ -271,12 +280,13 @@ class BatchEngine:
         """One call as a batch of one, in its own transaction (Batch.alone: the per-player
         statements, written at once). A key another connection committed meanwhile is
         replayed and a deadlock retried, a bounded number of times. `likely_new` (see
-        run_batch): the journal is asked only if the call conflicts on its key or meets a
-        domain error, which a reused key must not hide."""
+        run_batch): a bet or win asks the journal only if it conflicts on its key. Any
+        call that meets a domain error asks it before answering: a reused key must not
+        hide behind the error."""
         c = call.command
         # The lookup names the player, so on Citus it stays on the player's shard.
         player = c.player_id if isinstance(c, cmd.WalletCommand) else None
-        ask_first = not likely_new
+        ask_first = not _may_skip_lookup(call, likely_new)
         for attempt in range(self._retries_max + 1):
             try:
                 async with (repo.write_errors(),
@@ -288,8 +298,11 @@ class BatchEngine:
                         async with self._transaction(conn, [call], solo=True) as batch:
                             return await self._step(conn, batch, call, 0)
                     except WalletError:
-                        if ask_first or (found := await repo.journal_by_key(
-                                conn, call.caller, c.idempotency_key, player)) is None:
+                        # Whatever the player (the lookup before may have named this one): a
+                        # key reused for another player's request is IDEMPOTENCY_KEY_REUSED,
+                        # not this request's domain error. Only on this error path.
+                        if (found := await repo.journal_by_key(
+                                conn, call.caller, c.idempotency_key, None)) is None:
                             raise
                         return replay(call, *found)
             except repo.PspReferenceTaken as exc:
