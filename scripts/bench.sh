@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The wallet benchmark (issue 4): one Markdown table of throughput and latency ratios, all
-# measured in one run on this machine. Assumes .venv exists (scripts/bootstrap.sh made it);
+# The wallet benchmark: one Markdown table of throughput and latency ratios to ceilings and to
+# a textbook baseline wallet (loadtests/baseline_wallet.py), all measured in one run here. Assumes .venv exists (scripts/bootstrap.sh made it);
 # takes Postgres and Redis from scripts/services.sh ensure, as scripts/test.sh does.
 #
-#   scripts/bench.sh                       # 3 rounds of 3 s rows, about 2 to 2.5 minutes
-#   scripts/bench.sh --quick               # 1 round, about a minute
-#   scripts/bench.sh --markdown-out docs/PERFORMANCE.md
+#   scripts/bench.sh                       # 3 rounds of 3 s rows, about 3.5 minutes
+#   scripts/bench.sh --quick               # 1 round, 2,000 players, about 75 s
+#   scripts/bench.sh --markdown-out docs/bench.md
 #   scripts/bench.sh --soak 600            # memory: steady Bet load, RSS every 10 s
 #   scripts/bench.sh --help                # every option
 #
