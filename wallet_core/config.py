@@ -63,7 +63,7 @@ class Settings:
     bonus_sweep_batch_max: int = 100
     # Group commit: concurrent calls share one transaction (one commit, one WAL flush).
     group_commit: bool = True
-    # The longest a call waits for company; kept well under 1 ms.
+    # Calls per batch: a batch forms from the calls waiting while every slot is busy.
     group_commit_batch_max: int = 64
     # Batches in flight at once, each holding one pool connection.
     group_commit_batches_max: int = 4

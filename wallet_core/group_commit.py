@@ -1,15 +1,15 @@
 """Group commit: concurrent calls are coalesced into one Postgres transaction.
 
 Each call waits in a FIFO queue. Whenever one of the `batches_max` slots is free, a flusher
-takes up to `batch_max` waiting calls at once and hands them to the batch engine as one batch. There
-is no wait for company, neither a timer nor a spin: a call that arrives while a slot is free
-starts its transaction on the next turn of the event loop, alone. Batches grow only from
+takes up to `batch_max` waiting calls at once and hands them to the batch engine as one
+batch. There is no wait for company, neither a timer nor a spin: a call that arrives while a
+slot is free starts its transaction on the next turn of the event loop, alone. Batches grow only from
 calls that arrive while every slot is busy, so they grow with the load by themselves and an
 idle server adds no latency (the "natural batching" of TigerBeetle and the LMAX disruptor).
 
 A batch keeps every call's own outcome: a rejected bet is recorded as such and its
-neighbours commit. The batch engine decides how to run a batch (operations/engine.py). The queue holds
-only calls in flight (the server's maximum_concurrent_rpcs bounds them); a call whose caller
+neighbours commit. The batch engine decides how to run a batch (operations/engine.py). The
+queue holds only calls in flight (the server's maximum_concurrent_rpcs bounds them); a call whose caller
 gave up is dropped before its batch runs.
 """
 

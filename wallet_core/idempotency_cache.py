@@ -16,7 +16,8 @@ Writes to Redis happen after the reply, in the background: the journal row commi
 the outcome is what makes a retry safe, so the cache write has no business on the caller's
 latency. A retry that arrives before the write lands is answered by the in-process tier or by
 the journal. At most WRITES_IN_FLIGHT_MAX writes run at once; past that a batch's outcomes are
-not cached in Redis at all (counted in `writes_skipped`), so a slow Redis never grows a queue.
+not cached in Redis at all (counted by the wallet_redis_writes_skipped metric), so a slow
+Redis never grows a queue.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from wallet_core import metrics
 from wallet_core.domain.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ class IdempotencyCache:
         self._retry_after_s = retry_after_ms / 1000
         self._down_until = 0.0
         self._writes: set[asyncio.Task[None]] = set()
-        self.writes_skipped = 0
 
     def _key(self, caller: str, key: str, player: str) -> str:
         # The {player} hash tag puts one player's keys in one Redis Cluster slot and spreads
@@ -155,7 +156,7 @@ class IdempotencyCache:
         if not entries or not self._usable():
             return
         if len(self._writes) >= WRITES_IN_FLIGHT_MAX:
-            self.writes_skipped += 1
+            metrics.REDIS_WRITES_SKIPPED.inc()
             return
         task = asyncio.get_running_loop().create_task(self._write(entries))
         self._writes.add(task)

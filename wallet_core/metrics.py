@@ -25,6 +25,9 @@ GROUP_COMMIT_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 DB_POOL_CONNECTIONS = Gauge("wallet_db_pool_connections",
                             "Postgres pool connections, by state", ["state"])
+REDIS_WRITES_SKIPPED = Counter(
+    "wallet_redis_writes_skipped",
+    "Batches whose outcomes were not cached in Redis: too many cache writes in flight")
 REDIS_AVAILABLE = Gauge("wallet_redis_available",
                         "1 while the idempotency cache uses Redis, 0 while it is skipped")
 

@@ -57,11 +57,11 @@ class Reads:
             if transaction_id is None:
                 assert caller is not None and key is not None
                 transaction_id = await repo.transaction_id_by_key(conn, caller, key)
-            row = (await repo.transaction_by_id(conn, transaction_id)
-                   if transaction_id is not None else None)
-        if row is None:
+            view = (await repo.transaction_by_id(conn, transaction_id)
+                    if transaction_id is not None else None)
+        if view is None:
             raise NotFound("no such transaction", reason=errors.TRANSACTION_NOT_FOUND)
-        return row
+        return view
 
     async def transactions(self, player_id: str, currency: str, page_size: int,
                            page_token: str) -> tuple[list[TransactionView], str]:
@@ -75,9 +75,9 @@ class Reads:
                 raise NotFound(f"player_id has no {currency} wallet",
                                reason=errors.WALLET_NOT_FOUND)
             before = _decode_token(page_token, wallet["id"]) if page_token else _FIRST_PAGE
-            rows = await repo.list_transactions(conn, wallet["id"], before, limit + 1)
-        views = rows[:limit]
-        more = len(rows) > limit
+            found = await repo.list_transactions(conn, wallet["id"], before, limit + 1)
+        views = found[:limit]
+        more = len(found) > limit
         return views, _encode_token(wallet["id"], views[-1].transaction_id) if more else ""
 
 

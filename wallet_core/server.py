@@ -75,9 +75,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             batch_max=settings.group_commit_batch_max,
             batches_max=settings.group_commit_batches_max) if settings.group_commit else None
         operations = Operations(pool=pool, cache=cache, currencies=currencies,
-                        pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
-                        conflict_retries_max=settings.conflict_retries_max,
-                        group_commit=group)
+                                pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
+                                conflict_retries_max=settings.conflict_retries_max,
+                                group_commit=group)
         reads = Reads(pool, pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms)
         server, port, health_servicer = await _start_server(settings, operations, reads)
         sweeper = asyncio.create_task(_sweep_bonuses(operations, settings), name="bonus-sweeper")

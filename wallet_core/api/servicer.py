@@ -237,8 +237,8 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                     results[i] = _batch_error(exc)
         if request.atomic and len(commands) < count:
             return _refused_atomic(results)
-        outcomes = await self._operations.execute_many(caller.name, [c for _, _, c in commands],
-                                                   atomic=request.atomic)
+        outcomes = await self._operations.execute_many(
+            caller.name, [c for _, _, c in commands], atomic=request.atomic)
         for (i, method, _), outcome in zip(commands, outcomes, strict=True):
             if isinstance(outcome, WalletError):
                 results[i] = _batch_error(outcome)

@@ -117,6 +117,13 @@ def rolled_back(results: list[Outcome | Exception | None],
     return done
 
 
+def duplicate_psp_reference() -> errors.Conflict:
+    """A deposit or chargeback whose psp_reference another key already recorded."""
+    return errors.Conflict(
+        "this psp_reference was already credited under another idempotency key",
+        reason=errors.DUPLICATE_PSP_REFERENCE)
+
+
 def replay(call: Call, fingerprint: bytes, outcome: Outcome) -> Outcome:
     if fingerprint != call.fingerprint:
         raise errors.Conflict(

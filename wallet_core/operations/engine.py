@@ -26,6 +26,7 @@ from wallet_core.operations.calls import (
     Call,
     conflicting_repeat,
     dedupe,
+    duplicate_psp_reference,
     first_of,
     pair,
     refusal,
@@ -201,7 +202,7 @@ class BatchEngine:
         by_id = set(ids)
         drafts = {k: d for k, d in drafts.items() if d.wallet_id not in by_id}
         return Batch(drafts=drafts, tombstones=None if ask_each else read.tombstones,
-                      stakes=read.stakes, journal_ids=read.journal_ids[::-1], at=read.at)
+                     stakes=read.stakes, journal_ids=read.journal_ids[::-1], at=read.at)
 
     async def _alone(self, call: Call, *, likely_new: bool = False) -> Outcome | Exception:
         try:
@@ -211,11 +212,10 @@ class BatchEngine:
         except Exception as exc:  # kept as this call's own answer, not its neighbours'
             return exc
 
-    async def run_atomic(self, calls: list[Call], *, likely_new: bool = False,
-                         one_alone: bool = True) -> list[Outcome | Exception]:
+    async def run_atomic(self, calls: list[Call]) -> list[Outcome | Exception]:
         """All calls commit together or none does; bounded retries on conflicts. The journal
-        is always asked first (`likely_new` is not used): a refused call refuses the whole
-        batch, so every answer must be known before anything runs; nor is `one_alone`."""
+        is always asked first: a refused call refuses the whole batch, so every answer must
+        be known before anything runs."""
         for attempt in range(self._retries_max + 1):
             try:
                 async with repo.write_errors():
@@ -265,9 +265,7 @@ class BatchEngine:
             return i, exc
         except repo.PspReferenceTaken:
             # Any other constraint (a key committed meanwhile) goes up: the retry replays it.
-            return i, errors.Conflict(
-                "this psp_reference was already credited under another idempotency key",
-                reason=errors.DUPLICATE_PSP_REFERENCE)
+            return i, duplicate_psp_reference()
         if outcome.rejection is not None:
             # Rolled back with the batch, so nothing is recorded: the same key may run again.
             outcome.rejection.metadata.pop("transaction_id", None)
@@ -306,9 +304,7 @@ class BatchEngine:
                             raise
                         return replay(call, *found)
             except repo.PspReferenceTaken as exc:
-                raise errors.Conflict(
-                    "this psp_reference was already credited under another idempotency key",
-                    reason=errors.DUPLICATE_PSP_REFERENCE) from exc
+                raise duplicate_psp_reference() from exc
             except (repo.KeyTaken, KeysTaken):
                 # Another request with this key committed first: the next pass replays it,
                 # looking for the key whatever its player (on one Postgres a key is unique

@@ -16,7 +16,7 @@ Transient failures (database down, deadline) record nothing, so a retry executes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -43,7 +43,6 @@ from wallet_core.operations.handlers import Handlers
 from wallet_core.storage import repo
 
 SYSTEM_CALLER = "system"
-RunBatch = Callable[..., Awaitable[list[Outcome | Exception]]]
 
 
 def utc_now() -> datetime:
@@ -103,12 +102,11 @@ class Operations:
         metrics.GROUP_COMMIT_BATCH_SIZE.observe(len(calls))
         assert self._group is not None
         idle = self._group.batches_in_flight <= 1  # this batch is the only one running
-        results = await self._through_cache(calls, self._engine.run_batch, one_alone=idle)
+        results = await self._through_cache(calls, atomic=False, one_alone=idle)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
-    async def _through_cache(self, calls: list[Call],
-                             run: RunBatch, *, atomic: bool = False,
+    async def _through_cache(self, calls: list[Call], *, atomic: bool,
                              one_alone: bool = True) -> list[Outcome | Exception | None]:
         """Answers what Redis knows, runs the rest, caches what ran; an atomic batch runs
         only when nothing in it is refused already."""
@@ -119,8 +117,9 @@ class Operations:
         if atomic and (refused := refusal(results)) is not None:
             return list(rolled_back(results, refused))
         todo = [i for i, r in enumerate(results) if r is None]
-        ran = await run([calls[i] for i in todo], likely_new=redis_answered,
-                        one_alone=one_alone)
+        rest = [calls[i] for i in todo]
+        ran = (await self._engine.run_atomic(rest) if atomic else await self._engine.run_batch(
+            rest, likely_new=redis_answered, one_alone=one_alone))
         for i, result in zip(todo, ran, strict=True):
             results[i] = result
         await self._cache.put_many([(*cache_key(calls[i]), calls[i].fingerprint, r)
@@ -141,8 +140,7 @@ class Operations:
         they allow it; `atomic` commits all of them or none."""
         calls = [Call(caller, c, c.fingerprint()) for c in commands]
         try:
-            results = await self._through_cache(
-                calls, self._engine.run_atomic if atomic else self._engine.run_batch, atomic=atomic)
+            results = await self._through_cache(calls, atomic=atomic)
         except DB_DOWN as exc:
             raise database_unavailable() from exc
         done: list[Outcome | WalletError] = []
