@@ -38,10 +38,10 @@ class Reads:
 
     async def balance(self, player_id: str, currency: str) -> Balances:
         async with self._connection() as conn:
-            row = await repo.balance(conn, player_id, currency)
-        if row is None:
+            found = await repo.balance(conn, player_id, currency)
+        if found is None:
             raise NotFound(f"player_id has no {currency} wallet", reason=errors.WALLET_NOT_FOUND)
-        return Balances(row["cash"], row["bonus"], row["reserved"])
+        return found[1]
 
     async def bonuses(self, player_id: str, currency: str,
                       include_inactive: bool) -> list[BonusState]:
@@ -74,11 +74,12 @@ class Reads:
             if wallet is None:
                 raise NotFound(f"player_id has no {currency} wallet",
                                reason=errors.WALLET_NOT_FOUND)
-            before = _decode_token(page_token, wallet["id"]) if page_token else _FIRST_PAGE
-            found = await repo.list_transactions(conn, wallet["id"], before, limit + 1)
+            wallet_id = wallet[0]
+            before = _decode_token(page_token, wallet_id) if page_token else _FIRST_PAGE
+            found = await repo.list_transactions(conn, wallet_id, before, limit + 1)
         views = found[:limit]
         more = len(found) > limit
-        return views, _encode_token(wallet["id"], views[-1].transaction_id) if more else ""
+        return views, _encode_token(wallet_id, views[-1].transaction_id) if more else ""
 
 
 # Page tokens are opaque to callers; they name the wallet so a token can't page another one.

@@ -294,24 +294,22 @@ class Handlers:
             if await repo.bet_key_taken(conn, call.caller, c.bet_idempotency_key):
                 raise InvalidField("bet_idempotency_key", "names a bet of another player")
             return await self._tombstone(conn, batch, call, draft, c, details)
-        if bet["wallet_id"] != draft.wallet_id:
+        if bet.wallet_id != draft.wallet_id:
             raise InvalidField("bet_idempotency_key", "names a bet of another wallet")
-        if bet["game_id"] != c.game_id:
+        if bet.game_id != c.game_id:
             raise InvalidField("game_id", "differs from the game_id of the bet")
-        details["round_id"] = bet["round_id"]
-        if bet["rolled_back_by"] is not None:
+        details["round_id"] = bet.round_id
+        if bet.rolled_back_by is not None:
             return await self._settle(conn, batch, call, draft, c.currency,
                                       lambda: {"outcome": "already_rolled_back",
                                                "cash_minor": 0, "bonus_minor": 0}, details)
-        record = rules.BetRecord(bet["cash_minor"], bet["bonus_minor"],
-                                 [(d[0], d[1]) for d in bet["bonus_debits"]],
-                                 [(w[0], w[1]) for w in bet["wagered"]])
+        record = rules.BetRecord(bet.cash_minor, bet.bonus_minor, bet.bonus_debits, bet.wagered)
         await repo.add_bonuses(conn, draft, [d[0] for d in record.bonus_debits])
         now = self._clock()
 
         async def after(tid: int) -> None:
-            await repo.mark_bet_rolled_back(conn, bet["journal_id"], tid, draft.player_id)
-            await repo.remove_round_stake(conn, draft, c.game_id, bet["round_id"],
+            await repo.mark_bet_rolled_back(conn, bet.journal_id, tid, draft.player_id)
+            await repo.remove_round_stake(conn, draft, c.game_id, bet.round_id,
                                           record.cash_minor, record.bonus_minor)
 
         return await self._settle(conn, batch, call, draft, c.currency,

@@ -266,9 +266,31 @@ async def bet_key_taken(conn: asyncpg.Connection, caller: str, key: str) -> bool
     return bool(await conn.fetchval(q.BET_KEY_TAKEN, caller, key))
 
 
+@dataclass(frozen=True, slots=True)
+class StoredBet:
+    """A bet as read back for its rollback (queries.BET_BY_KEY)."""
+
+    journal_id: int
+    wallet_id: int
+    game_id: str
+    round_id: str
+    cash_minor: int
+    bonus_minor: int
+    bonus_debits: list[tuple[int, int]]  # (bonus id, amount taken from it)
+    wagered: list[tuple[int, int]]  # (bonus id, wagering it counted towards)
+    rolled_back_by: int | None  # the rollback's journal id
+
+
 async def bet_by_key(conn: asyncpg.Connection, caller: str, key: str,
-                     player_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(q.BET_BY_KEY, caller, key, player_id)
+                     player_id: str) -> StoredBet | None:
+    row = await conn.fetchrow(q.BET_BY_KEY, caller, key, player_id)
+    if row is None:
+        return None
+    return StoredBet(
+        journal_id=row["journal_id"], wallet_id=row["wallet_id"], game_id=row["game_id"],
+        round_id=row["round_id"], cash_minor=row["cash_minor"], bonus_minor=row["bonus_minor"],
+        bonus_debits=[(d[0], d[1]) for d in row["bonus_debits"]],
+        wagered=[(w[0], w[1]) for w in row["wagered"]], rolled_back_by=row["rolled_back_by"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,8 +387,13 @@ async def reverse_withdrawal(conn: asyncpg.Connection, withdrawal_id: int, journ
         raise AssertionError(f"withdrawal {withdrawal_id} left 'committed' under its wallet lock")
 
 
-async def balance(conn: asyncpg.Connection, player_id: str, currency: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(q.BALANCE, player_id, currency)
+async def balance(conn: asyncpg.Connection, player_id: str,
+                  currency: str) -> tuple[int, Balances] | None:
+    """The wallet's id and balances, read without a lock; None when it has none."""
+    row = await conn.fetchrow(q.BALANCE, player_id, currency)
+    if row is None:
+        return None
+    return row["id"], Balances(row["cash"], row["bonus"], row["reserved"])
 
 
 async def list_bonuses(conn: asyncpg.Connection, player_id: str, currency: str,
