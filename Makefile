@@ -20,7 +20,7 @@ faults: ## the fault scenarios and their results table (FAULTS_SECONDS=60 for a 
 	scripts/faults.sh
 
 lint:
-	scripts/buf.sh lint && .venv/bin/ruff check . && .venv/bin/mypy wallet_core gateway_bridge service_kit
+	scripts/buf.sh lint && .venv/bin/ruff check . && .venv/bin/mypy wallet_core gateway_bridge psp_simulator service_kit
 
 clean:
 	scripts/stop.sh --all; rm -rf .venv gen .run build dist

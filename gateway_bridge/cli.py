@@ -26,6 +26,8 @@ import uvloop
 from gateway_bridge import config
 from gateway_bridge.demo import run_demo
 from gateway_bridge.http.cashier import payment_view
+from gateway_bridge.payments import store
+from gateway_bridge.payments.status_sync import poll_ref
 from gateway_bridge.psp.base import PspError
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.reconciliation import layouts, output, service
@@ -33,8 +35,6 @@ from gateway_bridge.reconciliation.layouts import ReportError
 from gateway_bridge.reconciliation.matcher import Period
 from gateway_bridge.reconciliation.store import PeriodTooLong
 from gateway_bridge.server import migrate_database, serve
-from gateway_bridge.status_sync import poll_ref
-from gateway_bridge.storage import repo
 from service_kit import logs
 from service_kit.migrations import MigrationError
 from service_kit.pg import database_url_from_env, init_json_codecs
@@ -69,8 +69,15 @@ async def _serve() -> int:
 
 
 async def _simulate() -> int:
-    from gateway_bridge.simulator import config as sim_config
-    from gateway_bridge.simulator.app import run
+    # A development package beside the bridge, not part of the production image or wheel.
+    try:
+        from psp_simulator import config as sim_config
+        from psp_simulator.app import run
+    except ImportError:
+        print("simulate-psp: the PSP simulator (package psp_simulator) is not installed here; "
+              "it ships with a source checkout (make run) and the image's dev target "
+              "(deploy/Dockerfile), not with production builds", file=sys.stderr)
+        return 2
     settings = sim_config.load(os.environ)
     logs.configure(os.environ.get("SIM_LOG_LEVEL", "INFO"))
     await run(settings)
@@ -81,7 +88,7 @@ async def dead_letters(args: argparse.Namespace) -> int:
     conn = await connect()
     try:
         if args.action == "list":
-            rows = await repo.dead_events(conn, after_id=args.after, limit=args.limit)
+            rows = await store.dead_events(conn, after_id=args.after, limit=args.limit)
             if args.json:
                 print_json(rows)
             else:
@@ -94,7 +101,7 @@ async def dead_letters(args: argparse.Namespace) -> int:
         if args.id is None and not args.all:
             print("replay: give --id N or --all", file=sys.stderr)
             return 2
-        ids = await repo.replay_dead(conn, None if args.all else args.id)
+        ids = await store.replay_dead(conn, None if args.all else args.id)
         print(f"replayed {len(ids)} event(s): {ids}")
         return 0 if ids or args.all else 1
     finally:
@@ -104,11 +111,11 @@ async def dead_letters(args: argparse.Namespace) -> int:
 async def show_payment(args: argparse.Namespace) -> int:
     conn = await connect()
     try:
-        p = await repo.payment(conn, args.payment_id)
+        p = await store.payment(conn, args.payment_id)
         if p is None:
             print(f"no payment {args.payment_id}", file=sys.stderr)
             return 1
-        print_json(payment_view(p, await repo.history(conn, p.id)))
+        print_json(payment_view(p, await store.history(conn, p.id)))
         return 0
     finally:
         await conn.close()
@@ -161,8 +168,8 @@ async def find_payment(args: argparse.Namespace) -> int:
     cashier's Idempotency-Key."""
     conn = await connect()
     try:
-        found = await repo.payments_by_any_reference(conn, args.reference, FIND_ROWS_MAX)
-        print_json([payment_view(p, await repo.history(conn, p.id)) for p in found])
+        found = await store.payments_by_any_reference(conn, args.reference, FIND_ROWS_MAX)
+        print_json([payment_view(p, await store.history(conn, p.id)) for p in found])
         return 0 if found else 1
     finally:
         await conn.close()
@@ -175,7 +182,7 @@ async def sync_payment(args: argparse.Namespace, settings: config.Settings) -> i
     adapters = build_adapters(settings.psps)
     conn = await connect()
     try:
-        p = await repo.payment(conn, args.payment_id)
+        p = await store.payment(conn, args.payment_id)
         if p is None:
             print(f"no payment {args.payment_id}", file=sys.stderr)
             return 1
@@ -193,10 +200,10 @@ async def sync_payment(args: argparse.Namespace, settings: config.Settings) -> i
             if event is None:
                 said = "nothing it can say about this payment"
             else:
-                stored = await repo.insert_event(conn, event, source="poll")
+                stored = await store.insert_event(conn, event, source="poll")
                 said = event.psp_event_type + (f" (inbox event {stored})" if stored is not None
                                                else " (already known)")
-            await repo.add_history(conn, p, from_state=p.state, source="support",
+            await store.add_history(conn, p, from_state=p.state, source="support",
                                    note=f"status sync forced by {args.actor}: {args.reason}; "
                                         f"{p.psp} says {said}")
         print(f"{p.id} ({p.state.value}): {p.psp} says {said}")

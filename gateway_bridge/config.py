@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from gateway_bridge.domain.money import AMOUNT_MAX_MINOR, EXPONENTS
-from gateway_bridge.domain.risk import SCORE_MAX, Outcome, RiskPolicy, Threshold
 from gateway_bridge.incidents.rules import IncidentPolicy
 from gateway_bridge.psp.base import PspConfig
+from gateway_bridge.risk.rules import SCORE_MAX, Outcome, RiskPolicy, Threshold
+from gateway_bridge.shared.money import AMOUNT_MAX_MINOR, EXPONENTS
 from service_kit.settings import EnvReader, SettingsError
 
 PSP_NAMES = ("stripe", "adyen", "nowpayments")

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway_bridge.domain.money import format_major
-from gateway_bridge.wallet_client import WalletClient
+from gateway_bridge.shared.money import format_major
+from gateway_bridge.wallet.client import WalletClient
 
 # How long the demo waits for a webhook to be applied before it calls the step failed.
 SETTLE_TIMEOUT_S = 15.0

@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from gateway_bridge.storage import repo
+from gateway_bridge.payments import store
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def watch_breaker(psp: str, is_open: Callable[[], bool]) -> None:
 async def refresh(conn: asyncpg.Connection) -> None:
     """Payments by state, what waits for support, inbox depth and lag, from Postgres. Label
     sets that disappeared are cleared first, so a state nobody is in reads as absent."""
-    counts = await repo.operational_counts(conn)
+    counts = await store.operational_counts(conn)
     for gauge in (PAYMENTS, PAYMENTS_ATTENTION, INBOX, INBOX_LAG):
         gauge.clear()
     for (psp, direction, state), n in counts.payments.items():
@@ -95,7 +95,7 @@ async def refresh_forever(pool: asyncpg.Pool, *, interval_ms: int, timeout_ms: i
         try:
             async with asyncio.timeout(timeout_ms / 1000), pool.acquire() as conn:
                 await refresh(conn)
-        except (*repo.DB_ERRORS, TimeoutError) as exc:
+        except (*store.DB_ERRORS, TimeoutError) as exc:
             REFRESH_FAILURES.inc()
             log.warning("metrics refresh failed", extra={"error": type(exc).__name__})
         await asyncio.sleep(interval_ms / 1000)

@@ -20,27 +20,28 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from gateway_bridge import metrics, probes
+from gateway_bridge import metrics
 from gateway_bridge.config import Settings
-from gateway_bridge.fx_rates import FxRates
+from gateway_bridge.fx.rates import FxRates
 from gateway_bridge.http import app as http_app
 from gateway_bridge.http import risk as http_risk
 from gateway_bridge.http import webhooks
 from gateway_bridge.http.context import Services
-from gateway_bridge.inbox import Inbox
+from gateway_bridge.incidents import probes
 from gateway_bridge.incidents.detector import Detector
-from gateway_bridge.payments import Payments
+from gateway_bridge.payments import store
+from gateway_bridge.payments.cashier import Payments
+from gateway_bridge.payments.inbox import Inbox
+from gateway_bridge.payments.review import Reviews
+from gateway_bridge.payments.status_sync import StatusSync
 from gateway_bridge.psp.registry import build_adapters
-from gateway_bridge.risk.review import Reviews
 from gateway_bridge.risk.service import RiskService
-from gateway_bridge.status_sync import StatusSync
-from gateway_bridge.storage import repo
-from gateway_bridge.wallet_client import WalletClient
+from gateway_bridge.wallet.client import WalletClient
 from service_kit.migrations import migrate
 from service_kit.pg import init_json_codecs
 
 log = logging.getLogger("gateway_bridge.server")
-MIGRATIONS = Path(__file__).parent / "storage" / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA = "bridge"
 # How often webhook rejection counts go from memory to bridge.webhook_rejections.
 REJECTION_FLUSH_MS = 1000
@@ -164,7 +165,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     finally:
         await metrics_runner.cleanup()
         await runner.cleanup()
-        with contextlib.suppress(*repo.DB_ERRORS):
+        with contextlib.suppress(*store.DB_ERRORS):
             await webhooks.flush_rejections(services)
         for task in tasks:
             task.cancel()

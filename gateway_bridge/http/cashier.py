@@ -14,15 +14,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway_bridge.domain.errors import InvalidRequest, Unauthenticated
-from gateway_bridge.domain.risk import RiskDenied
 from gateway_bridge.http import validation as v
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import STATUS_BY_ERROR, dumps
-from gateway_bridge.payments import DepositCommand, WithdrawalCommand
+from gateway_bridge.payments.cashier import DepositCommand, WithdrawalCommand
+from gateway_bridge.payments.store import Payment
 from gateway_bridge.psp.nowpayments import asset_currency
+from gateway_bridge.risk.rules import RiskDenied
 from gateway_bridge.risk.service import Screening
-from gateway_bridge.storage.repo import Payment
+from gateway_bridge.shared.errors import InvalidRequest, Unauthenticated
 
 _INSTRUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}")
 _COUNTRY = re.compile(r"[A-Z]{2}")

@@ -10,10 +10,10 @@ import asyncpg
 from aiohttp import web
 
 from gateway_bridge.config import Settings
-from gateway_bridge.inbox import Inbox
-from gateway_bridge.payments import Payments
+from gateway_bridge.payments.cashier import Payments
+from gateway_bridge.payments.inbox import Inbox
+from gateway_bridge.payments.status_sync import StatusSync
 from gateway_bridge.psp.base import PspAdapter
-from gateway_bridge.status_sync import StatusSync
 
 
 @dataclass(frozen=True, slots=True)

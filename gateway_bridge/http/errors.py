@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from gateway_bridge.domain import errors
+from gateway_bridge.shared import errors
 
 STATUS_BY_ERROR: dict[type[errors.BridgeError], int] = {
     errors.InvalidRequest: 400,

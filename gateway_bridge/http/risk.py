@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway_bridge.domain.errors import InvalidRequest, Unauthenticated
 from gateway_bridge.http import cashier
 from gateway_bridge.http.context import SERVICES
 from gateway_bridge.http.errors import dumps
-from gateway_bridge.risk.review import Reviews
+from gateway_bridge.payments.review import Reviews
+from gateway_bridge.shared.errors import InvalidRequest, Unauthenticated
 
 REVIEWS = web.AppKey("risk_reviews", Reviews)
 PENDING_PAGE_MAX = 100

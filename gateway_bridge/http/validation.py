@@ -6,8 +6,8 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from gateway_bridge.domain.errors import InvalidRequest
-from gateway_bridge.domain.money import AMOUNT_MAX_MINOR, EXPONENTS
+from gateway_bridge.shared.errors import InvalidRequest
+from gateway_bridge.shared.money import AMOUNT_MAX_MINOR, EXPONENTS
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,63}")
 _METHOD = re.compile(r"[a-z][a-z0-9_]{0,31}")

@@ -18,8 +18,8 @@ from gateway_bridge import metrics
 from gateway_bridge.http import errors as http_errors
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.incidents import store as incident_store
+from gateway_bridge.payments import store
 from gateway_bridge.psp.base import WebhookRejected
-from gateway_bridge.storage import repo
 
 log = logging.getLogger("gateway_bridge.webhooks")
 
@@ -47,7 +47,7 @@ async def receive(request: web.Request) -> web.Response:
         return http_errors.response(status, code, rejected.message, request_id=request_id)
     try:
         ids = await services.inbox.store(events, source="webhook")
-    except repo.DB_ERRORS as err:
+    except store.DB_ERRORS as err:
         log.error("webhook not stored; asking the PSP to deliver again",
                   extra={"psp": psp, "error": type(err).__name__})
         return http_errors.response(503, "UNAVAILABLE", "not stored; deliver again later",
@@ -69,9 +69,9 @@ async def flush_rejections(services: Services) -> None:
     try:
         async with services.pool.acquire() as conn, conn.transaction():
             for (psp, cause), count in sorted(pending.items()):
-                await repo.count_rejections(conn, psp, cause, count)
+                await store.count_rejections(conn, psp, cause, count)
                 await incident_store.count_rejection(conn, psp, cause, count)
-    except repo.DB_ERRORS:
+    except store.DB_ERRORS:
         services.rejected_unsaved.update(pending)  # kept for the next flush
 
 

@@ -18,8 +18,8 @@ import asyncpg
 from gateway_bridge import metrics
 from gateway_bridge.incidents import store
 from gateway_bridge.incidents.rules import IncidentPolicy, evaluate
+from gateway_bridge.payments import store as payments_store
 from gateway_bridge.psp.base import PspAdapter
-from gateway_bridge.storage import repo
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Detector:
         while True:
             try:
                 await self.evaluate_once()
-            except (*repo.DB_ERRORS, TimeoutError) as exc:
+            except (*payments_store.DB_ERRORS, TimeoutError) as exc:
                 metrics.INCIDENT_EVALUATION_FAILURES.inc()
                 log.warning("incident evaluation failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(self._policy.interval_ms / 1000)

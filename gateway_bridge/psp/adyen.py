@@ -26,7 +26,6 @@ from urllib.parse import quote
 
 import orjson
 
-from gateway_bridge.domain.events import EventKind, PspEvent
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
     DepositInstructions,
@@ -45,6 +44,7 @@ from gateway_bridge.psp.base import (
     text_field,
 )
 from gateway_bridge.psp.outbound import ClientAdapter
+from gateway_bridge.shared.events import EventKind, PspEvent
 
 # Adyen batches at most a few items per request; a bound keeps one request's HMAC work small.
 NOTIFICATION_ITEMS_MAX = 100

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway_bridge.domain.events import PspEvent
-from gateway_bridge.domain.money import AMOUNT_MAX_MINOR
+from gateway_bridge.shared.events import PspEvent
+from gateway_bridge.shared.money import AMOUNT_MAX_MINOR
 
 
 class WebhookRejected(Exception):

@@ -24,8 +24,6 @@ from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Any
 from urllib.parse import quote
 
-from gateway_bridge.domain.events import EventKind, PspEvent
-from gateway_bridge.domain.money import AmountError, format_major, to_minor
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
     DepositInstructions,
@@ -43,6 +41,8 @@ from gateway_bridge.psp.base import (
     text_field,
 )
 from gateway_bridge.psp.outbound import ClientAdapter
+from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.shared.money import AmountError, format_major, to_minor
 
 SIGNATURE_HEADER = "x-nowpayments-sig"
 # NOWPayments asset codes name the network; the wallet keeps one currency per asset.

@@ -21,7 +21,6 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from gateway_bridge.domain.events import EventKind, PspEvent
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
     DepositInstructions,
@@ -40,6 +39,7 @@ from gateway_bridge.psp.base import (
     text_field,
 )
 from gateway_bridge.psp.outbound import ClientAdapter
+from gateway_bridge.shared.events import EventKind, PspEvent
 
 SIGNATURE_HEADER = "Stripe-Signature"
 # A real header is ~150 characters per secret; this allows a handful during rotation.

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway_bridge.domain.money import AmountError, to_minor
+from gateway_bridge.shared.money import AmountError, to_minor
 
 # A month of a busy merchant's settlement lines fits well under both; past them the file is
 # refused rather than held in memory (the whole file is hashed and parsed at once).

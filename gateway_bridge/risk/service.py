@@ -21,11 +21,11 @@ import aiohttp
 import asyncpg
 import orjson
 
-from gateway_bridge.domain import risk as rules
-from gateway_bridge.domain.payments import Direction
-from gateway_bridge.domain.risk import Outcome, RiskFacts, RiskPolicy, RuleResult
+from gateway_bridge.payments.model import Direction
+from gateway_bridge.payments.store import Payment
 from gateway_bridge.risk import queries as q
-from gateway_bridge.storage.repo import Payment
+from gateway_bridge.risk import rules
+from gateway_bridge.risk.rules import Outcome, RiskFacts, RiskPolicy, RuleResult
 
 log = logging.getLogger("gateway_bridge.risk")
 # The scorer's answer is small; a larger body is treated as a failure, not read whole.

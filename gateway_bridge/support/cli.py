@@ -34,7 +34,7 @@ from gateway_bridge.incidents.detector import Detector
 from gateway_bridge.incidents.rules import LifecycleError, Stage
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.support import player, report, resolution
-from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 from service_kit.pg import init_json_codecs
 from service_kit.settings import EnvReader, SettingsError
 

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 from google.protobuf.json_format import MessageToDict
 
-from gateway_bridge.domain.money import EXPONENTS
+from gateway_bridge.shared.money import EXPONENTS
 from gateway_bridge.support import queries
-from gateway_bridge.wallet_client import WalletClient, WalletRefused
+from gateway_bridge.wallet.client import WalletClient, WalletRefused
 
 PAYMENT_ROWS_MAX = 500
 

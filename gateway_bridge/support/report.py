@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gateway_bridge.domain.money import EXPONENTS
+from gateway_bridge.shared.money import EXPONENTS
 
 CHART_BUCKETS_MAX = 60
 BUCKET_S_MIN = 60

@@ -17,11 +17,11 @@ from enum import StrEnum
 
 import asyncpg
 
-from gateway_bridge.domain.events import EventKind, PspEvent
-from gateway_bridge.domain.payments import OPEN_DEPOSIT, OPEN_PAYOUT, Direction
 from gateway_bridge.incidents import store as incidents
-from gateway_bridge.storage import repo
-from gateway_bridge.storage.repo import Payment
+from gateway_bridge.payments import store
+from gateway_bridge.payments.model import OPEN_DEPOSIT, OPEN_PAYOUT, Direction
+from gateway_bridge.payments.store import Payment
+from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.support import queries
 
 
@@ -90,7 +90,7 @@ async def resolve(conn: asyncpg.Connection, payment_id: str, outcome: Outcome, *
         linked.add(incident_id)
     for n in sorted(linked):
         await incidents.lock(conn, n)
-    p = await repo.payment(conn, payment_id, lock=True)
+    p = await store.payment(conn, payment_id, lock=True)
     if p is None:
         raise ResolveRefused(f"no payment {payment_id}")
     if outcome is Outcome.DISMISS:
@@ -101,7 +101,7 @@ async def resolve(conn: asyncpg.Connection, payment_id: str, outcome: Outcome, *
         said = f"attention cleared by {actor}: {reason}"
     else:
         earlier = await conn.fetch(queries.SUPPORT_EVENTS, p.id)
-        wanted = repo.stored_event_key(event_key(p, outcome))
+        wanted = store.stored_event_key(event_key(p, outcome))
         for e in earlier:
             if e["event_key"] == wanted:  # the same settlement again: nothing new
                 return Resolved(payment_id=p.id, inbox_id=e["id"], incidents=(), again=True)
@@ -112,10 +112,10 @@ async def resolve(conn: asyncpg.Connection, payment_id: str, outcome: Outcome, *
                 f"{p.id} was already settled by hand differently (inbox event "
                 f"{earlier[0]['id']}, {earlier[0]['status']}); if that was wrong, correct "
                 "the money with a wallet adjustment and record why")
-        inbox_id = await repo.insert_event(conn, support_event(p, outcome), source="support")
+        inbox_id = await store.insert_event(conn, support_event(p, outcome), source="support")
         said = (f"settled by hand as {outcome.value} by {actor}: {reason} "
                 f"(inbox event {inbox_id})")
-    await repo.add_history(conn, p, from_state=p.state, source="support", note=said)
+    await store.add_history(conn, p, from_state=p.state, source="support", note=said)
     for n in sorted(linked):
         await incidents.note(conn, n, actor=actor, kind="action",
                              text=f"payment {p.id}: {said}",

@@ -21,9 +21,9 @@ from gateway_bridge import config as bridge_config
 from gateway_bridge.server import Running as BridgeRunning
 from gateway_bridge.server import migrate_database
 from gateway_bridge.server import running as bridge_running
-from gateway_bridge.simulator import config as sim_config
-from gateway_bridge.simulator.app import running as sim_running
 from loadtests.ports import lease_port
+from psp_simulator import config as sim_config
+from psp_simulator.app import running as sim_running
 from tests.helpers import TOKENS
 from wallet_core.server import Running as WalletRunning
 

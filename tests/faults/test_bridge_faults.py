@@ -21,9 +21,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway_bridge.simulator import config as sim_config
-from gateway_bridge.simulator.app import running as sim_running
 from loadtests.ports import lease_port
+from psp_simulator import config as sim_config
+from psp_simulator.app import running as sim_running
 from tests.bridge.conftest import DEFAULT_KNOBS, PSP_ENV, Cashier, bridge_env
 from tests.faults.conftest import new_scenario, traffic_seconds, wallet_env
 from tests.faults.processes import (

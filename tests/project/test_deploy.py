@@ -457,7 +457,7 @@ def test_dev_secrets_script_writes_every_secret_compose_reads(dev_secrets: Path)
 def settings_loader(argv: list[str]) -> Callable[[Mapping[str, str]], object] | None:
     """The settings loader the process started by argv runs first (None: no settings)."""
     from gateway_bridge import config as bridge_config
-    from gateway_bridge.simulator import config as simulator_config
+    from psp_simulator import config as simulator_config
     from wallet_core import config as wallet_config
 
     loaders: dict[tuple[str, ...], Callable[[Mapping[str, str]], object]] = {

@@ -92,26 +92,133 @@ def _cases(paths: Iterable[Path], known: Mapping[str, str]) -> list[object]:
 DOMAIN_IO = (r"asyncpg", r"redis", r"grpc\w*", r"google", r"wallet", r"aiohttp", r"httpx",
              r"requests", r"urllib\.request", r"http\.client", r"socket", r"ssl", r"selectors",
              r"subprocess", r"asyncio", r"os", r"importlib", r"service_kit(?!\.fx(?:\.|$))")
+# The bridge's pure modules (docs/ARCHITECTURE.md): the vocabulary in shared/ and each
+# capability's rules. They may import one another, nothing else of the bridge.
+BRIDGE_PURE = ("gateway_bridge/shared/*.py", "gateway_bridge/payments/model.py",
+               "gateway_bridge/risk/rules.py", "gateway_bridge/incidents/rules.py",
+               "gateway_bridge/reconciliation/layouts.py",
+               "gateway_bridge/reconciliation/matcher.py",
+               "gateway_bridge/reconciliation/output.py", "gateway_bridge/support/report.py")
+
+
+def _bridge_pure() -> list[Path]:
+    return sorted(p for pattern in BRIDGE_PURE for p in ROOT.glob(pattern))
+
+
+def _module_of(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
 DOMAINS = {
-    "wallet_core": _modules(*DOMAIN_IO, r"wallet_core(?!\.domain(?:\.|$))", r"gateway_bridge"),
-    "gateway_bridge": _modules(*DOMAIN_IO, r"gateway_bridge(?!\.domain(?:\.|$))",
-                               r"wallet_core"),
+    "wallet_core": (_py_files("wallet_core/domain"),
+                    _modules(*DOMAIN_IO, r"wallet_core(?!\.domain(?:\.|$))", r"gateway_bridge")),
+    "gateway_bridge": (_bridge_pure(), _modules(
+        *DOMAIN_IO, r"wallet_core",
+        r"gateway_bridge\.(?!(?:"
+        + "|".join(re.escape(_module_of(p).removeprefix("gateway_bridge.")) for p in _bridge_pure())
+        + r")(?:\.|$))")),
 }
 
 
 @pytest.mark.parametrize("service", sorted(DOMAINS))
 def test_domain_does_no_io_and_imports_no_other_layer(service: str) -> None:
-    """Each service's domain package imports no I/O library, no generated protobufs and no
-    other layer of either service, and has no `async def` or `await`."""
-    paths = _py_files(f"{service}/domain")
-    assert paths, f"no {service}/domain package: the rule checks nothing"
+    """Each service's pure modules (wallet_core/domain; the bridge's shared/ and rules
+    modules) import no I/O library, no generated protobufs and nothing but one another, and
+    have no `async def` or `await`."""
+    paths, forbidden = DOMAINS[service]
+    assert paths, f"no pure modules in {service}: the rule checks nothing"
     for path in paths:
-        bad = _imports_matching(path, DOMAINS[service])
+        bad = _imports_matching(path, forbidden)
         assert not bad, f"{_rel(path)} imports {bad}"
         awaits = [node.lineno for node in ast.walk(ast.parse(path.read_text()))
                   if isinstance(node, ast.AsyncFunctionDef | ast.Await | ast.AsyncFor
                                 | ast.AsyncWith)]
         assert not awaits, f"{_rel(path)} is async (lines {awaits}): the domain does no I/O"
+
+
+# --- the bridge: a folder per capability, calls in one direction ----------------------------
+
+# What each folder of the bridge may import of the others (docs/ARCHITECTURE.md draws it).
+# `metrics` is the one top-level module a capability may use: it defines the metrics and
+# imports nothing of the bridge. The wiring (server.py, cli.py, config.py, demo.py) may import
+# anything and nothing imports it but the edges.
+BRIDGE_FOLDERS: dict[str, set[str]] = {
+    "shared": set(),
+    "metrics": set(),
+    "psp": {"shared", "metrics"},
+    "wallet": {"shared"},
+    "fx": {"shared"},
+    "risk": {"shared"},
+    "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk"},
+    "incidents": {"shared", "metrics", "psp", "payments"},
+    "reconciliation": {"shared"},
+    "support": {"shared", "psp", "wallet", "fx", "risk", "payments", "incidents",
+                "reconciliation", "config"},
+    "http": {"shared", "metrics", "psp", "risk", "payments", "incidents", "config"},
+}
+WIRING = {"__init__", "__main__", "server", "cli", "config", "demo"}
+# Broken today, mended by the rest of the bridge-structure issue.
+BRIDGE_FOLDERS_KNOWN: dict[str, str] = {
+    "gateway_bridge/metrics.py": "refresh() reads the payments store",
+    "gateway_bridge/payments/cashier.py": "takes the whole config.Settings",
+    "gateway_bridge/payments/inbox.py": "takes the whole config.Settings",
+    "gateway_bridge/payments/review.py": "takes the whole config.Settings",
+    "gateway_bridge/payments/status_sync.py": "takes the whole config.Settings",
+    "gateway_bridge/risk/rules.py": "imports Direction from payments.model",
+    "gateway_bridge/risk/service.py": "screens a payments.store.Payment",
+    "gateway_bridge/support/cli.py": "re-exposes gateway_bridge/cli.py's commands",
+}
+
+
+def _bridge_unit(path: Path) -> str:
+    """The folder (or top-level module) of the bridge a file belongs to."""
+    parts = path.relative_to(ROOT / "gateway_bridge").with_suffix("").parts
+    return parts[0]
+
+
+def _bridge_imports(path: Path) -> set[str]:
+    found = set()
+    for name, _ in _imports(path):
+        parts = name.split(".")
+        if parts[0] == "gateway_bridge" and len(parts) > 1:
+            found.add(parts[1])
+    return found - {_bridge_unit(path)}
+
+
+def test_bridge_folders_are_known() -> None:
+    """Every folder and top-level module of the bridge is in the map or the wiring, so a new
+    one gets a place in docs/ARCHITECTURE.md before it gets code."""
+    units = {_bridge_unit(p) for p in _py_files("gateway_bridge")}
+    unknown = units - set(BRIDGE_FOLDERS) - WIRING
+    assert not unknown, f"bridge folders with no place in BRIDGE_FOLDERS: {sorted(unknown)}"
+
+
+_CAPABILITY_FILES = [p for p in _py_files("gateway_bridge") if _bridge_unit(p) not in WIRING]
+
+
+@pytest.mark.parametrize("path", _cases(_CAPABILITY_FILES, BRIDGE_FOLDERS_KNOWN))
+def test_bridge_capabilities_import_in_one_direction(path: Path) -> None:
+    """A capability's modules import only the folders the map allows it, so the folders'
+    import graph has no loop (the next test proves the map has none)."""
+    unit = _bridge_unit(path)
+    bad = sorted(_bridge_imports(path) - BRIDGE_FOLDERS[unit])
+    assert not bad, f"{_rel(path)} ({unit}) imports {bad}; allowed: {sorted(BRIDGE_FOLDERS[unit])}"
+
+
+def test_bridge_folder_map_has_no_loop() -> None:
+    """The allowed imports between folders form no cycle."""
+    done: set[str] = set()
+
+    def visit(unit: str, path: tuple[str, ...]) -> None:
+        assert unit not in path, f"import loop: {' -> '.join((*path, unit))}"
+        if unit in done:
+            return
+        for dep in BRIDGE_FOLDERS.get(unit, set()):
+            visit(dep, (*path, unit))
+        done.add(unit)
+
+    for unit in BRIDGE_FOLDERS:
+        visit(unit, ())
 
 
 # --- the edges: storage and transport keep to their side ----------------------------------
@@ -127,22 +234,22 @@ def test_wallet_storage_knows_nothing_of_grpc(path: Path) -> None:
     assert not bad, f"{_rel(path)} imports {bad}"
 
 
-BRIDGE_HTTP_FORBIDDEN = _modules(r"gateway_bridge\.storage", r"asyncpg")
+BRIDGE_HTTP_FORBIDDEN = _modules(r"gateway_bridge\.\w+\.(?:store|queries)", r"asyncpg")
 # Broken today: the HTTP edge reaches past the use cases into storage. The bridge-structure
 # issue (a typed payment at the centre, one organising rule) removes these.
 BRIDGE_HTTP_KNOWN = {
-    "gateway_bridge/http/app.py": "imports gateway_bridge.storage.repo (DB_ERRORS, inbox_counts)",
-    "gateway_bridge/http/cashier.py": "imports gateway_bridge.storage.repo.Payment",
+    "gateway_bridge/http/app.py": "imports gateway_bridge.payments.store (DB_ERRORS, inbox_counts)",
+    "gateway_bridge/http/cashier.py": "imports gateway_bridge.payments.store.Payment",
     "gateway_bridge/http/context.py": "imports asyncpg (for the type of Services.pool)",
-    "gateway_bridge/http/webhooks.py": "imports gateway_bridge.storage.repo (DB_ERRORS, "
+    "gateway_bridge/http/webhooks.py": "imports gateway_bridge.payments.store (DB_ERRORS, "
                                        "count_rejections)",
 }
 
 
 @pytest.mark.parametrize("path", _cases(_py_files("gateway_bridge/http"), BRIDGE_HTTP_KNOWN))
 def test_bridge_http_goes_through_the_use_cases(path: Path) -> None:
-    """gateway_bridge/http imports neither gateway_bridge.storage nor asyncpg: the HTTP edge
-    calls the use cases, which call storage."""
+    """gateway_bridge/http imports no capability's store or queries and not asyncpg: the
+    HTTP edge calls the use cases, which call storage."""
     bad = _imports_matching(path, BRIDGE_HTTP_FORBIDDEN)
     assert not bad, f"{_rel(path)} imports {bad}"
 
@@ -158,8 +265,8 @@ def test_bridge_http_goes_through_the_use_cases(path: Path) -> None:
 USE_CASES = (
     *(f"wallet_core/operations/{m}.py" for m in ("front", "engine", "handlers", "calls", "batch")),
     "wallet_core/reads.py", "wallet_core/group_commit.py",
-    "gateway_bridge/payments.py", "gateway_bridge/inbox.py", "gateway_bridge/status_sync.py",
-    "gateway_bridge/risk/service.py", "gateway_bridge/risk/review.py",
+    "gateway_bridge/payments/cashier.py", "gateway_bridge/payments/inbox.py", "gateway_bridge/payments/status_sync.py",
+    "gateway_bridge/risk/service.py", "gateway_bridge/payments/review.py",
     "gateway_bridge/incidents/detector.py", "gateway_bridge/reconciliation/service.py",
     "gateway_bridge/support/resolution.py", "gateway_bridge/support/player.py",
 )
@@ -169,7 +276,7 @@ ASYNCPG_ERROR_OR_ROW = re.compile(r"^(Record|exceptions|\w*Error|\w*Violation)$"
 # Broken today: these use cases catch asyncpg's errors or type asyncpg's rows themselves.
 # The bridge's go with the bridge-structure issue.
 USE_CASES_KNOWN = {
-    "gateway_bridge/inbox.py": "takes asyncpg.Record in _unknown, _handle, _retry_or_die, _die",
+    "gateway_bridge/payments/inbox.py": "takes asyncpg.Record in _unknown, _handle, _retry_or_die, _die",
     "gateway_bridge/risk/service.py": "takes asyncpg.Record in Screening.from_row",
 }
 
@@ -250,13 +357,13 @@ def test_no_port_is_picked_by_binding_port_0_and_closing() -> None:
 
 
 def test_sql_lives_only_in_storage_and_is_parameterized() -> None:
-    """SQL statements appear only in the queries modules (storage/queries.py of each service,
-    and the bridge's risk, reconciliation, incidents and support packages keep theirs in their own
-    queries.py) and in the migration runner."""
+    """SQL statements appear only in the queries modules (the wallet's storage/queries.py,
+    and each capability folder of the bridge keeps its own queries.py) and in the migration
+    runner."""
     sql = re.compile(r"\b(SELECT\s+\S+.*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\.\w+\s+SET|DELETE\s+FROM)\b",
                      re.IGNORECASE | re.DOTALL)
     allowed = {ROOT / "wallet_core" / "storage" / "queries.py",
-               ROOT / "gateway_bridge" / "storage" / "queries.py",
+               ROOT / "gateway_bridge" / "payments" / "queries.py",
                ROOT / "gateway_bridge" / "risk" / "queries.py",
                ROOT / "gateway_bridge" / "reconciliation" / "queries.py",
                ROOT / "gateway_bridge" / "incidents" / "queries.py",

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from gateway_bridge.server import Running as BridgeRunning
-from gateway_bridge.wallet_client import WalletClient, WalletUnavailable
+from gateway_bridge.wallet.client import WalletClient, WalletUnavailable
 from loadtests.ports import lease_port
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.bridge.integration.test_fx_flows import AGE_MAX_MS, btc_deposit, fx, stored_payments

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway_bridge.domain.errors import FxUnavailable
-from gateway_bridge.fx_rates import RATES_BODY_MAX_BYTES, REFRESH_AFTER_FAILURE_MS, FxRates
+from gateway_bridge.fx.rates import RATES_BODY_MAX_BYTES, REFRESH_AFTER_FAILURE_MS, FxRates
+from gateway_bridge.shared.errors import FxUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

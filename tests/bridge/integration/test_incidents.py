@@ -25,9 +25,8 @@ import orjson
 import pytest
 
 from gateway_bridge import config as bridge_config
-from gateway_bridge import probes
 from gateway_bridge.http import webhooks
-from gateway_bridge.incidents import store
+from gateway_bridge.incidents import probes, store
 from gateway_bridge.server import Running as BridgeRunning
 from gateway_bridge.server import migrate_database
 from gateway_bridge.server import running as bridge_running

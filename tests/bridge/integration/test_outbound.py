@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway_bridge.domain.events import EventKind, PspEvent
 from gateway_bridge.psp.adyen import AdyenAdapter
 from gateway_bridge.psp.base import (
     DepositOrder,
@@ -32,7 +31,8 @@ from gateway_bridge.psp.base import (
 from gateway_bridge.psp.nowpayments import NowPaymentsAdapter
 from gateway_bridge.psp.outbound import RESPONSE_SIZE_MAX_BYTES, OutboundClient
 from gateway_bridge.psp.stripe import StripeAdapter
-from gateway_bridge.simulator import SimSettings, config, running
+from gateway_bridge.shared.events import EventKind, PspEvent
+from psp_simulator import SimSettings, config, running
 
 STRIPE_KEY = "sk_test_simulator_0123456789abcdef"
 SECRETS = {

@@ -9,7 +9,7 @@ import logging
 import pytest
 from prometheus_client import generate_latest
 
-from gateway_bridge.probes import probe_all
+from gateway_bridge.incidents.probes import probe_all
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.wallet.integration.test_metrics_and_probes import sample
 
@@ -25,7 +25,7 @@ async def test_probes_see_each_psp_up_then_down(
         assert {name: r.up for name, r in first.items()} == {
             "stripe": True, "adyen": True, "nowpayments": True}, first
         await cashier.knobs(down=True)
-        with caplog.at_level(logging.WARNING, logger="gateway_bridge.probes"):
+        with caplog.at_level(logging.WARNING, logger="gateway_bridge.incidents.probes"):
             down = await probe_all(adapters, state)
         assert all(not r.up and r.status == 503 for r in down.values()), down
         assert sum("psp down" in m for m in caplog.messages) == 3

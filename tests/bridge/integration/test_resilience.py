@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from gateway_bridge.server import Running as BridgeRunning
-from gateway_bridge.wallet_client import WalletUnavailable
+from gateway_bridge.wallet.client import WalletUnavailable
 from loadtests.ports import lease_port
 from tests.bridge.conftest import (
     API_KEY,

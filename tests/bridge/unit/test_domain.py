@@ -6,9 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway_bridge.domain import money
-from gateway_bridge.domain.events import EventKind, PspEvent
-from gateway_bridge.domain.payments import (
+from gateway_bridge.payments.model import (
     Action,
     Direction,
     PaymentFacts,
@@ -17,6 +15,8 @@ from gateway_bridge.domain.payments import (
     decide,
     wallet_key,
 )
+from gateway_bridge.shared import money
+from gateway_bridge.shared.events import EventKind, PspEvent
 
 DEP = Direction.DEPOSIT
 WD = Direction.WITHDRAWAL

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from gateway_bridge import config
-from gateway_bridge.domain.payments import Direction
-from gateway_bridge.domain.risk import (
+from gateway_bridge.payments.model import Direction
+from gateway_bridge.risk.rules import (
     Outcome,
     RiskFacts,
     RiskPolicy,

@@ -22,12 +22,12 @@ import orjson
 import pytest
 import stripe as stripe_lib
 
-from gateway_bridge.domain.events import EventKind, PspEvent
 from gateway_bridge.psp import adyen, nowpayments, stripe
 from gateway_bridge.psp.adyen import AdyenAdapter
 from gateway_bridge.psp.base import PspConfig, WebhookRejected
 from gateway_bridge.psp.nowpayments import NowPaymentsAdapter
 from gateway_bridge.psp.stripe import StripeAdapter
+from gateway_bridge.shared.events import EventKind, PspEvent
 
 STRIPE_SECRET = "whsec_test_secret"
 STRIPE_VECTOR_BODY = b'{"id":"evt_test_webhook","object":"event","type":"payment_intent.succeeded"}'

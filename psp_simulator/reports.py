@@ -29,8 +29,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from aiohttp import web
 
-from gateway_bridge.domain.money import EXPONENTS, format_major
-from gateway_bridge.simulator.state import ControlError, SimObject, Simulator
+from gateway_bridge.shared.money import EXPONENTS, format_major
+from psp_simulator.state import ControlError, SimObject, Simulator
 
 # Bounds on what a query may plant: tests plant a handful.
 PLANTS_MAX = 100

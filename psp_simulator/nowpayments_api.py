@@ -18,10 +18,10 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 
 from aiohttp import web
 
-from gateway_bridge.domain.money import AmountError, format_major, to_minor
 from gateway_bridge.psp.nowpayments import asset_currency, js_json, signature
-from gateway_bridge.simulator.delivery import Webhook
-from gateway_bridge.simulator.state import (
+from gateway_bridge.shared.money import AmountError, format_major, to_minor
+from psp_simulator.delivery import Webhook
+from psp_simulator.state import (
     ControlError,
     DepositOutcome,
     SimObject,

@@ -22,14 +22,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway_bridge.simulator.adyen_api import AdyenSim
-from gateway_bridge.simulator.config import SimSettings, problems
-from gateway_bridge.simulator.control import Control
-from gateway_bridge.simulator.fx_api import FxSim
-from gateway_bridge.simulator.nowpayments_api import NowPaymentsSim
-from gateway_bridge.simulator.reports import routes as report_routes
-from gateway_bridge.simulator.state import SimPsp, Simulator, StoredAnswer
-from gateway_bridge.simulator.stripe_api import StripeSim
+from psp_simulator.adyen_api import AdyenSim
+from psp_simulator.config import SimSettings, problems
+from psp_simulator.control import Control
+from psp_simulator.fx_api import FxSim
+from psp_simulator.nowpayments_api import NowPaymentsSim
+from psp_simulator.reports import routes as report_routes
+from psp_simulator.state import SimPsp, Simulator, StoredAnswer
+from psp_simulator.stripe_api import StripeSim
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ maximum age when it arrives) the next attempt waits REFRESH_AFTER_FAILURE_MS, so
 provider is not hammered by every deposit and inbox retry. The body is read whole, in as many
 chunks as it comes, up to RATES_BODY_MAX_BYTES.
 
-Refusals (gateway_bridge.domain.errors): FX_RATE_STALE and FX_RATE_UNAVAILABLE are 503 with
+Refusals (gateway_bridge.shared.errors): FX_RATE_STALE and FX_RATE_UNAVAILABLE are 503 with
 Retry-After at the cashier and a deferred, retried inbox event at credit time;
 FX_PAIR_UNSUPPORTED (the provider does not quote the pair) is 422.
 """
@@ -33,10 +33,10 @@ from fractions import Fraction
 import aiohttp
 import orjson
 
-from gateway_bridge.domain.errors import FxRefused, FxUnavailable
+from gateway_bridge.shared.errors import FxRefused, FxUnavailable
 from service_kit import fx
 
-log = logging.getLogger("gateway_bridge.fx_rates")
+log = logging.getLogger("gateway_bridge.fx.rates")
 
 # A rates table is a few KiB; anything much larger is not one.
 RATES_BODY_MAX_BYTES = 256 * 1024

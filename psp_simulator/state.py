@@ -26,8 +26,8 @@ from typing import Literal, Protocol
 import orjson
 from aiohttp import web
 
-from gateway_bridge.simulator.config import Knobs, SimSettings
-from gateway_bridge.simulator.delivery import Deliverer, DeliveryQueueFull, Webhook
+from psp_simulator.config import Knobs, SimSettings
+from psp_simulator.delivery import Deliverer, DeliveryQueueFull, Webhook
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ status sync driving a half-done withdrawal all ask for the same effect again, ne
 A deposit may be paid in a currency other than the wallet's (docs/FX.md): `currency` and
 `amount_minor` are then what the PSP is asked for and the player pays, `wallet_currency` the
 wallet credited. The cashier gets an indicative quote at a fresh rate (none stored when no
-fresh rate is at hand); the credit itself uses the rate at credit time (gateway_bridge.inbox).
+fresh rate is at hand); the credit itself uses the rate at credit time (gateway_bridge.payments.inbox).
 The risk rules see such a deposit in the wallet's currency, at the quoted amount.
 
 Every payment is screened by the risk rules (gateway_bridge.risk) once it is stored and
 before anything leaves the bridge: a denied one goes nowhere; a deposit held for review is
 not sent to the PSP, and a withdrawal held for review is reserved in the wallet but not paid
 out, until support approves (`resume_deposit` / `advance_withdrawal`) or rejects
-(`reject_held`) it (gateway_bridge.risk.review).
+(`reject_held`) it (gateway_bridge.payments.review).
 """
 
 from __future__ import annotations
@@ -35,19 +35,10 @@ from typing import Any
 import asyncpg
 
 from gateway_bridge.config import Settings
-from gateway_bridge.domain import money
-from gateway_bridge.domain.errors import (
-    Conflict,
-    FxRefused,
-    NotFound,
-    Refused,
-    Unavailable,
-    UpstreamDeclined,
-)
-from gateway_bridge.domain.events import EventKind, PspEvent
-from gateway_bridge.domain.payments import Action, Direction, State, wallet_key
-from gateway_bridge.domain.risk import Outcome, RiskDenied
-from gateway_bridge.fx_rates import FxRates
+from gateway_bridge.fx.rates import FxRates
+from gateway_bridge.payments import store
+from gateway_bridge.payments.model import Action, Direction, State, wallet_key
+from gateway_bridge.payments.store import Payment
 from gateway_bridge.psp.base import (
     DepositOrder,
     PayoutOrder,
@@ -56,13 +47,22 @@ from gateway_bridge.psp.base import (
     PspDeclined,
     PspUnavailable,
 )
+from gateway_bridge.risk.rules import Outcome, RiskDenied
 from gateway_bridge.risk.service import RiskService, Screening
-from gateway_bridge.storage import repo
-from gateway_bridge.storage.repo import Payment
-from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+from gateway_bridge.shared import money
+from gateway_bridge.shared.errors import (
+    Conflict,
+    FxRefused,
+    NotFound,
+    Refused,
+    Unavailable,
+    UpstreamDeclined,
+)
+from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 from service_kit import fx
 
-log = logging.getLogger("gateway_bridge.payments")
+log = logging.getLogger("gateway_bridge.payments.cashier")
 
 # When the wallet or the PSP could not be reached mid-withdrawal, the status sync picks the
 # payment up again after this long (cashier retries may resume it sooner).
@@ -190,7 +190,7 @@ class Payments:
         resume_ms = (self._settings.pending_limit_for(command.psp)
                      if direction is Direction.DEPOSIT else RESUME_AFTER_MS)
         async with self._pool.acquire() as conn:
-            created = await repo.insert_payment(
+            created = await store.insert_payment(
                 conn, payment_id=new_payment_id(), direction=direction, state=state,
                 psp=command.psp, method=command.method, player_id=command.player_id,
                 currency=command.currency, amount_minor=command.amount_minor,
@@ -200,10 +200,10 @@ class Payments:
                 wallet_currency=getattr(command, "wallet_currency", "") or None,
                 fx=None if fx_quote is None else {"quote": fx_quote})
             if created is not None:
-                await repo.add_history(conn, created, from_state=None, source="api",
+                await store.add_history(conn, created, from_state=None, source="api",
                                        note=f"{direction} requested by {command.client}")
                 return created, True
-            existing = await repo.payment_by_client_key(conn, command.client,
+            existing = await store.payment_by_client_key(conn, command.client,
                                                         command.client_key)
         assert existing is not None, "unique (client, client_key) row vanished"
         if existing.request != request or existing.direction is not direction:
@@ -230,7 +230,7 @@ class Payments:
         None when the Idempotency-Key already names a payment (a retry gets what was stored,
         whatever the rate does now). FxRefused / FxUnavailable before anything is stored."""
         async with self._pool.acquire() as conn:
-            if await repo.payment_by_client_key(conn, command.client,
+            if await store.payment_by_client_key(conn, command.client,
                                                 command.client_key) is not None:
                 return None
         if self._rates is None:
@@ -289,7 +289,7 @@ class Payments:
     async def _deposit_created(self, payment_id: str, psp_reference: str,
                                instructions: dict[str, Any]) -> Payment:
         async with self._pool.acquire() as conn, conn.transaction():
-            p = await repo.payment(conn, payment_id, lock=True)
+            p = await store.payment(conn, payment_id, lock=True)
             assert p is not None
             p.psp_reference = p.psp_reference or psp_reference
             p.instructions = instructions
@@ -299,9 +299,9 @@ class Payments:
                 p.state = State.PENDING
                 p.next_sync_at = self._clock() + timedelta(
                     milliseconds=self._settings.pending_limit_for(p.psp))
-            await repo.save(conn, p)
+            await store.save(conn, p)
             if before is State.CREATED:
-                await repo.add_history(conn, p, from_state=before, source="api",
+                await store.add_history(conn, p, from_state=before, source="api",
                                        note=f"created at {p.psp} as {psp_reference}")
         return p
 
@@ -326,28 +326,28 @@ class Payments:
         held deposit nor pays out a held withdrawal, and named in `attention`."""
         attention = "risk review: " + ", ".join(r.code for r in screening.reasons)
         async with self._pool.acquire() as conn, conn.transaction():
-            p = await repo.payment(conn, payment_id, lock=True)
+            p = await store.payment(conn, payment_id, lock=True)
             assert p is not None
             if p.state not in (State.CREATED, State.RESERVED) or p.attention == attention:
                 return p
             p.attention, p.next_sync_at = attention, None
-            await repo.save(conn, p)
-            await repo.add_history(conn, p, from_state=p.state, source=source,
+            await store.save(conn, p)
+            await store.add_history(conn, p, from_state=p.state, source=source,
                                    note=f"held for support ({attention})")
             return p
 
     async def _finish(self, payment_id: str, state: State, note: str, *,
                       refusal: dict[str, Any] | None = None) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            p = await repo.payment(conn, payment_id, lock=True)
+            p = await store.payment(conn, payment_id, lock=True)
             assert p is not None
             if p.state not in (State.CREATED, State.REQUESTED):
                 return
             before, p.state, p.next_sync_at = p.state, state, None
             if refusal is not None:
                 p.refusal, p.payout_destination = refusal, None
-            await repo.save(conn, p)
-            await repo.add_history(conn, p, from_state=before, source="api", note=note)
+            await store.save(conn, p)
+            await store.add_history(conn, p, from_state=before, source="api", note=note)
 
     # -- withdrawals ----------------------------------------------------------------------
 
@@ -385,7 +385,7 @@ class Payments:
 
     async def _reserve(self, payment_id: str, *, source: str) -> Payment:
         async with self._pool.acquire() as conn, conn.transaction():
-            p = await repo.payment(conn, payment_id, lock=True)
+            p = await store.payment(conn, payment_id, lock=True)
             if p is None:
                 raise NotFound(f"payment {payment_id} not found")
             if p.state is not State.REQUESTED:
@@ -402,7 +402,7 @@ class Payments:
                     milliseconds=RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[p.psp]))
             except WalletUnavailable:
                 p.next_sync_at = self._clock() + timedelta(milliseconds=RESUME_AFTER_MS)
-                await repo.save(conn, p)
+                await store.save(conn, p)
                 if source == "api":
                     raise Unavailable("the wallet is unavailable; retry with the same "
                                       "Idempotency-Key", retry_after_s=1) from None
@@ -411,8 +411,8 @@ class Payments:
                 p.state, p.next_sync_at, p.payout_destination = State.REJECTED, None, None
                 p.refusal = {"reason": err.reason, "message": err.message[:500]}
                 note = f"wallet refused: {err.reason}"
-            await repo.save(conn, p)
-            await repo.add_history(conn, p, from_state=before, source=source, note=note)
+            await store.save(conn, p)
+            await store.add_history(conn, p, from_state=before, source=source, note=note)
             return p
 
     async def _request_payout(self, p: Payment, *, source: str) -> Payment:
@@ -432,7 +432,7 @@ class Payments:
                 "payment_id": p.id, "psp": p.psp, "error": err.message})
             return p  # stays reserved; the status sync asks again with the same key
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await repo.payment(conn, p.id, lock=True)
+            current = await store.payment(conn, p.id, lock=True)
             assert current is not None
             current.psp_reference = current.psp_reference or reference
             before = current.state
@@ -441,9 +441,9 @@ class Payments:
                 current.state = State.PAYOUT_PENDING
                 current.next_sync_at = self._clock() + timedelta(
                     milliseconds=self._settings.pending_limit_for(p.psp))
-            await repo.save(conn, current)
+            await store.save(conn, current)
             if before is State.RESERVED:
-                await repo.add_history(conn, current, from_state=before, source=source,
+                await store.add_history(conn, current, from_state=before, source=source,
                                        note=f"payout requested at {p.psp} as {reference}")
             return current
 
@@ -455,12 +455,12 @@ class Payments:
                          psp_event_type=f"payout request declined ({err.code})",
                          payment_id=p.id)
         async with self._pool.acquire() as conn:
-            await repo.insert_event(conn, event, source="bridge")
+            await store.insert_event(conn, event, source="bridge")
         self._wake_inbox()
 
     async def _current(self, payment_id: str) -> Payment:
         async with self._pool.acquire() as conn:
-            p = await repo.payment(conn, payment_id)
+            p = await store.payment(conn, payment_id)
         if p is None:
             raise NotFound(f"payment {payment_id} not found")
         return p
@@ -470,7 +470,7 @@ class Payments:
     async def get(self, payment_id: str, *, client: str | None = None,
                   ) -> tuple[Payment, list[dict[str, Any]]]:
         async with self._pool.acquire() as conn:
-            p = await repo.payment(conn, payment_id)
+            p = await store.payment(conn, payment_id)
             if p is None or (client is not None and p.client != client):
                 raise NotFound("payment_id: no such payment")
-            return p, await repo.history(conn, payment_id)
+            return p, await store.history(conn, payment_id)

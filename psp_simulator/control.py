@@ -27,7 +27,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway_bridge.simulator.state import (
+from psp_simulator.state import (
     ControlError,
     DepositOutcome,
     SimObject,

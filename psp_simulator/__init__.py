@@ -8,7 +8,7 @@ the bound port); `app.run(settings)` serves until SIGTERM for the CLI. Signing r
 adapters' helpers in `gateway_bridge.psp`, so simulator and bridge can't drift apart.
 """
 
-from gateway_bridge.simulator.app import run, running
-from gateway_bridge.simulator.config import Knobs, SimSettings, load
+from psp_simulator.app import run, running
+from psp_simulator.config import Knobs, SimSettings, load
 
 __all__ = ["Knobs", "SimSettings", "load", "run", "running"]

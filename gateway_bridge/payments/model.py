@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway_bridge.domain.events import EventKind, PspEvent
+from gateway_bridge.shared.events import EventKind, PspEvent
 
 
 class Direction(StrEnum):

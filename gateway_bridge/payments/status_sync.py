@@ -16,14 +16,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from gateway_bridge.config import Settings
-from gateway_bridge.domain.payments import SYNCED, Direction, State
-from gateway_bridge.inbox import Inbox
-from gateway_bridge.payments import Payments
+from gateway_bridge.payments import store
+from gateway_bridge.payments.cashier import Payments
+from gateway_bridge.payments.inbox import Inbox
+from gateway_bridge.payments.model import SYNCED, Direction, State
+from gateway_bridge.payments.store import Payment
 from gateway_bridge.psp.base import PaymentRef, PspAdapter, PspError
-from gateway_bridge.storage import repo
-from gateway_bridge.storage.repo import Payment
 
-log = logging.getLogger("gateway_bridge.status_sync")
+log = logging.getLogger("gateway_bridge.payments.status_sync")
 
 
 
@@ -51,7 +51,7 @@ class StatusSync:
         while True:
             try:
                 await self.sync_due()
-            except repo.DB_ERRORS as err:
+            except store.DB_ERRORS as err:
                 log.warning("status sync: database trouble", extra={
                     "error": type(err).__name__})
             await asyncio.sleep(interval_s)
@@ -59,14 +59,14 @@ class StatusSync:
     async def sync_due(self) -> int:
         """One pass over the payments that are due; returns how many were looked at."""
         async with self._pool.acquire() as conn:
-            due = await repo.sync_due(conn, self._settings.sync_batch_max)
+            due = await store.sync_due(conn, self._settings.sync_batch_max)
         for payment_id in due:
             await self.sync_one(payment_id)
         return len(due)
 
     async def sync_one(self, payment_id: str) -> None:
         async with self._pool.acquire() as conn:
-            p = await repo.payment(conn, payment_id)
+            p = await store.payment(conn, payment_id)
         if p is None:
             return
         if p.state not in SYNCED:
@@ -105,47 +105,47 @@ class StatusSync:
 
     async def _recheck_soon(self, payment_id: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await repo.payment(conn, payment_id, lock=True)
+            current = await store.payment(conn, payment_id, lock=True)
             if current is not None and current.state in SYNCED:
                 current.next_sync_at = self._clock() + timedelta(
                     milliseconds=self._settings.sync_interval_ms)
-                await repo.save(conn, current)
+                await store.save(conn, current)
 
     async def _count_attempt(self, p: Payment, why: str) -> None:
         schedule = self._settings.sync_schedule_ms
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await repo.payment(conn, p.id, lock=True)
+            current = await store.payment(conn, p.id, lock=True)
             if current is None or current.state not in SYNCED:
                 return
             current.sync_attempts += 1
             if current.sync_attempts < len(schedule):
                 current.next_sync_at = self._clock() + timedelta(
                     milliseconds=schedule[current.sync_attempts])
-                await repo.save(conn, current)
+                await store.save(conn, current)
                 return
             before = current.state
             current.state, current.next_sync_at = State.TIMED_OUT, None
             current.attention = (f"{why} after {current.sync_attempts} status checks; "
                                  + ("funds stay reserved" if current.direction is
                                     Direction.WITHDRAWAL else "nothing credited"))
-            await repo.save(conn, current)
-            await repo.add_history(conn, current, from_state=before, source="poll",
+            await store.save(conn, current)
+            await store.add_history(conn, current, from_state=before, source="poll",
                                    note=current.attention)
         self.timed_out_total += 1
         log.warning("payment timed out", extra={"payment_id": p.id, "psp": p.psp})
 
     async def _close(self, p: Payment, state: State, note: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await repo.payment(conn, p.id, lock=True)
+            current = await store.payment(conn, p.id, lock=True)
             if current is None or current.state is not State.CREATED:
                 return
             before, current.state, current.next_sync_at = current.state, state, None
-            await repo.save(conn, current)
-            await repo.add_history(conn, current, from_state=before, source="poll", note=note)
+            await store.save(conn, current)
+            await store.add_history(conn, current, from_state=before, source="poll", note=note)
 
     async def _unschedule(self, payment_id: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await repo.payment(conn, payment_id, lock=True)
+            current = await store.payment(conn, payment_id, lock=True)
             if current is not None and current.state not in SYNCED:
                 current.next_sync_at = None
-                await repo.save(conn, current)
+                await store.save(conn, current)

@@ -17,8 +17,8 @@ import orjson
 from aiohttp import web
 
 from gateway_bridge.psp.stripe import sign_header
-from gateway_bridge.simulator.delivery import Webhook
-from gateway_bridge.simulator.state import (
+from psp_simulator.delivery import Webhook
+from psp_simulator.state import (
     ControlError,
     DepositOutcome,
     SimObject,

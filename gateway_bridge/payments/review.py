@@ -16,19 +16,19 @@ from typing import Any
 import asyncpg
 
 from gateway_bridge.config import Settings
-from gateway_bridge.domain.errors import (
+from gateway_bridge.payments import store
+from gateway_bridge.payments.cashier import RESUME_AFTER_MS, Payments, psp_call_budget_ms
+from gateway_bridge.payments.model import Action, Direction, State, wallet_key
+from gateway_bridge.payments.store import Payment
+from gateway_bridge.risk import queries as q
+from gateway_bridge.shared.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
     Refused,
     Unavailable,
 )
-from gateway_bridge.domain.payments import Action, Direction, State, wallet_key
-from gateway_bridge.payments import RESUME_AFTER_MS, Payments, psp_call_budget_ms
-from gateway_bridge.risk import queries as q
-from gateway_bridge.storage import repo
-from gateway_bridge.storage.repo import Payment
-from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 
 ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,127}")
 REASON = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,498}[\x21-\x7e])?")
@@ -78,8 +78,8 @@ class Reviews:
                             if p.direction is Direction.DEPOSIT else
                             RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[p.psp]))
                 p.next_sync_at = datetime.now(UTC) + timedelta(milliseconds=delay_ms)
-                await repo.save(conn, p)
-                await repo.add_history(conn, p, from_state=p.state, source="support",
+                await store.save(conn, p)
+                await store.add_history(conn, p, from_state=p.state, source="support",
                                        note=f"risk review approved by {actor}: {reason}")
             await conn.execute(q.LOG_REVIEW, payment_id, "approve", actor, reason)
         current, _ = await self._payments.get(payment_id)
@@ -103,8 +103,8 @@ class Reviews:
                 p.refusal = {"reason": RISK_REJECTED,
                              "message": "rejected by support after a risk review"}
                 p.attention, p.next_sync_at, p.payout_destination = None, None, None
-                await repo.save(conn, p)
-                await repo.add_history(conn, p, from_state=before, source="support",
+                await store.save(conn, p)
+                await store.add_history(conn, p, from_state=before, source="support",
                                        note=f"risk review rejected by {actor}: {reason}")
             await conn.execute(q.LOG_REVIEW, payment_id, "reject", actor, reason)
         current, _ = await self._payments.get(payment_id)
@@ -115,7 +115,7 @@ class Reviews:
         """Locks the payment (then its decision: the lock order in risk.queries) and closes
         the review with `verdict`. The payment when this call closed it; None when the same
         verdict was given before (a repeat)."""
-        p = await repo.payment(conn, payment_id, lock=True)
+        p = await store.payment(conn, payment_id, lock=True)
         decision = await conn.fetchrow(q.DECISION, payment_id) if p else None
         if p is None or decision is None:
             raise NotFound(f"payment_id: no risk decision for {payment_id}")

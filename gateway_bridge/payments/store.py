@@ -9,9 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from gateway_bridge.domain.events import EventKind, PspEvent
-from gateway_bridge.domain.payments import Direction, PaymentFacts, State
-from gateway_bridge.storage import queries as q
+from gateway_bridge.payments import queries as q
+from gateway_bridge.payments.model import Direction, PaymentFacts, State
+from gateway_bridge.shared.events import EventKind, PspEvent
 
 HISTORY_ROWS_MAX = 500
 EVENT_KEY_LENGTH_MAX = 200

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from gateway_bridge.simulator.config import Knobs, SimSettings
+from psp_simulator.config import Knobs, SimSettings
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from wallet.v1 import wallet_service_pb2 as pb
 
 from gateway_bridge.config import Settings
-from gateway_bridge.domain.errors import FxRefused, FxUnavailable
-from gateway_bridge.domain.events import PspEvent
-from gateway_bridge.domain.payments import (
+from gateway_bridge.fx.rates import FxRates
+from gateway_bridge.payments import store
+from gateway_bridge.payments.cashier import convert
+from gateway_bridge.payments.model import (
     NEEDS_SUPPORT,
     SYNCED,
     Action,
@@ -47,14 +48,13 @@ from gateway_bridge.domain.payments import (
     decide,
     wallet_key,
 )
-from gateway_bridge.fx_rates import FxRates
-from gateway_bridge.payments import convert
-from gateway_bridge.storage import repo
-from gateway_bridge.storage.repo import ChargebackPin, Payment, RatePin
-from gateway_bridge.wallet_client import WalletClient, WalletRefused, WalletUnavailable
+from gateway_bridge.payments.store import ChargebackPin, Payment, RatePin
+from gateway_bridge.shared.errors import FxRefused, FxUnavailable
+from gateway_bridge.shared.events import PspEvent
+from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 from service_kit import fx
 
-log = logging.getLogger("gateway_bridge.inbox")
+log = logging.getLogger("gateway_bridge.payments.inbox")
 
 # The wallet says the withdrawal already moved on: an earlier event whose wallet call
 # succeeded but whose reply was lost is still waiting for its retry. Once it lands, this event
@@ -106,7 +106,7 @@ class Inbox:
     async def store(self, events: list[PspEvent], *, source: str) -> list[int | None]:
         """Stores events in one transaction; a None id marks a duplicate."""
         async with self._pool.acquire() as conn, conn.transaction():
-            ids = [await repo.insert_event(conn, e, source=source) for e in events]
+            ids = [await store.insert_event(conn, e, source=source) for e in events]
         self.wake()
         return ids
 
@@ -122,7 +122,7 @@ class Inbox:
             claimed: list[int] = []
             try:
                 busy = await self.process_one(claimed)
-            except repo.DB_ERRORS as err:
+            except store.DB_ERRORS as err:
                 log.warning("inbox worker: database trouble, backing off",
                             extra={"error": type(err).__name__})
                 await asyncio.sleep(poll_s)
@@ -145,10 +145,10 @@ class Inbox:
             return
         try:
             async with self._pool.acquire() as conn:
-                await repo.finish_event(conn, claimed[0], "dead",
+                await store.finish_event(conn, claimed[0], "dead",
                                         "internal error while applying; see the bridge log")
             self.dead_total += 1
-        except repo.DB_ERRORS:
+        except store.DB_ERRORS:
             pass  # still pending; the next attempt meets the same error and tries again
 
     async def drain(self, *, timeout_ms: int = 10_000) -> None:
@@ -160,13 +160,13 @@ class Inbox:
     async def process_one(self, claimed: list[int] | None = None) -> bool:
         """Applies one due event; `claimed` receives its id (for the caller's error path)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await repo.claim_event(conn)
+            row = await store.claim_event(conn)
             if row is None:
                 return False
             if claimed is not None:
                 claimed.append(row["id"])
-            event = repo.event_from_json(row["event"])
-            payment = await repo.payment_for_event(conn, event)
+            event = store.event_from_json(row["event"])
+            payment = await store.payment_for_event(conn, event)
             if payment is None:
                 await self._unknown(conn, row, event)
                 return True
@@ -183,14 +183,14 @@ class Inbox:
         if event.payment_id or not (event.psp_reference or event.psp_reference_alt):
             log.warning("event for an unknown payment ignored", extra={
                 "psp": event.psp, "inbox_id": row["id"], "psp_event_type": event.psp_event_type})
-            await repo.finish_event(conn, row["id"], "ignored", "unknown payment")
+            await store.finish_event(conn, row["id"], "ignored", "unknown payment")
             return
         if row["attempts"] + 1 >= self._settings.inbox_attempts_max:
-            await repo.finish_event(conn, row["id"], "dead", "no payment matches its PSP "
+            await store.finish_event(conn, row["id"], "dead", "no payment matches its PSP "
                                                              "reference")
             self.dead_total += 1
             return
-        await repo.retry_event(conn, row["id"], "unknown payment (yet)",
+        await store.retry_event(conn, row["id"], "unknown payment (yet)",
                                self._backoff_ms(row["attempts"]))
 
     async def _handle(self, conn: asyncpg.Connection, row: asyncpg.Record, event: PspEvent,
@@ -199,11 +199,11 @@ class Inbox:
         if d.verdict is Verdict.IGNORE:
             if d.note.startswith("conflict"):
                 p.attention = d.note
-                await repo.save(conn, p)
-            await repo.add_history(conn, p, from_state=p.state, source=row["source"],
+                await store.save(conn, p)
+            await store.add_history(conn, p, from_state=p.state, source=row["source"],
                                    psp_event_type=event.psp_event_type, inbox_id=inbox_id,
                                    note=f"ignored: {d.note}")
-            await repo.finish_event(conn, inbox_id, "ignored", d.note)
+            await store.finish_event(conn, inbox_id, "ignored", d.note)
             return
         if d.verdict is Verdict.DEFER:
             await self._retry_or_die(conn, row, p, d.note)
@@ -217,7 +217,7 @@ class Inbox:
         except FxNotCredited as err:
             # Raised before any wallet call under this key: whatever was pinned for it was
             # never sent, and must not bind a later attempt (a replay by support).
-            await repo.unpin_fx(conn, key)
+            await store.unpin_fx(conn, key)
             await self._die(conn, row, p, f"not credited: {err}")
             return
         except WalletUnavailable as err:
@@ -228,7 +228,7 @@ class Inbox:
             if p.wallet_currency and err.reason != _KEY_HOLDS_ANOTHER_REQUEST:
                 # A definitive answer to this very request: nothing a retry must repeat
                 # exactly, so a pinned rate or debit is dropped with this event's outcome.
-                await repo.unpin_fx(conn, key)
+                await store.unpin_fx(conn, key)
             if err.reason in _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN:
                 await self._retry_or_die(conn, row, p, note)
             else:
@@ -250,11 +250,11 @@ class Inbox:
         if p.state not in SYNCED:
             p.next_sync_at = None
             p.payout_destination = None
-        await repo.save(conn, p)
-        await repo.add_history(conn, p, from_state=before, source=row["source"],
+        await store.save(conn, p)
+        await store.add_history(conn, p, from_state=before, source=row["source"],
                                psp_event_type=event.psp_event_type, inbox_id=inbox_id,
                                note=f"{d.note}; {fx_note}" if fx_note else d.note)
-        await repo.finish_event(conn, inbox_id, "applied", None)
+        await store.finish_event(conn, inbox_id, "applied", None)
         self.applied_total += 1
 
     @staticmethod
@@ -310,18 +310,18 @@ class Inbox:
         and that statement also restarts the transaction's idle clock before the wallet
         call. FxNotNow when no fresh rate is at hand."""
         assert p.wallet_currency
-        pinned = await repo.fx_rate_pin(conn, key)
+        pinned = await store.fx_rate_pin(conn, key)
         if pinned is not None and not await self._pin_abandoned(pinned, key):
             return pinned
         fresh = await self._fresh_rate(p.currency, p.wallet_currency)
         async with self._pool.acquire() as own:
             if pinned is None:
-                await repo.pin_fx_rate(own, wallet_key=key, payment_id=p.id,
+                await store.pin_fx_rate(own, wallet_key=key, payment_id=p.id,
                                        paid_currency=p.currency,
                                        wallet_currency=p.wallet_currency, pin=fresh)
             else:
-                await repo.repin_fx_rate(own, wallet_key=key, pin=fresh, replacing=pinned)
-        now_pinned = await repo.fx_rate_pin(conn, key)
+                await store.repin_fx_rate(own, wallet_key=key, pin=fresh, replacing=pinned)
+        now_pinned = await store.fx_rate_pin(conn, key)
         if now_pinned is None:
             raise AssertionError(f"the rate pinned for {key} vanished")
         return now_pinned
@@ -428,10 +428,10 @@ class Inbox:
         ordered, and all of them together never take more than was credited. The payment
         row lock this worker holds serializes the disputes of one payment. Pinned like a
         rate (own connection, committed, read back here) before the wallet call."""
-        pinned = await repo.fx_chargeback_pin(conn, key)
+        pinned = await store.fx_chargeback_pin(conn, key)
         if pinned is not None:
             return pinned
-        others = await repo.fx_chargebacks_pinned(conn, payment_id=p.id, except_key=key)
+        others = await store.fx_chargebacks_pinned(conn, payment_id=p.id, except_key=key)
         # max(): disputes applied before pins existed are only in the payment's own sums.
         debit = fx.share_not_yet_taken(
             int(credit["credited_minor"]), whole=int(credit["paid_minor"]), part=paid_minor,
@@ -439,10 +439,10 @@ class Inbox:
             taken_before=max(int((p.fx or {}).get("charged_back_wallet_minor", 0)),
                              others.debit_minor))
         async with self._pool.acquire() as own:
-            await repo.pin_fx_chargeback(own, wallet_key=key, payment_id=p.id,
+            await store.pin_fx_chargeback(own, wallet_key=key, payment_id=p.id,
                                          pin=ChargebackPin(paid_minor=paid_minor,
                                                            debit_minor=debit))
-        now_pinned = await repo.fx_chargeback_pin(conn, key)
+        now_pinned = await store.fx_chargeback_pin(conn, key)
         if now_pinned is None:
             raise AssertionError(f"the debit pinned for {key} vanished")
         return now_pinned
@@ -459,15 +459,15 @@ class Inbox:
             await self._die(conn, row, p, f"{note}; gave up after {row['attempts'] + 1} "
                                           "attempts")
             return
-        await repo.retry_event(conn, row["id"], note, self._backoff_ms(row["attempts"]))
+        await store.retry_event(conn, row["id"], note, self._backoff_ms(row["attempts"]))
 
     async def _die(self, conn: asyncpg.Connection, row: asyncpg.Record, p: Payment,
                    note: str) -> None:
         log.error("inbox event dead-lettered", extra={
             "inbox_id": row["id"], "payment_id": p.id, "psp": p.psp, "note": note})
         p.attention = f"event {row['id']} dead-lettered: {note}"[:500]
-        await repo.save(conn, p)
-        await repo.add_history(conn, p, from_state=p.state, source="worker",
+        await store.save(conn, p)
+        await store.add_history(conn, p, from_state=p.state, source="worker",
                                inbox_id=row["id"], note=f"dead-lettered: {note}")
-        await repo.finish_event(conn, row["id"], "dead", note)
+        await store.finish_event(conn, row["id"], "dead", note)
         self.dead_total += 1

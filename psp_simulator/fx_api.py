@@ -24,8 +24,8 @@ from decimal import Decimal, localcontext
 
 from aiohttp import web
 
-from gateway_bridge.domain.money import EXPONENTS
-from gateway_bridge.simulator.state import ControlError, Simulator, json_response
+from gateway_bridge.shared.money import EXPONENTS
+from psp_simulator.state import ControlError, Simulator, json_response
 
 SOURCE = "psp-simulator"
 # USD value of one unit of each currency (as in nowpayments_api.RATES_USD).

@@ -19,8 +19,8 @@ import orjson
 from aiohttp import web
 
 from gateway_bridge.psp.adyen import hmac_key_from_hex, sign_item
-from gateway_bridge.simulator.delivery import Webhook
-from gateway_bridge.simulator.state import (
+from psp_simulator.delivery import Webhook
+from psp_simulator.state import (
     ControlError,
     DepositOutcome,
     SimObject,

@@ -1,1 +1,0 @@
-"""The bridge's storage: all SQL (queries.py), thin typed calls (repo.py), migrations."""
