@@ -61,6 +61,8 @@ class Settings:
     request_timeout_ms: int = 30_000
     db_pool_size_max: int = 8
     db_statement_timeout_ms: int = 5000
+    # How long a use case waits for a pooled connection before it answers "unavailable".
+    db_acquire_timeout_ms: int = 2000
     # Inbox: worker tasks, attempts before dead-letter, backoff doubling up to a cap.
     inbox_workers: int = 4
     # About a day of retries at the 5-minute cap: PSPs retry for days, and a wallet outage
@@ -214,6 +216,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         request_timeout_ms=r.integer("BRIDGE_REQUEST_TIMEOUT_MS", 30_000, low=100,
                                      high=120_000),
         db_pool_size_max=r.integer("BRIDGE_DB_POOL_SIZE_MAX", 8, low=2, high=64),
+        db_acquire_timeout_ms=r.integer("BRIDGE_DB_ACQUIRE_TIMEOUT_MS", 2000, low=10,
+                                        high=60_000),
         db_statement_timeout_ms=r.integer("BRIDGE_DB_STATEMENT_TIMEOUT_MS", 5000, low=100,
                                           high=600_000),
         inbox_workers=r.integer("BRIDGE_INBOX_WORKERS", 4, low=1, high=64),

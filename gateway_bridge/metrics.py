@@ -8,17 +8,10 @@ PSP and what became of it).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-
-from gateway_bridge.payments import store
-
-log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("bridge_http_requests", "HTTP requests answered, by route and status",
                         ["route", "status"])
@@ -39,7 +32,7 @@ PSP_CALL_DURATION = Histogram("bridge_psp_call_duration_seconds",
                                        30.0))
 PSP_CIRCUIT_OPEN = Gauge("bridge_psp_circuit_open", "1 while a PSP's circuit breaker is open",
                          ["psp"])
-# Read from Postgres every BRIDGE_METRICS_REFRESH_MS by `refresh_forever`.
+# Read from Postgres every BRIDGE_METRICS_REFRESH_MS (payments/gauges.py).
 PAYMENTS = Gauge("bridge_payments", "Payments by PSP, direction and state",
                  ["psp", "direction", "state"])
 PAYMENTS_ATTENTION = Gauge("bridge_payments_attention",
@@ -71,34 +64,6 @@ def psp_call(psp: str, outcome: str, duration_s: float) -> None:
 
 def watch_breaker(psp: str, is_open: Callable[[], bool]) -> None:
     PSP_CIRCUIT_OPEN.labels(psp).set_function(lambda: 1.0 if is_open() else 0.0)
-
-
-async def refresh(conn: asyncpg.Connection) -> None:
-    """Payments by state, what waits for support, inbox depth and lag, from Postgres. Label
-    sets that disappeared are cleared first, so a state nobody is in reads as absent."""
-    counts = await store.operational_counts(conn)
-    for gauge in (PAYMENTS, PAYMENTS_ATTENTION, INBOX, INBOX_LAG):
-        gauge.clear()
-    for (psp, direction, state), n in counts.payments.items():
-        PAYMENTS.labels(psp, direction, state).set(n)
-    for (psp, attention), n in counts.attention.items():
-        PAYMENTS_ATTENTION.labels(psp, attention).set(n)
-    for (psp, status), n in counts.inbox.items():
-        INBOX.labels(psp, status).set(n)
-    for psp, age_s in counts.inbox_lag_s.items():
-        INBOX_LAG.labels(psp).set(age_s)
-
-
-async def refresh_forever(pool: asyncpg.Pool, *, interval_ms: int, timeout_ms: int) -> None:
-    """The database gauges, every `interval_ms`; a failed round is counted and retried."""
-    while True:
-        try:
-            async with asyncio.timeout(timeout_ms / 1000), pool.acquire() as conn:
-                await refresh(conn)
-        except (*store.DB_ERRORS, TimeoutError) as exc:
-            REFRESH_FAILURES.inc()
-            log.warning("metrics refresh failed", extra={"error": type(exc).__name__})
-        await asyncio.sleep(interval_ms / 1000)
 
 
 def route_of(request: web.Request) -> str:

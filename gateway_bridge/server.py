@@ -29,7 +29,7 @@ from gateway_bridge.http import webhooks
 from gateway_bridge.http.context import Services
 from gateway_bridge.incidents import probes
 from gateway_bridge.incidents.detector import Detector
-from gateway_bridge.payments import store
+from gateway_bridge.payments import gauges
 from gateway_bridge.payments.cashier import Payments
 from gateway_bridge.payments.inbox import Inbox
 from gateway_bridge.payments.review import Reviews
@@ -37,6 +37,7 @@ from gateway_bridge.payments.status_sync import StatusSync
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.risk.service import RiskService
 from gateway_bridge.wallet.client import WalletClient
+from service_kit import pg
 from service_kit.migrations import migrate
 from service_kit.pg import init_json_codecs
 
@@ -108,7 +109,8 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     rates = FxRates(url=settings.fx_rates_url, timeout_ms=settings.fx_timeout_ms,
                     age_max_ms=settings.fx_rate_age_max_ms, spread_bps=settings.fx_spread_bps)
     inbox = Inbox(pool=pool, wallet=wallet, settings=settings, rates=rates)
-    risk = RiskService(pool=pool, policy=settings.risk)
+    risk = RiskService(pool=pool, policy=settings.risk,
+                       acquire_timeout_ms=settings.db_acquire_timeout_ms)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters, settings=settings,
                         wake_inbox=inbox.wake, risk=risk, rates=rates)
     reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings)
@@ -155,7 +157,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                 adapters, interval_ms=settings.probe_interval_ms, pool=pool,
                 timeout_ms=settings.db_statement_timeout_ms), name="psp-probes"))
         if metrics_port is not None:
-            tasks.append(asyncio.create_task(metrics.refresh_forever(
+            tasks.append(asyncio.create_task(gauges.refresh_forever(
                 pool, interval_ms=settings.metrics_refresh_ms,
                 timeout_ms=settings.db_statement_timeout_ms), name="metrics-refresh"))
         if detecting:
@@ -165,7 +167,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     finally:
         await metrics_runner.cleanup()
         await runner.cleanup()
-        with contextlib.suppress(*store.DB_ERRORS):
+        with contextlib.suppress(*pg.DB_ERRORS):
             await webhooks.flush_rejections(services)
         for task in tasks:
             task.cancel()

@@ -8,6 +8,10 @@ import sys
 import asyncpg
 import orjson
 
+# What "the database is unreachable or failed" looks like to a use case or an edge: the
+# caller answers "unavailable, retry" rather than treating it as a bug.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
 
 async def init_json_codecs(conn: asyncpg.Connection) -> None:
     """json/jsonb columns as Python values, through orjson (pool `init=` and single

@@ -19,8 +19,8 @@ from gateway_bridge.http import cashier, webhooks
 from gateway_bridge.http import errors as http_errors
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import dumps
-from gateway_bridge.payments import store
 from gateway_bridge.shared.errors import BridgeError
+from service_kit import pg
 
 log = logging.getLogger("gateway_bridge.http")
 access_log = logging.getLogger("gateway_bridge.access")
@@ -55,7 +55,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     except TimeoutError:
         response = http_errors.response(503, "TIMEOUT", "the request took too long; retry "
                                         "with the same Idempotency-Key", request_id=request_id)
-    except store.DB_ERRORS as err:
+    except pg.DB_ERRORS as err:
         log.error("database unavailable", extra={"request_id": request_id,
                                                  "error": type(err).__name__})
         response = http_errors.response(503, "UNAVAILABLE", "storage unavailable; retry",
@@ -82,9 +82,9 @@ async def healthz(_: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     try:
-        async with asyncio.timeout(READY_TIMEOUT_S), services.pool.acquire() as conn:
-            inbox = await store.inbox_counts(conn)
-    except store.DB_ERRORS:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            inbox = await services.inbox.counts()
+    except pg.DB_ERRORS:
         return web.json_response({"status": "unavailable", "database": "down"}, status=503)
     return web.json_response({
         "status": "ok", "inbox": inbox,

@@ -18,7 +18,7 @@ from gateway_bridge.http import validation as v
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import STATUS_BY_ERROR, dumps
 from gateway_bridge.payments.cashier import DepositCommand, WithdrawalCommand
-from gateway_bridge.payments.store import Payment
+from gateway_bridge.payments.model import Payment, instructions_to_json
 from gateway_bridge.psp.nowpayments import asset_currency
 from gateway_bridge.risk.rules import RiskDenied
 from gateway_bridge.risk.service import Screening
@@ -94,12 +94,12 @@ def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
         # Paid in `currency`, credited in `wallet_currency`: the quote shown at the start
         # (indicative), and once credited the rate actually used (docs/FX.md).
         view["wallet_currency"] = p.wallet_currency
-        view["fx"] = p.fx or {}
+        view["fx"] = p.fx.to_json() if p.fx is not None else {}
     if p.instructions:
-        view["instructions"] = {k: val for k, val in p.instructions.items()
+        view["instructions"] = {k: val for k, val in instructions_to_json(p.instructions).items()
                                 if val and k != "psp_reference"}
     if p.refusal:
-        view["refusal"] = p.refusal
+        view["refusal"] = p.refusal.to_json()
     if screening is not None and screening.results:
         view["risk"] = screening.view()
     if history is not None:

@@ -17,9 +17,9 @@ from aiohttp import web
 from gateway_bridge import metrics
 from gateway_bridge.http import errors as http_errors
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
-from gateway_bridge.incidents import store as incident_store
-from gateway_bridge.payments import store
+from gateway_bridge.incidents import rejections
 from gateway_bridge.psp.base import WebhookRejected
+from service_kit import pg
 
 log = logging.getLogger("gateway_bridge.webhooks")
 
@@ -47,7 +47,7 @@ async def receive(request: web.Request) -> web.Response:
         return http_errors.response(status, code, rejected.message, request_id=request_id)
     try:
         ids = await services.inbox.store(events, source="webhook")
-    except store.DB_ERRORS as err:
+    except pg.DB_ERRORS as err:
         log.error("webhook not stored; asking the PSP to deliver again",
                   extra={"psp": psp, "error": type(err).__name__})
         return http_errors.response(503, "UNAVAILABLE", "not stored; deliver again later",
@@ -67,11 +67,9 @@ async def flush_rejections(services: Services) -> None:
     pending = dict(services.rejected_unsaved)
     services.rejected_unsaved.clear()
     try:
-        async with services.pool.acquire() as conn, conn.transaction():
-            for (psp, cause), count in sorted(pending.items()):
-                await store.count_rejections(conn, psp, cause, count)
-                await incident_store.count_rejection(conn, psp, cause, count)
-    except store.DB_ERRORS:
+        await rejections.save(services.pool, pending,
+                              acquire_timeout_ms=services.settings.db_acquire_timeout_ms)
+    except pg.DB_ERRORS:
         services.rejected_unsaved.update(pending)  # kept for the next flush
 
 

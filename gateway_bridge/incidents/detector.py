@@ -18,8 +18,8 @@ import asyncpg
 from gateway_bridge import metrics
 from gateway_bridge.incidents import store
 from gateway_bridge.incidents.rules import IncidentPolicy, evaluate
-from gateway_bridge.payments import store as payments_store
 from gateway_bridge.psp.base import PspAdapter
+from service_kit import pg
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Detector:
     async def evaluate_once(self) -> list[store.Change] | None:
         """The changes made, or None when another replica is evaluating right now."""
         async with asyncio.timeout(self._timeout_s), self._pool.acquire() as conn, \
-                conn.transaction():
+                conn.transaction(isolation="read_committed"):
             if not await store.try_evaluation_lock(conn):
                 # Another replica evaluates; the gauges here still follow the records.
                 self._publish(await store.open_counts(conn))
@@ -68,7 +68,7 @@ class Detector:
         while True:
             try:
                 await self.evaluate_once()
-            except (*payments_store.DB_ERRORS, TimeoutError) as exc:
+            except (*pg.DB_ERRORS, TimeoutError) as exc:
                 metrics.INCIDENT_EVALUATION_FAILURES.inc()
                 log.warning("incident evaluation failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(self._policy.interval_ms / 1000)

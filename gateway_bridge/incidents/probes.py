@@ -18,8 +18,8 @@ import asyncpg
 
 from gateway_bridge import metrics
 from gateway_bridge.incidents import store
-from gateway_bridge.payments import store as payments_store
 from gateway_bridge.psp.base import ProbeResult, PspAdapter
+from service_kit import pg
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,6 @@ async def probe_forever(adapters: Mapping[str, PspAdapter], *, interval_ms: int,
                     # Kept bounded here too: the probes run without the detector when only
                     # the metrics listener is on.
                     await store.prune_signals(conn)
-            except (*payments_store.DB_ERRORS, TimeoutError) as exc:
+            except (*pg.DB_ERRORS, TimeoutError) as exc:
                 log.warning("probe results not kept", extra={"error": type(exc).__name__})
         await asyncio.sleep(interval_ms / 1000)

@@ -211,6 +211,9 @@ async def record_probes(conn: asyncpg.Connection, results: Mapping[str, ProbeRes
 
 
 async def count_rejection(conn: asyncpg.Connection, psp: str, cause: str, count: int) -> None:
+    """Adds rejected webhooks to the running totals and to this minute's count, which the
+    callback-error rule reads."""
+    await conn.execute(q.COUNT_REJECTION_TOTAL, psp, cause, count)
     await conn.execute(q.COUNT_REJECTION_MINUTE, psp, cause, count)
 
 

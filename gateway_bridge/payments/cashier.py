@@ -22,23 +22,29 @@ out, until support approves (`resume_deposit` / `advance_withdrawal`) or rejects
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from fractions import Fraction
 from typing import Any
 
 import asyncpg
 
 from gateway_bridge.config import Settings
+from gateway_bridge.fx.conversion import convert
 from gateway_bridge.fx.rates import FxRates
 from gateway_bridge.payments import store
-from gateway_bridge.payments.model import Action, Direction, State, wallet_key
-from gateway_bridge.payments.store import Payment
+from gateway_bridge.payments.model import (
+    Action,
+    CashierRequest,
+    FxQuote,
+    Payment,
+    PaymentFx,
+    Refusal,
+    State,
+    wallet_key,
+)
 from gateway_bridge.psp.base import (
     DepositOrder,
     PayoutOrder,
@@ -48,8 +54,7 @@ from gateway_bridge.psp.base import (
     PspUnavailable,
 )
 from gateway_bridge.risk.rules import Outcome, RiskDenied
-from gateway_bridge.risk.service import RiskService, Screening
-from gateway_bridge.shared import money
+from gateway_bridge.risk.service import RiskService, Screening, Subject
 from gateway_bridge.shared.errors import (
     Conflict,
     FxRefused,
@@ -59,8 +64,8 @@ from gateway_bridge.shared.errors import (
     UpstreamDeclined,
 )
 from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.shared.terms import DepositInstructions, Direction
 from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
-from service_kit import fx
 
 log = logging.getLogger("gateway_bridge.payments.cashier")
 
@@ -100,30 +105,18 @@ class WithdrawalCommand:
     country: str = ""
 
 
-def convert(amount_minor: int, *, currency: str, wallet_currency: str, rate: Fraction,
-            spread_bps: int) -> int:
-    """`amount_minor` of `currency` in minor units of `wallet_currency` (service_kit.fx:
-    spread taken, rounded down); FxRefused when it would exceed the wallet currency's
-    per-operation cap (money.OPERATION_MAX_MINOR): at the cashier that is a 422 before the
-    PSP is asked for anything."""
-    try:
-        return fx.convert(paid_minor=amount_minor, paid_scale=money.exponent(currency),
-                          rate=rate, wallet_scale=money.exponent(wallet_currency),
-                          spread_bps=spread_bps,
-                          credited_max_minor=money.operation_max_minor(wallet_currency))
-    except fx.FxError as err:
-        raise FxRefused(f"amount_minor: {err.problem}", code="FX_AMOUNT_TOO_LARGE",
-                        field="amount_minor") from None
-
-
-def risk_view(p: Payment) -> Payment:
-    """What the risk rules see: a converted deposit in the wallet's currency, at its quoted
-    credit, so amount thresholds and velocity sums per currency compare like with like."""
-    quote = (p.fx or {}).get("quote")
-    if not p.wallet_currency or not quote:
-        return p
-    return dataclasses.replace(p, currency=p.wallet_currency,
-                               amount_minor=int(quote["estimated_credit_minor"]))
+def risk_subject(p: Payment) -> Subject:
+    """What the risk rules see of a payment: a converted deposit in the wallet's currency, at
+    its quoted credit, so amount thresholds and velocity sums per currency compare like with
+    like."""
+    quote = p.fx.quote if p.fx is not None else None
+    converted = bool(p.wallet_currency) and quote is not None
+    return Subject(
+        payment_id=p.id, direction=p.direction, player_id=p.player_id,
+        currency=p.wallet_currency if converted and p.wallet_currency else p.currency,
+        amount_minor=quote.estimated_credit_minor if converted and quote else p.amount_minor,
+        psp=p.psp, method=p.method, instrument_id=p.request.instrument_id,
+        country=p.request.country)
 
 
 def psp_call_budget_ms(config: PspConfig) -> int:
@@ -137,21 +130,21 @@ def new_payment_id() -> str:
     return "pay_" + secrets.token_hex(12)
 
 
-def _fingerprint(command: DepositCommand | WithdrawalCommand) -> dict[str, Any]:
-    """What the stored request is compared on when the same Idempotency-Key comes again. A
-    payout destination is kept only as a digest here; the clear value lives in its own column
-    until the PSP has accepted the payout, and is erased then."""
-    values = asdict(command)
-    values.pop("client")
-    values.pop("client_key")
-    # Risk fields are kept only when sent, so requests stored before they existed still
-    # match their retries.
-    for optional in ("instrument_id", "country", "wallet_currency"):
-        if optional in values and not values[optional]:
-            values.pop(optional)
-    if "destination" in values:
-        values["destination"] = hashlib.sha256(values["destination"].encode()).hexdigest()
-    return values
+def cashier_request(command: DepositCommand | WithdrawalCommand) -> CashierRequest:
+    """What is stored of a cashier command and compared when its Idempotency-Key comes
+    again (the destination only as a digest: model.CashierRequest)."""
+    if isinstance(command, DepositCommand):
+        return CashierRequest(
+            direction=Direction.DEPOSIT, player_id=command.player_id,
+            amount_minor=command.amount_minor, currency=command.currency, psp=command.psp,
+            method=command.method, pay_currency=command.pay_currency,
+            return_url=command.return_url, instrument_id=command.instrument_id,
+            country=command.country, wallet_currency=command.wallet_currency)
+    return CashierRequest(
+        direction=Direction.WITHDRAWAL, player_id=command.player_id,
+        amount_minor=command.amount_minor, currency=command.currency, psp=command.psp,
+        method=command.method, instrument_id=command.instrument_id, country=command.country,
+        destination_sha256=CashierRequest.destination_digest(command.destination))
 
 
 class Payments:
@@ -161,6 +154,7 @@ class Payments:
                  rates: FxRates | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
+        self._acquire_timeout_s = settings.db_acquire_timeout_ms / 1000
         self._rates = rates
         self._wallet = wallet
         self._adapters = adapters
@@ -168,6 +162,17 @@ class Payments:
         self._wake_inbox = wake_inbox
         self._risk = risk
         self._clock = clock
+
+    def _connection(self) -> Any:
+        """A pooled connection, waited for at most the acquire timeout."""
+        return self._pool.acquire(timeout=self._acquire_timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A payment's read-lock-write: READ COMMITTED is enough, the row lock (FOR UPDATE)
+        serializes writers of one payment."""
+        async with self._connection() as conn, conn.transaction(isolation="read_committed"):
+            yield conn
 
     def _require_available(self, psp: str) -> PspAdapter:
         adapter = self._adapters[psp]
@@ -182,23 +187,20 @@ class Payments:
         return self._settings.psps[psp].breaker_cooldown_ms // 1000
 
     async def _store(self, command: DepositCommand | WithdrawalCommand, direction: Direction,
-                     *, fx_quote: dict[str, Any] | None = None) -> tuple[Payment, bool]:
-        request = _fingerprint(command)
+                     *, fx_quote: FxQuote | None = None) -> tuple[Payment, bool]:
+        request = cashier_request(command)
         state = State.CREATED if direction is Direction.DEPOSIT else State.REQUESTED
         # If the request dies half-way and the cashier never retries, the status sync
         # finishes the job (withdrawals) or closes the payment (deposits) from here.
         resume_ms = (self._settings.pending_limit_for(command.psp)
                      if direction is Direction.DEPOSIT else RESUME_AFTER_MS)
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             created = await store.insert_payment(
-                conn, payment_id=new_payment_id(), direction=direction, state=state,
-                psp=command.psp, method=command.method, player_id=command.player_id,
-                currency=command.currency, amount_minor=command.amount_minor,
-                client=command.client, client_key=command.client_key, request=request,
+                conn, payment_id=new_payment_id(), state=state, client=command.client,
+                client_key=command.client_key, request=request,
                 payout_destination=getattr(command, "destination", None),
                 next_sync_at=self._clock() + timedelta(milliseconds=resume_ms),
-                wallet_currency=getattr(command, "wallet_currency", "") or None,
-                fx=None if fx_quote is None else {"quote": fx_quote})
+                fx=None if fx_quote is None else PaymentFx(quote=fx_quote))
             if created is not None:
                 await store.add_history(conn, created, from_state=None, source="api",
                                        note=f"{direction} requested by {command.client}")
@@ -206,7 +208,7 @@ class Payments:
             existing = await store.payment_by_client_key(conn, command.client,
                                                         command.client_key)
         assert existing is not None, "unique (client, client_key) row vanished"
-        if existing.request != request or existing.direction is not direction:
+        if existing.request != request:
             raise Conflict("Idempotency-Key: already used for a different request")
         return existing, False
 
@@ -216,7 +218,7 @@ class Payments:
         self._require_available(command.psp)
         quote = await self._quote(command) if command.wallet_currency else None
         payment, created = await self._store(command, Direction.DEPOSIT, fx_quote=quote)
-        screening = await self._risk.screen(risk_view(payment))
+        screening = await self._risk.screen(risk_subject(payment))
         if screening.outcome is Outcome.DENY:
             await self._deny(payment, screening)
         if payment.state is not State.CREATED:
@@ -225,11 +227,11 @@ class Payments:
             return await self._hold(payment.id, screening, source="api"), created
         return await self.resume_deposit(payment.id), created
 
-    async def _quote(self, command: DepositCommand) -> dict[str, Any] | None:
+    async def _quote(self, command: DepositCommand) -> FxQuote | None:
         """The indicative quote of a deposit paid in another currency, at a fresh rate;
         None when the Idempotency-Key already names a payment (a retry gets what was stored,
         whatever the rate does now). FxRefused / FxUnavailable before anything is stored."""
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             if await store.payment_by_client_key(conn, command.client,
                                                 command.client_key) is not None:
                 return None
@@ -245,9 +247,9 @@ class Payments:
             raise FxRefused(f"amount_minor: {command.amount_minor} {command.currency} is worth "
                             f"less than one minor unit of {command.wallet_currency}",
                             code="FX_AMOUNT_TOO_SMALL", field="amount_minor")
-        return {"rate": rate.text, "pair": rate.pair, "source": rate.source,
-                "as_of": rate.as_of.isoformat(), "spread_bps": spread_bps,
-                "estimated_credit_minor": estimate, "quoted_at": self._clock().isoformat()}
+        return FxQuote(rate=rate.text, pair=rate.pair, source=rate.source, as_of=rate.as_of,
+                       spread_bps=spread_bps, estimated_credit_minor=estimate,
+                       quoted_at=self._clock())
 
     async def resume_deposit(self, payment_id: str) -> Payment:
         """Sends a stored (or approved) deposit to its PSP; a no-op once it left CREATED."""
@@ -268,9 +270,8 @@ class Payments:
                           code=err.reason) from None
         order = DepositOrder(payment_id=payment.id, player_id=payment.player_id,
                              amount_minor=payment.amount_minor, currency=payment.currency,
-                             method=payment.method,
-                             pay_currency=str(request.get("pay_currency") or ""),
-                             return_url=str(request.get("return_url") or ""))
+                             method=payment.method, pay_currency=request.pay_currency,
+                             return_url=request.return_url)
         try:
             instructions = await adapter.create_deposit(order)
         except PspDeclined as err:
@@ -283,26 +284,24 @@ class Payments:
             raise Unavailable(f"psp: {payment.psp} did not answer; retry with the same "
                               "Idempotency-Key", code="PSP_UNAVAILABLE", field="psp",
                               retry_after_s=1) from None
-        return await self._deposit_created(payment.id, instructions.psp_reference,
-                                           asdict(instructions))
+        return await self._deposit_created(payment.id, instructions)
 
-    async def _deposit_created(self, payment_id: str, psp_reference: str,
-                               instructions: dict[str, Any]) -> Payment:
-        async with self._pool.acquire() as conn, conn.transaction():
-            p = await store.payment(conn, payment_id, lock=True)
-            assert p is not None
-            p.psp_reference = p.psp_reference or psp_reference
-            p.instructions = instructions
-            before = p.state
-            if p.state is State.CREATED:
+    async def _deposit_created(self, payment_id: str,
+                               instructions: DepositInstructions) -> Payment:
+        async with self._transaction() as conn:
+            found = await store.payment(conn, payment_id, lock=True)
+            assert found is not None
+            p = replace(found, psp_reference=found.psp_reference or instructions.psp_reference,
+                        instructions=instructions)
+            if found.state is State.CREATED:
                 # A fast webhook may already have moved it on; then only the references land.
-                p.state = State.PENDING
-                p.next_sync_at = self._clock() + timedelta(
-                    milliseconds=self._settings.pending_limit_for(p.psp))
+                p = replace(p, state=State.PENDING, next_sync_at=self._clock() + timedelta(
+                    milliseconds=self._settings.pending_limit_for(p.psp)))
             await store.save(conn, p)
-            if before is State.CREATED:
-                await store.add_history(conn, p, from_state=before, source="api",
-                                       note=f"created at {p.psp} as {psp_reference}")
+            if found.state is State.CREATED:
+                await store.add_history(conn, p, from_state=found.state, source="api",
+                                        note=f"created at {p.psp} as "
+                                             f"{instructions.psp_reference}")
         return p
 
     # -- risk -------------------------------------------------------------------------------
@@ -314,10 +313,10 @@ class Payments:
         """Closes a denied payment before it reached the wallet or the PSP (once; a retry
         finds it closed) and raises the denial with its reasons."""
         reasons = screening.reasons
-        refusal = {"reason": RiskDenied.code, "message": "refused by the risk rules",
-                   "rules": [r.code for r in reasons]}
+        refusal = Refusal(reason=RiskDenied.code, message="refused by the risk rules",
+                          rules=tuple(r.code for r in reasons))
         state = State.FAILED if payment.direction is Direction.DEPOSIT else State.REJECTED
-        await self._finish(payment.id, state, f"risk: denied ({', '.join(refusal['rules'])})",
+        await self._finish(payment.id, state, f"risk: denied ({', '.join(refusal.rules)})",
                            refusal=refusal)
         raise RiskDenied(payment_id=payment.id, reasons=reasons)
 
@@ -325,49 +324,50 @@ class Payments:
         """Parks a payment for support: unscheduled, so the status sync neither closes a
         held deposit nor pays out a held withdrawal, and named in `attention`."""
         attention = "risk review: " + ", ".join(r.code for r in screening.reasons)
-        async with self._pool.acquire() as conn, conn.transaction():
-            p = await store.payment(conn, payment_id, lock=True)
-            assert p is not None
-            if p.state not in (State.CREATED, State.RESERVED) or p.attention == attention:
-                return p
-            p.attention, p.next_sync_at = attention, None
+        async with self._transaction() as conn:
+            found = await store.payment(conn, payment_id, lock=True)
+            assert found is not None
+            if found.state not in (State.CREATED, State.RESERVED) \
+                    or found.attention == attention:
+                return found
+            p = replace(found, attention=attention, next_sync_at=None)
             await store.save(conn, p)
             await store.add_history(conn, p, from_state=p.state, source=source,
                                    note=f"held for support ({attention})")
             return p
 
     async def _finish(self, payment_id: str, state: State, note: str, *,
-                      refusal: dict[str, Any] | None = None) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            p = await store.payment(conn, payment_id, lock=True)
-            assert p is not None
-            if p.state not in (State.CREATED, State.REQUESTED):
+                      refusal: Refusal | None = None) -> None:
+        async with self._transaction() as conn:
+            found = await store.payment(conn, payment_id, lock=True)
+            assert found is not None
+            if found.state not in (State.CREATED, State.REQUESTED):
                 return
-            before, p.state, p.next_sync_at = p.state, state, None
+            p = replace(found, state=state, next_sync_at=None)
             if refusal is not None:
-                p.refusal, p.payout_destination = refusal, None
+                p = replace(p, refusal=refusal, payout_destination=None)
             await store.save(conn, p)
-            await store.add_history(conn, p, from_state=before, source="api", note=note)
+            await store.add_history(conn, p, from_state=found.state, source="api", note=note)
 
     # -- withdrawals ----------------------------------------------------------------------
 
     async def create_withdrawal(self, command: WithdrawalCommand) -> tuple[Payment, bool]:
         self._require_available(command.psp)
         payment, created = await self._store(command, Direction.WITHDRAWAL)
-        screening = await self._risk.screen(payment)
+        screening = await self._risk.screen(risk_subject(payment))
         if screening.outcome is Outcome.DENY:
             await self._deny(payment, screening)
         payment = await self._advance(payment.id, screening, source="api")
         if payment.refusal is not None:
-            raise Refused(f"the withdrawal was refused: {payment.refusal['message']}",
-                          code=payment.refusal["reason"])
+            raise Refused(f"the withdrawal was refused: {payment.refusal.message}",
+                          code=payment.refusal.reason)
         return payment, created
 
     async def advance_withdrawal(self, payment_id: str, *, source: str) -> Payment:
         """Drives requested -> reserved -> payout_pending as far as it can go now, as the
         risk decision allows: a denied one is closed, a held one stops at reserved."""
         p = await self._current(payment_id)
-        screening = await self._risk.screen(risk_view(p))
+        screening = await self._risk.screen(risk_subject(p))
         if screening.outcome is Outcome.DENY:
             with contextlib.suppress(RiskDenied):
                 await self._deny(p, screening)
@@ -384,35 +384,39 @@ class Payments:
         return p
 
     async def _reserve(self, payment_id: str, *, source: str) -> Payment:
-        async with self._pool.acquire() as conn, conn.transaction():
-            p = await store.payment(conn, payment_id, lock=True)
-            if p is None:
+        async with self._transaction() as conn:
+            found = await store.payment(conn, payment_id, lock=True)
+            if found is None:
                 raise NotFound(f"payment {payment_id} not found")
-            if p.state is not State.REQUESTED:
-                return p
-            before = p.state
+            if found.state is not State.REQUESTED:
+                return found
             try:
-                p.withdrawal_id = await self._wallet.reserve(
-                    player_id=p.player_id, currency=p.currency, amount_minor=p.amount_minor,
-                    psp=p.psp, key=wallet_key(Action.RESERVE, p.id))
-                p.state, note = State.RESERVED, f"reserved in the wallet ({p.withdrawal_id})"
+                withdrawal_id = await self._wallet.reserve(
+                    player_id=found.player_id, currency=found.currency,
+                    amount_minor=found.amount_minor, psp=found.psp,
+                    key=wallet_key(Action.RESERVE, found.id))
                 # The payout request follows now; the status sync must not start a second
                 # one while this one may still be retrying at the PSP.
-                p.next_sync_at = self._clock() + timedelta(
-                    milliseconds=RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[p.psp]))
+                p = replace(found, withdrawal_id=withdrawal_id, state=State.RESERVED,
+                            next_sync_at=self._clock() + timedelta(milliseconds=(
+                                RESUME_AFTER_MS
+                                + psp_call_budget_ms(self._settings.psps[found.psp]))))
+                note = f"reserved in the wallet ({withdrawal_id})"
             except WalletUnavailable:
-                p.next_sync_at = self._clock() + timedelta(milliseconds=RESUME_AFTER_MS)
+                p = replace(found, next_sync_at=self._clock() + timedelta(
+                    milliseconds=RESUME_AFTER_MS))
                 await store.save(conn, p)
                 if source == "api":
                     raise Unavailable("the wallet is unavailable; retry with the same "
                                       "Idempotency-Key", retry_after_s=1) from None
                 return p
             except WalletRefused as err:
-                p.state, p.next_sync_at, p.payout_destination = State.REJECTED, None, None
-                p.refusal = {"reason": err.reason, "message": err.message[:500]}
+                p = replace(found, state=State.REJECTED, next_sync_at=None,
+                            payout_destination=None,
+                            refusal=Refusal(reason=err.reason, message=err.message[:500]))
                 note = f"wallet refused: {err.reason}"
             await store.save(conn, p)
-            await store.add_history(conn, p, from_state=before, source=source, note=note)
+            await store.add_history(conn, p, from_state=found.state, source=source, note=note)
             return p
 
     async def _request_payout(self, p: Payment, *, source: str) -> Payment:
@@ -431,20 +435,20 @@ class Payments:
             log.warning("payout not confirmed by the PSP", extra={
                 "payment_id": p.id, "psp": p.psp, "error": err.message})
             return p  # stays reserved; the status sync asks again with the same key
-        async with self._pool.acquire() as conn, conn.transaction():
-            current = await store.payment(conn, p.id, lock=True)
-            assert current is not None
-            current.psp_reference = current.psp_reference or reference
-            before = current.state
-            current.payout_destination = None  # accepted at the PSP: no longer needed
-            if current.state is State.RESERVED:
-                current.state = State.PAYOUT_PENDING
-                current.next_sync_at = self._clock() + timedelta(
-                    milliseconds=self._settings.pending_limit_for(p.psp))
+        async with self._transaction() as conn:
+            found = await store.payment(conn, p.id, lock=True)
+            assert found is not None
+            # Accepted at the PSP: the destination is no longer needed.
+            current = replace(found, psp_reference=found.psp_reference or reference,
+                              payout_destination=None)
+            if found.state is State.RESERVED:
+                current = replace(current, state=State.PAYOUT_PENDING,
+                                  next_sync_at=self._clock() + timedelta(
+                                      milliseconds=self._settings.pending_limit_for(p.psp)))
             await store.save(conn, current)
-            if before is State.RESERVED:
-                await store.add_history(conn, current, from_state=before, source=source,
-                                       note=f"payout requested at {p.psp} as {reference}")
+            if found.state is State.RESERVED:
+                await store.add_history(conn, current, from_state=found.state, source=source,
+                                        note=f"payout requested at {p.psp} as {reference}")
             return current
 
     async def _record_decline(self, p: Payment, err: PspDeclined) -> None:
@@ -454,12 +458,12 @@ class Payments:
                          kind=EventKind.PAYOUT_FAILED,
                          psp_event_type=f"payout request declined ({err.code})",
                          payment_id=p.id)
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             await store.insert_event(conn, event, source="bridge")
         self._wake_inbox()
 
     async def _current(self, payment_id: str) -> Payment:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             p = await store.payment(conn, payment_id)
         if p is None:
             raise NotFound(f"payment {payment_id} not found")
@@ -469,7 +473,7 @@ class Payments:
 
     async def get(self, payment_id: str, *, client: str | None = None,
                   ) -> tuple[Payment, list[dict[str, Any]]]:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             p = await store.payment(conn, payment_id)
             if p is None or (client is not None and p.client != client):
                 raise NotFound("payment_id: no such payment")

@@ -1,4 +1,5 @@
-r"""Payment states and the one function that decides what a PSP event does to a payment.
+r"""The payment: its typed record, its states, the one function that decides what a PSP event
+does to it (`decide`), and the bookkeeping that follows an applied decision (`apply`).
 
 A deposit:    created -> pending -> processing -> succeeded -> charged_back
                                               \-> failed | expired | mismatch | partially_paid
@@ -17,15 +18,15 @@ same state as ordered delivery. Events that arrive too late are recorded and ign
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from gateway_bridge.shared.events import EventKind, PspEvent
-
-
-class Direction(StrEnum):
-    DEPOSIT = "deposit"
-    WITHDRAWAL = "withdrawal"
+from gateway_bridge.shared.terms import DepositInstructions, Direction
 
 
 class State(StrEnum):
@@ -250,3 +251,261 @@ def wallet_key(action: Action, payment_id: str, dispute_reference: str | None = 
     if action is Action.CHARGEBACK:
         return f"bridge:chargeback:{payment_id}:{dispute_reference}"
     return f"bridge:{action}:{payment_id}"
+
+
+# --- the stored payment and its parts -------------------------------------------------------
+#
+# Frozen: a use case never edits a payment in place, it derives the next one (dataclasses
+# .replace, or the functions below) and saves that. The JSON columns (request, instructions,
+# refusal, fx) keep the shapes they had as plain dicts, so stored rows and API views read the
+# same; `to_json` writes them and `from_json` reads them back.
+
+# Optional request fields are stored only when sent, so requests stored before they existed
+# still match their retries (the Idempotency-Key comparison).
+_OPTIONAL_REQUEST_FIELDS = ("instrument_id", "country", "wallet_currency")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CashierRequest:
+    """What the cashier asked for, as compared when the same Idempotency-Key comes again.
+    A payout destination is kept only as its SHA-256 here; the clear value lives in its own
+    column until the PSP has accepted the payout, and is erased then."""
+
+    direction: Direction
+    player_id: str
+    amount_minor: int
+    currency: str
+    psp: str
+    method: str
+    pay_currency: str = ""
+    return_url: str = ""
+    instrument_id: str = ""
+    country: str = ""
+    wallet_currency: str = ""
+    destination_sha256: str = ""
+
+    @staticmethod
+    def destination_digest(destination: str) -> str:
+        return hashlib.sha256(destination.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"player_id": self.player_id, "amount_minor": self.amount_minor,
+                                  "currency": self.currency, "psp": self.psp,
+                                  "method": self.method}
+        if self.direction is Direction.DEPOSIT:
+            values.update(pay_currency=self.pay_currency, return_url=self.return_url)
+        else:
+            values["destination"] = self.destination_sha256
+        for name in _OPTIONAL_REQUEST_FIELDS:
+            if value := getattr(self, name):
+                values[name] = value
+        return values
+
+    @classmethod
+    def from_json(cls, direction: Direction, d: Mapping[str, Any]) -> CashierRequest:
+        return cls(direction=direction, player_id=str(d["player_id"]),
+                   amount_minor=int(d["amount_minor"]), currency=str(d["currency"]),
+                   psp=str(d["psp"]), method=str(d["method"]),
+                   pay_currency=str(d.get("pay_currency") or ""),
+                   return_url=str(d.get("return_url") or ""),
+                   instrument_id=str(d.get("instrument_id") or ""),
+                   country=str(d.get("country") or ""),
+                   wallet_currency=str(d.get("wallet_currency") or ""),
+                   destination_sha256=str(d.get("destination") or ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """Why a payment was closed before money moved: the wallet's or the risk rules' reason."""
+
+    reason: str
+    message: str
+    rules: tuple[str, ...] = ()  # the risk rules that denied it
+
+    def to_json(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"reason": self.reason, "message": self.message}
+        if self.rules:
+            values["rules"] = list(self.rules)
+        return values
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Refusal:
+        return cls(reason=str(d["reason"]), message=str(d["message"]),
+                   rules=tuple(str(r) for r in d.get("rules", ())))
+
+
+def instructions_to_json(i: DepositInstructions) -> dict[str, Any]:
+    return {"psp_reference": i.psp_reference, "checkout_url": i.checkout_url,
+            "pay_address": i.pay_address, "pay_amount": i.pay_amount,
+            "pay_currency": i.pay_currency}
+
+
+def instructions_from_json(d: Mapping[str, Any]) -> DepositInstructions:
+    return DepositInstructions(
+        psp_reference=str(d.get("psp_reference") or ""),
+        checkout_url=str(d.get("checkout_url") or ""),
+        pay_address=str(d.get("pay_address") or ""), pay_amount=str(d.get("pay_amount") or ""),
+        pay_currency=str(d.get("pay_currency") or ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FxQuote:
+    """The indicative quote a converted deposit was started with (docs/FX.md)."""
+
+    rate: str  # the provider's decimal text, wallet units per paid unit
+    pair: str  # PAID/WALLET
+    source: str
+    as_of: datetime
+    spread_bps: int
+    estimated_credit_minor: int
+    quoted_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate": self.rate, "pair": self.pair, "source": self.source,
+                "as_of": self.as_of.isoformat(), "spread_bps": self.spread_bps,
+                "estimated_credit_minor": self.estimated_credit_minor,
+                "quoted_at": self.quoted_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FxQuote:
+        return cls(rate=str(d["rate"]), pair=str(d["pair"]), source=str(d["source"]),
+                   as_of=datetime.fromisoformat(d["as_of"]), spread_bps=int(d["spread_bps"]),
+                   estimated_credit_minor=int(d["estimated_credit_minor"]),
+                   quoted_at=datetime.fromisoformat(d["quoted_at"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FxCredit:
+    """The conversion a converted deposit was credited with: the pinned rate and both sides."""
+
+    rate: str
+    pair: str
+    source: str
+    as_of: datetime
+    spread_bps: int
+    paid_minor: int
+    credited_minor: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate": self.rate, "pair": self.pair, "source": self.source,
+                "as_of": self.as_of.isoformat(), "spread_bps": self.spread_bps,
+                "paid_minor": self.paid_minor, "credited_minor": self.credited_minor}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FxCredit:
+        return cls(rate=str(d["rate"]), pair=str(d["pair"]), source=str(d["source"]),
+                   as_of=datetime.fromisoformat(d["as_of"]), spread_bps=int(d["spread_bps"]),
+                   paid_minor=int(d["paid_minor"]), credited_minor=int(d["credited_minor"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentFx:
+    """A converted deposit's FX record: its quote, its credit, and what chargebacks took
+    back in the wallet's currency (`charged_back_minor` of the payment counts the paid one)."""
+
+    quote: FxQuote | None = None
+    credit: FxCredit | None = None
+    charged_back_wallet_minor: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if self.quote is not None:
+            values["quote"] = self.quote.to_json()
+        if self.credit is not None:
+            values["credit"] = self.credit.to_json()
+        if self.charged_back_wallet_minor:
+            values["charged_back_wallet_minor"] = self.charged_back_wallet_minor
+        return values
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PaymentFx:
+        quote, credit = d.get("quote"), d.get("credit")
+        return cls(quote=FxQuote.from_json(quote) if quote else None,
+                   credit=FxCredit.from_json(credit) if credit else None,
+                   charged_back_wallet_minor=int(d.get("charged_back_wallet_minor", 0)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Payment:
+    """A stored payment (bridge.payments). `currency`/`amount_minor` are what the PSP is asked
+    for; a converted deposit credits `wallet_currency` instead (docs/FX.md)."""
+
+    id: str
+    direction: Direction
+    state: State
+    psp: str
+    method: str
+    player_id: str
+    currency: str
+    amount_minor: int
+    settled_minor: int
+    charged_back_minor: int
+    psp_reference: str | None
+    psp_reference_alt: str | None
+    withdrawal_id: str | None
+    client: str
+    client_key: str
+    request: CashierRequest
+    payout_destination: str | None
+    instructions: DepositInstructions | None
+    refusal: Refusal | None
+    attention: str | None
+    sync_attempts: int
+    next_sync_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    wallet_currency: str | None = None
+    fx: PaymentFx | None = None
+
+    @property
+    def credit_currency(self) -> str:
+        """The wallet currency this payment moves money in."""
+        return self.wallet_currency or self.currency
+
+    def facts(self) -> PaymentFacts:
+        return PaymentFacts(self.direction, self.state, self.amount_minor, self.currency,
+                            self.settled_minor, self.charged_back_minor)
+
+
+# --- bookkeeping after a decision -------------------------------------------------------------
+
+# An attention note that says an inbox event was dead-lettered stays until support acts;
+# other notes (a timeout, a conflict) are answered by the next final word from the PSP.
+_DEAD_LETTER_NOTE = "event "
+
+
+def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) -> Payment:
+    """The payment after an applied decision (its wallet call, if any, succeeded): the new
+    state, the references the event taught us, what the wallet moved, the support note, and
+    no more syncing (nor a payout destination to keep) once the state is not one the status
+    sync drives. `fx`: the FX record the wallet call left (a converted credit or debit)."""
+    if d.verdict is not Verdict.APPLY or d.state is None:
+        raise ValueError(f"apply() takes an applied decision, not {d.verdict}")
+    settled, charged_back = p.settled_minor, p.charged_back_minor
+    if d.action in (Action.DEPOSIT, Action.COMMIT):
+        settled += d.amount_minor or p.amount_minor
+    elif d.action is Action.CHARGEBACK:
+        charged_back += d.amount_minor
+    attention = p.attention
+    if d.state in NEEDS_SUPPORT:
+        attention = d.note
+    elif attention and not attention.startswith(_DEAD_LETTER_NOTE):
+        attention = None
+    synced = d.state in SYNCED
+    return replace(
+        p, state=d.state, psp_reference=p.psp_reference or e.psp_reference,
+        psp_reference_alt=p.psp_reference_alt or e.psp_reference_alt, settled_minor=settled,
+        charged_back_minor=charged_back, attention=attention,
+        next_sync_at=p.next_sync_at if synced else None,
+        payout_destination=p.payout_destination if synced else None,
+        fx=p.fx if fx is None else fx)
+
+
+def is_conflict(d: Decision) -> bool:
+    """An ignored event that contradicts what we hold: support must look (`attention`)."""
+    return d.verdict is Verdict.IGNORE and d.note.startswith("conflict")
+
+
+def dead_lettered(p: Payment, inbox_id: int, note: str) -> Payment:
+    """The payment after one of its events was given up on: named for support."""
+    return replace(p, attention=f"{_DEAD_LETTER_NOTE}{inbox_id} dead-lettered: {note}"[:500])

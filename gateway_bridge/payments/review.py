@@ -9,7 +9,10 @@ after one was given is a conflict.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +21,8 @@ import asyncpg
 from gateway_bridge.config import Settings
 from gateway_bridge.payments import store
 from gateway_bridge.payments.cashier import RESUME_AFTER_MS, Payments, psp_call_budget_ms
-from gateway_bridge.payments.model import Action, Direction, State, wallet_key
-from gateway_bridge.payments.store import Payment
-from gateway_bridge.risk import queries as q
+from gateway_bridge.payments.model import Action, Payment, Refusal, State, wallet_key
+from gateway_bridge.risk import store as risk_store
 from gateway_bridge.shared.errors import (
     Conflict,
     InvalidRequest,
@@ -28,6 +30,7 @@ from gateway_bridge.shared.errors import (
     Refused,
     Unavailable,
 )
+from gateway_bridge.shared.terms import Direction
 from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 
 ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,127}")
@@ -48,40 +51,47 @@ class Reviews:
     def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, payments: Payments,
                  settings: Settings) -> None:
         self._pool = pool
+        self._acquire_timeout_s = settings.db_acquire_timeout_ms / 1000
         self._wallet = wallet
         self._payments = payments
         self._settings = settings
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """READ COMMITTED: the payment's row lock, taken first, serializes the verdicts."""
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
+            yield conn
+
     async def pending(self, *, limit: int = 100) -> list[dict[str, Any]]:
         """Held payments, oldest first, with every rule result."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(q.PENDING_REVIEWS, max(1, min(limit, PENDING_ROWS_MAX)))
-        return [dict(r) for r in rows]
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            return await risk_store.pending_reviews(conn, max(1, min(limit, PENDING_ROWS_MAX)))
 
     async def log(self, payment_id: str) -> list[dict[str, Any]]:
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(q.REVIEW_LOG, payment_id, REVIEW_LOG_ROWS_MAX)
-        return [dict(r) for r in rows]
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            return await risk_store.review_log(conn, payment_id, REVIEW_LOG_ROWS_MAX)
 
     async def approve(self, payment_id: str, *, reason: str, actor: str) -> Payment:
         """Lets a held payment go on: a deposit is sent to its PSP, a withdrawal's payout is
         requested. Raises NotFound, Conflict (not held, or rejected), Unavailable (the PSP
         or wallet is away: the approval stands, repeat it to drive the payment again)."""
         _checked(reason=reason, actor=actor)
-        async with self._pool.acquire() as conn, conn.transaction():
-            p = await self._held(conn, payment_id, verdict="approved", actor=actor,
-                                 reason=reason)
-            if p is not None:
-                p.attention = None
+        async with self._transaction() as conn:
+            held = await self._held(conn, payment_id, verdict="approved", actor=actor,
+                                    reason=reason)
+            if held is not None:
                 # From here the status sync looks after it again, as after any request.
-                delay_ms = (self._settings.pending_limit_for(p.psp)
-                            if p.direction is Direction.DEPOSIT else
-                            RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[p.psp]))
-                p.next_sync_at = datetime.now(UTC) + timedelta(milliseconds=delay_ms)
+                delay_ms = (self._settings.pending_limit_for(held.psp)
+                            if held.direction is Direction.DEPOSIT else
+                            RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[held.psp]))
+                p = replace(held, attention=None, next_sync_at=datetime.now(UTC) + timedelta(
+                    milliseconds=delay_ms))
                 await store.save(conn, p)
                 await store.add_history(conn, p, from_state=p.state, source="support",
-                                       note=f"risk review approved by {actor}: {reason}")
-            await conn.execute(q.LOG_REVIEW, payment_id, "approve", actor, reason)
+                                        note=f"risk review approved by {actor}: {reason}")
+            await risk_store.log_review(conn, payment_id, action="approve", actor=actor,
+                                        reason=reason)
         current, _ = await self._payments.get(payment_id)
         if current.direction is Direction.DEPOSIT:
             return await self._payments.resume_deposit(payment_id)
@@ -92,21 +102,23 @@ class Reviews:
         cancelled in the wallet (CancelWithdrawal) and it becomes rejected. Raises NotFound,
         Conflict (not held, or approved), Unavailable (wallet away: nothing changed)."""
         _checked(reason=reason, actor=actor)
-        async with self._pool.acquire() as conn, conn.transaction():
-            p = await self._held(conn, payment_id, verdict="rejected", actor=actor,
-                                 reason=reason)
-            if p is not None:
-                before = p.state
-                if p.direction is Direction.WITHDRAWAL and p.withdrawal_id:
-                    await self._cancel_reserve(p, f"risk review rejected by {actor}")
-                p.state = State.FAILED if p.direction is Direction.DEPOSIT else State.REJECTED
-                p.refusal = {"reason": RISK_REJECTED,
-                             "message": "rejected by support after a risk review"}
-                p.attention, p.next_sync_at, p.payout_destination = None, None, None
+        async with self._transaction() as conn:
+            held = await self._held(conn, payment_id, verdict="rejected", actor=actor,
+                                    reason=reason)
+            if held is not None:
+                if held.direction is Direction.WITHDRAWAL and held.withdrawal_id:
+                    await self._cancel_reserve(held, f"risk review rejected by {actor}")
+                p = replace(
+                    held, state=(State.FAILED if held.direction is Direction.DEPOSIT
+                                 else State.REJECTED),
+                    refusal=Refusal(reason=RISK_REJECTED,
+                                    message="rejected by support after a risk review"),
+                    attention=None, next_sync_at=None, payout_destination=None)
                 await store.save(conn, p)
-                await store.add_history(conn, p, from_state=before, source="support",
-                                       note=f"risk review rejected by {actor}: {reason}")
-            await conn.execute(q.LOG_REVIEW, payment_id, "reject", actor, reason)
+                await store.add_history(conn, p, from_state=held.state, source="support",
+                                        note=f"risk review rejected by {actor}: {reason}")
+            await risk_store.log_review(conn, payment_id, action="reject", actor=actor,
+                                        reason=reason)
         current, _ = await self._payments.get(payment_id)
         return current
 
@@ -116,21 +128,22 @@ class Reviews:
         the review with `verdict`. The payment when this call closed it; None when the same
         verdict was given before (a repeat)."""
         p = await store.payment(conn, payment_id, lock=True)
-        decision = await conn.fetchrow(q.DECISION, payment_id) if p else None
+        decision = await risk_store.decision(conn, payment_id) if p else None
         if p is None or decision is None:
             raise NotFound(f"payment_id: no risk decision for {payment_id}")
-        status = decision["review_status"]
+        status = decision.review_status
         if status == verdict:
             return None
         if status != "pending":
             raise Conflict(f"payment_id: {payment_id} is not waiting for a risk review "
-                           f"(decision {decision['decision']}, review {status})",
+                           f"(decision {decision.outcome.value}, review {status})",
                            code="RISK_NOT_IN_REVIEW")
         if p.state not in (State.CREATED, State.REQUESTED, State.RESERVED):
             raise Conflict(f"payment_id: {payment_id} is {p.state}, no longer held",
                            code="RISK_NOT_IN_REVIEW")
-        closed = await conn.fetchval(q.CLOSE_REVIEW, payment_id, verdict, actor, reason)
-        assert closed == payment_id, "pending review changed under the payment lock"
+        closed = await risk_store.close_review(conn, payment_id, verdict=verdict, actor=actor,
+                                               reason=reason)
+        assert closed, "pending review changed under the payment lock"
         return p
 
     async def _cancel_reserve(self, p: Payment, why: str) -> None:

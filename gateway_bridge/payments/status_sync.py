@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -19,9 +20,10 @@ from gateway_bridge.config import Settings
 from gateway_bridge.payments import store
 from gateway_bridge.payments.cashier import Payments
 from gateway_bridge.payments.inbox import Inbox
-from gateway_bridge.payments.model import SYNCED, Direction, State
-from gateway_bridge.payments.store import Payment
+from gateway_bridge.payments.model import SYNCED, Payment, State
 from gateway_bridge.psp.base import PaymentRef, PspAdapter, PspError
+from gateway_bridge.shared.terms import Direction
+from service_kit import pg
 
 log = logging.getLogger("gateway_bridge.payments.status_sync")
 
@@ -39,6 +41,7 @@ class StatusSync:
                  adapters: Mapping[str, PspAdapter], settings: Settings,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
+        self._acquire_timeout_s = settings.db_acquire_timeout_ms / 1000
         self._payments = payments
         self._inbox = inbox
         self._adapters = adapters
@@ -51,21 +54,21 @@ class StatusSync:
         while True:
             try:
                 await self.sync_due()
-            except store.DB_ERRORS as err:
+            except pg.DB_ERRORS as err:
                 log.warning("status sync: database trouble", extra={
                     "error": type(err).__name__})
             await asyncio.sleep(interval_s)
 
     async def sync_due(self) -> int:
         """One pass over the payments that are due; returns how many were looked at."""
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
             due = await store.sync_due(conn, self._settings.sync_batch_max)
         for payment_id in due:
             await self.sync_one(payment_id)
         return len(due)
 
     async def sync_one(self, payment_id: str) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
             p = await store.payment(conn, payment_id)
         if p is None:
             return
@@ -104,48 +107,52 @@ class StatusSync:
         await self._count_attempt(p, "no final answer from the PSP")
 
     async def _recheck_soon(self, payment_id: str) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
             current = await store.payment(conn, payment_id, lock=True)
             if current is not None and current.state in SYNCED:
-                current.next_sync_at = self._clock() + timedelta(
-                    milliseconds=self._settings.sync_interval_ms)
-                await store.save(conn, current)
+                await store.save(conn, replace(current, next_sync_at=self._clock() + timedelta(
+                    milliseconds=self._settings.sync_interval_ms)))
 
     async def _count_attempt(self, p: Payment, why: str) -> None:
         schedule = self._settings.sync_schedule_ms
-        async with self._pool.acquire() as conn, conn.transaction():
-            current = await store.payment(conn, p.id, lock=True)
-            if current is None or current.state not in SYNCED:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
+            found = await store.payment(conn, p.id, lock=True)
+            if found is None or found.state not in SYNCED:
                 return
-            current.sync_attempts += 1
-            if current.sync_attempts < len(schedule):
-                current.next_sync_at = self._clock() + timedelta(
-                    milliseconds=schedule[current.sync_attempts])
-                await store.save(conn, current)
+            attempts = found.sync_attempts + 1
+            if attempts < len(schedule):
+                await store.save(conn, replace(
+                    found, sync_attempts=attempts,
+                    next_sync_at=self._clock() + timedelta(milliseconds=schedule[attempts])))
                 return
-            before = current.state
-            current.state, current.next_sync_at = State.TIMED_OUT, None
-            current.attention = (f"{why} after {current.sync_attempts} status checks; "
-                                 + ("funds stay reserved" if current.direction is
-                                    Direction.WITHDRAWAL else "nothing credited"))
+            note = (f"{why} after {attempts} status checks; "
+                    + ("funds stay reserved" if found.direction is Direction.WITHDRAWAL
+                       else "nothing credited"))
+            current = replace(found, sync_attempts=attempts, state=State.TIMED_OUT,
+                              next_sync_at=None, attention=note)
             await store.save(conn, current)
-            await store.add_history(conn, current, from_state=before, source="poll",
-                                   note=current.attention)
+            await store.add_history(conn, current, from_state=found.state, source="poll",
+                                    note=note)
         self.timed_out_total += 1
         log.warning("payment timed out", extra={"payment_id": p.id, "psp": p.psp})
 
     async def _close(self, p: Payment, state: State, note: str) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            current = await store.payment(conn, p.id, lock=True)
-            if current is None or current.state is not State.CREATED:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
+            found = await store.payment(conn, p.id, lock=True)
+            if found is None or found.state is not State.CREATED:
                 return
-            before, current.state, current.next_sync_at = current.state, state, None
+            current = replace(found, state=state, next_sync_at=None)
             await store.save(conn, current)
-            await store.add_history(conn, current, from_state=before, source="poll", note=note)
+            await store.add_history(conn, current, from_state=found.state, source="poll",
+                                    note=note)
 
     async def _unschedule(self, payment_id: str) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
             current = await store.payment(conn, payment_id, lock=True)
             if current is not None and current.state not in SYNCED:
-                current.next_sync_at = None
+                current = replace(current, next_sync_at=None)
                 await store.save(conn, current)

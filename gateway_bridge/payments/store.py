@@ -10,93 +10,70 @@ from typing import Any
 import asyncpg
 
 from gateway_bridge.payments import queries as q
-from gateway_bridge.payments.model import Direction, PaymentFacts, State
+from gateway_bridge.payments.model import (
+    CashierRequest,
+    Payment,
+    PaymentFx,
+    Refusal,
+    State,
+    instructions_from_json,
+    instructions_to_json,
+)
 from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.shared.terms import Direction
 
 HISTORY_ROWS_MAX = 500
 EVENT_KEY_LENGTH_MAX = 200
-# What "the database is unreachable or failed" looks like to the callers of this module.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
-@dataclass(slots=True)
-class Payment:
-    """A stored payment; use cases change fields and call `save`."""
-
-    id: str
-    direction: Direction
-    state: State
-    psp: str
-    method: str
-    player_id: str
-    currency: str
-    amount_minor: int
-    settled_minor: int
-    charged_back_minor: int
-    psp_reference: str | None
-    psp_reference_alt: str | None
-    withdrawal_id: str | None
-    client: str
-    client_key: str
-    request: dict[str, Any]
-    payout_destination: str | None
-    instructions: dict[str, Any] | None
-    refusal: dict[str, Any] | None
-    attention: str | None
-    sync_attempts: int
-    next_sync_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    # A converted deposit: the wallet's currency (`currency`/`amount_minor` are what is
-    # paid), and the quote, the credit's rate and chargebacks in it (docs/FX.md).
-    wallet_currency: str | None = None
-    fx: dict[str, Any] | None = None
-
-    @property
-    def credit_currency(self) -> str:
-        """The wallet currency this payment moves money in."""
-        return self.wallet_currency or self.currency
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Payment:
-        values = dict(row)
-        values["direction"] = Direction(values["direction"])
-        values["state"] = State(values["state"])
-        return cls(**values)
-
-    def facts(self) -> PaymentFacts:
-        return PaymentFacts(self.direction, self.state, self.amount_minor, self.currency,
-                            self.settled_minor, self.charged_back_minor)
+def _payment(row: asyncpg.Record) -> Payment:
+    direction = Direction(row["direction"])
+    instructions, refusal, fx = row["instructions"], row["refusal"], row["fx"]
+    return Payment(
+        id=row["id"], direction=direction, state=State(row["state"]), psp=row["psp"],
+        method=row["method"], player_id=row["player_id"], currency=row["currency"],
+        amount_minor=row["amount_minor"], settled_minor=row["settled_minor"],
+        charged_back_minor=row["charged_back_minor"], psp_reference=row["psp_reference"],
+        psp_reference_alt=row["psp_reference_alt"], withdrawal_id=row["withdrawal_id"],
+        client=row["client"], client_key=row["client_key"],
+        request=CashierRequest.from_json(direction, row["request"]),
+        payout_destination=row["payout_destination"],
+        instructions=instructions_from_json(instructions) if instructions else None,
+        refusal=Refusal.from_json(refusal) if refusal else None, attention=row["attention"],
+        sync_attempts=row["sync_attempts"], next_sync_at=row["next_sync_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+        wallet_currency=row["wallet_currency"],
+        fx=PaymentFx.from_json(fx) if fx is not None else None)
 
 
-async def insert_payment(conn: asyncpg.Connection, *, payment_id: str, direction: Direction,
-                         state: State, psp: str, method: str, player_id: str, currency: str,
-                         amount_minor: int, client: str, client_key: str,
-                         request: dict[str, Any], payout_destination: str | None,
-                         next_sync_at: datetime, wallet_currency: str | None = None,
-                         fx: dict[str, Any] | None = None) -> Payment | None:
+async def insert_payment(conn: asyncpg.Connection, *, payment_id: str, state: State,
+                         client: str, client_key: str, request: CashierRequest,
+                         payout_destination: str | None, next_sync_at: datetime,
+                         fx: PaymentFx | None = None) -> Payment | None:
     """None when (client, client_key) already names a payment."""
-    row = await conn.fetchrow(q.INSERT_PAYMENT, payment_id, direction.value, state.value, psp,
-                              method, player_id, currency, amount_minor, client, client_key,
-                              request, next_sync_at, payout_destination, wallet_currency, fx)
-    return Payment.from_row(row) if row else None
+    r = request
+    row = await conn.fetchrow(q.INSERT_PAYMENT, payment_id, r.direction.value, state.value,
+                              r.psp, r.method, r.player_id, r.currency, r.amount_minor, client,
+                              client_key, r.to_json(), next_sync_at, payout_destination,
+                              r.wallet_currency or None, None if fx is None else fx.to_json())
+    return _payment(row) if row else None
 
 
 async def payment_by_client_key(conn: asyncpg.Connection, client: str,
                                 client_key: str) -> Payment | None:
     row = await conn.fetchrow(q.PAYMENT_BY_CLIENT_KEY, client, client_key)
-    return Payment.from_row(row) if row else None
+    return _payment(row) if row else None
 
 
 async def payment(conn: asyncpg.Connection, payment_id: str, *,
                   lock: bool = False) -> Payment | None:
     row = await conn.fetchrow(q.PAYMENT_FOR_UPDATE if lock else q.PAYMENT, payment_id)
-    return Payment.from_row(row) if row else None
+    return _payment(row) if row else None
 
 
 async def payments_by_any_reference(conn: asyncpg.Connection, reference: str,
                                     limit: int) -> list[Payment]:
-    return [Payment.from_row(r)
+    return [_payment(r)
             for r in await conn.fetch(q.PAYMENTS_BY_ANY_REFERENCE, reference, limit)]
 
 
@@ -111,82 +88,17 @@ async def payment_for_event(conn: asyncpg.Connection, event: PspEvent) -> Paymen
         if ref:
             row = await conn.fetchrow(q.PAYMENT_BY_REFERENCE_FOR_UPDATE, event.psp, ref)
             if row:
-                return Payment.from_row(row)
+                return _payment(row)
     return None
 
 
 async def save(conn: asyncpg.Connection, p: Payment) -> None:
-    await conn.execute(q.SAVE_PAYMENT, p.id, p.state.value, p.psp_reference,
-                       p.psp_reference_alt, p.withdrawal_id, p.instructions, p.settled_minor,
-                       p.charged_back_minor, p.attention, p.sync_attempts, p.next_sync_at,
-                       p.refusal, p.payout_destination, p.fx)
-
-
-@dataclass(frozen=True, slots=True)
-class RatePin:
-    """The rate a credit is sent to the wallet with (queries.PIN_FX_RATE); `pinned_at` is
-    None until it is stored."""
-
-    rate: str
-    spread_bps: int
-    source: str
-    as_of: datetime
-    pinned_at: datetime | None = None
-
-
-async def pin_fx_rate(conn: asyncpg.Connection, *, wallet_key: str, payment_id: str,
-                      paid_currency: str, wallet_currency: str, pin: RatePin) -> None:
-    """Pins `pin` for `wallet_key` unless a rate is pinned already (the first one stays)."""
-    await conn.execute(q.PIN_FX_RATE, wallet_key, payment_id, paid_currency, wallet_currency,
-                       pin.rate, pin.spread_bps, pin.source, pin.as_of)
-
-
-async def repin_fx_rate(conn: asyncpg.Connection, *, wallet_key: str, pin: RatePin,
-                        replacing: RatePin) -> None:
-    """Replaces the pin `replacing` (judged abandoned) by `pin`; a no-op if it changed."""
-    await conn.execute(q.REPIN_FX_RATE, wallet_key, pin.rate, pin.spread_bps, pin.source,
-                       pin.as_of, replacing.pinned_at)
-
-
-async def fx_rate_pin(conn: asyncpg.Connection, wallet_key: str) -> RatePin | None:
-    row = await conn.fetchrow(q.FX_RATE_PIN, wallet_key)
-    if row is None:
-        return None
-    return RatePin(rate=row["rate"], spread_bps=row["spread_bps"], source=row["source"],
-                   as_of=row["as_of"], pinned_at=row["pinned_at"])
-
-
-@dataclass(frozen=True, slots=True)
-class ChargebackPin:
-    """A dispute of a converted deposit: paid-currency amount and the wallet debit sent."""
-
-    paid_minor: int
-    debit_minor: int
-
-
-async def pin_fx_chargeback(conn: asyncpg.Connection, *, wallet_key: str, payment_id: str,
-                            pin: ChargebackPin) -> None:
-    """Pins the dispute's debit unless one is pinned already (the first one stays)."""
-    await conn.execute(q.PIN_FX_CHARGEBACK, wallet_key, payment_id, pin.paid_minor,
-                       pin.debit_minor)
-
-
-async def fx_chargeback_pin(conn: asyncpg.Connection, wallet_key: str) -> ChargebackPin | None:
-    row = await conn.fetchrow(q.FX_CHARGEBACK_PIN, wallet_key)
-    return None if row is None else ChargebackPin(paid_minor=row["paid_minor"],
-                                                  debit_minor=row["debit_minor"])
-
-
-async def fx_chargebacks_pinned(conn: asyncpg.Connection, *, payment_id: str,
-                                except_key: str) -> ChargebackPin:
-    """The sums pinned by the payment's other disputes."""
-    row = await conn.fetchrow(q.FX_CHARGEBACKS_PINNED, payment_id, except_key)
-    return ChargebackPin(paid_minor=row["paid_minor"], debit_minor=row["debit_minor"])
-
-
-async def unpin_fx(conn: asyncpg.Connection, wallet_key: str) -> None:
-    """Forgets what was pinned for `wallet_key` (the wallet recorded nothing under it)."""
-    await conn.execute(q.UNPIN_FX, wallet_key)
+    await conn.execute(
+        q.SAVE_PAYMENT, p.id, p.state.value, p.psp_reference, p.psp_reference_alt,
+        p.withdrawal_id, None if p.instructions is None else instructions_to_json(p.instructions),
+        p.settled_minor, p.charged_back_minor, p.attention, p.sync_attempts, p.next_sync_at,
+        None if p.refusal is None else p.refusal.to_json(), p.payout_destination,
+        None if p.fx is None else p.fx.to_json())
 
 
 async def add_history(conn: asyncpg.Connection, p: Payment, *, from_state: State | None,
@@ -232,8 +144,23 @@ def stored_event_key(event_key: str) -> str:
     return "sha256:" + hashlib.sha256(event_key.encode()).hexdigest()
 
 
-async def claim_event(conn: asyncpg.Connection) -> asyncpg.Record | None:
-    return await conn.fetchrow(q.CLAIM_EVENT)
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """An inbox row claimed for processing (FOR UPDATE SKIP LOCKED, held by the caller's
+    transaction)."""
+
+    id: int
+    attempts: int  # made before this one
+    source: str  # webhook, sync, bridge, support
+    payload: dict[str, Any]  # the stored event: event_from_json reads it
+
+
+async def claim_event(conn: asyncpg.Connection) -> ClaimedEvent | None:
+    row = await conn.fetchrow(q.CLAIM_EVENT)
+    if row is None:
+        return None
+    return ClaimedEvent(id=row["id"], attempts=row["attempts"], source=row["source"],
+                        payload=row["event"])
 
 
 async def finish_event(conn: asyncpg.Connection, event_id: int, status: str,
@@ -275,12 +202,3 @@ async def operational_counts(conn: asyncpg.Connection) -> OperationalCounts:
         payments={(r[0], r[1], r[2]): int(r[3]) for r in row["payments"]},
         attention={(r[0], r[1]): int(r[2]) for r in row["attention"]}, inbox=inbox,
         inbox_lag_s=lag)
-
-
-async def count_rejections(conn: asyncpg.Connection, psp: str, cause: str,
-                           count: int) -> None:
-    await conn.execute(q.COUNT_REJECTION, psp, cause, count)
-
-
-async def rejections(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch(q.REJECTIONS)]

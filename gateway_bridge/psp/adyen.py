@@ -28,7 +28,6 @@ import orjson
 
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
-    DepositInstructions,
     DepositOrder,
     PaymentRef,
     PayoutOrder,
@@ -45,6 +44,7 @@ from gateway_bridge.psp.base import (
 )
 from gateway_bridge.psp.outbound import ClientAdapter
 from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.shared.terms import DepositInstructions
 
 # Adyen batches at most a few items per request; a bound keeps one request's HMAC work small.
 NOTIFICATION_ITEMS_MAX = 100

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from gateway_bridge.shared.events import PspEvent
 from gateway_bridge.shared.money import AMOUNT_MAX_MINOR
+from gateway_bridge.shared.terms import DepositInstructions
 
 
 class WebhookRejected(Exception):
@@ -83,17 +84,6 @@ class DepositOrder:
     # Crypto: the asset the player pays in (NOWPayments' pay_currency), e.g. "btc".
     pay_currency: str = ""
     return_url: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DepositInstructions:
-    """What the player needs: a checkout URL, or a crypto address and amount."""
-
-    psp_reference: str
-    checkout_url: str = ""
-    pay_address: str = ""
-    pay_amount: str = ""
-    pay_currency: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

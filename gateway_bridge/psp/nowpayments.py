@@ -26,7 +26,6 @@ from urllib.parse import quote
 
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
-    DepositInstructions,
     DepositOrder,
     PaymentRef,
     PayoutOrder,
@@ -43,6 +42,7 @@ from gateway_bridge.psp.base import (
 from gateway_bridge.psp.outbound import ClientAdapter
 from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.shared.money import AmountError, format_major, to_minor
+from gateway_bridge.shared.terms import DepositInstructions
 
 SIGNATURE_HEADER = "x-nowpayments-sig"
 # NOWPayments asset codes name the network; the wallet keeps one currency per asset.

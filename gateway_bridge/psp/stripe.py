@@ -23,7 +23,6 @@ import orjson
 
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
-    DepositInstructions,
     DepositOrder,
     PaymentRef,
     PayoutOrder,
@@ -40,6 +39,7 @@ from gateway_bridge.psp.base import (
 )
 from gateway_bridge.psp.outbound import ClientAdapter
 from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.shared.terms import DepositInstructions
 
 SIGNATURE_HEADER = "Stripe-Signature"
 # A real header is ~150 characters per secret; this allows a handful during rotation.

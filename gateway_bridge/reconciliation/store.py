@@ -120,7 +120,7 @@ async def save_import(conn: asyncpg.Connection, report: Report, period: Period,
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.kind.value] = counts.get(f.kind.value, 0) + 1
-    async with conn.transaction():
+    async with conn.transaction(isolation="read_committed"):
         row = await conn.fetchrow(q.INSERT_IMPORT, report.sha256, report.psp, report.layout,
                                   period.from_at, period.to_at, len(report.lines), counts,
                                   timeout=QUERY_TIMEOUT_S)

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gateway_bridge.payments.model import Direction
 from gateway_bridge.shared.errors import Refused
+from gateway_bridge.shared.terms import Direction
 
 # Scores the external API may answer with (inclusive).
 SCORE_MIN = 0

@@ -21,15 +21,29 @@ import aiohttp
 import asyncpg
 import orjson
 
-from gateway_bridge.payments.model import Direction
-from gateway_bridge.payments.store import Payment
-from gateway_bridge.risk import queries as q
-from gateway_bridge.risk import rules
+from gateway_bridge.risk import rules, store
 from gateway_bridge.risk.rules import Outcome, RiskFacts, RiskPolicy, RuleResult
+from gateway_bridge.shared.terms import Direction
 
 log = logging.getLogger("gateway_bridge.risk")
 # The scorer's answer is small; a larger body is treated as a failure, not read whole.
 SCORING_BODY_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subject:
+    """What is screened: one stored payment as the rules see it (payments/ builds it; a
+    converted deposit comes in the wallet's currency)."""
+
+    payment_id: str
+    direction: Direction
+    player_id: str
+    currency: str
+    amount_minor: int
+    psp: str
+    method: str
+    instrument_id: str = ""
+    country: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,26 +76,12 @@ class Screening:
             view["review"] = self.review_status
         return view
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Screening:
-        results = tuple(RuleResult(r["code"], Outcome(r["outcome"]), r["message"])
-                        for r in row["rules"])
-        return cls(payment_id=row["payment_id"], outcome=Outcome(row["decision"]),
-                   results=results, review_status=row["review_status"],
-                   scoring=row["scoring"])
-
-
-def instrument_of(p: Payment) -> str:
-    return str(p.request.get("instrument_id") or "")
-
-
-def country_of(p: Payment) -> str:
-    return str(p.request.get("country") or "")
-
 
 class RiskService:
-    def __init__(self, *, pool: asyncpg.Pool, policy: RiskPolicy) -> None:
+    def __init__(self, *, pool: asyncpg.Pool, policy: RiskPolicy,
+                 acquire_timeout_ms: int = 2000) -> None:
         self._pool = pool
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
         self.policy = policy
         self._http: aiohttp.ClientSession | None = None
 
@@ -90,15 +90,15 @@ class RiskService:
             await self._http.close()
 
     async def stored(self, payment_id: str) -> Screening | None:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(q.DECISION, payment_id)
-        return Screening.from_row(row) if row else None
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            found = await store.decision(conn, payment_id)
+        return None if found is None else Screening(*found)
 
-    async def screen(self, p: Payment) -> Screening:
+    async def screen(self, p: Subject) -> Screening:
         """The payment's decision: the stored one, or a new one made and stored now."""
         if not self.policy.enabled:
-            return Screening(payment_id=p.id, outcome=Outcome.ALLOW, results=())
-        found = await self.stored(p.id)
+            return Screening(payment_id=p.payment_id, outcome=Outcome.ALLOW, results=())
+        found = await self.stored(p.payment_id)
         if found is not None:
             return found
         facts = await self._facts(p)
@@ -108,57 +108,55 @@ class RiskService:
             result, scoring = await self._score(p, facts)
             results.append(result)
         outcome = rules.strictest(results)
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                q.INSERT_DECISION, p.id, p.direction.value, p.player_id, p.currency,
-                p.amount_minor, facts.instrument_id or None, facts.country or None,
-                outcome.value, [r.to_json() for r in results], scoring,
-                "pending" if outcome is Outcome.REVIEW else None)
-            row = await conn.fetchrow(q.DECISION, p.id)
-        assert row is not None, "risk decision vanished after insert"
-        screening = Screening.from_row(row)
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            # The first decision stays (ON CONFLICT DO NOTHING): what comes back is it.
+            stored = await store.insert_decision(
+                conn, payment_id=p.payment_id, direction=p.direction, player_id=p.player_id,
+                currency=p.currency, amount_minor=p.amount_minor,
+                instrument_id=facts.instrument_id, country=facts.country, outcome=outcome,
+                results=results, scoring=scoring,
+                review_status="pending" if outcome is Outcome.REVIEW else None)
+        screening = Screening(*stored)
         if screening.outcome is not Outcome.ALLOW:
             log.info("risk decision", extra={
-                "payment_id": p.id, "decision": screening.outcome.value,
+                "payment_id": p.payment_id, "decision": screening.outcome.value,
                 "reasons": [r.code for r in screening.reasons]})
         return screening
 
-    async def _facts(self, p: Payment) -> RiskFacts:
-        policy, instrument = self.policy, instrument_of(p)
-        async with self._pool.acquire() as conn:
-            player = await conn.fetchrow(q.PLAYER_VELOCITY, p.player_id, p.direction.value,
-                                         p.currency, policy.window_s, p.id)
-            assert player is not None
-            by_instrument: dict[str, int] = {"attempts": 0, "amount_minor": 0}
-            others = 0
+    async def _facts(self, p: Subject) -> RiskFacts:
+        policy, instrument = self.policy, p.instrument_id
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            player = await store.player_velocity(
+                conn, player_id=p.player_id, direction=p.direction, currency=p.currency,
+                window_s=policy.window_s, except_payment=p.payment_id)
+            by_instrument, others = store.Velocity(0, 0), 0
             if instrument:
-                row = await conn.fetchrow(q.INSTRUMENT_VELOCITY, instrument,
-                                          p.direction.value, p.currency, policy.window_s,
-                                          p.id)
-                assert row is not None
-                by_instrument = dict(row)
-                others = await conn.fetchval(q.INSTRUMENT_OTHER_PLAYERS, instrument,
-                                             p.player_id, policy.instrument_players_window_s)
+                by_instrument = await store.instrument_velocity(
+                    conn, instrument_id=instrument, direction=p.direction,
+                    currency=p.currency, window_s=policy.window_s,
+                    except_payment=p.payment_id)
+                others = await store.instrument_other_players(
+                    conn, instrument_id=instrument, player_id=p.player_id,
+                    window_s=policy.instrument_players_window_s)
             deposited = wagered = 0
             if p.direction is Direction.WITHDRAWAL and policy.wagering_percent_min:
-                money = await conn.fetchrow(q.WAGERING, p.player_id, p.currency,
-                                            policy.wagering_window_s)
-                assert money is not None
-                deposited, wagered = money["deposited_minor"], money["wagered_minor"]
+                deposited, wagered = await store.wagering(
+                    conn, player_id=p.player_id, currency=p.currency,
+                    window_s=policy.wagering_window_s)
         return RiskFacts(
             direction=p.direction, player_id=p.player_id, currency=p.currency,
-            amount_minor=p.amount_minor, instrument_id=instrument, country=country_of(p),
-            player_attempts=player["attempts"], player_amount_minor=player["amount_minor"],
-            instrument_attempts=by_instrument["attempts"],
-            instrument_amount_minor=by_instrument["amount_minor"],
+            amount_minor=p.amount_minor, instrument_id=instrument, country=p.country,
+            player_attempts=player.attempts, player_amount_minor=player.amount_minor,
+            instrument_attempts=by_instrument.attempts,
+            instrument_amount_minor=by_instrument.amount_minor,
             instrument_other_players=others, deposited_minor=deposited,
             wagered_minor=wagered)
 
-    async def _score(self, p: Payment,
+    async def _score(self, p: Subject,
                      facts: RiskFacts) -> tuple[RuleResult, dict[str, Any]]:
         """Ask the external scorer. Any failure (timeout, refused connection, non-2xx,
         a body without a score in range) gives the fail-safe answer and is recorded."""
-        body = {"payment_id": p.id, "direction": p.direction.value, "player_id": p.player_id,
+        body = {"payment_id": p.payment_id, "direction": p.direction.value, "player_id": p.player_id,
                 "amount_minor": p.amount_minor, "currency": p.currency, "psp": p.psp,
                 "method": p.method, "instrument_id": facts.instrument_id,
                 "country": facts.country, "player_attempts": facts.player_attempts,

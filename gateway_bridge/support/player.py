@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from google.protobuf.json_format import MessageToDict
 
 from gateway_bridge.shared.money import EXPONENTS
 from gateway_bridge.support import queries
@@ -26,16 +25,14 @@ async def player_view(conn: asyncpg.Connection, wallet: WalletClient, player_id:
     wallets: list[dict[str, Any]] = []
     for currency in currencies or sorted(EXPONENTS):
         try:
-            balances = await wallet.balances(player_id=player_id, currency=currency)
+            balances = await wallet.balances_view(player_id=player_id, currency=currency)
         except WalletRefused as err:
             if err.code == "NOT_FOUND":
                 continue
             raise
-        entries = await wallet.transactions(player_id=player_id, currency=currency,
-                                            page_size=limit)
-        wallets.append({
-            "balances": MessageToDict(balances, always_print_fields_with_no_presence=True),
-            "transactions": [MessageToDict(t) for t in entries]})
+        entries = await wallet.transactions_view(player_id=player_id, currency=currency,
+                                                 page_size=limit)
+        wallets.append({"balances": balances, "transactions": entries})
     payments = [dict(r) for r in await conn.fetch(queries.PLAYER_PAYMENTS, player_id,
                                                   min(limit, PAYMENT_ROWS_MAX))]
     return {"player_id": player_id, "wallets": wallets, "payments": payments,

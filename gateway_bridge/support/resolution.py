@@ -19,9 +19,9 @@ import asyncpg
 
 from gateway_bridge.incidents import store as incidents
 from gateway_bridge.payments import store
-from gateway_bridge.payments.model import OPEN_DEPOSIT, OPEN_PAYOUT, Direction
-from gateway_bridge.payments.store import Payment
+from gateway_bridge.payments.model import OPEN_DEPOSIT, OPEN_PAYOUT, Payment
 from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.shared.terms import Direction
 from gateway_bridge.support import queries
 
 

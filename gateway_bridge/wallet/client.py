@@ -8,13 +8,21 @@ every call, and errors sorted into the two kinds the bridge treats differently.
 
 Every money-moving call carries an idempotency key derived from the payment, so a retry after
 WalletUnavailable is always safe.
+
+This module alone knows the wallet's protobufs: callers pass and get plain values
+(`Conversion`, `Balances`, JSON-shaped journal entries).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from wallet.v1 import wallet_service_pb2 as pb
@@ -28,6 +36,38 @@ _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
 # Wallet answers are small; this bounds what a misbehaving peer can make us buffer.
 MESSAGE_SIZE_MAX_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conversion:
+    """A deposit paid in another currency (docs/FX.md): what was paid, and the rate, spread
+    and rate source it was credited at. The wallet checks the credit against it."""
+
+    paid_currency: str
+    paid_minor: int
+    rate: str
+    spread_bps: int
+    rate_source: str
+    rate_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    """One wallet's buckets, in minor units of `currency`."""
+
+    currency: str
+    cash: int
+    bonus: int
+    reserved: int
+    available: int
+
+
+def _conversion(c: Conversion) -> pb.Conversion:
+    rate_time = Timestamp()
+    rate_time.FromDatetime(c.rate_time)
+    return pb.Conversion(paid_currency=c.paid_currency, paid_amount=c.paid_minor, rate=c.rate,
+                         spread_bps=c.spread_bps, rate_source=c.rate_source,
+                         rate_time=rate_time)
 
 
 class WalletUnavailable(Exception):
@@ -114,20 +154,30 @@ class WalletClient:
             player_id=player_id, currency=currency,
             idempotency_key=f"bridge:open:{player_id}:{currency}"))
 
-    async def balances(self, *, player_id: str, currency: str) -> pb.Balances:
+    async def _balances(self, player_id: str, currency: str) -> pb.Balances:
         reply = await self._call("GetBalance", pb.GetBalanceRequest(player_id=player_id,
                                                                     currency=currency))
         assert isinstance(reply, pb.GetBalanceResponse)
         return reply.balances
 
+    async def balances(self, *, player_id: str, currency: str) -> Balances:
+        b = await self._balances(player_id, currency)
+        return Balances(b.currency, b.cash, b.bonus, b.reserved, b.available)
+
+    async def balances_view(self, *, player_id: str, currency: str) -> dict[str, Any]:
+        """The balances as the wallet's JSON mapping prints them (support views)."""
+        return MessageToDict(await self._balances(player_id, currency),
+                             always_print_fields_with_no_presence=True)
+
     async def deposit(self, *, player_id: str, currency: str, amount_minor: int, psp: str,
                       psp_reference: str, key: str,
-                      conversion: pb.Conversion | None = None) -> str:
+                      conversion: Conversion | None = None) -> str:
         """`conversion`: the player paid in another currency (docs/FX.md); `amount_minor`
         is then the credit it is worth in `currency`, which the wallet checks."""
         reply = await self._call("Deposit", pb.DepositRequest(
             player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
-            psp_reference=psp_reference, idempotency_key=key, conversion=conversion))
+            psp_reference=psp_reference, idempotency_key=key,
+            conversion=None if conversion is None else _conversion(conversion)))
         assert isinstance(reply, pb.DepositResponse)
         return reply.result.transaction_id
 
@@ -177,10 +227,11 @@ class WalletClient:
             raise
         return True
 
-    async def transactions(self, *, player_id: str, currency: str,
-                           page_size: int) -> list[pb.Transaction]:
-        """The player's latest journal entries in one currency, newest first (support)."""
+    async def transactions_view(self, *, player_id: str, currency: str,
+                                page_size: int) -> list[dict[str, Any]]:
+        """The player's latest journal entries in one currency, newest first, as the
+        wallet's JSON mapping prints them (support views)."""
         reply = await self._call("ListTransactions", pb.ListTransactionsRequest(
             player_id=player_id, currency=currency, page_size=page_size))
         assert isinstance(reply, pb.ListTransactionsResponse)
-        return list(reply.transactions)
+        return [MessageToDict(t) for t in reply.transactions]

@@ -24,6 +24,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ KUBERNETES_VERSION = "1.31.0"
 NAMESPACE = "wallet-platform"
 BIN = Path(sys.executable).parent
 DEV_ONLY_MANIFESTS = {"simulator.yaml"}
+# The PSP simulator is a development package: only deploy/Dockerfile's dev target carries it,
+# under its own image name; the default target (the last stage) is the production image.
+SIMULATOR_PACKAGE = "psp_simulator"
+DEV_TARGET = "dev"
+PRODUCTION_IMAGE = "wallet-platform"
+DEV_IMAGE = "wallet-platform-dev"
 # Setting names that hold a secret: they may only arrive through a *_FILE variable, an
 # env_file, or a Kubernetes secretKeyRef, never as a literal value.
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|HMAC|CALLERS|DATABASE_URL)")
@@ -178,6 +185,48 @@ def test_kustomize_renders_everything_into_the_namespace() -> None:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
 
 
+def image_name(reference: str) -> str:
+    """`registry/path/name:tag` (or a Compose `${VAR:-default}`) -> name."""
+    reference = re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", reference)
+    return reference.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+
+
+def runs_simulator(argv: list[str]) -> bool:
+    return "simulate-psp" in shlex.split(" ".join(argv))
+
+
+def test_only_the_simulator_runs_the_dev_image() -> None:
+    """Every Compose service and Kubernetes container that runs `gateway-bridge simulate-psp`
+    uses the dev target's image (the production image has no simulator); every other one runs
+    the production image; Kubernetes objects using the dev image are dev-only manifests."""
+    production_target = list(dockerfile_stages())[-1]
+    simulators = 0
+    for name, svc in our_services().items():
+        if runs_simulator(svc.get("command", [])):
+            simulators += 1
+            assert svc["build"].get("target") == DEV_TARGET, f"compose {name}: not the dev target"
+            assert image_name(svc["image"]) == DEV_IMAGE, f"compose {name}: {svc['image']}"
+        else:
+            assert svc["build"].get("target", production_target) == production_target, name
+            assert image_name(svc["image"]) == PRODUCTION_IMAGE, f"compose {name}: {svc['image']}"
+    assert simulators == 1, "expected one Compose service running the simulator"
+    simulators = 0
+    for file, doc in manifests():
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in containers(doc["spec"]["template"]["spec"]):
+            where = f"{file} {doc['kind']}/{doc['metadata']['name']}/{container['name']}"
+            image = image_name(container["image"])
+            if runs_simulator(container.get("command", [])):
+                simulators += 1
+                assert image == DEV_IMAGE, f"{where}: {container['image']} has no simulator"
+            else:
+                assert image == PRODUCTION_IMAGE, f"{where}: {container['image']}"
+            if image == DEV_IMAGE:
+                assert file in DEV_ONLY_MANIFESTS, f"{where}: the dev image outside dev-only files"
+    assert simulators == 1, "expected one Kubernetes container running the simulator"
+
+
 # ------------------------------------------------------------------------------ the image
 
 
@@ -189,12 +238,68 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
             for line in lines if line and not line.startswith("#")]
 
 
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its own instructions, FROM first, in file order: the last is the default
+    target (what `docker build` without --target produces)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for op, arg in dockerfile_instructions():
+        if op == "FROM":
+            words = arg.split()
+            named = len(words) >= 3 and words[-2].upper() == "AS"
+            current = stages.setdefault(words[-1] if named else f"#{len(stages)}", [])
+        if current is not None:
+            current.append((op, arg))
+    return stages
+
+
+def stage_base(stage: str) -> str:
+    """What `stage` is built FROM: another stage's name or an image reference."""
+    flags_and_image = [w for w in dockerfile_stages()[stage][0][1].split()
+                       if not w.startswith("--")]
+    return flags_and_image[0]
+
+
+def stage_chain(stage: str) -> list[str]:
+    """`stage`, the stage it is built FROM, that one's, ... (the image is their layers)."""
+    chain = [stage]
+    while stage_base(chain[-1]) in dockerfile_stages():
+        chain.append(stage_base(chain[-1]))
+    return chain
+
+
+def stage_image(stage: str) -> list[tuple[str, str]]:
+    """Every instruction that makes up the image of `stage`, its bases' first."""
+    stages = dockerfile_stages()
+    return [instruction for name in reversed(stage_chain(stage)) for instruction in stages[name]]
+
+
+def stage_inputs(stage: str) -> set[str]:
+    """Every stage whose files can reach `stage`: its FROM chain and COPY --from sources."""
+    stages, seen, todo = dockerfile_stages(), set(), [stage]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += stage_chain(name)[1:2]
+        todo += [m for op, arg in stages[name] if op in ("COPY", "ADD")
+                 for m in re.findall(r"--from=(\S+)", arg) if m in stages]
+    return seen
+
+
+def copy_sources(arg: str) -> list[str]:
+    """The context paths a COPY/ADD reads (flags and the destination dropped)."""
+    words = [w for w in shlex.split(arg) if not w.startswith("--")]
+    return words[:-1]
+
+
 def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
     """The image: builder + slim runtime, venv only, fixed non-root uid, health check, no secrets."""
     instructions = dockerfile_instructions()
-    stages = [i for i, (op, _) in enumerate(instructions) if op == "FROM"]
+    stages = dockerfile_stages()
     assert len(stages) >= 2, "expected a builder and a runtime stage"
-    final = instructions[stages[-1]:]
+    final = stage_image(list(stages)[-1])
     base = dict(arg.split("=", 1) for op, arg in instructions if op == "ARG" and "=" in arg)
     assert base.get("PYTHON_IMAGE", "").startswith("python:3.11-slim")
     users = [arg for op, arg in final if op == "USER"]
@@ -213,6 +318,54 @@ def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
             assert not any(SECRET_NAME.search(n) for n in names), f"{op} {arg}"
         if op == "RUN" and "pip install" in arg:
             assert "[dev]" not in arg and "-c constraints.txt" in arg, arg
+
+
+def test_only_the_dev_target_of_the_image_carries_the_psp_simulator() -> None:
+    """The default target (production) and every stage it is made from never copy
+    psp_simulator, the wheel leaves it out and the build fails if it got in anyway; the dev
+    target is that production image plus psp_simulator, importable, checked at build time."""
+    stages = dockerfile_stages()
+    production = list(stages)[-1]
+    assert DEV_TARGET in stages, f"deploy/Dockerfile has no {DEV_TARGET!r} stage"
+    assert production != DEV_TARGET, "the last stage (the default target) must be production"
+    inputs = stage_inputs(production)
+    assert DEV_TARGET not in inputs, f"{production} is built from the dev target"
+    for name in inputs:
+        for op, arg in stages[name]:
+            if op in ("COPY", "ADD"):
+                for source in copy_sources(arg):
+                    assert SIMULATOR_PACKAGE not in source, f"{name}: {op} {arg}"
+                    # The whole context would bring psp_simulator along.
+                    assert source.strip("./*") != "", f"{name}: {op} {arg} copies everything"
+            if op == "ENV":
+                assert SIMULATOR_PACKAGE not in arg and "PYTHONPATH" not in arg, f"{name}: {arg}"
+    guard = rf"find_spec\('{SIMULATOR_PACKAGE}'\) is not None"
+    assert any(op == "RUN" and re.search(guard, arg) for name in inputs
+               for op, arg in stages[name]), "no build-time check that psp_simulator is absent"
+    # The builder pip-installs the project's wheel: psp_simulator must not be one of its packages.
+    hatch = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    wheel = hatch["targets"]["wheel"]
+    assert SIMULATOR_PACKAGE not in wheel["packages"] and "gateway_bridge" in wheel["packages"]
+    assert not any(SIMULATOR_PACKAGE in f"{k} {v}" for k, v in
+                   wheel.get("force-include", {}).items())
+
+    # dev = the production image (built FROM a stage of its chain) + the simulator's source.
+    dev_chain = stage_chain(DEV_TARGET)
+    assert dev_chain[1:2] and dev_chain[1] in stage_chain(production), dev_chain
+    dev_image = stage_image(DEV_TARGET)
+    users = [arg for op, arg in dev_image if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    destinations = [shlex.split(arg)[-1].rstrip("/") for op, arg in stages[DEV_TARGET]
+                    if op == "COPY" and any(src.rstrip("/") == SIMULATOR_PACKAGE
+                                            for src in copy_sources(arg))]
+    assert len(destinations) == 1, "the dev target must copy psp_simulator/ once"
+    destination = Path(destinations[0])
+    assert destination.name == SIMULATOR_PACKAGE, destination
+    python_path = [entry for op, arg in dev_image if op == "ENV"
+                   for entry in re.findall(r"PYTHONPATH[= ](\S+)", arg)]
+    assert python_path and str(destination.parent) in python_path[-1].split(":"), python_path
+    assert any(op == "RUN" and re.search(rf"import {SIMULATOR_PACKAGE}\b", arg)
+               for op, arg in stages[DEV_TARGET]), "the dev target never imports psp_simulator"
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_build() -> None:

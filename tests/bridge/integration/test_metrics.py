@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 from prometheus_client import generate_latest
 
-from gateway_bridge import metrics
+from gateway_bridge.payments import gauges
 from gateway_bridge.psp.stripe import sign_header
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.bridge.integration.test_webhooks_and_api import SECRET, post_stripe, session_completed
@@ -64,7 +64,7 @@ async def test_psp_calls_payments_and_inbox_are_measured(
         now = int(time.time())
         assert (await post_stripe(cashier, body,
                                   signature=sign_header(SECRET, now, body)))[0] == 200
-        await metrics.refresh(bridge_conn)
+        await gauges.refresh(bridge_conn)
         after = generate_latest().decode()
     assert sample(after, "bridge_psp_calls_total", psp="stripe", outcome="ok") - sample(
         before, "bridge_psp_calls_total", psp="stripe", outcome="ok") >= 1

@@ -4,9 +4,6 @@ wallet over gRPC, and a tiny aiohttp server standing in for an external fraud sc
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from gateway_bridge.server import Running as BridgeRunning
+from tests.bridge.clis import walletctl
 from tests.bridge.conftest import OTHER_API_KEY, BridgeFactory, Cashier
 from tests.helpers import Client
 
@@ -169,8 +167,9 @@ async def test_rejected_withdrawal_releases_the_reserve(
         rejected = await run.reviews.reject(held["id"], reason="stolen card suspected",
                                             actor="carol")
         assert rejected.state.value == "rejected"
-        assert rejected.refusal == {"reason": "RISK_REJECTED",
-                                    "message": "rejected by support after a risk review"}
+        assert rejected.refusal is not None
+        assert rejected.refusal.to_json() == {
+            "reason": "RISK_REJECTED", "message": "rejected by support after a risk review"}
         b = await client.balance(player)
         assert (b.cash, b.reserved) == (100_00, 0)
         assert await sim_requests_for(cashier, held["id"]) == []
@@ -275,15 +274,13 @@ async def test_optional_fields_are_validated(bridge: BridgeRunning, cashier: Cas
 
 
 def _cli(bridge_url: str, *args: str, key: str = OTHER_API_KEY) -> Any:
-    env = {**os.environ, "BRIDGE_URL": bridge_url, "BRIDGE_SUPPORT_API_KEY": key}
-    return subprocess.run([sys.executable, "-m", "gateway_bridge.cli", "risk", *args],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    return walletctl({"BRIDGE_URL": bridge_url, "BRIDGE_SUPPORT_API_KEY": key}, "risk", *args)
 
 
 async def test_support_cli_lists_and_approves_a_held_withdrawal(
         make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
         ledger_clean: None) -> None:
-    """`gateway-bridge risk pending` lists the held withdrawal, `risk approve` sends the
+    """`walletctl risk pending` lists the held withdrawal, `risk approve` sends the
     payout with the reason and actor audited; a key that is not support's exits 1."""
     async with make_bridge(**REVIEW_ENV):
         held = await held_withdrawal(cashier, client, player)

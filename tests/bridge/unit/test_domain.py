@@ -6,17 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from gateway_bridge.payments.model import (
-    Action,
-    Direction,
-    PaymentFacts,
-    State,
-    Verdict,
-    decide,
-    wallet_key,
-)
+from gateway_bridge.payments.model import Action, PaymentFacts, State, Verdict, decide, wallet_key
 from gateway_bridge.shared import money
 from gateway_bridge.shared.events import EventKind, PspEvent
+from gateway_bridge.shared.terms import Direction
 
 DEP = Direction.DEPOSIT
 WD = Direction.WITHDRAWAL

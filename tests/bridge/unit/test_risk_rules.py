@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from gateway_bridge import config
-from gateway_bridge.payments.model import Direction
 from gateway_bridge.risk.rules import (
     Outcome,
     RiskFacts,
@@ -22,6 +21,7 @@ from gateway_bridge.risk.rules import (
     scoring_failed,
     strictest,
 )
+from gateway_bridge.shared.terms import Direction
 
 POLICY = RiskPolicy(
     player_count=Threshold(review_above=5, deny_above=10),

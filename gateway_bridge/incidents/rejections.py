@@ -1,0 +1,20 @@
+"""Rejected webhooks, saved: the HTTP edge counts them in memory (a forged or malformed
+request must cost no database write) and hands the counts here in the background."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import asyncpg
+
+from gateway_bridge.incidents import store
+
+
+async def save(pool: asyncpg.Pool, counts: Mapping[tuple[str, str], int], *,
+               acquire_timeout_ms: int) -> None:
+    """Adds `counts` ((psp, cause) -> rejected requests) to the running totals and to the
+    current minute's counts the callback-error rule reads, all or nothing."""
+    async with pool.acquire(timeout=acquire_timeout_ms / 1000) as conn, \
+            conn.transaction(isolation="read_committed"):
+        for (psp, cause), count in sorted(counts.items()):
+            await store.count_rejection(conn, psp, cause, count)
