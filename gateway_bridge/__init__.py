@@ -1,7 +1,9 @@
 """Gateway bridge: PSP webhooks and cashier REST in, exactly-once wallet gRPC calls out.
 
-Layout: `domain/` (payment states, normalized PSP events, money at the edge, errors; no I/O),
-`psp/` (one module per provider behind `psp.base.PspAdapter`, plus the outbound HTTP client),
-`storage/` (all SQL and the `bridge` schema's migrations), the use cases (`payments.py`,
-`inbox.py`, `status_sync.py`), the HTTP edge (`http/`), and the PSP simulator (`simulator/`).
+A folder per capability (docs/ARCHITECTURE.md draws them and what each may import):
+`payments/` (the payment, the cashier, the inbox, the status sync, risk review), `fx/`
+(rates and credit pinning), `risk/`, `incidents/`, `reconciliation/`, `support/`
+(walletctl), `psp/` (one adapter per provider), `wallet/` (the wallet's gRPC client),
+`shared/` (the vocabulary they all speak: money, errors, PSP events), and `http/`, the edge.
+The wiring sits at the top (server.py, cli.py, config.py); the migrations in `migrations/`.
 """

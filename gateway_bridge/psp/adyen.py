@@ -1,8 +1,8 @@
 """Adyen: Pay by Link for deposits, the classic Payout API for withdrawals, and classic
 (standard) webhooks: `{"live": ..., "notificationItems": [{"NotificationRequestItem": ...}]}`.
 
-Signature (DESIGN.md §10): each item carries `additionalData.hmacSignature`, the base64
-HMAC-SHA256, keyed by the hex-decoded HMAC key, of
+Signature (docs/ARCHITECTURE.md, webhooks): each item carries
+`additionalData.hmacSignature`, the base64 HMAC-SHA256, keyed by the hex-decoded HMAC key, of
 `pspReference:originalReference:merchantAccountCode:merchantReference:value:currency:eventCode:success`
 (missing fields are empty, nothing escaped). Every item is verified before any is read: one
 bad item rejects the whole request, so a forged item can't ride along with a genuine one.

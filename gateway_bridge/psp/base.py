@@ -70,7 +70,7 @@ class PspConfig:
     retry_backoff_ms: int = 200
     breaker_failures_max: int = 5
     breaker_cooldown_ms: int = 30_000
-    # Stripe's replay window for signed timestamps (DESIGN.md §10).
+    # Stripe's replay window for signed timestamps (docs/ARCHITECTURE.md, webhooks).
     webhook_tolerance_s: int = 300
 
 

@@ -1,8 +1,8 @@
 """NOWPayments (crypto): payments for deposits, mass payouts for withdrawals, signed IPNs.
 
-Signature (DESIGN.md §10): `x-nowpayments-sig` is the hex HMAC-SHA512, keyed by the IPN
-secret, of the body re-serialized the way NOWPayments' own Node code does it:
-`JSON.stringify` of the object with keys sorted, compact. So the body is parsed with the
+Signature (docs/ARCHITECTURE.md, webhooks): `x-nowpayments-sig` is the hex HMAC-SHA512,
+keyed by the IPN secret, of the body re-serialized the way NOWPayments' own Node code does
+it: `JSON.stringify` of the object with keys sorted, compact. So the body is parsed with the
 stdlib json (numbers become IEEE doubles, exactly as in JavaScript) and written back with
 JavaScript's number formatting (`15.0` -> `15`, `1e-7`, no `.0`); re-serializing the Decimal
 parse instead would disagree with the signer on numbers like `15.0`. Amounts themselves are

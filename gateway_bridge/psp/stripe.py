@@ -1,10 +1,10 @@
 """Stripe: Checkout Sessions for deposits, Payouts for withdrawals, signed Event webhooks.
 
-Signature (DESIGN.md §10): `Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]`, HMAC-SHA256 over
-`f"{t}.{raw_body}"` keyed by the whole `whsec_...` string; any v1 may match (Stripe signs
-with the old and the new secret while one is being rolled); the timestamp must be within
-`webhook_tolerance_s` of now. The signing helpers are module-level and pure so the PSP
-simulator and the tests use the very same code.
+Signature (docs/ARCHITECTURE.md, webhooks): `Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]`,
+HMAC-SHA256 over `f"{t}.{raw_body}"` keyed by the whole `whsec_...` string; any v1 may match
+(Stripe signs with the old and the new secret while one is being rolled); the timestamp must
+be within `webhook_tolerance_s` of now. The signing helpers are module-level and pure so the
+PSP simulator and the tests use the very same code.
 
 Our payment id travels in `metadata[payment_id]` (and `client_reference_id` on sessions),
 and Stripe echoes it in the events. A dispute carries no metadata of ours: it names the

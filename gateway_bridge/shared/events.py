@@ -1,9 +1,9 @@
 """What a PSP told us, normalized: every adapter turns its webhooks and status answers into
 `PspEvent`s, so the payment state machine never sees a provider's own vocabulary.
 
-`event_key` is the provider's event identity (DESIGN.md §10: Stripe's event id; Adyen's
-(pspReference, eventCode, success); NOWPayments' (payment_id, payment_status)). The inbox
-stores one row per (psp, event_key), which is what makes redelivery harmless.
+`event_key` is the provider's event identity (docs/ARCHITECTURE.md, webhooks: Stripe's event
+id; Adyen's (pspReference, eventCode, success); NOWPayments' (payment_id, payment_status)).
+The inbox stores one row per (psp, event_key), which is what makes redelivery harmless.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Webhook signatures and event mapping of the PSP adapters: pure, no services.
 
-The DESIGN.md §10 vectors verify; every rejection cause is produced by the case that should
+The providers' documented signature vectors verify; every rejection cause is produced by the case that should
 produce it; the official `stripe` and `Adyen` libraries, used as independent generators and
 verifiers, agree with ours in both directions. That NOWPayments' canonical form matches
 what JavaScript writes is checked with node in tests/bridge/integration/test_signatures_node.py.
@@ -72,7 +72,7 @@ def _stripe_read(body: bytes, *, now_s: int = T0, secret: str = STRIPE_SECRET,
 
 
 def test_stripe_design_vector() -> None:
-    """The DESIGN.md §10 vector is what sign_header writes and read_webhook accepts."""
+    """Stripe's documented vector is what sign_header writes and read_webhook accepts."""
     assert stripe.sign_header(STRIPE_SECRET, T0, STRIPE_VECTOR_BODY) == STRIPE_VECTOR_HEADER
     [event] = STRIPE.read_webhook({"stripe-signature": STRIPE_VECTOR_HEADER},
                                   STRIPE_VECTOR_BODY, now_s=T0)
