@@ -1,9 +1,10 @@
 """A Locust `User` that drives the wallet over gRPC, following Locust's documented pattern.
 
 grpc.aio cannot run inside Locust (docs/ARCHITECTURE.md, "Rules the numbers set"), so each
-user holds a *sync* `grpc.insecure_channel`, made cooperative by `grpc.experimental.gevent.init_gevent()`, and
-every call goes through `LocustInterceptor`, which fires `environment.events.request` with
-request_type "grpc", the method's short name and the response time in ms.
+user holds a *sync* `grpc.insecure_channel`, made cooperative by
+`grpc.experimental.gevent.init_gevent()`, and every call goes through `LocustInterceptor`,
+which fires `environment.events.request` with request_type "grpc", the method's short name
+and the response time in ms.
 
 What counts as a failure is decided here, once, for every scenario:
 - OK is a success.
