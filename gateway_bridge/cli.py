@@ -1,10 +1,10 @@
-"""`gateway-bridge` command line: serve, migrate, simulate-psp, dead-letters, payment,
-find-payment, sync-payment, reconcile, risk.
+"""`gateway-bridge` command line: the process and its operations: serve, migrate,
+simulate-psp, demo, reconcile.
 
-Support commands talk to the database directly, so they work while the bridge is down; a
-replayed event is picked up by the running bridge's inbox workers on their next poll. `risk`
-is the exception: approving a held payment sends it on to the PSP and the wallet, which only
-the running bridge does, so it goes through the bridge's support API.
+The support commands moved to `walletctl` (gateway_bridge/support/cli.py). Their old
+spellings here (dead-letters, payment, find-payment, sync-payment, risk) still work for one
+release: each says on stderr which `walletctl` command to use instead, then runs walletctl's
+implementation, with this command's exit codes.
 """
 
 from __future__ import annotations
@@ -18,41 +18,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
-import orjson
 import uvloop
 
 from gateway_bridge import config
 from gateway_bridge.demo import run_demo
-from gateway_bridge.http.cashier import payment_view
-from gateway_bridge.payments import store
-from gateway_bridge.payments.status_sync import poll_ref
-from gateway_bridge.psp.base import PspError
-from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.reconciliation import layouts, output, service
 from gateway_bridge.reconciliation.layouts import ReportError
 from gateway_bridge.reconciliation.matcher import Period
 from gateway_bridge.reconciliation.store import PeriodTooLong
 from gateway_bridge.server import migrate_database, serve
+from gateway_bridge.support import dead_letter_commands, payment_commands, risk_commands
+from gateway_bridge.support.console import connect
 from service_kit import logs
 from service_kit.migrations import MigrationError
-from service_kit.pg import database_url_from_env, init_json_codecs
+from service_kit.pg import database_url_from_env
 from service_kit.settings import SettingsError
 
-
-def print_json(value: Any) -> None:
-    def default(obj: object) -> str:
-        if isinstance(obj, datetime):
-            return obj.isoformat()
-        raise TypeError
-    print(orjson.dumps(value, default=default, option=orjson.OPT_INDENT_2).decode())
-
-
-async def connect() -> asyncpg.Connection:
-    conn = await asyncpg.connect(database_url_from_env(), timeout=5.0)
-    await init_json_codecs(conn)
-    return conn
+# The support commands' old spellings, kept for one release, and what replaced each.
+MOVED_TO_WALLETCTL = {
+    "dead-letters": "walletctl dead-letters",
+    "payment": "walletctl payment show",
+    "find-payment": "walletctl payment find",
+    "sync-payment": "walletctl payment sync",
+    "risk": "walletctl risk",
+}
 
 
 async def _migrate() -> int:
@@ -82,136 +72,6 @@ async def _simulate() -> int:
     logs.configure(os.environ.get("SIM_LOG_LEVEL", "INFO"))
     await run(settings)
     return 0
-
-
-async def dead_letters(args: argparse.Namespace) -> int:
-    conn = await connect()
-    try:
-        if args.action == "list":
-            rows = await store.dead_events(conn, after_id=args.after, limit=args.limit)
-            if args.json:
-                print_json(rows)
-            else:
-                for r in rows:
-                    print(f"{r['id']:>8}  {r['psp']:<12} {r['psp_event_type'][:32]:<32} "
-                          f"payment={r['payment_id'] or '-'}  attempts={r['attempts']}  "
-                          f"{(r['last_error'] or '')[:80]}")
-                print(f"{len(rows)} dead-lettered event(s)")
-            return 0
-        if args.id is None and not args.all:
-            print("replay: give --id N or --all", file=sys.stderr)
-            return 2
-        ids = await store.replay_dead(conn, None if args.all else args.id)
-        print(f"replayed {len(ids)} event(s): {ids}")
-        return 0 if ids or args.all else 1
-    finally:
-        await conn.close()
-
-
-async def show_payment(args: argparse.Namespace) -> int:
-    conn = await connect()
-    try:
-        p = await store.payment(conn, args.payment_id)
-        if p is None:
-            print(f"no payment {args.payment_id}", file=sys.stderr)
-            return 1
-        print_json(payment_view(p, await store.history(conn, p.id)))
-        return 0
-    finally:
-        await conn.close()
-
-
-# A support call to the running bridge answers within this (approve calls the PSP).
-RISK_CALL_TIMEOUT_S = 60.0
-
-
-def _support_key() -> str:
-    """The support client's API key: BRIDGE_SUPPORT_API_KEY, or the file its _FILE names."""
-    key_file = os.environ.get("BRIDGE_SUPPORT_API_KEY_FILE", "")
-    if key_file:
-        return Path(key_file).read_text().strip()
-    return os.environ.get("BRIDGE_SUPPORT_API_KEY", "")
-
-
-async def _risk(args: argparse.Namespace, key: str) -> int:
-    """List, approve or reject payments held for review, through the bridge's support API
-    (BRIDGE_URL, default the local bridge)."""
-    if not key:
-        print("BRIDGE_SUPPORT_API_KEY (or BRIDGE_SUPPORT_API_KEY_FILE): required",
-              file=sys.stderr)
-        return 2
-    base = os.environ.get("BRIDGE_URL", "http://127.0.0.1:8080").rstrip("/")
-    headers = {"Authorization": f"Bearer {key}"}
-    timeout = aiohttp.ClientTimeout(total=RISK_CALL_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
-        if args.action == "pending":
-            request = http.get(f"{base}/v1/risk/reviews")
-        else:
-            if not args.payment_id or not args.reason:
-                print(f"risk {args.action}: PAYMENT_ID and --reason are required",
-                      file=sys.stderr)
-                return 2
-            request = http.post(f"{base}/v1/risk/reviews/{args.payment_id}/{args.action}",
-                                json={"actor": args.actor, "reason": args.reason})
-        async with request as resp:
-            body = await resp.read()
-    answer = orjson.loads(body) if body else {}
-    print_json(answer)
-    return 0 if resp.status < 400 else 1
-
-
-FIND_ROWS_MAX = 20
-
-
-async def find_payment(args: argparse.Namespace) -> int:
-    """Payments matching any reference support has: ours, the PSP's, the withdrawal id, the
-    cashier's Idempotency-Key."""
-    conn = await connect()
-    try:
-        found = await store.payments_by_any_reference(conn, args.reference, FIND_ROWS_MAX)
-        print_json([payment_view(p, await store.history(conn, p.id)) for p in found])
-        return 0 if found else 1
-    finally:
-        await conn.close()
-
-
-async def sync_payment(args: argparse.Namespace, settings: config.Settings) -> int:
-    """Ask the PSP now about one payment (timed out ones included) and put its answer in the
-    inbox, where the running bridge's workers apply it like any poll; recorded in the
-    payment's history with who and why."""
-    adapters = build_adapters(settings.psps)
-    conn = await connect()
-    try:
-        p = await store.payment(conn, args.payment_id)
-        if p is None:
-            print(f"no payment {args.payment_id}", file=sys.stderr)
-            return 1
-        adapter = adapters.get(p.psp)
-        if adapter is None or not p.psp_reference:
-            print(f"{p.id}: nothing to ask {p.psp} about yet (no PSP reference)",
-                  file=sys.stderr)
-            return 1
-        try:
-            event = await adapter.fetch_status(poll_ref(p))
-        except PspError as err:
-            print(f"{p.psp} did not answer: {err.message}", file=sys.stderr)
-            return 1
-        async with conn.transaction():
-            if event is None:
-                said = "nothing it can say about this payment"
-            else:
-                stored = await store.insert_event(conn, event, source="poll")
-                said = event.psp_event_type + (f" (inbox event {stored})" if stored is not None
-                                               else " (already known)")
-            await store.add_history(conn, p, from_state=p.state, source="support",
-                                   note=f"status sync forced by {args.actor}: {args.reason}; "
-                                        f"{p.psp} says {said}")
-        print(f"{p.id} ({p.state.value}): {p.psp} says {said}")
-        return 0
-    finally:
-        await conn.close()
-        for a in adapters.values():
-            await a.close()
 
 
 def _utc_time(value: str) -> datetime:
@@ -272,20 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the bridge (HTTP, inbox workers, status sync)")
     sub.add_parser("migrate", help="apply the bridge schema's migrations")
     sub.add_parser("simulate-psp", help="run the PSP simulator (Stripe, Adyen, NOWPayments)")
-    dead = sub.add_parser("dead-letters", help="list or replay dead-lettered PSP events")
-    dead.add_argument("action", choices=["list", "replay"])
-    dead.add_argument("--id", type=int, help="replay this event")
-    dead.add_argument("--all", action="store_true", help="replay every dead event")
-    dead.add_argument("--after", type=int, default=0, help="list events after this id")
-    dead.add_argument("--limit", type=int, default=100, choices=range(1, 1001),
-                      metavar="1..1000")
-    dead.add_argument("--json", action="store_true")
     demo = sub.add_parser("demo", help="a cashier session through the bridge and simulator")
     demo.add_argument("--bridge-url", default="http://127.0.0.1:8080")
     demo.add_argument("--sim-url", default="http://127.0.0.1:8090")
     demo.add_argument("--wallet-addr", default="127.0.0.1:50051")
-    show = sub.add_parser("payment", help="show a payment with its history")
-    show.add_argument("payment_id")
     recon = sub.add_parser("reconcile", help="match a PSP settlement report against our "
                            "payments and the wallet journal (docs/RECONCILIATION.md)")
     recon.add_argument("--psp", required=True, choices=["stripe", "adyen"])
@@ -297,49 +147,55 @@ def _parser() -> argparse.ArgumentParser:
                        "report's first day")
     recon.add_argument("--to", dest="period_to", type=_utc_time, default=None,
                        help="period end, exclusive; default: the day after the last line")
-    find = sub.add_parser("find-payment", help="payments by any reference: ours, the PSP's, "
-                          "the withdrawal id, the cashier's Idempotency-Key")
-    find.add_argument("reference")
-    sync = sub.add_parser("sync-payment", help="ask the PSP about a payment now (timed out "
-                          "ones too); the answer goes through the inbox")
-    sync.add_argument("payment_id")
-    sync.add_argument("--reason", required=True, help="why (kept in the payment's history)")
-    sync.add_argument("--actor", default=os.environ.get("USER", "support"))
-    risk = sub.add_parser("risk", help="payments held by the risk rules: list, approve, "
-                          "reject (through the running bridge; docs/RISK.md)")
-    risk.add_argument("action", choices=["pending", "approve", "reject"])
-    risk.add_argument("payment_id", nargs="?", default="")
-    risk.add_argument("--reason", default="", help="why (kept in the audit log)")
-    risk.add_argument("--actor", default=os.environ.get("USER", "support"),
-                      help="who decides (kept in the audit log)")
+    _add_moved(sub)
     return parser
+
+
+def _add_moved(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The support commands' old spellings, with walletctl's arguments (which are theirs)."""
+    def moved(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=f"deprecated: use {MOVED_TO_WALLETCTL[name]}")
+    dead_letter_commands.add_arguments(moved("dead-letters"))
+    moved("payment").add_argument("payment_id")
+    moved("find-payment").add_argument("reference")
+    payment_commands.add_sync_arguments(moved("sync-payment"))
+    risk_commands.add_arguments(moved("risk"))
+
+
+def _work(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    if args.command == "serve":
+        return _serve()
+    if args.command == "migrate":
+        return _migrate()
+    if args.command == "simulate-psp":
+        return _simulate()
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "reconcile":
+        return _reconcile(args)
+    return _moved_work(args)
+
+
+def _moved_work(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """An old support spelling: one line on stderr naming its walletctl command, then the
+    same implementation walletctl runs."""
+    print(f"gateway-bridge {args.command} is deprecated and goes in the next release: use "
+          f"{MOVED_TO_WALLETCTL[args.command]} (same arguments)", file=sys.stderr)
+    if args.command == "dead-letters":
+        return dead_letter_commands.dead_letters(args)
+    if args.command == "risk":
+        return risk_commands.risk(args, risk_commands.support_key())
+    if args.command == "find-payment":
+        return payment_commands.find_payment(args)
+    if args.command == "sync-payment":
+        return payment_commands.sync_payment(args, config.load())
+    return payment_commands.show_payment(args)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    work: Coroutine[Any, Any, int]
-    if args.command == "serve":
-        work = _serve()
-    elif args.command == "migrate":
-        work = _migrate()
-    elif args.command == "simulate-psp":
-        work = _simulate()
-    elif args.command == "demo":
-        work = _demo(args)
-    elif args.command == "dead-letters":
-        work = dead_letters(args)
-    elif args.command == "reconcile":
-        work = _reconcile(args)
-    elif args.command == "risk":
-        work = _risk(args, _support_key())
-    elif args.command == "find-payment":
-        work = find_payment(args)
-    elif args.command == "sync-payment":
-        work = sync_payment(args, config.load())
-    else:
-        work = show_payment(args)
     try:
-        sys.exit(uvloop.run(work))
+        sys.exit(uvloop.run(_work(args)))
     except SettingsError as err:
         print(err, file=sys.stderr)
         sys.exit(2)

@@ -5,12 +5,19 @@
     walletctl payment sync ID --reason        ask the PSP now; the answer goes to the inbox
     walletctl payment resolve ID --outcome succeeded|failed|dismiss --reason
     walletctl dead-letters list | replay      events that could not be applied
+    walletctl risk pending | approve | reject payments held by the risk rules
     walletctl incidents list | show | ack | advance | note | resolve | evaluate | report
 
 Everything is recorded with who did it (--actor, default $USER) and why. It talks to the
 bridge's database directly, so it works while the bridge is down; money moves only through
-the inbox (applied by the running bridge) or the wallet's own API. Exit codes: 0 done,
-1 not found or refused, 2 bad input, 3 database or wallet unreachable.
+the inbox (applied by the running bridge) or the wallet's own API. `risk` is the exception:
+approving sends the payment on, which only the running bridge does, so it goes through the
+bridge's support API. Exit codes: 0 done, 1 not found or refused, 2 bad input, 3 database,
+wallet or bridge unreachable, or DATABASE_URL naming a database or role that does not exist.
+
+Here: the parser, the exit codes, `player` and `incidents`. The payment, dead-letter and
+risk commands live in modules of their own, which `gateway-bridge`'s deprecated spellings of
+them run too.
 """
 
 from __future__ import annotations
@@ -27,24 +34,26 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from gateway_bridge import cli as bridge_cli
 from gateway_bridge import config
 from gateway_bridge.incidents import store as incidents
 from gateway_bridge.incidents.detector import Detector
 from gateway_bridge.incidents.rules import LifecycleError, Stage
 from gateway_bridge.psp.registry import build_adapters
-from gateway_bridge.support import player, report, resolution
+from gateway_bridge.support import (
+    console,
+    dead_letter_commands,
+    payment_commands,
+    player,
+    report,
+    resolution,
+    risk_commands,
+)
+from gateway_bridge.support.console import actor_default, connect, print_json
 from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 from service_kit.pg import init_json_codecs
 from service_kit.settings import EnvReader, SettingsError
 
 LIST_ROWS_MAX = 200
-# How long `payment resolve` waits for the running bridge to apply the settlement.
-APPLY_WAIT_S_MAX = 120
-
-
-def _actor_default() -> str:
-    return os.environ.get("USER") or "support"
 
 
 # Incident ids are bigint identities: anything else is refused before the database sees it.
@@ -71,7 +80,7 @@ async def _player(args: argparse.Namespace) -> int:
     r.done()
     wallet = WalletClient(addr=addr, token=token, timeout_ms=timeout_ms,
                           tls_ca_file=os.environ.get("WALLETCTL_WALLET_TLS_CA_FILE", ""))
-    conn = await bridge_cli.connect()
+    conn = await connect()
     try:
         view = await player.player_view(conn, wallet, args.player_id,
                                         currencies=[c.upper() for c in args.currency],
@@ -85,49 +94,8 @@ async def _player(args: argparse.Namespace) -> int:
     finally:
         await conn.close()
         await wallet.close()
-    bridge_cli.print_json(view)
+    print_json(view)
     return 0 if view["wallets"] or view["payments"] else 1
-
-
-async def _resolve_payment(args: argparse.Namespace) -> int:
-    conn = await bridge_cli.connect()
-    try:
-        try:
-            async with conn.transaction():
-                done = await resolution.resolve(
-                    conn, args.payment_id, resolution.Outcome(args.outcome), actor=args.actor,
-                    reason=args.reason, incident_id=args.incident)
-        except (resolution.ResolveRefused, incidents.IncidentNotFound) as err:
-            print(err, file=sys.stderr)
-            return 1
-        linked = f"; noted on incident(s) {list(done.incidents)}" if done.incidents else ""
-        if done.inbox_id is None:
-            print(f"{done.payment_id}: {args.outcome} recorded{linked}")
-            return 0
-        if done.again:
-            print(f"{done.payment_id}: already settled by hand as {args.outcome} "
-                  f"(inbox event {done.inbox_id}); nothing new recorded")
-        else:
-            print(f"{done.payment_id}: settlement stored as inbox event "
-                  f"{done.inbox_id}{linked}")
-        return await _wait_applied(conn, done.inbox_id, args.wait_s)
-    finally:
-        await conn.close()
-
-
-async def _wait_applied(conn: asyncpg.Connection, inbox_id: int, wait_s: int) -> int:
-    """The running bridge's workers apply the event; report what became of it."""
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while True:
-        status, note = await resolution.event_status(conn, inbox_id)
-        if status != "pending":
-            print(f"inbox event {inbox_id}: {status}" + (f" ({note})" if note else ""))
-            return 0 if status == "applied" else 1
-        if asyncio.get_running_loop().time() >= deadline:
-            print(f"inbox event {inbox_id} is still pending: is the bridge running? It will "
-                  "be applied when it is.")
-            return 0 if wait_s == 0 else 1
-        await asyncio.sleep(0.2)
 
 
 def _print_incident_line(i: dict[str, Any]) -> None:
@@ -142,14 +110,14 @@ async def _incidents(args: argparse.Namespace) -> int:
     action = args.action
     if action == "evaluate":
         return await _evaluate()
-    conn = await bridge_cli.connect()
+    conn = await connect()
     try:
         if action == "list":
             rows = await incidents.list_incidents(
                 conn, stage=Stage(args.stage) if args.stage else None,
                 include_resolved=args.all, limit=args.limit)
             if args.json:
-                bridge_cli.print_json(rows)
+                print_json(rows)
             else:
                 for row in rows:
                     _print_incident_line(row)
@@ -159,7 +127,7 @@ async def _incidents(args: argparse.Namespace) -> int:
             print(f"incidents {action}: give the incident id", file=sys.stderr)
             return 2
         if action == "show":
-            bridge_cli.print_json(await incidents.incident(conn, args.id))
+            print_json(await incidents.incident(conn, args.id))
             return 0
         if action == "report":
             return await _report(conn, args.id, args.out)
@@ -238,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def actor(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--actor", default=_actor_default(), help="who (kept in the record)")
+        p.add_argument("--actor", default=actor_default(), help="who (kept in the record)")
 
     who = sub.add_parser("player", help="a player's balances, journal and payments")
     who.add_argument("player_id")
@@ -254,10 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     find.add_argument("reference")
     show = pay_sub.add_parser("show", help="one payment with its history")
     show.add_argument("payment_id")
-    sync = pay_sub.add_parser("sync", help="ask the PSP now (timed-out payments too)")
-    sync.add_argument("payment_id")
-    sync.add_argument("--reason", required=True)
-    actor(sync)
+    sync = pay_sub.add_parser("sync", help="ask the PSP now (timed-out payments too); the "
+                              "answer goes through the inbox")
+    payment_commands.add_sync_arguments(sync)
     settle = pay_sub.add_parser("resolve", help="settle a stuck payment by hand, or clear "
                                 "its attention (dismiss)")
     settle.add_argument("payment_id")
@@ -266,19 +233,18 @@ def _parser() -> argparse.ArgumentParser:
     settle.add_argument("--reason", required=True, help="what support found out")
     settle.add_argument("--incident", type=_incident_id, default=None,
                         help="also note it on this incident's timeline")
-    settle.add_argument("--wait-s", type=int, default=15, choices=range(0, APPLY_WAIT_S_MAX + 1),
-                        metavar=f"0..{APPLY_WAIT_S_MAX}",
+    wait_s_max = payment_commands.APPLY_WAIT_S_MAX
+    settle.add_argument("--wait-s", type=int, default=15, choices=range(0, wait_s_max + 1),
+                        metavar=f"0..{wait_s_max}",
                         help="wait this long for the running bridge to apply it")
     actor(settle)
 
     dead = sub.add_parser("dead-letters", help="list or replay dead-lettered PSP events")
-    dead.add_argument("action", choices=["list", "replay"])
-    dead.add_argument("--id", type=int)
-    dead.add_argument("--all", action="store_true")
-    dead.add_argument("--after", type=int, default=0)
-    dead.add_argument("--limit", type=int, default=100, choices=range(1, 1001),
-                      metavar="1..1000")
-    dead.add_argument("--json", action="store_true")
+    dead_letter_commands.add_arguments(dead)
+
+    risk = sub.add_parser("risk", help="payments held by the risk rules: list, approve, "
+                          "reject (through the running bridge; docs/RISK.md)")
+    risk_commands.add_arguments(risk)
 
     inc = sub.add_parser("incidents", help="list, show, acknowledge, advance, note, resolve, "
                          "evaluate, report")
@@ -321,17 +287,19 @@ def _work(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     if args.command == "player":
         return _player(args)
     if args.command == "dead-letters":
-        return bridge_cli.dead_letters(args)
+        return dead_letter_commands.dead_letters(args)
+    if args.command == "risk":
+        return risk_commands.risk(args, risk_commands.support_key())
     if args.command == "incidents":
         return _incidents(args)
     action = args.payment_action
     if action == "find":
-        return bridge_cli.find_payment(args)
+        return payment_commands.find_payment(args)
     if action == "show":
-        return bridge_cli.show_payment(args)
+        return payment_commands.show_payment(args)
     if action == "sync":
-        return bridge_cli.sync_payment(args, config.load())
-    return _resolve_payment(args)
+        return payment_commands.sync_payment(args, config.load())
+    return payment_commands.resolve_payment(args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -348,6 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
             asyncpg.CannotConnectNowError) as err:
         print(f"database unavailable: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(3)
+    except console.DATABASE_URL_WRONG as err:
+        # Not worth retrying: the URL names a database or role the server does not have.
+        print(console.wrong_database_url(err, os.environ.get("DATABASE_URL", "")),
+              file=sys.stderr)
         sys.exit(3)
     except asyncpg.DataError as err:
         print(f"bad input: {err}", file=sys.stderr)

@@ -16,6 +16,7 @@ import asyncpg
 from gateway_bridge.server import Running as BridgeRunning
 from gateway_bridge.wallet.client import WalletUnavailable
 from loadtests.ports import lease_port
+from tests.bridge.clis import walletctl
 from tests.bridge.conftest import (
     API_KEY,
     OTHER_API_KEY,
@@ -66,7 +67,8 @@ async def test_wallet_down_webhooks_are_acknowledged_stored_and_applied_when_it_
 async def test_exhausted_events_are_dead_lettered_and_replayed_by_support(
         make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
         bridge_conn: asyncpg.Connection, bridge_db: str, ledger_clean: None) -> None:
-    """After the attempts budget the event is dead; the CLI lists and replays it."""
+    """After the attempts budget the event is dead; `walletctl dead-letters` lists and
+    replays it."""
     async with make_bridge():
         created = await cashier.deposit(player, 12_00, psp="stripe")
     async with make_bridge(wallet_port=lease_port(), BRIDGE_INBOX_ATTEMPTS_MAX="2"):
@@ -80,14 +82,13 @@ async def test_exhausted_events_are_dead_lettered_and_replayed_by_support(
     payment = await bridge_conn.fetchrow("SELECT state, attention FROM bridge.payments "
                                          "WHERE id = $1", created["id"])
     assert payment["state"] == "pending" and "dead-lettered" in payment["attention"]
-    env = {**os.environ, "DATABASE_URL": bridge_db}
-    listed = subprocess.run([sys.executable, "-m", "gateway_bridge", "dead-letters", "list"],
-                            env=env, capture_output=True, text=True, timeout=30, check=True)
+    env = {"DATABASE_URL": bridge_db}
+    listed = await asyncio.to_thread(walletctl, env, "dead-letters", "list")
+    assert listed.returncode == 0, listed.stderr
     event_id = (await _inbox(bridge_conn, created["id"]))[0]["id"]
     assert str(event_id) in listed.stdout and created["id"] in listed.stdout
-    replayed = subprocess.run([sys.executable, "-m", "gateway_bridge", "dead-letters",
-                               "replay", "--id", str(event_id)],
-                              env=env, capture_output=True, text=True, timeout=30)
+    replayed = await asyncio.to_thread(walletctl, env, "dead-letters", "replay",
+                                       "--id", str(event_id))
     assert replayed.returncode == 0, replayed.stderr
     async with make_bridge():
         await cashier.wait_state(created["id"], "succeeded")
