@@ -6,9 +6,9 @@
     ├── NotFound           no such payment / route                                -> 404
     ├── Conflict           Idempotency-Key reused with a different request        -> 409
     ├── Refused            the wallet or a rule refuses (insufficient funds, ...) -> 422
-    ├── UpstreamDeclined   the PSP refused our request                            -> 502
     │   └── FxRefused      paying in another currency is not possible: FX off,   -> 422
     │                      the pair not quoted, or worth less than a minor unit
+    ├── UpstreamDeclined   the PSP refused our request                            -> 502
     └── Unavailable        PSP breaker open, PSP or wallet unreachable: retry     -> 503
         │                  with the same Idempotency-Key
         └── FxUnavailable  no fresh FX rate: FX_RATE_STALE (the provider's rate   -> 503

@@ -177,3 +177,28 @@ def test_refusal_and_fx_read_back_as_written() -> None:
         charged_back_wallet_minor=45)
     assert PaymentFx.from_json(fx.to_json()) == fx
     assert PaymentFx().to_json() == {}
+
+
+def test_the_error_tree_in_the_docstring_is_the_class_tree() -> None:
+    """shared/errors.py draws its classes as a tree; each drawn parent is the real one."""
+    import inspect
+    import re
+
+    from gateway_bridge.shared import errors
+
+    drawn: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in (errors.__doc__ or "").splitlines():
+        m = re.match(r"^(\s*(?:[│ ]\s*)*)(?:[├└]── )?([A-Z]\w+)\s{2,}", line)
+        if not m or not hasattr(errors, m.group(2)):
+            continue
+        depth = m.start(2)
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            drawn[m.group(2)] = stack[-1][1]
+        stack.append((depth, m.group(2)))
+    assert len(drawn) >= 8, drawn
+    for name, parent in drawn.items():
+        cls = getattr(errors, name)
+        assert inspect.isclass(cls) and cls.__bases__[0].__name__ == parent, (name, parent)
