@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from gateway_bridge.http import webhooks
 from gateway_bridge.http.context import Services
 from gateway_bridge.incidents import probes
 from gateway_bridge.incidents.detector import Detector
+from gateway_bridge.incidents.rejections import RejectionLog
 from gateway_bridge.payments import gauges
 from gateway_bridge.payments.cashier import Payments
 from gateway_bridge.payments.inbox import Inbox
@@ -40,6 +40,7 @@ from gateway_bridge.wallet.client import WalletClient
 from service_kit import pg
 from service_kit.migrations import migrate
 from service_kit.pg import init_json_codecs
+from service_kit.serving import serve_until_signalled
 
 log = logging.getLogger("gateway_bridge.server")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,6 +53,7 @@ REJECTION_FLUSH_MS = 1000
 class Running:
     port: int
     services: Services
+    pool: asyncpg.Pool
     reviews: Reviews | None = None
     metrics_port: int | None = None
     detector: Detector | None = None
@@ -74,7 +76,7 @@ def listener_tls_context(settings: Settings) -> ssl.SSLContext | None:
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     # A worker holds a transaction open across one wallet call; the idle-in-transaction
     # limit must outlast that call's deadline.
-    idle_ms = max(settings.db_statement_timeout_ms, settings.wallet_timeout_ms) * 2
+    idle_ms = max(settings.db_statement_timeout_ms, settings.wallet.timeout_ms) * 2
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=1, max_size=settings.db_pool_size_max,
         init=init_json_codecs, timeout=3.0,
@@ -100,26 +102,33 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     if migrate_first:
         await migrate_database(settings.database_url)
     pool = await create_pool(settings)
-    wallet = WalletClient(addr=settings.wallet_addr, token=settings.wallet_token,
-                          timeout_ms=settings.wallet_timeout_ms,
-                          tls_ca_file=settings.wallet_tls_ca_file,
-                          tls_cert_file=settings.wallet_tls_cert_file,
-                          tls_key_file=settings.wallet_tls_key_file)
+    to_wallet = settings.wallet
+    wallet = WalletClient(addr=to_wallet.addr, token=to_wallet.token,
+                          timeout_ms=to_wallet.timeout_ms, tls_ca_file=to_wallet.tls_ca_file,
+                          tls_cert_file=to_wallet.tls_cert_file,
+                          tls_key_file=to_wallet.tls_key_file)
     adapters = build_adapters(settings.psps)
-    rates = FxRates(url=settings.fx_rates_url, timeout_ms=settings.fx_timeout_ms,
-                    age_max_ms=settings.fx_rate_age_max_ms, spread_bps=settings.fx_spread_bps)
-    inbox = Inbox(pool=pool, wallet=wallet, settings=settings, rates=rates)
-    risk = RiskService(pool=pool, policy=settings.risk,
-                       acquire_timeout_ms=settings.db_acquire_timeout_ms)
-    payments = Payments(pool=pool, wallet=wallet, adapters=adapters, settings=settings,
-                        wake_inbox=inbox.wake, risk=risk, rates=rates)
-    reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings)
+    rates = FxRates(url=settings.fx.rates_url, timeout_ms=settings.fx.timeout_ms,
+                    age_max_ms=settings.fx.rate_age_max_ms, spread_bps=settings.fx.spread_bps)
+    acquire_timeout_ms = settings.db_acquire_timeout_ms
+    inbox = Inbox(pool=pool, wallet=wallet, settings=settings.payments,
+                  wallet_timeout_ms=to_wallet.timeout_ms, acquire_timeout_ms=acquire_timeout_ms,
+                  rates=rates)
+    risk = RiskService(pool=pool, policy=settings.risk, acquire_timeout_ms=acquire_timeout_ms)
+    payments = Payments(pool=pool, wallet=wallet, adapters=adapters,
+                        settings=settings.payments, psps=settings.psps,
+                        acquire_timeout_ms=acquire_timeout_ms, wake_inbox=inbox.wake,
+                        risk=risk, rates=rates)
+    reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings.payments,
+                      psps=settings.psps, acquire_timeout_ms=acquire_timeout_ms)
     sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,
-                      settings=settings)
+                      settings=settings.payments, acquire_timeout_ms=acquire_timeout_ms)
     detector = Detector(pool=pool, policy=settings.incidents, adapters=adapters,
                         probe_interval_ms=settings.probe_interval_ms,
                         timeout_ms=settings.db_statement_timeout_ms)
-    services = Services(settings=settings, pool=pool, payments=payments, inbox=inbox,
+    services = Services(settings=settings,
+                        rejections=RejectionLog(pool, acquire_timeout_ms=acquire_timeout_ms),
+                        payments=payments, inbox=inbox,
                         sync=sync, adapters=adapters,
                         clients_by_key_sha256=settings.clients_by_key_sha256)
     app = http_app.build(services)
@@ -162,7 +171,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                 timeout_ms=settings.db_statement_timeout_ms), name="metrics-refresh"))
         if detecting:
             tasks.append(asyncio.create_task(detector.run(), name="incident-detector"))
-        yield Running(port=bound, services=services, metrics_port=metrics_port,
+        yield Running(port=bound, services=services, pool=pool, metrics_port=metrics_port,
                       reviews=reviews, detector=detector)
     finally:
         await metrics_runner.cleanup()
@@ -183,16 +192,11 @@ async def running(settings: Settings, *, migrate_first: bool = True,
 
 
 async def serve(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with running(settings) as run:
-        log.info("gateway-bridge serving", extra={
-            "listen": settings.listen_addr, "port": run.port,
-            "psps": sorted(settings.psps), "wallet": settings.wallet_addr,
-            "tls": bool(settings.tls_cert_file),
-            "wallet_tls": bool(settings.wallet_tls_ca_file or settings.wallet_tls_cert_file)})
-        await stop.wait()
-        log.info("shutting down", extra={"grace_ms": settings.shutdown_grace_ms})
-    log.info("stopped")
+    """Serve until SIGTERM/SIGINT, then stop in the order the module docstring gives."""
+    await serve_until_signalled(
+        running(settings), name="gateway-bridge", log=log,
+        grace_ms=settings.shutdown_grace_ms,
+        details=lambda run: {
+            "listen": settings.listen_addr, "port": run.port, "psps": sorted(settings.psps),
+            "wallet": settings.wallet.addr, "tls": bool(settings.tls_cert_file),
+            "wallet_tls": bool(settings.wallet.tls_ca_file or settings.wallet.tls_cert_file)})

@@ -1,8 +1,15 @@
-"""Helpers to read settings from the environment and collect every problem at once."""
+"""Helpers to read settings from the environment and collect every problem at once.
+
+`EnvReader` reads typed, bounded values and notes each bad one; `read_secret` reads a secret
+from its variable or from the file `<NAME>_FILE` names (how container platforms hand secrets
+over). Both services build their settings with these, so a variable is read, bounded and
+reported the same way in each. No message ever holds a secret's value.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 
 class SettingsError(ValueError):
@@ -53,3 +60,23 @@ class EnvReader:
     def done(self) -> None:
         if self.problems:
             raise SettingsError(self.problems)
+
+
+def read_secret(env: Mapping[str, str], r: EnvReader, name: str, *, required: bool) -> str:
+    """NAME, or the contents of the file NAME_FILE names (stripped: files end in a newline).
+
+    A problem is noted when the file cannot be read, or when the secret is required and
+    comes out empty (unset, or an empty file). Messages name the variable and the file,
+    never the value."""
+    path = env.get(f"{name}_FILE", "")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            r.problems.append(f"{name}_FILE: cannot read {path}: {exc.strerror}")
+            return ""
+    else:
+        value = env.get(name, "")
+    if required and not value:
+        r.problems.append(f"{name} (or {name}_FILE): required, not set")
+    return value

@@ -1,7 +1,8 @@
 """Wallet settings: read once from the environment at start-up, validated, frozen.
 
 Every bound and timeout is a named setting with a comment on what it costs. Secrets (the
-callers' bearer tokens) have no defaults and never appear in repr() or logs.
+callers' bearer tokens) have no defaults and never appear in repr() or logs; WALLET_CALLERS
+can also come from the file WALLET_CALLERS_FILE names (service_kit.settings.read_secret).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from service_kit.settings import EnvReader, SettingsError
+from service_kit.settings import EnvReader, SettingsError, read_secret
 
 SCOPES = frozenset({"game", "bonus", "payments", "support", "read"})
 
@@ -34,7 +35,8 @@ class Settings:
     listen_addr: str = "127.0.0.1:50051"
     # sha256(token) -> caller; only digests are kept in memory after start-up.
     callers_by_token_sha256: Mapping[bytes, Caller] = field(default_factory=dict, repr=False)
-    # Few connections per core: more only queue longer on hot rows (DESIGN.md §9).
+    # Few connections per core: more only queue longer on hot rows (docs/ARCHITECTURE.md,
+    # "Rules the numbers set").
     db_pool_size_min: int = 2
     db_pool_size_max: int = 8
     db_pool_acquire_timeout_ms: int = 1000
@@ -116,15 +118,7 @@ def _callers(raw: str, reader: EnvReader) -> dict[bytes, Caller]:
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     r = EnvReader(env)
-    callers_raw = env.get("WALLET_CALLERS", "")
-    callers_file = env.get("WALLET_CALLERS_FILE", "")
-    if callers_file:
-        try:
-            callers_raw = Path(callers_file).read_text()
-        except OSError as exc:
-            r.problems.append(f"WALLET_CALLERS_FILE: cannot read {callers_file}: {exc.strerror}")
-    if not callers_raw and not r.problems:
-        r.problems.append("WALLET_CALLERS (or WALLET_CALLERS_FILE): required, not set")
+    callers_raw = read_secret(env, r, "WALLET_CALLERS", required=True)
     settings = Settings(
         database_url=r.text("DATABASE_URL"),
         redis_url=env.get("REDIS_URL", ""),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
 from service_kit.migrations import migrate
+from service_kit.serving import serve_until_signalled
 from wallet_core import metrics
 from wallet_core.api.servicer import WalletServicer
 from wallet_core.config import Settings
@@ -172,14 +172,10 @@ async def _sweep_bonuses(operations: Operations, settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with running(settings) as run:
-        log.info("wallet-core serving", extra={
-            "listen": settings.listen_addr, "port": run.port, "tls": bool(settings.tls_cert_file),
-            "mtls": bool(settings.tls_client_ca_file), "rate_limit_rps": settings.rate_limit_rps})
-        await stop.wait()
-        log.info("shutting down", extra={"grace_ms": settings.shutdown_grace_ms})
-    log.info("stopped")
+    """Serve until SIGTERM/SIGINT, then drain (see the module docstring)."""
+    await serve_until_signalled(
+        running(settings), name="wallet-core", log=log, grace_ms=settings.shutdown_grace_ms,
+        details=lambda run: {
+            "listen": settings.listen_addr, "port": run.port,
+            "tls": bool(settings.tls_cert_file), "mtls": bool(settings.tls_client_ca_file),
+            "rate_limit_rps": settings.rate_limit_rps})

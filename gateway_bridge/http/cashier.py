@@ -17,8 +17,9 @@ from aiohttp import web
 from gateway_bridge.http import validation as v
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import STATUS_BY_ERROR, dumps
+from gateway_bridge.payments import view
 from gateway_bridge.payments.cashier import DepositCommand, WithdrawalCommand
-from gateway_bridge.payments.model import Payment, instructions_to_json
+from gateway_bridge.payments.model import Payment
 from gateway_bridge.psp.nowpayments import asset_currency
 from gateway_bridge.risk.rules import RiskDenied
 from gateway_bridge.risk.service import Screening
@@ -82,29 +83,9 @@ def risk_denied(request: web.Request, err: RiskDenied) -> web.Response:
 
 def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
                  screening: Screening | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": p.id, "direction": p.direction.value, "state": p.state.value, "psp": p.psp,
-        "method": p.method, "player_id": p.player_id, "currency": p.currency,
-        "amount_minor": p.amount_minor, "settled_minor": p.settled_minor,
-        "charged_back_minor": p.charged_back_minor, "psp_reference": p.psp_reference,
-        "withdrawal_id": p.withdrawal_id, "attention": p.attention,
-        "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
-    }
-    if p.wallet_currency:
-        # Paid in `currency`, credited in `wallet_currency`: the quote shown at the start
-        # (indicative), and once credited the rate actually used (docs/FX.md).
-        view["wallet_currency"] = p.wallet_currency
-        view["fx"] = p.fx.to_json() if p.fx is not None else {}
-    if p.instructions:
-        view["instructions"] = {k: val for k, val in instructions_to_json(p.instructions).items()
-                                if val and k != "psp_reference"}
-    if p.refusal:
-        view["refusal"] = p.refusal.to_json()
-    if screening is not None and screening.results:
-        view["risk"] = screening.view()
-    if history is not None:
-        view["history"] = [{**h, "at": h["at"].isoformat()} for h in history]
-    return view
+    """payments.view with the risk screening's reasons, when the rules said anything."""
+    risk = screening.view() if screening is not None and screening.results else None
+    return view.payment_view(p, history, risk=risk)
 
 
 async def _reply(request: web.Request, p: Payment, *, created: bool,

@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import asyncpg
 from aiohttp import web
 
 from gateway_bridge.config import Settings
+from gateway_bridge.incidents.rejections import RejectionLog
 from gateway_bridge.payments.cashier import Payments
 from gateway_bridge.payments.inbox import Inbox
 from gateway_bridge.payments.status_sync import StatusSync
@@ -19,7 +19,7 @@ from gateway_bridge.psp.base import PspAdapter
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    pool: asyncpg.Pool
+    rejections: RejectionLog
     payments: Payments
     inbox: Inbox
     sync: StatusSync

@@ -17,7 +17,6 @@ from aiohttp import web
 from gateway_bridge import metrics
 from gateway_bridge.http import errors as http_errors
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
-from gateway_bridge.incidents import rejections
 from gateway_bridge.psp.base import WebhookRejected
 from service_kit import pg
 
@@ -67,8 +66,7 @@ async def flush_rejections(services: Services) -> None:
     pending = dict(services.rejected_unsaved)
     services.rejected_unsaved.clear()
     try:
-        await rejections.save(services.pool, pending,
-                              acquire_timeout_ms=services.settings.db_acquire_timeout_ms)
+        await services.rejections.save(pending)
     except pg.DB_ERRORS:
         services.rejected_unsaved.update(pending)  # kept for the next flush
 

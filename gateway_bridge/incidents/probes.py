@@ -1,5 +1,5 @@
 """Health probes of each PSP's API on a schedule: the availability support and alerting see
-before a payment fails (DESIGN.md §11, "gateway downtime").
+before a payment fails (docs/INCIDENTS.md, "gateway downtime").
 
 Each adapter's probe is one authenticated GET outside the circuit breaker and without
 retries, so the probe reports the PSP as it is, and a PSP that is down costs one timeout per

@@ -3,8 +3,9 @@
 Each rule takes what the detector measured (gateway_bridge/incidents/detector.py reads it
 from Postgres and the PSP adapters) and says, per scope (a PSP, or a PSP and payment
 method), whether it fires, with a one-line summary support can read and the numbers behind
-it. The six rules are the typical problems of DESIGN.md §11: failed deposits, delayed
-withdrawals, callback errors, currency mismatch, transaction timeout, gateway downtime.
+it. The six rules are the typical problems support watches (docs/ARCHITECTURE.md): failed
+deposits, delayed withdrawals, callback errors, currency mismatch, transaction timeout,
+gateway downtime.
 
 The lifecycle follows support's process: detected -> diagnosing -> correcting ->
 validating -> resolved. The detector never resolves an incident: a person does, once the

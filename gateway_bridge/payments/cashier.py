@@ -31,7 +31,6 @@ from typing import Any
 
 import asyncpg
 
-from gateway_bridge.config import Settings
 from gateway_bridge.fx.conversion import convert
 from gateway_bridge.fx.rates import FxRates
 from gateway_bridge.payments import store
@@ -45,6 +44,7 @@ from gateway_bridge.payments.model import (
     State,
     wallet_key,
 )
+from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.psp.base import (
     DepositOrder,
     PayoutOrder,
@@ -149,16 +149,18 @@ def cashier_request(command: DepositCommand | WithdrawalCommand) -> CashierReque
 
 class Payments:
     def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient,
-                 adapters: Mapping[str, PspAdapter], settings: Settings,
+                 adapters: Mapping[str, PspAdapter], settings: PaymentSettings,
+                 psps: Mapping[str, PspConfig], acquire_timeout_ms: int,
                  wake_inbox: Callable[[], None], risk: RiskService,
                  rates: FxRates | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
-        self._acquire_timeout_s = settings.db_acquire_timeout_ms / 1000
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
         self._rates = rates
         self._wallet = wallet
         self._adapters = adapters
         self._settings = settings
+        self._psps = psps
         self._wake_inbox = wake_inbox
         self._risk = risk
         self._clock = clock
@@ -184,7 +186,7 @@ class Payments:
         return adapter
 
     def _cooldown_s(self, psp: str) -> int:
-        return self._settings.psps[psp].breaker_cooldown_ms // 1000
+        return self._psps[psp].breaker_cooldown_ms // 1000
 
     async def _store(self, command: DepositCommand | WithdrawalCommand, direction: Direction,
                      *, fx_quote: FxQuote | None = None) -> tuple[Payment, bool]:
@@ -400,7 +402,7 @@ class Payments:
                 p = replace(found, withdrawal_id=withdrawal_id, state=State.RESERVED,
                             next_sync_at=self._clock() + timedelta(milliseconds=(
                                 RESUME_AFTER_MS
-                                + psp_call_budget_ms(self._settings.psps[found.psp]))))
+                                + psp_call_budget_ms(self._psps[found.psp]))))
                 note = f"reserved in the wallet ({withdrawal_id})"
             except WalletUnavailable:
                 p = replace(found, next_sync_at=self._clock() + timedelta(

@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from gateway_bridge.config import Settings
 from gateway_bridge.fx.conversion import convert
 from gateway_bridge.fx.pinning import CreditPins, FxNotCredited, FxNotNow
 from gateway_bridge.fx.rates import FxRates
@@ -45,6 +44,7 @@ from gateway_bridge.payments.model import (
     is_conflict,
     wallet_key,
 )
+from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.payments.store import ClaimedEvent
 from gateway_bridge.shared.errors import FxRefused
 from gateway_bridge.shared.events import PspEvent
@@ -78,16 +78,16 @@ def wallet_reference(psp_reference: str) -> str:
 
 
 class Inbox:
-    def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, settings: Settings,
-                 rates: FxRates | None = None,
+    def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, settings: PaymentSettings,
+                 wallet_timeout_ms: int, acquire_timeout_ms: int, rates: FxRates | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
         self._wallet = wallet
         self._settings = settings
-        self._acquire_timeout_s = settings.db_acquire_timeout_ms / 1000
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
         self._pins = CreditPins(pool=pool, rates=rates, wallet=wallet,
-                                wallet_timeout_ms=settings.wallet_timeout_ms,
-                                acquire_timeout_ms=settings.db_acquire_timeout_ms, clock=clock)
+                                wallet_timeout_ms=wallet_timeout_ms,
+                                acquire_timeout_ms=acquire_timeout_ms, clock=clock)
         self._wake = asyncio.Event()
         self.applied_total = 0
         self.dead_total = 0

@@ -8,7 +8,7 @@ A withdrawal: requested -> reserved -> payout_pending -> paid -> reversed
 
 Terminal states are never left, with two exceptions the money demands: a succeeded deposit
 can still be charged back, and a paid payout can still come back (Stripe documents payouts
-that show `paid` and later turn `failed`, DESIGN.md §7). `timed_out` is where support finds
+that show `paid` and later turn `failed`). `timed_out` is where support finds
 a payment nobody answered for; it is not terminal, because a late answer is still the truth.
 
 Events that arrive too early to apply (a reversal before the payout is reported paid, a

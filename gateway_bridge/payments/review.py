@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from gateway_bridge.config import Settings
 from gateway_bridge.payments import store
 from gateway_bridge.payments.cashier import RESUME_AFTER_MS, Payments, psp_call_budget_ms
 from gateway_bridge.payments.model import Action, Payment, Refusal, State, wallet_key
+from gateway_bridge.payments.settings import PaymentSettings
+from gateway_bridge.psp.base import PspConfig
 from gateway_bridge.risk import store as risk_store
 from gateway_bridge.shared.errors import (
     Conflict,
@@ -49,12 +50,14 @@ def _checked(*, reason: str, actor: str) -> None:
 
 class Reviews:
     def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, payments: Payments,
-                 settings: Settings) -> None:
+                 settings: PaymentSettings, psps: Mapping[str, PspConfig],
+                 acquire_timeout_ms: int) -> None:
         self._pool = pool
-        self._acquire_timeout_s = settings.db_acquire_timeout_ms / 1000
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
         self._wallet = wallet
         self._payments = payments
         self._settings = settings
+        self._psps = psps
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -84,7 +87,7 @@ class Reviews:
                 # From here the status sync looks after it again, as after any request.
                 delay_ms = (self._settings.pending_limit_for(held.psp)
                             if held.direction is Direction.DEPOSIT else
-                            RESUME_AFTER_MS + psp_call_budget_ms(self._settings.psps[held.psp]))
+                            RESUME_AFTER_MS + psp_call_budget_ms(self._psps[held.psp]))
                 p = replace(held, attention=None, next_sync_at=datetime.now(UTC) + timedelta(
                     milliseconds=delay_ms))
                 await store.save(conn, p)

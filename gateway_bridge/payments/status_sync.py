@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from gateway_bridge.config import Settings
 from gateway_bridge.payments import store
 from gateway_bridge.payments.cashier import Payments
 from gateway_bridge.payments.inbox import Inbox
 from gateway_bridge.payments.model import SYNCED, Payment, State
+from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.psp.base import PaymentRef, PspAdapter, PspError
 from gateway_bridge.shared.terms import Direction
 from service_kit import pg
@@ -38,10 +38,11 @@ def poll_ref(p: Payment) -> PaymentRef:
 
 class StatusSync:
     def __init__(self, *, pool: asyncpg.Pool, payments: Payments, inbox: Inbox,
-                 adapters: Mapping[str, PspAdapter], settings: Settings,
+                 adapters: Mapping[str, PspAdapter], settings: PaymentSettings,
+                 acquire_timeout_ms: int,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
-        self._acquire_timeout_s = settings.db_acquire_timeout_ms / 1000
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
         self._payments = payments
         self._inbox = inbox
         self._adapters = adapters

@@ -51,7 +51,7 @@ from gateway_bridge.support import (
 from gateway_bridge.support.console import actor_default, connect, print_json
 from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 from service_kit.pg import init_json_codecs
-from service_kit.settings import EnvReader, SettingsError
+from service_kit.settings import EnvReader, SettingsError, read_secret
 
 LIST_ROWS_MAX = 200
 
@@ -73,7 +73,7 @@ def _incident_id(text: str) -> int:
 async def _player(args: argparse.Namespace) -> int:
     r = EnvReader(os.environ)
     # a wallet token with the read or support scope
-    token = config.read_secret(os.environ, r, "WALLETCTL_WALLET_TOKEN", required=True)
+    token = read_secret(os.environ, r, "WALLETCTL_WALLET_TOKEN", required=True)
     addr = r.text("WALLETCTL_WALLET_ADDR", os.environ.get("BRIDGE_WALLET_ADDR",
                                                          "127.0.0.1:50051"))
     timeout_ms = r.integer("WALLETCTL_WALLET_TIMEOUT_MS", 5000, low=100, high=60_000)
@@ -131,7 +131,7 @@ async def _incidents(args: argparse.Namespace) -> int:
             return 0
         if action == "report":
             return await _report(conn, args.id, args.out)
-        async with conn.transaction():
+        async with conn.transaction(isolation="read_committed"):
             await _change(conn, args)
         print(f"incident {args.id}: {action} recorded")
         return 0

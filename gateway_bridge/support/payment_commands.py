@@ -18,11 +18,11 @@ from gateway_bridge import config
 from gateway_bridge.incidents import store as incidents
 from gateway_bridge.payments import store
 from gateway_bridge.payments.status_sync import poll_ref
+from gateway_bridge.payments.view import payment_view
 from gateway_bridge.psp.base import PspError
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.support import resolution
 from gateway_bridge.support.console import actor_default, connect, print_json
-from gateway_bridge.support.payment_view import payment_view
 
 # `find` prints at most this many payments (a reference shared by more is not one payment).
 FIND_ROWS_MAX = 20
@@ -85,7 +85,7 @@ async def sync_payment(args: argparse.Namespace, settings: config.Settings) -> i
         except PspError as err:
             print(f"{p.psp} did not answer: {err.message}", file=sys.stderr)
             return 1
-        async with conn.transaction():
+        async with conn.transaction(isolation="read_committed"):
             if event is None:
                 said = "nothing it can say about this payment"
             else:
@@ -107,7 +107,7 @@ async def resolve_payment(args: argparse.Namespace) -> int:
     conn = await connect()
     try:
         try:
-            async with conn.transaction():
+            async with conn.transaction(isolation="read_committed"):
                 done = await resolution.resolve(
                     conn, args.payment_id, resolution.Outcome(args.outcome), actor=args.actor,
                     reason=args.reason, incident_id=args.incident)

@@ -15,9 +15,8 @@ import sys
 import aiohttp
 import orjson
 
-from gateway_bridge import config
 from gateway_bridge.support.console import actor_default, print_json
-from service_kit.settings import EnvReader
+from service_kit.settings import EnvReader, read_secret
 
 # A support call to the running bridge answers within this (approve calls the PSP).
 RISK_CALL_TIMEOUT_S = 60.0
@@ -35,7 +34,7 @@ def support_key() -> str:
     """The support client's API key: BRIDGE_SUPPORT_API_KEY, or the file its _FILE names.
     An unreadable file is a SettingsError (exit 2); a missing key is `risk`'s to report."""
     r = EnvReader(os.environ)
-    key = config.read_secret(os.environ, r, "BRIDGE_SUPPORT_API_KEY", required=False)
+    key = read_secret(os.environ, r, "BRIDGE_SUPPORT_API_KEY", required=False)
     r.done()
     return key
 

@@ -95,6 +95,8 @@ DOMAIN_IO = (r"asyncpg", r"redis", r"grpc\w*", r"google", r"wallet", r"aiohttp",
 # The bridge's pure modules (docs/ARCHITECTURE.md): the vocabulary in shared/ and each
 # capability's rules. They may import one another, nothing else of the bridge.
 BRIDGE_PURE = ("gateway_bridge/shared/*.py", "gateway_bridge/payments/model.py",
+               "gateway_bridge/payments/view.py", "gateway_bridge/routing/rules.py",
+               "gateway_bridge/routing/learning.py",
                "gateway_bridge/fx/model.py", "gateway_bridge/fx/conversion.py",
                "gateway_bridge/risk/rules.py", "gateway_bridge/incidents/rules.py",
                "gateway_bridge/reconciliation/layouts.py",
@@ -150,7 +152,8 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     "wallet": {"shared"},
     "fx": {"shared", "wallet"},
     "risk": {"shared"},
-    "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk"},
+    "routing": {"shared"},
+    "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk", "routing"},
     "incidents": {"shared", "metrics", "psp", "payments"},
     "reconciliation": {"shared"},
     "support": {"shared", "psp", "wallet", "fx", "risk", "payments", "incidents",
@@ -158,13 +161,8 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     "http": {"shared", "metrics", "psp", "risk", "payments", "incidents", "config"},
 }
 WIRING = {"__init__", "__main__", "server", "cli", "config", "demo"}
-# Broken today, mended by the rest of the bridge-structure issue.
-BRIDGE_FOLDERS_KNOWN: dict[str, str] = {
-    "gateway_bridge/payments/cashier.py": "takes the whole config.Settings",
-    "gateway_bridge/payments/inbox.py": "takes the whole config.Settings",
-    "gateway_bridge/payments/review.py": "takes the whole config.Settings",
-    "gateway_bridge/payments/status_sync.py": "takes the whole config.Settings",
-}
+# Files that break the map today (strict xfails; none since the bridge-structure issue).
+BRIDGE_FOLDERS_KNOWN: dict[str, str] = {}
 
 
 def _bridge_unit(path: Path) -> str:
@@ -232,11 +230,8 @@ def test_wallet_storage_knows_nothing_of_grpc(path: Path) -> None:
 
 
 BRIDGE_HTTP_FORBIDDEN = _modules(r"gateway_bridge\.\w+\.(?:store|queries)", r"asyncpg")
-# Broken today: the HTTP edge reaches past the use cases into storage. The bridge-structure
-# issue (a typed payment at the centre, one organising rule) removes these.
-BRIDGE_HTTP_KNOWN = {
-    "gateway_bridge/http/context.py": "imports asyncpg (for the type of Services.pool)",
-}
+# Files that break the rule today (strict xfails; none since the bridge-structure issue).
+BRIDGE_HTTP_KNOWN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("path", _cases(_py_files("gateway_bridge/http"), BRIDGE_HTTP_KNOWN))
@@ -268,8 +263,7 @@ USE_CASES = (
 # asyncpg names a use case may not touch: the row type, the exceptions module, and every
 # error or constraint-violation class (asyncpg.Pool and asyncpg.Connection are fine).
 ASYNCPG_ERROR_OR_ROW = re.compile(r"^(Record|exceptions|\w*Error|\w*Violation)$")
-# Broken today: these use cases catch asyncpg's errors or type asyncpg's rows themselves.
-# The bridge's go with the bridge-structure issue.
+# Files that break the rule today (strict xfails; none since the bridge-structure issue).
 USE_CASES_KNOWN: dict[str, str] = {}
 
 
@@ -333,6 +327,22 @@ def test_bridge_pool_waits_are_bounded(path: Path) -> None:
     "unavailable", not hang the request."""
     bad = _unbounded_acquires(path.read_text())
     assert not bad, f"{_rel(path)} waits for a connection unbounded: {bad}"
+
+
+def _transactions_without_isolation(source: str) -> list[str]:
+    """`.transaction()` calls that leave the isolation level implicit."""
+    return [f"line {node.lineno}: {ast.unparse(node)}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "transaction"
+            and not any(k.arg == "isolation" for k in node.keywords)]
+
+
+@pytest.mark.parametrize("path", _py_files("gateway_bridge"), ids=_rel)
+def test_bridge_transactions_state_their_isolation(path: Path) -> None:
+    """Where a bridge transaction begins it says its isolation level, so a reader knows what
+    the row locks inside it must guarantee (docs/ARCHITECTURE.md)."""
+    bad = _transactions_without_isolation(path.read_text())
+    assert not bad, f"{_rel(path)} leaves the isolation implicit: {bad}"
 
 
 # --- ports: no bind-and-close pickers -----------------------------------------------------

@@ -262,7 +262,7 @@ async def test_slow_rates_provider_holds_no_second_connection(
         await wait_for(stored)
         await fx(cashier, latency_ms=800)
         await asyncio.sleep(AGE_MAX_MS / 1000 + 0.1)  # the cached table ages out
-        pool = bridge.services.pool
+        pool = bridge.pool
         applying = asyncio.create_task(bridge.services.inbox.drain())
         in_use: list[int] = []
         await asyncio.sleep(0.2)

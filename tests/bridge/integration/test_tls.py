@@ -13,6 +13,7 @@ import pytest
 
 from gateway_bridge import config as bridge_config
 from gateway_bridge.server import listener_tls_context
+from gateway_bridge.wallet.settings import WalletSettings
 from tests.bridge.conftest import API_KEY, BridgeFactory, Cashier
 from tests.helpers import Client
 from tests.tls_certs import Pki, make_pki, tls_settings
@@ -80,12 +81,13 @@ async def test_https_listener_refuses_plaintext_and_untrusted_clients(
 
 def test_listener_tls_context_floor_is_tls_1_2(pki: Pki) -> None:
     """The listener context refuses anything older than TLS 1.2; no files, no TLS."""
-    settings = bridge_config.Settings(database_url="", wallet_token="",
+    settings = bridge_config.Settings(database_url="", wallet=WalletSettings(token=""),
                                       tls_cert_file=str(pki.server_cert_file),
                                       tls_key_file=str(pki.server_key_file))
     context = listener_tls_context(settings)
     assert context is not None and context.minimum_version == ssl.TLSVersion.TLSv1_2
-    assert listener_tls_context(bridge_config.Settings(database_url="", wallet_token="")) is None
+    assert listener_tls_context(
+        bridge_config.Settings(database_url="", wallet=WalletSettings(token=""))) is None
 
 
 async def test_bridge_reaches_an_mtls_wallet_with_its_client_certificate(

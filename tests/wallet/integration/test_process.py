@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -38,6 +39,26 @@ def test_settings_repr_hides_secrets(settings: config.Settings) -> None:
     shown = repr(settings)
     assert all(token not in shown for token in TOKENS.values())
     assert "postgresql://" not in shown
+
+
+def test_callers_can_come_from_a_file_never_echoed(tmp_path: Path) -> None:
+    """WALLET_CALLERS_FILE is read instead of WALLET_CALLERS; an unreadable or empty file
+    is named in the problem, and no token ever is."""
+    callers = tmp_path / "callers.json"
+    callers.write_text(CALLERS_JSON + "\n")
+    env = {"DATABASE_URL": "postgresql://x/y", "WALLET_CALLERS": "",
+           "WALLET_CALLERS_FILE": str(callers)}
+    assert len(config.load(env).callers_by_token_sha256) == len(TOKENS)
+    missing = str(tmp_path / "missing.json")
+    with pytest.raises(SettingsError) as caught:
+        config.load({**env, "WALLET_CALLERS_FILE": missing})
+    assert caught.value.problems == [
+        f"WALLET_CALLERS_FILE: cannot read {missing}: No such file or directory"]
+    callers.write_text("")
+    with pytest.raises(SettingsError) as caught:
+        config.load(env)
+    assert caught.value.problems == ["WALLET_CALLERS (or WALLET_CALLERS_FILE): required, not set"]
+    assert all(token not in str(caught.value) for token in TOKENS.values())
 
 
 def test_serve_with_bad_config_exits_2_with_field_messages() -> None:

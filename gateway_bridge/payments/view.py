@@ -1,12 +1,5 @@
-"""A payment as `walletctl payment find|show` prints it: the cashier API's view of it (the
-same fields, the same names) with its history.
-
-This is a copy of `gateway_bridge.http.cashier.payment_view` without the risk screening:
-support may not import the HTTP edge (tests/project/test_project_rules.py), and the one
-home both could import, `gateway_bridge/payments/`, belongs to another change.
-tests/bridge/integration/test_support_cli.py (`payment show` prints what the cashier API
-answers) fails the moment the two differ; when the view moves to payments/, this goes.
-"""
+"""A payment as its readers see it: the cashier API (`GET /v1/payments/{id}` and the answers
+to creation) and `walletctl payment find|show` print the same fields under the same names."""
 
 from __future__ import annotations
 
@@ -15,7 +8,10 @@ from typing import Any
 from gateway_bridge.payments.model import Payment, instructions_to_json
 
 
-def payment_view(p: Payment, history: list[dict[str, Any]]) -> dict[str, Any]:
+def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
+                 risk: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`history`: the payment's history lines, when asked for; `risk`: its screening's view,
+    when it has one worth showing."""
     view: dict[str, Any] = {
         "id": p.id, "direction": p.direction.value, "state": p.state.value, "psp": p.psp,
         "method": p.method, "player_id": p.player_id, "currency": p.currency,
@@ -25,7 +21,8 @@ def payment_view(p: Payment, history: list[dict[str, Any]]) -> dict[str, Any]:
         "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
     }
     if p.wallet_currency:
-        # Paid in `currency`, credited in `wallet_currency` (docs/FX.md).
+        # Paid in `currency`, credited in `wallet_currency`: the quote shown at the start
+        # (indicative), and once credited the rate actually used (docs/FX.md).
         view["wallet_currency"] = p.wallet_currency
         view["fx"] = p.fx.to_json() if p.fx is not None else {}
     if p.instructions:
@@ -33,5 +30,8 @@ def payment_view(p: Payment, history: list[dict[str, Any]]) -> dict[str, Any]:
                                 if val and k != "psp_reference"}
     if p.refusal:
         view["refusal"] = p.refusal.to_json()
-    view["history"] = [{**h, "at": h["at"].isoformat()} for h in history]
+    if risk is not None:
+        view["risk"] = risk
+    if history is not None:
+        view["history"] = [{**h, "at": h["at"].isoformat()} for h in history]
     return view
