@@ -33,6 +33,8 @@ from gateway_bridge.psp import settings as psp_settings
 from gateway_bridge.psp.base import PspConfig
 from gateway_bridge.risk import settings as risk_settings
 from gateway_bridge.risk.rules import RiskPolicy
+from gateway_bridge.routing import settings as routing_settings
+from gateway_bridge.routing.settings import RoutingSettings
 from gateway_bridge.wallet import settings as wallet_settings
 from gateway_bridge.wallet.settings import WalletSettings
 from service_kit.settings import EnvReader, SettingsError, read_secret
@@ -81,6 +83,8 @@ class Settings:
     fx: FxSettings = field(default_factory=FxSettings)
     # Incident detection rules and how often they run (docs/INCIDENTS.md).
     incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
+    # PSP routing rules and learning (docs/ROUTING.md); no rules: the cashier names the PSP.
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
 
 # Every field's default; the empty strings only fill the required fields and are never used.
@@ -149,6 +153,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             if c.strip()),
         fx=fx_settings.load(env, r),
         incidents=incident_settings.load(r),
+        routing=routing_settings.load(env, r, psp_names=psps),
     )
     _check_addresses(settings, r)
     _check_budgets(settings, r)

@@ -46,6 +46,10 @@ PSP_PROBE_UP = Gauge("bridge_psp_probe_up",
                      "key), 0 when not", ["psp"])
 PSP_PROBE_DURATION = Gauge("bridge_psp_probe_duration_seconds",
                            "How long the last health probe of a PSP's API took", ["psp"])
+ROUTING_OUTCOMES = Counter("bridge_routing_outcomes", "Payment outcomes the router learned "
+                           "from, by PSP and result (success, failure)", ["psp", "result"])
+ROUTING_ATTEMPTS = Counter("bridge_routing_attempts", "Payments sent to a PSP by the router, by "
+                           "PSP and kind (first, cascade)", ["psp", "kind"])
 REFRESH_FAILURES = Counter("bridge_metrics_refresh_failures",
                            "Refreshes of the database gauges that failed")
 # Incidents (gateway_bridge/incidents): what the detector did, and the records still open.

@@ -36,6 +36,8 @@ from gateway_bridge.payments.review import Reviews
 from gateway_bridge.payments.status_sync import StatusSync
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.risk.service import RiskService
+from gateway_bridge.routing.learning import Health
+from gateway_bridge.routing.service import Router
 from gateway_bridge.wallet.client import WalletClient
 from service_kit import pg
 from service_kit.migrations import migrate
@@ -111,14 +113,19 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     rates = FxRates(url=settings.fx.rates_url, timeout_ms=settings.fx.timeout_ms,
                     age_max_ms=settings.fx.rate_age_max_ms, spread_bps=settings.fx.spread_bps)
     acquire_timeout_ms = settings.db_acquire_timeout_ms
+    # The probes' latest verdict per PSP (True: up), shared with the router.
+    probes_up: dict[str, bool] = {}
+    router = Router(pool=pool, settings=settings.routing, acquire_timeout_ms=acquire_timeout_ms,
+                    health=lambda psp: Health(breaker_open=not adapters[psp].available,
+                                              probe_down=not probes_up.get(psp, True)))
     inbox = Inbox(pool=pool, wallet=wallet, settings=settings.payments,
                   wallet_timeout_ms=to_wallet.timeout_ms, acquire_timeout_ms=acquire_timeout_ms,
-                  rates=rates)
+                  rates=rates, router=router)
     risk = RiskService(pool=pool, policy=settings.risk, acquire_timeout_ms=acquire_timeout_ms)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters,
                         settings=settings.payments, psps=settings.psps,
                         acquire_timeout_ms=acquire_timeout_ms, wake_inbox=inbox.wake,
-                        risk=risk, rates=rates)
+                        risk=risk, rates=rates, router=router)
     reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings.payments,
                       psps=settings.psps, acquire_timeout_ms=acquire_timeout_ms)
     sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,
@@ -159,12 +166,13 @@ async def running(settings: Settings, *, migrate_first: bool = True,
             tasks += [asyncio.create_task(inbox.run(), name="inbox"),
                       asyncio.create_task(sync.run(), name="status-sync")]
         detecting = workers and settings.incidents.enabled
-        # The probes feed the gauges and the gateway-downtime rule: they run when either
-        # is on.
-        if metrics_port is not None or detecting:
+        # The probes feed the gauges, the gateway-downtime rule and routing: they run when
+        # any of them is on.
+        if metrics_port is not None or detecting or settings.routing.enabled:
             tasks.append(asyncio.create_task(probes.probe_forever(
                 adapters, interval_ms=settings.probe_interval_ms, pool=pool,
-                timeout_ms=settings.db_statement_timeout_ms), name="psp-probes"))
+                timeout_ms=settings.db_statement_timeout_ms, state=probes_up),
+                name="psp-probes"))
         if metrics_port is not None:
             tasks.append(asyncio.create_task(gauges.refresh_forever(
                 pool, interval_ms=settings.metrics_refresh_ms,

@@ -45,7 +45,7 @@ def _fingerprint(request: web.Request, body: bytes) -> bytes:
 async def _answer(sim: Simulator, psp: SimPsp, request: web.Request,
                   handler: Handler) -> web.StreamResponse:
     knobs = sim.knobs
-    if knobs.down:
+    if knobs.down or psp.name in knobs.down_psps:
         return psp.error(503, "service_unavailable", "The service is temporarily unavailable")
     if not psp.authorized(request):
         return psp.error(401, "", "Invalid API key provided")

@@ -26,6 +26,7 @@ _INT_KNOBS: dict[str, tuple[int, int]] = {
     "delay_ms": (0, 600_000),
     "auto_complete_ms": (0, 3_600_000),
 }
+PSP_NAMES = ("stripe", "adyen", "nowpayments")
 _RATE_KNOBS = ("error_rate", "decline_rate", "drop_rate")
 _FLAG_KNOBS = ("down", "reorder")
 
@@ -37,6 +38,7 @@ class Knobs:
     latency_ms: int = 0          # added to every PSP API answer
     error_rate: float = 0.0      # share of API calls answered 500
     down: bool = False           # every API call answered 503
+    down_psps: tuple[str, ...] = ()  # only these PSPs' API calls answered 503 (routing)
     decline_rate: float = 0.0    # payouts refused with a 4xx; deposits completed as failed
     duplicate_count: int = 0     # each webhook sent 1 + N times
     reorder: bool = False        # a completion's webhooks delivered in reverse order
@@ -61,6 +63,8 @@ class Knobs:
                 problems.append(error)
             elif name in _RATE_KNOBS and isinstance(value, int | float):
                 values[name] = float(value)
+            elif name == "down_psps" and isinstance(value, list | tuple):
+                values[name] = tuple(value)
             else:
                 values[name] = value
         if problems:
@@ -80,6 +84,9 @@ def _knob_problem(name: str, value: object) -> str:
     elif name in _FLAG_KNOBS:
         if not isinstance(value, bool):
             return f"{name}: true or false"
+    elif name == "down_psps":
+        if not isinstance(value, list | tuple) or not all(p in PSP_NAMES for p in value):
+            return f"down_psps: a list of PSP names ({', '.join(PSP_NAMES)})"
     elif name == "auto_outcome":
         if value not in AUTO_OUTCOMES:
             return f"auto_outcome: one of {sorted(AUTO_OUTCOMES)}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -105,3 +107,10 @@ class Client:
         r = await self.call("GetBalance", pb.GetBalanceRequest(player_id=player,
                                                                currency=currency), "read")
         return r.balances
+
+
+async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout_s: float = 10.0) -> None:
+    """Until `predicate()` is truthy, polled every 50 ms; TimeoutError after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not await predicate():
+            await asyncio.sleep(0.05)

@@ -104,7 +104,7 @@ async def create_deposit(request: web.Request) -> web.Response:
     client = client_of(request, services)
     key = v.idempotency_key(request.headers)
     body = await json_body(request)
-    psp = v.psp(body, services.adapters)
+    psp = v.psp(body, services.adapters, routed=services.settings.routing.enabled)
     currency = v.currency(body)
     pay_currency = v.pay_currency(body, required=psp == "nowpayments")
     wallet_currency = v.wallet_currency(body, currency)
@@ -133,7 +133,8 @@ async def create_withdrawal(request: web.Request) -> web.Response:
     command = WithdrawalCommand(
         client=client, client_key=key, player_id=v.player_id(body),
         amount_minor=v.amount_minor(body), currency=v.currency(body),
-        psp=v.psp(body, services.adapters), method=v.method(body),
+        psp=v.psp(body, services.adapters, routed=services.settings.routing.enabled),
+        method=v.method(body),
         destination=v.destination(body), instrument_id=instrument_id(body),
         country=country(body))
     try:

@@ -79,10 +79,14 @@ def wallet_currency(body: Mapping[str, Any], paid_currency: str) -> str:
     return "" if value == paid_currency else value
 
 
-def psp(body: Mapping[str, Any], enabled: Collection[str]) -> str:
+def psp(body: Mapping[str, Any], enabled: Collection[str], *, routed: bool = False) -> str:
+    """The PSP the cashier names; with routing on it may name none ("": routing chooses)."""
+    if routed and body.get("psp") is None:
+        return ""
     value = _get(body, "psp")
     if not isinstance(value, str) or value not in enabled:
-        raise InvalidRequest("psp", f"one of {', '.join(sorted(enabled))}")
+        optional = " (or none: routing chooses)" if routed else ""
+        raise InvalidRequest("psp", f"one of {', '.join(sorted(enabled))}{optional}")
     return value
 
 

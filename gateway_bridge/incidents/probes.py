@@ -42,10 +42,12 @@ async def probe_all(adapters: Mapping[str, PspAdapter],
 
 
 async def probe_forever(adapters: Mapping[str, PspAdapter], *, interval_ms: int,
-                        pool: asyncpg.Pool | None = None, timeout_ms: int = 5000) -> None:
+                        pool: asyncpg.Pool | None = None, timeout_ms: int = 5000,
+                        state: dict[str, bool] | None = None) -> None:
     """`probe_all` every `interval_ms` (each probe bounded by the PSP's own timeout), the
-    results kept in Postgres when a pool is given; a round that can't be kept is logged."""
-    state: dict[str, bool] = {}
+    results kept in Postgres when a pool is given; a round that can't be kept is logged.
+    `state` receives each PSP's latest verdict (True: up) for whoever else reads it."""
+    state = {} if state is None else state
     while True:
         results = await probe_all(adapters, state)
         if pool is not None and results:

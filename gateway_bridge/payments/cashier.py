@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway_bridge import metrics
 from gateway_bridge.fx.conversion import convert
 from gateway_bridge.fx.rates import FxRates
 from gateway_bridge.payments import store
@@ -55,6 +56,8 @@ from gateway_bridge.psp.base import (
 )
 from gateway_bridge.risk.rules import Outcome, RiskDenied
 from gateway_bridge.risk.service import RiskService, Screening, Subject
+from gateway_bridge.routing.rules import Attempt, RouteRequest, RoutingDecision
+from gateway_bridge.routing.service import Router
 from gateway_bridge.shared.errors import (
     Conflict,
     FxRefused,
@@ -152,7 +155,7 @@ class Payments:
                  adapters: Mapping[str, PspAdapter], settings: PaymentSettings,
                  psps: Mapping[str, PspConfig], acquire_timeout_ms: int,
                  wake_inbox: Callable[[], None], risk: RiskService,
-                 rates: FxRates | None = None,
+                 rates: FxRates | None = None, router: Router | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_ms / 1000
@@ -163,6 +166,7 @@ class Payments:
         self._psps = psps
         self._wake_inbox = wake_inbox
         self._risk = risk
+        self._router = router
         self._clock = clock
 
     def _connection(self) -> Any:
@@ -188,21 +192,35 @@ class Payments:
     def _cooldown_s(self, psp: str) -> int:
         return self._psps[psp].breaker_cooldown_ms // 1000
 
+    async def _route(self, command: DepositCommand | WithdrawalCommand,
+                     direction: Direction) -> tuple[str, RoutingDecision | None]:
+        """The PSP a new payment goes to: the one the cashier named while routing is off;
+        else routing's first choice, a named PSP held to the rules (NoRoute, before anything
+        is stored, when no rule allows the payment)."""
+        if self._router is None or not self._router.enabled:
+            return command.psp, None
+        decision = await self._router.decide(RouteRequest(
+            direction=direction, method=command.method, currency=command.currency,
+            amount_minor=command.amount_minor, country=command.country,
+            pinned_psp=command.psp))
+        return decision.order[0], decision
+
     async def _store(self, command: DepositCommand | WithdrawalCommand, direction: Direction,
-                     *, fx_quote: FxQuote | None = None) -> tuple[Payment, bool]:
+                     *, psp: str, routing: RoutingDecision | None = None,
+                     fx_quote: FxQuote | None = None) -> tuple[Payment, bool]:
         request = cashier_request(command)
         state = State.CREATED if direction is Direction.DEPOSIT else State.REQUESTED
         # If the request dies half-way and the cashier never retries, the status sync
         # finishes the job (withdrawals) or closes the payment (deposits) from here.
-        resume_ms = (self._settings.pending_limit_for(command.psp)
+        resume_ms = (self._settings.pending_limit_for(psp)
                      if direction is Direction.DEPOSIT else RESUME_AFTER_MS)
         async with self._connection() as conn:
             created = await store.insert_payment(
                 conn, payment_id=new_payment_id(), state=state, client=command.client,
-                client_key=command.client_key, request=request,
+                client_key=command.client_key, request=request, psp=psp,
                 payout_destination=getattr(command, "destination", None),
                 next_sync_at=self._clock() + timedelta(milliseconds=resume_ms),
-                fx=None if fx_quote is None else PaymentFx(quote=fx_quote))
+                fx=None if fx_quote is None else PaymentFx(quote=fx_quote), routing=routing)
             if created is not None:
                 await store.add_history(conn, created, from_state=None, source="api",
                                        note=f"{direction} requested by {command.client}")
@@ -217,9 +235,13 @@ class Payments:
     # -- deposits -------------------------------------------------------------------------
 
     async def create_deposit(self, command: DepositCommand) -> tuple[Payment, bool]:
-        self._require_available(command.psp)
+        psp, routing = await self._route(command, Direction.DEPOSIT)
+        self._require_available(psp)
         quote = await self._quote(command) if command.wallet_currency else None
-        payment, created = await self._store(command, Direction.DEPOSIT, fx_quote=quote)
+        payment, created = await self._store(command, Direction.DEPOSIT, psp=psp,
+                                             routing=routing, fx_quote=quote)
+        if created and routing is not None:
+            metrics.ROUTING_ATTEMPTS.labels(psp, "first").inc()
         screening = await self._risk.screen(risk_subject(payment))
         if screening.outcome is Outcome.DENY:
             await self._deny(payment, screening)
@@ -258,6 +280,9 @@ class Payments:
         payment = await self._current(payment_id)
         if payment.state is not State.CREATED:
             return payment
+        if not self._adapters[payment.psp].available \
+                and (cascaded := await self._cascade(payment, "circuit open")):
+            return await self.resume_deposit(cascaded.id)
         adapter = self._require_available(payment.psp)
         request = payment.request
         try:
@@ -277,16 +302,56 @@ class Payments:
         try:
             instructions = await adapter.create_deposit(order)
         except PspDeclined as err:
+            await self._learn(payment, success=False)
             await self._finish(payment.id, State.FAILED, f"the PSP declined: {err.code}")
             raise UpstreamDeclined(f"{payment.psp} declined the deposit: {err.message}") \
                 from None
         except PspUnavailable as err:
             log.warning("deposit not confirmed by the PSP", extra={
                 "payment_id": payment.id, "psp": payment.psp, "error": err.message})
+            await self._learn(payment, success=False)
+            if cascaded := await self._cascade(payment, "unavailable"):
+                return await self.resume_deposit(cascaded.id)
             raise Unavailable(f"psp: {payment.psp} did not answer; retry with the same "
                               "Idempotency-Key", code="PSP_UNAVAILABLE", field="psp",
                               retry_after_s=1) from None
         return await self._deposit_created(payment.id, instructions)
+
+    async def _learn(self, p: Payment, *, success: bool) -> None:
+        """An outcome of `p` at its PSP, for routing (on a connection of its own: the payment
+        itself did not change)."""
+        if self._router is None or p.routing is None:
+            return
+        async with self._connection() as conn:
+            await self._router.record(conn, psp=p.psp, method=p.method, currency=p.currency,
+                                      success=success)
+
+    async def _cascade(self, p: Payment, why: str) -> Payment | None:
+        """Moves a routed deposit that no PSP has taken yet to the next PSP in its routing
+        order (the PSP it leaves is an attempt on the payment, and its answers for this
+        payment are flagged, never credited: payments/inbox.py). None when nothing is left
+        to try, the cashier named the PSP, or the payment moved on meanwhile.
+
+        Only deposits cascade, and only before the player was sent anywhere: the abandoned
+        PSP may have opened a checkout nobody will see. A payout never does: the first PSP
+        may have accepted it, and a second would pay the player twice."""
+        if p.routing is None or p.routing.pinned or p.direction is not Direction.DEPOSIT:
+            return None
+        nxt = p.routing.next_after(p.psp)
+        if nxt is None:
+            return None
+        async with self._transaction() as conn:
+            found = await store.payment(conn, p.id, lock=True)
+            if found is None or found.state is not State.CREATED or found.psp != p.psp \
+                    or found.routing is None:
+                return None
+            moved = replace(found, psp=nxt, routing=replace(
+                found.routing, attempts=(*found.routing.attempts, Attempt(found.psp, why))))
+            await store.save(conn, moved)
+            await store.add_history(conn, moved, from_state=found.state, source="api",
+                                    note=f"cascaded from {found.psp} ({why}) to {nxt}")
+        metrics.ROUTING_ATTEMPTS.labels(nxt, "cascade").inc()
+        return moved
 
     async def _deposit_created(self, payment_id: str,
                                instructions: DepositInstructions) -> Payment:
@@ -354,8 +419,12 @@ class Payments:
     # -- withdrawals ----------------------------------------------------------------------
 
     async def create_withdrawal(self, command: WithdrawalCommand) -> tuple[Payment, bool]:
-        self._require_available(command.psp)
-        payment, created = await self._store(command, Direction.WITHDRAWAL)
+        psp, routing = await self._route(command, Direction.WITHDRAWAL)
+        self._require_available(psp)
+        payment, created = await self._store(command, Direction.WITHDRAWAL, psp=psp,
+                                             routing=routing)
+        if created and routing is not None:
+            metrics.ROUTING_ATTEMPTS.labels(psp, "first").inc()
         screening = await self._risk.screen(risk_subject(payment))
         if screening.outcome is Outcome.DENY:
             await self._deny(payment, screening)

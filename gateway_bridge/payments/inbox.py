@@ -37,6 +37,7 @@ from gateway_bridge.payments.model import (
     FxCredit,
     Payment,
     PaymentFx,
+    State,
     Verdict,
     apply,
     dead_lettered,
@@ -46,8 +47,9 @@ from gateway_bridge.payments.model import (
 )
 from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.payments.store import ClaimedEvent
+from gateway_bridge.routing.service import Router
 from gateway_bridge.shared.errors import FxRefused
-from gateway_bridge.shared.events import PspEvent
+from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.wallet.client import (
     Conversion,
     WalletClient,
@@ -77,11 +79,24 @@ def wallet_reference(psp_reference: str) -> str:
     return "h:" + hashlib.sha256(psp_reference.encode()).hexdigest()[:60]
 
 
+def _routing_outcome(state: State) -> bool | None:
+    """What a payment reaching `state` teaches routing about its PSP: captured or paid out
+    is a success, declined or failed a failure; an expired checkout (the payer left) says
+    nothing about the PSP."""
+    if state in (State.SUCCEEDED, State.PARTIALLY_PAID, State.PAID):
+        return True
+    if state in (State.FAILED, State.PAYOUT_FAILED):
+        return False
+    return None
+
+
 class Inbox:
     def __init__(self, *, pool: asyncpg.Pool, wallet: WalletClient, settings: PaymentSettings,
                  wallet_timeout_ms: int, acquire_timeout_ms: int, rates: FxRates | None = None,
+                 router: Router | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
+        self._router = router
         self._wallet = wallet
         self._settings = settings
         self._acquire_timeout_s = acquire_timeout_ms / 1000
@@ -178,6 +193,8 @@ class Inbox:
         """Our own id that names no payment can't become valid later: ignored. An event known
         only by PSP reference may come before the event that teaches us that reference (a
         Stripe dispute before the capture), so it waits like any deferred event."""
+        if event.payment_id and await self._abandoned_attempt(conn, row, event):
+            return
         if event.payment_id or not (event.psp_reference or event.psp_reference_alt):
             log.warning("event for an unknown payment ignored", extra={
                 "psp": event.psp, "inbox_id": row.id, "psp_event_type": event.psp_event_type})
@@ -190,6 +207,29 @@ class Inbox:
             return
         await store.retry_event(conn, row.id, "unknown payment (yet)",
                                 self._backoff_ms(row.attempts))
+
+    async def _abandoned_attempt(self, conn: asyncpg.Connection, row: ClaimedEvent,
+                                 event: PspEvent) -> bool:
+        """An event from a PSP a routed payment cascaded away from (payments.cashier
+        ._cascade): never applied, so never credited twice. A capture there is money the
+        player paid at the wrong PSP: the payment is flagged for support to refund it at
+        that PSP. True when the event was such a one."""
+        assert event.payment_id is not None
+        p = await store.payment(conn, event.payment_id, lock=True)
+        if p is None or p.routing is None \
+                or event.psp not in {a.psp for a in p.routing.attempts}:
+            return False
+        note = f"{event.psp_event_type} from {event.psp}, an attempt this payment left"
+        if event.kind in (EventKind.DEPOSIT_SUCCEEDED, EventKind.DEPOSIT_PARTIAL):
+            note = (f"{event.psp} captured this payment after it cascaded to {p.psp}: not "
+                    f"credited; refund it at {event.psp}")
+            p = replace(p, attention=note[:500])
+            await store.save(conn, p)
+        await store.add_history(conn, p, from_state=p.state, source=row.source,
+                                psp_event_type=event.psp_event_type, inbox_id=row.id,
+                                note=f"ignored: {note}")
+        await store.finish_event(conn, row.id, "ignored", note)
+        return True
 
     async def _handle(self, conn: asyncpg.Connection, row: ClaimedEvent, event: PspEvent,
                       p: Payment, d: Decision) -> None:
@@ -232,6 +272,10 @@ class Inbox:
                 await self._die(conn, row, p, note)
             return
         after = apply(p, d, event, fx=fx_after)
+        if self._router is not None and p.routing is not None \
+                and (success := _routing_outcome(after.state)) is not None:
+            await self._router.record(conn, psp=p.psp, method=p.method, currency=p.currency,
+                                      success=success)
         await store.save(conn, after)
         await store.add_history(conn, after, from_state=p.state, source=row.source,
                                 psp_event_type=event.psp_event_type, inbox_id=row.id,

@@ -25,6 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from gateway_bridge.routing.rules import RoutingDecision
 from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.shared.terms import DepositInstructions, Direction
 
@@ -456,6 +457,7 @@ class Payment:
     updated_at: datetime
     wallet_currency: str | None = None
     fx: PaymentFx | None = None
+    routing: RoutingDecision | None = None  # None: the cashier named the PSP, routing off
 
     @property
     def credit_currency(self) -> str:

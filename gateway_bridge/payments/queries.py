@@ -8,13 +8,13 @@ inbox row is held. Nobody locks two payments, so no cycle can form.
 PAYMENT_COLUMNS = """id, direction, state, psp, method, player_id, currency, amount_minor,
 settled_minor, charged_back_minor, psp_reference, psp_reference_alt, withdrawal_id, client,
 client_key, request, payout_destination, instructions, refusal, attention, sync_attempts,
-next_sync_at, created_at, updated_at, wallet_currency, fx"""
+next_sync_at, created_at, updated_at, wallet_currency, fx, routing"""
 
 INSERT_PAYMENT = f"""
 INSERT INTO bridge.payments (id, direction, state, psp, method, player_id, currency,
                              amount_minor, client, client_key, request, next_sync_at,
-                             payout_destination, wallet_currency, fx)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                             payout_destination, wallet_currency, fx, routing)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (client, client_key) DO NOTHING
 RETURNING {PAYMENT_COLUMNS}"""
 
@@ -44,7 +44,7 @@ UPDATE bridge.payments
 SET state = $2, psp_reference = $3, psp_reference_alt = $4, withdrawal_id = $5,
     instructions = $6, settled_minor = $7, charged_back_minor = $8, attention = $9,
     sync_attempts = $10, next_sync_at = $11, refusal = $12, payout_destination = $13,
-    fx = $14, updated_at = now()
+    fx = $14, psp = $15, routing = $16, updated_at = now()
 WHERE id = $1"""
 
 INSERT_HISTORY = """

@@ -19,6 +19,7 @@ from gateway_bridge.payments.model import (
     instructions_from_json,
     instructions_to_json,
 )
+from gateway_bridge.routing.rules import RoutingDecision
 from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.shared.terms import Direction
 
@@ -43,19 +44,23 @@ def _payment(row: asyncpg.Record) -> Payment:
         sync_attempts=row["sync_attempts"], next_sync_at=row["next_sync_at"],
         created_at=row["created_at"], updated_at=row["updated_at"],
         wallet_currency=row["wallet_currency"],
-        fx=PaymentFx.from_json(fx) if fx is not None else None)
+        fx=PaymentFx.from_json(fx) if fx is not None else None,
+        routing=RoutingDecision.from_json(row["routing"]) if row["routing"] else None)
 
 
 async def insert_payment(conn: asyncpg.Connection, *, payment_id: str, state: State,
-                         client: str, client_key: str, request: CashierRequest,
+                         client: str, client_key: str, request: CashierRequest, psp: str,
                          payout_destination: str | None, next_sync_at: datetime,
-                         fx: PaymentFx | None = None) -> Payment | None:
-    """None when (client, client_key) already names a payment."""
+                         fx: PaymentFx | None = None,
+                         routing: RoutingDecision | None = None) -> Payment | None:
+    """None when (client, client_key) already names a payment. `psp`: the request's, or
+    the one routing chose when it named none."""
     r = request
     row = await conn.fetchrow(q.INSERT_PAYMENT, payment_id, r.direction.value, state.value,
-                              r.psp, r.method, r.player_id, r.currency, r.amount_minor, client,
+                              psp, r.method, r.player_id, r.currency, r.amount_minor, client,
                               client_key, r.to_json(), next_sync_at, payout_destination,
-                              r.wallet_currency or None, None if fx is None else fx.to_json())
+                              r.wallet_currency or None, None if fx is None else fx.to_json(),
+                              None if routing is None else routing.to_json())
     return _payment(row) if row else None
 
 
@@ -98,7 +103,8 @@ async def save(conn: asyncpg.Connection, p: Payment) -> None:
         p.withdrawal_id, None if p.instructions is None else instructions_to_json(p.instructions),
         p.settled_minor, p.charged_back_minor, p.attention, p.sync_attempts, p.next_sync_at,
         None if p.refusal is None else p.refusal.to_json(), p.payout_destination,
-        None if p.fx is None else p.fx.to_json())
+        None if p.fx is None else p.fx.to_json(), p.psp,
+        None if p.routing is None else p.routing.to_json())
 
 
 async def add_history(conn: asyncpg.Connection, p: Payment, *, from_state: State | None,

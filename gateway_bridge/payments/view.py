@@ -30,6 +30,9 @@ def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
                                 if val and k != "psp_reference"}
     if p.refusal:
         view["refusal"] = p.refusal.to_json()
+    if p.routing is not None:
+        # Which PSPs were eligible, in what order, why, and the attempts that cascaded it.
+        view["routing"] = p.routing.to_json()
     if risk is not None:
         view["risk"] = risk
     if history is not None:

@@ -9,8 +9,9 @@ request that names a PSP is held to the same rules: it may pin only an eligible 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gateway_bridge.shared.errors import Refused
 from gateway_bridge.shared.terms import Direction
@@ -84,3 +85,43 @@ def eligible(rules: Sequence[RoutingRule], r: RouteRequest) -> Eligible:
         return Eligible(rule.name, pinned)
     where = f"{r.direction} {r.method} {r.currency}" + (f" from {r.country}" if r.country else "")
     raise NoRoute(f"no routing rule covers a {where} of {r.amount_minor} minor units")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A PSP that did not take the payment, and why (`unavailable`, `declined: <code>`)."""
+
+    psp: str
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """What routing chose for a payment and why (stored on it, shown to support): the PSPs
+    in the order to try them, and the attempts that moved it down that order."""
+
+    rule: str
+    order: tuple[str, ...]
+    reasons: tuple[str, ...]
+    pinned: bool = False
+    attempts: tuple[Attempt, ...] = ()
+
+    def next_after(self, psp: str) -> str | None:
+        """The PSP to cascade to when `psp` did not take the payment: the next one in the
+        order that has not been tried; None when none is left."""
+        tried = {a.psp for a in self.attempts} | {psp}
+        return next((p for p in self.order if p not in tried), None)
+
+    def to_json(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"rule": self.rule, "order": list(self.order),
+                                  "reasons": list(self.reasons), "pinned": self.pinned}
+        if self.attempts:
+            values["attempts"] = [{"psp": a.psp, "outcome": a.outcome} for a in self.attempts]
+        return values
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RoutingDecision:
+        return cls(rule=str(d["rule"]), order=tuple(d["order"]), reasons=tuple(d["reasons"]),
+                   pinned=bool(d.get("pinned", False)),
+                   attempts=tuple(Attempt(str(a["psp"]), str(a["outcome"]))
+                                  for a in d.get("attempts", ())))

@@ -152,7 +152,7 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     "wallet": {"shared"},
     "fx": {"shared", "wallet"},
     "risk": {"shared"},
-    "routing": {"shared"},
+    "routing": {"shared", "metrics"},
     "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk", "routing"},
     "incidents": {"shared", "metrics", "psp", "payments"},
     "reconciliation": {"shared"},
@@ -257,6 +257,7 @@ USE_CASES = (
     "gateway_bridge/payments/status_sync.py", "gateway_bridge/payments/review.py",
     "gateway_bridge/payments/gauges.py", "gateway_bridge/fx/pinning.py",
     "gateway_bridge/risk/service.py", "gateway_bridge/incidents/rejections.py",
+    "gateway_bridge/routing/service.py",
     "gateway_bridge/incidents/detector.py", "gateway_bridge/reconciliation/service.py",
     "gateway_bridge/support/resolution.py", "gateway_bridge/support/player.py",
 )

@@ -9,7 +9,7 @@ slow, and a credit above the wallet currency's cap is refused before the PSP is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from gateway_bridge.wallet.client import WalletClient, WalletUnavailable
 from loadtests.ports import lease_port
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.bridge.integration.test_fx_flows import AGE_MAX_MS, btc_deposit, fx, stored_payments
-from tests.helpers import TOKENS, Client
+from tests.helpers import TOKENS, Client, wait_for
 
 # Retries come 1.25..2.5 s after a failure: past the rate's maximum age (600 ms) and past
 # twice the wallet timeout (2 x 500 ms), so a retry finds its pin stale and its call over.
@@ -39,12 +39,6 @@ async def fx_bridge(make_bridge: BridgeFactory, cashier: Cashier, *, workers: bo
                            BRIDGE_FX_TIMEOUT_MS="1500", **(env or {})) as run:
         yield run
     await cashier.sim("/_sim/fx", {"reset": True})
-
-
-async def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not await predicate():
-            await asyncio.sleep(0.05)
 
 
 async def dead_events(conn: asyncpg.Connection, since_id: int) -> list[str]:

@@ -1,0 +1,64 @@
+"""The router: which PSP a payment goes to, and what each outcome teaches it
+(docs/ROUTING.md). The rules and the learning are pure (rules.py, learning.py); this reads
+and writes the evidence every bridge replica shares, and takes health (breakers, probes)
+from the wiring."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+import asyncpg
+
+from gateway_bridge import metrics
+from gateway_bridge.routing import store
+from gateway_bridge.routing.learning import Health, rank
+from gateway_bridge.routing.rules import RouteRequest, RoutingDecision, eligible
+from gateway_bridge.routing.settings import RoutingSettings
+
+log = logging.getLogger("gateway_bridge.routing")
+
+
+class Router:
+    def __init__(self, *, pool: asyncpg.Pool, settings: RoutingSettings,
+                 health: Callable[[str], Health], acquire_timeout_ms: int,
+                 rng: random.Random | None = None) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._health = health
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
+        self._rng = rng or random.Random()
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.enabled
+
+    async def decide(self, request: RouteRequest) -> RoutingDecision:
+        """The PSPs to try, best first. NoRoute (refused before anything is stored) when no
+        rule covers the payment, or the PSP it pins is not eligible."""
+        allowed = eligible(self._settings.rules, request)
+        psps = [c.psp for c in allowed.candidates]
+        if request.pinned_psp:
+            return RoutingDecision(allowed.rule, (request.pinned_psp,),
+                                   (f"{request.pinned_psp}: named by the cashier",), pinned=True)
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            tallies = await store.tallies(conn, psps, method=request.method,
+                                          currency=request.currency)
+        ranking = rank(allowed.candidates, tallies, {p: self._health(p) for p in psps},
+                       policy=self._settings.policy, now_s=0.0, rng=self._rng)
+        if not ranking.order:
+            # Every eligible PSP is down: the first one answers for all of them.
+            return RoutingDecision(allowed.rule, (psps[0],), ranking.reasons)
+        return RoutingDecision(allowed.rule, ranking.order, ranking.reasons)
+
+    async def record(self, conn: asyncpg.Connection, *, psp: str, method: str, currency: str,
+                     success: bool) -> None:
+        """One outcome of a payment at `psp` (on the caller's connection and transaction, so
+        it counts once with the state it comes with)."""
+        if not self.enabled:
+            return
+        await store.record_outcome(conn, psp=psp, method=method, currency=currency,
+                                   success=success,
+                                   half_life_s=self._settings.policy.half_life_s)
+        metrics.ROUTING_OUTCOMES.labels(psp, "success" if success else "failure").inc()
