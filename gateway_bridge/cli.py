@@ -63,7 +63,9 @@ async def _simulate() -> int:
     try:
         from psp_simulator import config as sim_config
         from psp_simulator.app import run
-    except ImportError:
+    except ModuleNotFoundError as err:
+        if err.name != "psp_simulator":
+            raise  # the simulator is there but broken: that is a bug to see, not "absent"
         print("simulate-psp: the PSP simulator (package psp_simulator) is not installed here; "
               "it ships with a source checkout (make run) and the image's dev target "
               "(deploy/Dockerfile), not with production builds", file=sys.stderr)

@@ -199,6 +199,12 @@ def _check_budgets(s: Settings, r: EnvReader) -> None:
                           "and BRIDGE_WALLET_TIMEOUT_MS (an inbox worker asks the rates "
                           "provider inside its transaction, which the database ends after "
                           "twice that idle)")
+    # The pins' own connection is waited for inside that transaction too (fx/pinning.py).
+    if s.db_acquire_timeout_ms > fx_idle_max_ms:
+        r.problems.append(f"BRIDGE_DB_ACQUIRE_TIMEOUT_MS: {s.db_acquire_timeout_ms} ms is above "
+                          f"{fx_idle_max_ms} ms, the larger of BRIDGE_DB_STATEMENT_TIMEOUT_MS "
+                          "and BRIDGE_WALLET_TIMEOUT_MS (an inbox worker waits for a pin's "
+                          "connection inside its transaction)")
 
 
 def _check_tls_files(s: Settings, r: EnvReader) -> None:

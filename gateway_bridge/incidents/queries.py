@@ -264,10 +264,8 @@ SELECT b.bucket,
           AND r.checked_at < b.bucket + make_interval(secs => $4)) AS probes_failed
 FROM buckets b ORDER BY b.bucket"""
 
-# Running totals of rejected webhooks per (psp, cause): what support reads first.
+# Running totals of rejected webhooks per (psp, cause).
 COUNT_REJECTION_TOTAL = """
 INSERT INTO bridge.webhook_rejections (psp, cause, count) VALUES ($1, $2, $3)
 ON CONFLICT (psp, cause) DO UPDATE
 SET count = bridge.webhook_rejections.count + $3, last_seen_at = now()"""
-
-REJECTION_TOTALS = "SELECT psp, cause, count, last_seen_at FROM bridge.webhook_rejections"

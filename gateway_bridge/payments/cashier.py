@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext
 
 from gateway_bridge import metrics
 from gateway_bridge.fx.conversion import convert
@@ -169,7 +170,7 @@ class Payments:
         self._router = router
         self._clock = clock
 
-    def _connection(self) -> Any:
+    def _connection(self) -> PoolAcquireContext:
         """A pooled connection, waited for at most the acquire timeout."""
         return self._pool.acquire(timeout=self._acquire_timeout_s)
 

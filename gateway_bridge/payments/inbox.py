@@ -370,7 +370,7 @@ class Inbox:
             conn, key=key, payment_id=p.id, credited_minor=credit.credited_minor,
             credited_paid_minor=credit.paid_minor, paid_minor=paid_minor,
             charged_back_paid_minor=p.charged_back_minor,
-            charged_back_wallet_minor=payment_fx.charged_back_wallet_minor)
+            charged_back_wallet_minor=payment_fx.charged_back_wallet_minor or 0)
         debit = pin.debit_minor
         note = (f"charged back {paid_minor} {p.currency} minor units = {debit} "
                 f"{p.wallet_currency} at the deposit's rate {credit.rate}")
@@ -381,7 +381,7 @@ class Inbox:
         else:
             note += " (less than one minor unit: nothing debited)"
         return replace(payment_fx, charged_back_wallet_minor=(
-            payment_fx.charged_back_wallet_minor + debit)), note
+            (payment_fx.charged_back_wallet_minor or 0) + debit)), note
 
     def _backoff_ms(self, attempts: int) -> int:
         s = self._settings

@@ -406,7 +406,8 @@ class PaymentFx:
 
     quote: FxQuote | None = None
     credit: FxCredit | None = None
-    charged_back_wallet_minor: int = 0
+    # None until a chargeback was applied (then written, even when it took nothing).
+    charged_back_wallet_minor: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -414,7 +415,7 @@ class PaymentFx:
             values["quote"] = self.quote.to_json()
         if self.credit is not None:
             values["credit"] = self.credit.to_json()
-        if self.charged_back_wallet_minor:
+        if self.charged_back_wallet_minor is not None:
             values["charged_back_wallet_minor"] = self.charged_back_wallet_minor
         return values
 
@@ -423,7 +424,9 @@ class PaymentFx:
         quote, credit = d.get("quote"), d.get("credit")
         return cls(quote=FxQuote.from_json(quote) if quote else None,
                    credit=FxCredit.from_json(credit) if credit else None,
-                   charged_back_wallet_minor=int(d.get("charged_back_wallet_minor", 0)))
+                   charged_back_wallet_minor=(
+                       None if (taken := d.get("charged_back_wallet_minor")) is None
+                       else int(taken)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -473,7 +476,7 @@ class Payment:
 
 # An attention note that says an inbox event was dead-lettered stays until support acts;
 # other notes (a timeout, a conflict) are answered by the next final word from the PSP.
-_DEAD_LETTER_NOTE = "event "
+_DEAD_LETTER_PREFIX = "event "
 
 
 def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) -> Payment:
@@ -491,7 +494,7 @@ def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) 
     attention = p.attention
     if d.state in NEEDS_SUPPORT:
         attention = d.note
-    elif attention and not attention.startswith(_DEAD_LETTER_NOTE):
+    elif attention and not attention.startswith(_DEAD_LETTER_PREFIX):
         attention = None
     synced = d.state in SYNCED
     return replace(
@@ -510,4 +513,4 @@ def is_conflict(d: Decision) -> bool:
 
 def dead_lettered(p: Payment, inbox_id: int, note: str) -> Payment:
     """The payment after one of its events was given up on: named for support."""
-    return replace(p, attention=f"{_DEAD_LETTER_NOTE}{inbox_id} dead-lettered: {note}"[:500])
+    return replace(p, attention=f"{_DEAD_LETTER_PREFIX}{inbox_id} dead-lettered: {note}"[:500])

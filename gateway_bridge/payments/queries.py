@@ -1,4 +1,5 @@
-"""Every SQL statement of the bridge, as named constants with $n parameters.
+"""The payments' SQL (payments, their history, the inbox), as named constants with $n
+parameters.
 
 Lock order: an inbox row (claimed FOR UPDATE SKIP LOCKED) before its payment row (FOR
 UPDATE). The cashier API and the status sync lock only a payment row, and never while an

@@ -12,7 +12,7 @@
   Interchange) in the net currency (NC), `Creation Date` in the account's `TimeZone`.
 
 Decimal strings become integer minor units here, at the edge, with the currency's scale
-(`domain.money.to_minor`): never a float, never a silent rounding. Anything we can't read
+(`shared.money.to_minor`): never a float, never a silent rounding. Anything we can't read
 exactly is a `ReportError` naming the line and the column, so the caller can say where.
 Columns we don't use are ignored, which is how both PSPs ask integrators to read reports
 that gain columns over time.

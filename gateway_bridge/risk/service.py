@@ -79,7 +79,7 @@ class Screening:
 
 class RiskService:
     def __init__(self, *, pool: asyncpg.Pool, policy: RiskPolicy,
-                 acquire_timeout_ms: int = 2000) -> None:
+                 acquire_timeout_ms: int) -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_ms / 1000
         self.policy = policy
@@ -92,7 +92,7 @@ class RiskService:
     async def stored(self, payment_id: str) -> Screening | None:
         async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
             found = await store.decision(conn, payment_id)
-        return None if found is None else Screening(*found)
+        return None if found is None else Screening(**found._asdict())
 
     async def screen(self, p: Subject) -> Screening:
         """The payment's decision: the stored one, or a new one made and stored now."""
@@ -116,7 +116,7 @@ class RiskService:
                 instrument_id=facts.instrument_id, country=facts.country, outcome=outcome,
                 results=results, scoring=scoring,
                 review_status="pending" if outcome is Outcome.REVIEW else None)
-        screening = Screening(*stored)
+        screening = Screening(**stored._asdict())
         if screening.outcome is not Outcome.ALLOW:
             log.info("risk decision", extra={
                 "payment_id": p.payment_id, "decision": screening.outcome.value,

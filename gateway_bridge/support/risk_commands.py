@@ -58,8 +58,14 @@ async def risk(args: argparse.Namespace, key: str) -> int:
                 return 2
             request = http.post(f"{base}/v1/risk/reviews/{args.payment_id}/{args.action}",
                                 json={"actor": args.actor, "reason": args.reason})
-        async with request as resp:
-            body = await resp.read()
+        try:
+            async with request as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as err:
+            # Exit 3 like an unreachable database: the service is away, retrying may help.
+            print(f"the bridge is unreachable at {base}: {type(err).__name__}",
+                  file=sys.stderr)
+            return 3
     answer = orjson.loads(body) if body else {}
     print_json(answer)
     return 0 if resp.status < 400 else 1

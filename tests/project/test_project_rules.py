@@ -154,7 +154,7 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     "risk": {"shared"},
     "routing": {"shared", "metrics"},
     "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk", "routing"},
-    "incidents": {"shared", "metrics", "psp", "payments"},
+    "incidents": {"shared", "metrics", "psp"},
     "reconciliation": {"shared"},
     "support": {"shared", "psp", "wallet", "fx", "risk", "payments", "incidents",
                 "reconciliation", "config"},

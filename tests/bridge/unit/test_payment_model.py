@@ -177,6 +177,9 @@ def test_refusal_and_fx_read_back_as_written() -> None:
         charged_back_wallet_minor=45)
     assert PaymentFx.from_json(fx.to_json()) == fx
     assert PaymentFx().to_json() == {}
+    # A chargeback worth less than a minor unit took nothing, and says so.
+    assert PaymentFx(charged_back_wallet_minor=0).to_json() == {"charged_back_wallet_minor": 0}
+    assert PaymentFx.from_json({"charged_back_wallet_minor": 0}).charged_back_wallet_minor == 0
 
 
 def test_the_error_tree_in_the_docstring_is_the_class_tree() -> None:

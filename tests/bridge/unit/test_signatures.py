@@ -194,7 +194,8 @@ def _item(**changes: Any) -> dict[str, Any]:
 
 
 def test_adyen_design_vector() -> None:
-    """The §10 string and signature; the signed item is accepted and acknowledged."""
+    """Adyen's documented signing string and signature; the signed item is accepted and
+    acknowledged."""
     assert adyen.signing_string(VECTOR_ITEM) == ADYEN_VECTOR_STRING
     assert adyen.item_signature(VECTOR_ITEM, ADYEN_KEY) == ADYEN_VECTOR_SIGNATURE
     [event] = ADYEN.read_webhook({}, _notification(_item()), now_s=T0)
