@@ -200,10 +200,16 @@ class Payments:
         is stored, when no rule allows the payment)."""
         if self._router is None or not self._router.enabled:
             return command.psp, None
+        closed_loop = None
+        if direction is Direction.WITHDRAWAL and not command.psp:
+            # Payouts follow the money: back where the player's deposits came from.
+            async with self._connection() as conn:
+                closed_loop = await store.last_deposit_psp(conn, command.player_id,
+                                                           command.currency)
         decision = await self._router.decide(RouteRequest(
             direction=direction, method=command.method, currency=command.currency,
             amount_minor=command.amount_minor, country=command.country,
-            pinned_psp=command.psp))
+            pinned_psp=command.psp), closed_loop=closed_loop)
         return decision.order[0], decision
 
     async def _store(self, command: DepositCommand | WithdrawalCommand, direction: Direction,

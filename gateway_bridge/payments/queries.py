@@ -123,3 +123,10 @@ SELECT ARRAY(SELECT ROW(psp, direction, state, count(*)) FROM bridge.payments
                         extract(epoch FROM now() - min(received_at))::float8)
              FROM bridge.inbox WHERE status IN ('pending', 'dead')
              GROUP BY psp, status) AS inbox"""
+
+# Closed-loop payouts (docs/ROUTING.md): the PSP of the player's latest credited deposit in
+# this currency. $1 player, $2 currency.
+LAST_DEPOSIT_PSP = """
+SELECT psp FROM bridge.payments
+WHERE player_id = $1 AND currency = $2 AND direction = 'deposit' AND settled_minor > 0
+ORDER BY created_at DESC LIMIT 1"""

@@ -208,3 +208,10 @@ async def operational_counts(conn: asyncpg.Connection) -> OperationalCounts:
         payments={(r[0], r[1], r[2]): int(r[3]) for r in row["payments"]},
         attention={(r[0], r[1]): int(r[2]) for r in row["attention"]}, inbox=inbox,
         inbox_lag_s=lag)
+
+
+async def last_deposit_psp(conn: asyncpg.Connection, player_id: str,
+                           currency: str) -> str | None:
+    """The PSP of the player's latest credited deposit in `currency`, if any."""
+    found = await conn.fetchval(q.LAST_DEPOSIT_PSP, player_id, currency)
+    return None if found is None else str(found)

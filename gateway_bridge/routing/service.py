@@ -34,9 +34,12 @@ class Router:
     def enabled(self) -> bool:
         return self._settings.enabled
 
-    async def decide(self, request: RouteRequest) -> RoutingDecision:
+    async def decide(self, request: RouteRequest, *,
+                     closed_loop: str | None = None) -> RoutingDecision:
         """The PSPs to try, best first. NoRoute (refused before anything is stored) when no
-        rule covers the payment, or the PSP it pins is not eligible."""
+        rule covers the payment, or the PSP it pins is not eligible. `closed_loop`: the PSP
+        a payout should go back to (where the player's money came from), first when the
+        rules allow it and it is not out of routing."""
         allowed = eligible(self._settings.rules, request)
         psps = [c.psp for c in allowed.candidates]
         if request.pinned_psp:
@@ -50,7 +53,15 @@ class Router:
         if not ranking.order:
             # Every eligible PSP is down: the first one answers for all of them.
             return RoutingDecision(allowed.rule, (psps[0],), ranking.reasons)
-        return RoutingDecision(allowed.rule, ranking.order, ranking.reasons)
+        order, reasons = ranking.order, ranking.reasons
+        if closed_loop in order and order[0] != closed_loop:
+            order = (closed_loop, *(p for p in order if p != closed_loop))
+            reasons = (*reasons, f"{closed_loop}: first, closed loop (the player's deposits "
+                                 "came through it)")
+        elif closed_loop is not None and closed_loop in psps and closed_loop not in order:
+            reasons = (*reasons, f"{closed_loop}: not first although the player deposited "
+                                 "with it (out of routing)")
+        return RoutingDecision(allowed.rule, order, reasons)
 
     async def record(self, conn: asyncpg.Connection, *, psp: str, method: str, currency: str,
                      success: bool) -> None:

@@ -714,7 +714,8 @@ def test_grafana_dashboard_queries_only_metrics_the_services_define() -> None:
     for wanted in ("wallet_rpc_requests_total", "wallet_rpc_duration_seconds_bucket",
                    "wallet_group_commit_batch_size_bucket", "wallet_replays_total",
                    "bridge_http_requests_total", "bridge_http_request_duration_seconds_bucket",
-                   "bridge_webhooks_total"):
+                   "bridge_webhooks_total", "bridge_routing_outcomes_total",
+                   "bridge_routing_attempts_total"):
         assert wanted in used, f"the dashboard does not show {wanted}"
     provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" /
                                "dashboards.yml").read_text())["providers"][0]

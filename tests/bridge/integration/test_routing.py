@@ -45,7 +45,8 @@ async def prefer(conn: asyncpg.Connection, psp: str, card: str) -> None:
     """Evidence that `psp` succeeds, recorded as the bridge records it."""
     await conn.execute(
         "INSERT INTO bridge.routing_tallies (psp, method, currency, successes, failures) "
-        "VALUES ($1, $2, 'USD', 500, 0)", psp, card)
+        "VALUES ($1, $2, 'USD', 500, 0) ON CONFLICT (psp, method, currency) DO UPDATE "
+        "SET successes = 500, failures = 0, at = now()", psp, card)
 
 
 async def probed_up(conn: asyncpg.Connection, psp: str, since: Any) -> bool:
@@ -172,3 +173,28 @@ async def test_two_replicas_learn_the_same_rates(bridge_db: str) -> None:
         for p in pools:
             await p.close()
 
+
+
+async def test_a_payout_goes_back_to_the_psp_the_player_deposited_with(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """Closed loop: the router would prefer adyen, but the money came through stripe."""
+    card = method()
+    await prefer(bridge_conn, "adyen", card)
+    rules = orjson.dumps([
+        {"name": "cards", "methods": [card], "psps": ["adyen", "stripe"]},
+        {"name": "payouts", "direction": "withdrawal", "psps": ["adyen", "stripe"]}]).decode()
+    await prefer(bridge_conn, "adyen", "bank_transfer")
+    async with make_bridge(BRIDGE_ROUTING_RULES=rules):
+        status, dep = await deposit(cashier, player, card, key=f"cl-{card}", psp="stripe")
+        assert status == 201, dep
+        await cashier.complete_deposit(dep)
+        await cashier.wait_state(dep["id"], "succeeded")
+        status, wd = await cashier.request("POST", "/v1/withdrawals", body={
+            "player_id": player, "amount_minor": 10_00, "currency": "USD",
+            "method": "bank_transfer", "destination": "acct_test_123"},
+            headers={"Idempotency-Key": f"clw-{card}"})
+        assert status == 202, wd
+        assert wd["psp"] == "stripe"
+        assert any("closed loop" in r for r in wd["routing"]["reasons"]), wd["routing"]
+        assert (await client.balance(player)).reserved == 10_00
