@@ -104,7 +104,7 @@ class AdyenSim:
             fields={"shopperReference": payload.get("shopperReference"),
                     "returnUrl": payload.get("returnUrl")})
         self._sim.add(obj)
-        self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate))
+        self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate_for("adyen")))
         return json_response(201, self._link(obj))
 
     async def get_link(self, request: web.Request) -> web.Response:
@@ -122,7 +122,7 @@ class AdyenSim:
         if amount is None or not isinstance(reference, str) or not reference:
             return self.error(422, "100", "Required field 'amount' or 'reference' is invalid")
         psp_reference = self._sim.new_digits(16)
-        if self._sim.roll(self._sim.knobs.decline_rate):
+        if self._sim.roll(self._sim.knobs.decline_rate_for("adyen")):
             # Adyen refuses with HTTP 200 and a Refused result, not with a 4xx.
             return json_response(200, {"pspReference": psp_reference, "resultCode": "Refused",
                                        "refusalReason": "Not enough balance"})

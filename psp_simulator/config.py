@@ -40,6 +40,8 @@ class Knobs:
     down: bool = False           # every API call answered 503
     down_psps: tuple[str, ...] = ()  # only these PSPs' API calls answered 503 (routing)
     decline_rate: float = 0.0    # payouts refused with a 4xx; deposits completed as failed
+    # Per-PSP decline rates, overriding decline_rate for the PSPs named (routing demos).
+    decline_rate_by_psp: Mapping[str, float] = dataclasses.field(default_factory=dict)
     duplicate_count: int = 0     # each webhook sent 1 + N times
     reorder: bool = False        # a completion's webhooks delivered in reverse order
     delay_ms: int = 0            # webhooks held this long before the first attempt
@@ -50,6 +52,9 @@ class Knobs:
 
     def as_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+    def decline_rate_for(self, psp: str) -> float:
+        return self.decline_rate_by_psp.get(psp, self.decline_rate)
 
     def updated(self, changes: Mapping[str, object]) -> Knobs:
         """A copy with `changes` applied; raises ValueError naming every bad knob."""
@@ -65,6 +70,8 @@ class Knobs:
                 values[name] = float(value)
             elif name == "down_psps" and isinstance(value, list | tuple):
                 values[name] = tuple(value)
+            elif name == "decline_rate_by_psp" and isinstance(value, dict):
+                values[name] = {p: float(r) for p, r in value.items()}
             else:
                 values[name] = value
         if problems:
@@ -84,6 +91,12 @@ def _knob_problem(name: str, value: object) -> str:
     elif name in _FLAG_KNOBS:
         if not isinstance(value, bool):
             return f"{name}: true or false"
+    elif name == "decline_rate_by_psp":
+        if not isinstance(value, dict) or not all(
+                p in PSP_NAMES and not isinstance(r, bool) and isinstance(r, int | float)
+                and math.isfinite(r) and 0 <= r <= 1 for p, r in value.items()):
+            return f"decline_rate_by_psp: an object of PSP name ({', '.join(PSP_NAMES)}) to a " \
+                   "number in 0..1"
     elif name == "down_psps":
         if not isinstance(value, list | tuple) or not all(p in PSP_NAMES for p in value):
             return f"down_psps: a list of PSP names ({', '.join(PSP_NAMES)})"

@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from psp_simulator.config import Knobs
 from psp_simulator.state import (
     ControlError,
     DepositOutcome,
@@ -98,6 +99,11 @@ def _tail(rows: Iterable[dict[str, object]], request: web.Request) -> list[dict[
     return matching[-_limit(request):]
 
 
+# A knob schedule's bounds: steps, and how far ahead one may be.
+SCHEDULE_STEPS_MAX = 100
+SCHEDULE_AFTER_MAX_MS = 24 * 3_600_000
+
+
 class Control:
     def __init__(self, sim: Simulator) -> None:
         self._sim = sim
@@ -113,6 +119,7 @@ class Control:
             web.get("/_sim/requests", self.requests),
             web.get("/_sim/knobs", self.get_knobs),
             web.post("/_sim/knobs", self.set_knobs),
+            web.post("/_sim/schedule", self.schedule),
             web.post("/_sim/flush", self.flush),
             web.post("/_sim/reset", self.reset),
         ]
@@ -186,6 +193,31 @@ class Control:
         except ValueError as exc:
             raise ControlError(400, str(exc)) from None
         return json_response(200, self._sim.knobs.as_json())
+
+    async def schedule(self, request: web.Request) -> web.Response:
+        """Knob changes over time, for markets that drift (a PSP that degrades, then
+        recovers): {"steps": [{"after_ms": 5000, "knobs": {...}}, ...]}, each `after_ms` from
+        now. Every step is checked before any is applied; a new schedule (or a reset)
+        replaces the one running."""
+        body = await _body(request)
+        steps = body.get("steps")
+        if not isinstance(steps, list) or not 0 < len(steps) <= SCHEDULE_STEPS_MAX:
+            raise ControlError(400, f"steps: a list of 1..{SCHEDULE_STEPS_MAX} steps")
+        planned: list[tuple[int, Knobs]] = []
+        knobs = self._sim.knobs
+        for i, step in enumerate(steps):
+            if not isinstance(step, dict) or not isinstance(step.get("knobs"), dict):
+                raise ControlError(400, f"steps[{i}]: an object with after_ms and knobs")
+            after_ms = _optional_int(step, "after_ms") or 0
+            if after_ms > SCHEDULE_AFTER_MAX_MS:
+                raise ControlError(400, f"steps[{i}].after_ms: at most {SCHEDULE_AFTER_MAX_MS}")
+            try:
+                knobs = knobs.updated(step["knobs"])
+            except ValueError as exc:
+                raise ControlError(400, f"steps[{i}].knobs: {exc}") from None
+            planned.append((after_ms, knobs))
+        self._sim.run_schedule(sorted(planned, key=lambda p: p[0]))
+        return json_response(200, {"steps": len(planned)})
 
     async def flush(self, request: web.Request) -> web.Response:
         body = await _body(request)

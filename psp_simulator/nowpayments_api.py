@@ -128,7 +128,7 @@ class NowPaymentsSim:
                     "order_description": payload.get("order_description"),
                     "created_at": iso_now()})
         self._sim.add(obj)
-        self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate))
+        self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate_for("nowpayments")))
         answer = {**self._payment(obj), "payment_id": obj.psp_reference,
                   "ipn_callback_url": obj.webhook_url, "network": pay_currency}
         return self._answer(201, answer)
@@ -139,7 +139,7 @@ class NowPaymentsSim:
         if not isinstance(withdrawals, list) or not 1 <= len(withdrawals) <= WITHDRAWALS_MAX:
             return self.error(400, "INVALID_REQUEST_PARAMS",
                               f"withdrawals: a list of 1..{WITHDRAWALS_MAX}")
-        if self._sim.roll(self._sim.knobs.decline_rate):
+        if self._sim.roll(self._sim.knobs.decline_rate_for("nowpayments")):
             return self.error(400, "BAD_CREATE_WITHDRAWAL_REQUEST", "Insufficient balance")
         batch_id = self._sim.new_digits(10)
         created: list[SimObject] = []

@@ -126,6 +126,7 @@ class Simulator:
         self.psps: dict[str, SimPsp] = {}
         self._ids = itertools.count(1)
         self._auto_tasks: set[asyncio.Task[None]] = set()
+        self._schedule: asyncio.Task[None] | None = None
         # What else `reset` puts back (the FX rates provider's knobs).
         self.on_reset: list[Callable[[], None]] = []
 
@@ -232,6 +233,9 @@ class Simulator:
         """Knobs (and a fixed seed) back to their start values; objects, keys and logs
         forgotten. Ids stay unique: their counter keeps counting."""
         self.knobs = self.settings.knobs
+        if self._schedule is not None:
+            self._schedule.cancel()
+            self._schedule = None
         if self.settings.seed:
             self.rng.seed(self.settings.seed)  # the same rolls again, test after test
         self.objects.clear()
@@ -240,6 +244,21 @@ class Simulator:
         self.deliverer.log.clear()
         for reset in self.on_reset:
             reset()
+
+    def run_schedule(self, steps: list[tuple[int, Knobs]]) -> None:
+        """Applies each (after_ms, knobs) when its time comes, replacing a running schedule."""
+        if self._schedule is not None:
+            self._schedule.cancel()
+
+        async def run() -> None:
+            started = asyncio.get_running_loop().time()
+            for after_ms, knobs in steps:
+                delay_s = started + after_ms / 1000 - asyncio.get_running_loop().time()
+                if delay_s > 0:
+                    await asyncio.sleep(delay_s)
+                self.knobs = knobs
+
+        self._schedule = asyncio.create_task(run(), name="knob-schedule")
 
     def log_request(self, psp: str, request: web.Request, status: int) -> None:
         self.requests.append({

@@ -113,7 +113,7 @@ class StripeSim:
                     "client_reference_id": _form_text(form, "client_reference_id") or None,
                     "success_url": _form_text(form, "success_url") or None})
         self._sim.add(obj)
-        self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate))
+        self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate_for("stripe")))
         return json_response(200, self._session(obj))
 
     async def create_payout(self, request: web.Request) -> web.Response:
@@ -123,7 +123,7 @@ class StripeSim:
         if not amount.isdigit() or int(amount) <= 0 or not currency:
             return self.error(400, "parameter_missing", "Missing required param: amount",
                               param="amount")
-        if self._sim.roll(self._sim.knobs.decline_rate):
+        if self._sim.roll(self._sim.knobs.decline_rate_for("stripe")):
             return self.error(400, "balance_insufficient", "You have insufficient funds in "
                               "your Stripe account for this transfer.")
         metadata = _metadata(form)

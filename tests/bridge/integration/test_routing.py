@@ -198,3 +198,65 @@ async def test_a_payout_goes_back_to_the_psp_the_player_deposited_with(
         assert wd["psp"] == "stripe"
         assert any("closed loop" in r for r in wd["routing"]["reasons"]), wd["routing"]
         assert (await client.balance(player)).reserved == 10_00
+
+
+async def test_the_router_moves_deposits_off_a_psp_that_declines(
+        make_bridge: BridgeFactory, cashier: Cashier, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """Through the simulator: adyen declines nine deposits in ten, stripe none. Routing starts
+    with no evidence and learns from the outcomes the inbox applies."""
+    card = method()
+    async with make_bridge(**rules_env(card, ["adyen", "stripe"])):
+        await cashier.knobs(auto_complete_ms=5, decline_rate_by_psp={"adyen": 0.9})
+        try:
+            picks = []
+            for n in range(40):
+                status, p = await deposit(cashier, player, card, key=f"learn-{card}-{n}")
+                assert status == 201, p
+                picks.append(p["psp"])
+                await cashier.flush()
+                final = await _settled(cashier, p["id"])
+                assert final in ("succeeded", "failed"), final
+        finally:
+            await cashier.knobs(auto_complete_ms=0, decline_rate_by_psp={})
+        assert picks[-15:].count("stripe") >= 12, picks
+        tallies = {r["psp"]: (r["successes"], r["failures"]) for r in await bridge_conn.fetch(
+            "SELECT psp, successes, failures FROM bridge.routing_tallies WHERE method = $1",
+            card)}
+        assert tallies["stripe"][0] > 0 and tallies["adyen"][1] > 0, tallies
+
+
+async def _settled(cashier: Cashier, payment_id: str) -> str:
+    state = ""
+
+    async def final() -> bool:
+        nonlocal state
+        state = (await cashier.payment(payment_id))["state"]
+        return state in ("succeeded", "failed")
+    await wait_for(final)
+    return state
+
+
+async def test_knob_schedule_changes_the_market_over_time(cashier: Cashier) -> None:
+    """The simulator applies scheduled knob changes in order; a bad step refuses it all."""
+    try:
+        await cashier.sim("/_sim/schedule", {"steps": [
+            {"after_ms": 0, "knobs": {"decline_rate_by_psp": {"adyen": 0.6}}},
+            {"after_ms": 300, "knobs": {"decline_rate_by_psp": {}, "down_psps": ["stripe"]}}]})
+
+        async def knobs() -> dict[str, Any]:
+            async with cashier.http.get(cashier.sim_url + "/_sim/knobs") as r:
+                return dict(await r.json())
+        await wait_for(lambda: _has(knobs, "decline_rate_by_psp", {"adyen": 0.6}))
+        assert (await knobs())["down_psps"] == []
+        await wait_for(lambda: _has(knobs, "down_psps", ["stripe"]))
+        assert (await knobs())["decline_rate_by_psp"] == {}
+        async with cashier.http.post(cashier.sim_url + "/_sim/schedule", json={"steps": [
+                {"after_ms": 0, "knobs": {"down_psps": ["paypal"]}}]}) as r:
+            assert r.status == 400 and "steps[0].knobs: down_psps" in (await r.json())["error"]
+    finally:
+        await cashier.sim("/_sim/reset")
+
+
+async def _has(knobs: Any, name: str, value: Any) -> bool:
+    return bool((await knobs())[name] == value)
