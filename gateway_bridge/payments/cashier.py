@@ -197,9 +197,20 @@ class Payments:
                      direction: Direction) -> tuple[str, RoutingDecision | None]:
         """The PSP a new payment goes to: the one the cashier named while routing is off;
         else routing's first choice, a named PSP held to the rules (NoRoute, before anything
-        is stored, when no rule allows the payment)."""
+        is stored, when no rule allows the payment). A retry of a stored request keeps the
+        payment's PSP and decision: it is routed once, whatever the rules say since."""
         if self._router is None or not self._router.enabled:
             return command.psp, None
+        async with self._connection() as conn:
+            existing = await store.payment_by_client_key(conn, command.client,
+                                                         command.client_key)
+        if existing is not None:
+            return existing.psp, existing.routing
+        # A PSP that can't take the request as sent is not a candidate (NOWPayments needs
+        # the asset the player pays in).
+        unable = frozenset(name for name, a in self._adapters.items()
+                           if isinstance(command, DepositCommand)
+                           and a.needs_pay_currency and not command.pay_currency)
         closed_loop = None
         if direction is Direction.WITHDRAWAL and not command.psp:
             # Payouts follow the money: back where the player's deposits came from.
@@ -209,7 +220,7 @@ class Payments:
         decision = await self._router.decide(RouteRequest(
             direction=direction, method=command.method, currency=command.currency,
             amount_minor=command.amount_minor, country=command.country,
-            pinned_psp=command.psp), closed_loop=closed_loop)
+            pinned_psp=command.psp), closed_loop=closed_loop, unable=unable)
         return decision.order[0], decision
 
     async def _store(self, command: DepositCommand | WithdrawalCommand, direction: Direction,
@@ -319,10 +330,14 @@ class Payments:
             await self._learn(payment, success=False)
             if cascaded := await self._cascade(payment, "unavailable"):
                 return await self.resume_deposit(cascaded.id)
+            current = await self._current(payment.id)
+            if current.psp != payment.psp:
+                # Another call cascaded it meanwhile: carry on where the payment is now.
+                return await self.resume_deposit(current.id)
             raise Unavailable(f"psp: {payment.psp} did not answer; retry with the same "
                               "Idempotency-Key", code="PSP_UNAVAILABLE", field="psp",
                               retry_after_s=1) from None
-        return await self._deposit_created(payment.id, instructions)
+        return await self._deposit_created(payment.id, payment.psp, instructions)
 
     async def _learn(self, p: Payment, *, success: bool) -> None:
         """An outcome of `p` at its PSP, for routing (on a connection of its own: the payment
@@ -360,11 +375,20 @@ class Payments:
         metrics.ROUTING_ATTEMPTS.labels(nxt, "cascade").inc()
         return moved
 
-    async def _deposit_created(self, payment_id: str,
+    async def _deposit_created(self, payment_id: str, psp: str,
                                instructions: DepositInstructions) -> Payment:
+        """Keeps what `psp` answered for the payment, unless the payment left `psp` while it
+        was asked (another call cascaded it): that checkout is never shown, and a payment
+        made at it is flagged for a refund there (payments/inbox.py)."""
         async with self._transaction() as conn:
             found = await store.payment(conn, payment_id, lock=True)
             assert found is not None
+            if found.psp != psp:
+                await store.add_history(
+                    conn, found, from_state=found.state, source="api",
+                    note=f"{psp} answered after the deposit moved to {found.psp}: its "
+                         f"checkout {instructions.psp_reference} is not used")
+                return found
             p = replace(found, psp_reference=found.psp_reference or instructions.psp_reference,
                         instructions=instructions)
             if found.state is State.CREATED:

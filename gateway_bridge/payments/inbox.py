@@ -43,6 +43,7 @@ from gateway_bridge.payments.model import (
     dead_lettered,
     decide,
     is_conflict,
+    refund_owed,
     wallet_key,
 )
 from gateway_bridge.payments.settings import PaymentSettings
@@ -221,9 +222,10 @@ class Inbox:
             return False
         note = f"{event.psp_event_type} from {event.psp}, an attempt this payment left"
         if event.kind in (EventKind.DEPOSIT_SUCCEEDED, EventKind.DEPOSIT_PARTIAL):
-            note = (f"{event.psp} captured this payment after it cascaded to {p.psp}: not "
-                    f"credited; refund it at {event.psp}")
-            p = replace(p, attention=note[:500])
+            note = (f"it captured this payment ({event.psp_event_type}) after the payment "
+                    f"cascaded to {p.psp}; not credited here")
+            p = refund_owed(p, event.psp, note)
+            note = f"refund owed at {event.psp}: {note}"
             await store.save(conn, p)
         await store.add_history(conn, p, from_state=p.state, source=row.source,
                                 psp_event_type=event.psp_event_type, inbox_id=row.id,

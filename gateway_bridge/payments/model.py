@@ -477,6 +477,10 @@ class Payment:
 # An attention note that says an inbox event was dead-lettered stays until support acts;
 # other notes (a timeout, a conflict) are answered by the next final word from the PSP.
 _DEAD_LETTER_PREFIX = "event "
+# So does a refund owed at a PSP the payment left (refund_owed): money taken there stays
+# support's until refunded, whatever the payment does after.
+_REFUND_OWED_PREFIX = "refund owed"
+_STICKY = (_DEAD_LETTER_PREFIX, _REFUND_OWED_PREFIX)
 
 
 def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) -> Payment:
@@ -494,7 +498,7 @@ def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) 
     attention = p.attention
     if d.state in NEEDS_SUPPORT:
         attention = d.note
-    elif attention and not attention.startswith(_DEAD_LETTER_PREFIX):
+    elif attention and not attention.startswith(_STICKY):
         attention = None
     synced = d.state in SYNCED
     return replace(
@@ -509,6 +513,13 @@ def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) 
 def is_conflict(d: Decision) -> bool:
     """An ignored event that contradicts what we hold: support must look (`attention`)."""
     return d.verdict is Verdict.IGNORE and d.note.startswith("conflict")
+
+
+def refund_owed(p: Payment, psp: str, what: str) -> Payment:
+    """The payment after `psp`, which it left (a routing cascade), took money for it: named
+    for support to refund there, kept through later events, never credited here."""
+    note = f"{_REFUND_OWED_PREFIX} at {psp}: {what}"
+    return replace(p, attention=(note if not p.attention else f"{note}; {p.attention}")[:500])
 
 
 def dead_lettered(p: Payment, inbox_id: int, note: str) -> Payment:

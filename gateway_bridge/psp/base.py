@@ -128,6 +128,8 @@ class ProbeResult:
 class PspAdapter(Protocol):
     name: str
     ack: WebhookAck
+    # A deposit must name the asset the player pays in (DepositOrder.pay_currency).
+    needs_pay_currency: bool
 
     def read_webhook(self, headers: Mapping[str, str], body: bytes, *,
                      now_s: int) -> list[PspEvent]:

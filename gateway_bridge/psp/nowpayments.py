@@ -219,6 +219,7 @@ class NowPaymentsAdapter(ClientAdapter):
 
     ack = WebhookAck(200, b"ok", "text/plain")
     probe_path = "/v1/status"  # NOWPayments' API status endpoint
+    needs_pay_currency = True  # a crypto invoice is in one asset the player chose
 
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.webhook_secret:

@@ -367,6 +367,7 @@ class ClientAdapter:
 
     # A cheap authenticated GET whose answer says the API is there (see OutboundClient.probe).
     probe_path = "/"
+    needs_pay_currency = False
 
     def __init__(self, config: PspConfig, *, auth_headers: Mapping[str, str],
                  clock: Callable[[], float]) -> None:

@@ -100,8 +100,17 @@ def rank(candidates: Sequence[Candidate], tallies: Mapping[str, Tally],
                            f"{policy.floor_rate:.0%})")
         else:
             usable.append(c.psp)
-    draws = {psp: _draw(tallies.get(psp, Tally()).faded(now_s, policy.half_life_s), rng)
-             for psp in usable}
+    floored = [psp for psp in out if not (health.get(psp, Health()).breaker_open
+                                           or health.get(psp, Health()).probe_down)]
+    if not usable and floored:
+        # Every PSP the breakers and probes leave is below the floor: the trouble is the
+        # method's, not one PSP's, so they are ranked as usual rather than dropped.
+        usable, out, floored = floored, [p for p in out if p not in floored], []
+        reasons.append("every PSP still up is below the floor: ranked anyway")
+    top = max((c.weight for c in candidates), default=1)
+    prior = {c.psp: c.weight / top for c in candidates}
+    draws = {psp: _draw(tallies.get(psp, Tally()).faded(now_s, policy.half_life_s),
+                        prior.get(psp, 1.0), rng) for psp in usable}
     order = sorted(usable, key=lambda psp: -draws[psp])
     for psp in order:
         t = tallies.get(psp, Tally()).faded(now_s, policy.half_life_s)
@@ -110,8 +119,6 @@ def rank(candidates: Sequence[Candidate], tallies: Mapping[str, Tally],
     trickle = False
     # Only a PSP the rate floor took out gets the trickle: a breaker or a probe reopens it
     # by itself, and sending payments into an open breaker only fails them.
-    floored = [psp for psp in out if not (health.get(psp, Health()).breaker_open
-                                           or health.get(psp, Health()).probe_down)]
     if floored and order and rng.random() < policy.trickle_share:
         chosen = rng.choice(floored)
         order.insert(0, chosen)
@@ -120,8 +127,11 @@ def rank(candidates: Sequence[Candidate], tallies: Mapping[str, Tally],
     return Ranking(tuple(order), tuple(reasons), tuple(out), trickle)
 
 
-def _draw(t: Tally, rng: random.Random) -> float:
-    return rng.betavariate(1 + t.successes, 1 + t.failures)
+def _draw(t: Tally, prior: float, rng: random.Random) -> float:
+    """A success rate drawn from Beta(prior + successes, 1 + failures). The rule's weight
+    sets `prior` (1 for the heaviest PSP, less for lighter ones): with no evidence, heavier
+    PSPs go first more often; with evidence, the outcomes decide."""
+    return rng.betavariate(prior + t.successes, 1 + t.failures)
 
 
 def static_order(candidates: Sequence[Candidate], rng: random.Random) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ SET successes = t.successes * power(0.5, greatest(extract(epoch FROM now() - t.a
                                          / $5::double precision) + EXCLUDED.successes,
     failures = t.failures * power(0.5, greatest(extract(epoch FROM now() - t.at), 0)
                                        / $5::double precision) + EXCLUDED.failures,
-    at = now()"""
+    at = greatest(t.at, now())"""
 
 # $1 psps, $2 method, $3 currency; the counts as last stored, with their age in seconds.
 TALLIES = """

@@ -14,7 +14,13 @@ import asyncpg
 from gateway_bridge import metrics
 from gateway_bridge.routing import store
 from gateway_bridge.routing.learning import Health, rank
-from gateway_bridge.routing.rules import RouteRequest, RoutingDecision, eligible
+from gateway_bridge.routing.rules import (
+    Eligible,
+    NoRoute,
+    RouteRequest,
+    RoutingDecision,
+    eligible,
+)
 from gateway_bridge.routing.settings import RoutingSettings
 
 log = logging.getLogger("gateway_bridge.routing")
@@ -34,13 +40,20 @@ class Router:
     def enabled(self) -> bool:
         return self._settings.enabled
 
-    async def decide(self, request: RouteRequest, *,
-                     closed_loop: str | None = None) -> RoutingDecision:
+    async def decide(self, request: RouteRequest, *, closed_loop: str | None = None,
+                     unable: frozenset[str] = frozenset()) -> RoutingDecision:
         """The PSPs to try, best first. NoRoute (refused before anything is stored) when no
         rule covers the payment, or the PSP it pins is not eligible. `closed_loop`: the PSP
         a payout should go back to (where the player's money came from), first when the
-        rules allow it and it is not out of routing."""
+        rules allow it and it is not out of routing. `unable`: PSPs that can't take this
+        request as sent (NoRoute when no other is eligible)."""
         allowed = eligible(self._settings.rules, request)
+        able = tuple(c for c in allowed.candidates if c.psp not in unable)
+        if not able:
+            raise NoRoute(f"no PSP eligible for this payment can take it as sent "
+                          f"({', '.join(sorted(unable))} need pay_currency)",
+                          field="pay_currency")
+        allowed = Eligible(allowed.rule, able)
         psps = [c.psp for c in allowed.candidates]
         if request.pinned_psp:
             return RoutingDecision(allowed.rule, (request.pinned_psp,),

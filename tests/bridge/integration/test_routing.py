@@ -116,10 +116,11 @@ async def test_a_psp_that_is_down_hands_the_deposit_to_the_next_with_one_credit(
         await wait_for(handled)
         flagged = await cashier.payment(created["id"])
         assert flagged["state"] == "pending" and flagged["settled_minor"] == 0
-        assert "refund it at adyen" in flagged["attention"]
+        assert flagged["attention"].startswith("refund owed at adyen: it captured")
         await cashier.complete_deposit(created)
-        await cashier.wait_state(created["id"], "succeeded")
+        done = await cashier.wait_state(created["id"], "succeeded")
         assert (await client.balance(player)).cash == 25_00, "credited once, by stripe"
+        assert done["attention"] == flagged["attention"], "the refund stays owed"
         history = [h["note"] for h in (await cashier.payment(created["id"]))["history"]]
         assert any("cascaded from adyen (unavailable) to stripe" in n for n in history)
 
@@ -260,3 +261,29 @@ async def test_knob_schedule_changes_the_market_over_time(cashier: Cashier) -> N
 
 async def _has(knobs: Any, name: str, value: Any) -> bool:
     return bool((await knobs())[name] == value)
+
+
+async def test_a_retry_keeps_its_payment_whatever_the_rules_say_since(
+        make_bridge: BridgeFactory, cashier: Cashier, player: str) -> None:
+    card = method()
+    async with make_bridge(**rules_env(card, ["adyen", "stripe"])):
+        status, first = await deposit(cashier, player, card, key=f"keep-{card}")
+        assert status == 201, first
+    other = method()  # the rules changed: nothing covers `card` any more
+    async with make_bridge(**rules_env(other, ["stripe"])):
+        status, again = await deposit(cashier, player, card, key=f"keep-{card}")
+        assert (status, again["id"], again["psp"]) == (200, first["id"], first["psp"]), again
+
+
+async def test_a_psp_that_cannot_take_the_request_is_not_a_candidate(
+        make_bridge: BridgeFactory, cashier: Cashier, player: str) -> None:
+    """NOWPayments needs the asset the player pays in: without one it is skipped."""
+    coins = f"crypto_{uuid.uuid4().hex[:6]}"
+    async with make_bridge(**rules_env(coins, ["nowpayments", "stripe"])):
+        for n in range(5):
+            status, p = await deposit(cashier, player, coins, key=f"coin-{coins}-{n}")
+            assert status == 201 and p["psp"] == "stripe", p
+    async with make_bridge(**rules_env(coins, ["nowpayments"])):
+        status, body = await deposit(cashier, player, coins, key=f"coin-none-{coins}")
+        assert (status, body["error"]["code"], body["error"]["field"]) == (
+            422, "ROUTE_NOT_FOUND", "pay_currency"), body

@@ -108,3 +108,26 @@ def test_the_static_order_splits_by_weight() -> None:
     first = Counter(static_order(CARD_EUR.psps, rng)[0] for _ in range(4000))
     assert 0.7 < first["adyen"] / 4000 < 0.8  # 3 : 1
     assert sorted(static_order(CARD_EUR.psps, rng)) == ["adyen", "stripe"]
+
+
+def test_when_every_psp_is_below_the_floor_they_are_ranked_anyway() -> None:
+    tallies = {"a": Tally(10, 90), "b": Tally(30, 70), "c": Tally(5, 95)}
+    first = orders(tallies, n=1000)
+    assert set(first) <= {"a", "b", "c"} and first["b"] > 0.8 * 1000
+    ranking = rank((Candidate("a"), Candidate("b")), tallies, {}, policy=POLICY, now_s=0.0,
+                   rng=random.Random(2))
+    assert sorted(ranking.order) == ["a", "b"] and ranking.eliminated == ()
+    assert any("ranked anyway" in r for r in ranking.reasons)
+
+
+def test_without_evidence_the_heavier_psp_goes_first_more_often() -> None:
+    rng = random.Random(4)
+    heavy = (Candidate("adyen", 9), Candidate("stripe", 1))
+    first = Counter(rank(heavy, {}, {}, policy=POLICY, now_s=0.0, rng=rng).order[0]
+                    for _ in range(4000))
+    assert first["adyen"] > 0.6 * 4000 and first["stripe"] > 0.05 * 4000
+    # With evidence, outcomes outweigh the weights.
+    learned = {"adyen": Tally(10, 90), "stripe": Tally(90, 10)}
+    first = Counter(rank(heavy, learned, {}, policy=POLICY, now_s=0.0, rng=rng).order[0]
+                    for _ in range(1000))
+    assert first["stripe"] > 0.9 * 1000
