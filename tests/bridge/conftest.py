@@ -203,7 +203,7 @@ class Cashier:
 DEFAULT_KNOBS: dict[str, Any] = {
     "latency_ms": 0, "error_rate": 0, "down": False, "decline_rate": 0, "duplicate_count": 0,
     "reorder": False, "delay_ms": 0, "drop_rate": 0, "auto_complete_ms": 0, "poll_status": None,
-    "auto_outcome": "success",
+    "auto_outcome": "success", "down_psps": [], "decline_rate_by_psp": {},
 }
 
 

@@ -256,7 +256,10 @@ async def test_knob_schedule_changes_the_market_over_time(cashier: Cashier) -> N
                 {"after_ms": 0, "knobs": {"down_psps": ["paypal"]}}]}) as r:
             assert r.status == 400 and "steps[0].knobs: down_psps" in (await r.json())["error"]
     finally:
-        await cashier.sim("/_sim/reset")
+        # A new schedule replaces this one. Not /_sim/reset: it would also forget the
+        # simulator's payments, which other tests' bridges still poll.
+        await cashier.sim("/_sim/schedule", {"steps": [
+            {"after_ms": 0, "knobs": {"decline_rate_by_psp": {}, "down_psps": []}}]})
 
 
 async def _has(knobs: Any, name: str, value: Any) -> bool:
