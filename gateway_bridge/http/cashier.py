@@ -21,8 +21,7 @@ from gateway_bridge.payments import view
 from gateway_bridge.payments.cashier import DepositCommand, WithdrawalCommand
 from gateway_bridge.payments.model import Payment
 from gateway_bridge.psp.nowpayments import asset_currency
-from gateway_bridge.risk.rules import RiskDenied
-from gateway_bridge.risk.service import Screening
+from gateway_bridge.risk.rules import RiskDenied, Screening
 from gateway_bridge.shared.errors import InvalidRequest, Unauthenticated
 
 _INSTRUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}")

@@ -55,8 +55,8 @@ from gateway_bridge.psp.base import (
     PspDeclined,
     PspUnavailable,
 )
-from gateway_bridge.risk.rules import Outcome, RiskDenied
-from gateway_bridge.risk.service import RiskService, Screening, Subject
+from gateway_bridge.risk.rules import Outcome, RiskDenied, Screening
+from gateway_bridge.risk.service import RiskService, Subject
 from gateway_bridge.routing.rules import Attempt, RouteRequest, RoutingDecision
 from gateway_bridge.routing.service import Router
 from gateway_bridge.shared.errors import (
@@ -201,9 +201,14 @@ class Payments:
         payment's PSP and decision: it is routed once, whatever the rules say since."""
         if self._router is None or not self._router.enabled:
             return command.psp, None
+        closed_loop = None
         async with self._connection() as conn:
             existing = await store.payment_by_client_key(conn, command.client,
                                                          command.client_key)
+            if existing is None and direction is Direction.WITHDRAWAL and not command.psp:
+                # Payouts follow the money: back where the player's deposits came from.
+                closed_loop = await store.last_deposit_psp(conn, command.player_id,
+                                                           command.currency)
         if existing is not None:
             return existing.psp, existing.routing
         # A PSP that can't take the request as sent is not a candidate (NOWPayments needs
@@ -211,12 +216,6 @@ class Payments:
         unable = frozenset(name for name, a in self._adapters.items()
                            if isinstance(command, DepositCommand)
                            and a.needs_pay_currency and not command.pay_currency)
-        closed_loop = None
-        if direction is Direction.WITHDRAWAL and not command.psp:
-            # Payouts follow the money: back where the player's deposits came from.
-            async with self._connection() as conn:
-                closed_loop = await store.last_deposit_psp(conn, command.player_id,
-                                                           command.currency)
         decision = await self._router.decide(RouteRequest(
             direction=direction, method=command.method, currency=command.currency,
             amount_minor=command.amount_minor, country=command.country,

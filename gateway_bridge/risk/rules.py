@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from gateway_bridge.shared.errors import Refused
 from gateway_bridge.shared.terms import Direction
@@ -234,3 +235,34 @@ def scoring_failed(policy: RiskPolicy, why: str) -> RuleResult:
     return RuleResult("SCORING_UNAVAILABLE", policy.scoring_failure_outcome,
                       f"external scoring failed ({why}); fail-safe answer "
                       f"{policy.scoring_failure_outcome}")
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """A stored decision about one payment."""
+
+    payment_id: str
+    outcome: Outcome
+    results: tuple[RuleResult, ...]
+    review_status: str | None = None
+    scoring: dict[str, Any] | None = None
+
+    @property
+    def held(self) -> bool:
+        """Waiting for support: nothing goes to the PSP until approved."""
+        return self.outcome is Outcome.REVIEW and self.review_status == "pending"
+
+    @property
+    def rejected(self) -> bool:
+        return self.outcome is Outcome.REVIEW and self.review_status == "rejected"
+
+    @property
+    def reasons(self) -> list[RuleResult]:
+        return reasons(list(self.results))
+
+    def view(self) -> dict[str, Any]:
+        view: dict[str, Any] = {"decision": self.outcome.value,
+                                "reasons": [r.to_json() for r in self.reasons]}
+        if self.review_status:
+            view["review"] = self.review_status
+        return view

@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from gateway_bridge.risk import rules, store
-from gateway_bridge.risk.rules import Outcome, RiskFacts, RiskPolicy, RuleResult
+from gateway_bridge.risk.rules import Outcome, RiskFacts, RiskPolicy, RuleResult, Screening
 from gateway_bridge.shared.terms import Direction
 
 log = logging.getLogger("gateway_bridge.risk")
@@ -46,37 +46,6 @@ class Subject:
     country: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Screening:
-    """A stored decision about one payment."""
-
-    payment_id: str
-    outcome: Outcome
-    results: tuple[RuleResult, ...]
-    review_status: str | None = None
-    scoring: dict[str, Any] | None = None
-
-    @property
-    def held(self) -> bool:
-        """Waiting for support: nothing goes to the PSP until approved."""
-        return self.outcome is Outcome.REVIEW and self.review_status == "pending"
-
-    @property
-    def rejected(self) -> bool:
-        return self.outcome is Outcome.REVIEW and self.review_status == "rejected"
-
-    @property
-    def reasons(self) -> list[RuleResult]:
-        return rules.reasons(list(self.results))
-
-    def view(self) -> dict[str, Any]:
-        view: dict[str, Any] = {"decision": self.outcome.value,
-                                "reasons": [r.to_json() for r in self.reasons]}
-        if self.review_status:
-            view["review"] = self.review_status
-        return view
-
-
 class RiskService:
     def __init__(self, *, pool: asyncpg.Pool, policy: RiskPolicy,
                  acquire_timeout_ms: int) -> None:
@@ -92,7 +61,7 @@ class RiskService:
     async def stored(self, payment_id: str) -> Screening | None:
         async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
             found = await store.decision(conn, payment_id)
-        return None if found is None else Screening(**found._asdict())
+        return None if found is None else found
 
     async def screen(self, p: Subject) -> Screening:
         """The payment's decision: the stored one, or a new one made and stored now."""
@@ -116,7 +85,7 @@ class RiskService:
                 instrument_id=facts.instrument_id, country=facts.country, outcome=outcome,
                 results=results, scoring=scoring,
                 review_status="pending" if outcome is Outcome.REVIEW else None)
-        screening = Screening(**stored._asdict())
+        screening = stored
         if screening.outcome is not Outcome.ALLOW:
             log.info("risk decision", extra={
                 "payment_id": p.payment_id, "decision": screening.outcome.value,

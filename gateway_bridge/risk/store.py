@@ -4,23 +4,13 @@ values out, so the use cases never see a driver row."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 
 from gateway_bridge.risk import queries as q
-from gateway_bridge.risk.rules import Outcome, RuleResult
+from gateway_bridge.risk.rules import Outcome, RuleResult, Screening
 from gateway_bridge.shared.terms import Direction
-
-
-class StoredDecision(NamedTuple):
-    """A decision row, in the field order of service.Screening."""
-
-    payment_id: str
-    outcome: Outcome
-    results: tuple[RuleResult, ...]
-    review_status: str | None
-    scoring: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +19,15 @@ class Velocity:
     amount_minor: int
 
 
-def _decision(row: asyncpg.Record) -> StoredDecision:
+def _decision(row: asyncpg.Record) -> Screening:
     results = tuple(RuleResult(r["code"], Outcome(r["outcome"]), r["message"])
                     for r in row["rules"])
-    return StoredDecision(row["payment_id"], Outcome(row["decision"]), results,
-                          row["review_status"], row["scoring"])
+    return Screening(payment_id=row["payment_id"], outcome=Outcome(row["decision"]),
+                     results=results, review_status=row["review_status"],
+                     scoring=row["scoring"])
 
 
-async def decision(conn: asyncpg.Connection, payment_id: str) -> StoredDecision | None:
+async def decision(conn: asyncpg.Connection, payment_id: str) -> Screening | None:
     row = await conn.fetchrow(q.DECISION, payment_id)
     return None if row is None else _decision(row)
 
@@ -45,7 +36,7 @@ async def insert_decision(conn: asyncpg.Connection, *, payment_id: str, directio
                           player_id: str, currency: str, amount_minor: int,
                           instrument_id: str, country: str, outcome: Outcome,
                           results: list[RuleResult], scoring: dict[str, Any] | None,
-                          review_status: str | None) -> StoredDecision:
+                          review_status: str | None) -> Screening:
     """Stores the decision unless one is stored already; returns the one that stands."""
     await conn.execute(q.INSERT_DECISION, payment_id, direction.value, player_id, currency,
                        amount_minor, instrument_id or None, country or None, outcome.value,
