@@ -50,6 +50,11 @@ ROUTING_OUTCOMES = Counter("bridge_routing_outcomes", "Payment outcomes the rout
                            "from, by PSP and result (success, failure)", ["psp", "result"])
 ROUTING_ATTEMPTS = Counter("bridge_routing_attempts", "Payments sent to a PSP by the router, by "
                            "PSP and kind (first, cascade)", ["psp", "kind"])
+ROUTING_CASCADES = Counter("bridge_routing_cascades", "Deposits moved to the next PSP, by the "
+                           "PSP left and why (unavailable, circuit_open, soft_decline)",
+                           ["psp", "reason"])
+ROUTING_REFUNDS = Counter("bridge_routing_refunds", "Refunds of captures at a PSP a payment "
+                          "left, by PSP and state (refunded, failed)", ["psp", "state"])
 REFRESH_FAILURES = Counter("bridge_metrics_refresh_failures",
                            "Refreshes of the database gauges that failed")
 # Incidents (gateway_bridge/incidents): what the detector did, and the records still open.

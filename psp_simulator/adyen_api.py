@@ -32,6 +32,15 @@ from psp_simulator.state import (
 NAME = "adyen"
 PREFIX = "/adyen"
 LINK_TTL = timedelta(hours=24)
+# What the simulated issuers answer a card payment with (refusalReasonCode), and the
+# refusalReason Adyen sends with each code.
+SOFT_DECLINES = ("2", "4", "9")
+HARD_DECLINES = ("12", "5", "20", "6")
+_REASONS = {"2": "Refused", "4": "Acquirer Error", "9": "Issuer Unavailable",
+            "12": "Not enough balance", "5": "Blocked Card", "20": "FRAUD",
+            "6": "Expired Card"}
+CHARGE_FLOW = "charge"
+
 _ERROR_TYPES = {401: "security", 403: "security", 404: "validation", 422: "validation",
                 409: "validation", 400: "validation"}
 
@@ -60,6 +69,8 @@ class AdyenSim:
         return [
             web.post(f"{PREFIX}/v71/paymentLinks", self.create_link),
             web.get(f"{PREFIX}/v71/paymentLinks/{{ref}}", self.get_link),
+            web.post(f"{PREFIX}/v71/payments", self.create_payment),
+            web.post(f"{PREFIX}/v71/payments/{{ref}}/refunds", self.create_refund),
             web.post(f"{PREFIX}/pal/servlet/Payout/v68/payout", self.create_payout),
         ]
 
@@ -107,6 +118,70 @@ class AdyenSim:
         self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate_for("adyen")))
         return json_response(201, self._link(obj))
 
+    async def create_payment(self, request: web.Request) -> web.Response:
+        """A card-on-file payment with a stored card, captured at once: Authorised or
+        Refused (HTTP 200 either way), each followed by its AUTHORISATION notification."""
+        payload = await self._payload(request)
+        if isinstance(payload, web.Response):
+            return payload
+        amount = _amount(payload.get("amount"))
+        reference = payload.get("reference")
+        method = payload.get("paymentMethod")
+        if amount is None or not isinstance(reference, str) or not reference \
+                or not isinstance(method, dict) or not method.get("storedPaymentMethodId"):
+            return self.error(422, "100", "Required field 'amount', 'reference' or "
+                              "'paymentMethod.storedPaymentMethodId' is invalid")
+        metadata = payload.get("metadata")
+        bridge_method = metadata.get("method", "") if isinstance(metadata, dict) else ""
+        psp_reference = self._sim.new_digits(16)
+        obj = SimObject(
+            psp=NAME, kind="deposit", psp_reference=psp_reference, payment_id=reference,
+            amount_minor=amount[0], currency=amount[1], status="completed",
+            webhook_url=self._sim.webhook_url(NAME), created_s=int(time.time()),
+            fields={"flow": CHARGE_FLOW, "payment_psp_reference": psp_reference,
+                    "shopperReference": payload.get("shopperReference")})
+        code = self._sim.charge_decline(NAME, str(bridge_method), soft=SOFT_DECLINES,
+                                        hard=HARD_DECLINES)
+        if code is not None:
+            reason = _REASONS.get(code, "Refused")
+            obj.status = "refused"
+            self._sim.add(obj)
+            self._sim.deliver([self._notification(
+                obj, event_code="AUTHORISATION", psp_reference=psp_reference, success=False,
+                reason=reason)])
+            return json_response(200, {"pspReference": psp_reference, "resultCode": "Refused",
+                                       "refusalReason": reason,
+                                       "refusalReasonCode": code,
+                                       "merchantReference": reference})
+        self._sim.add(obj)
+        self._sim.deliver([self._notification(
+            obj, event_code="AUTHORISATION", psp_reference=psp_reference, success=True,
+            reason="074467:1111:03/2030", additional={"authCode": "074467"})])
+        return json_response(200, {"pspReference": psp_reference, "resultCode": "Authorised",
+                                   "amount": {"value": amount[0], "currency": amount[1]},
+                                   "merchantReference": reference})
+
+    async def create_refund(self, request: web.Request) -> web.Response:
+        payload = await self._payload(request)
+        if isinstance(payload, web.Response):
+            return payload
+        payment_reference = request.match_info["ref"]
+        obj = self._sim.captured(NAME, "payment_psp_reference", payment_reference)
+        if obj is None or obj.status in ("refused", "active", "expired"):
+            return self.error(422, "167", "Original pspReference required for this operation")
+        amount = _amount(payload.get("amount"))
+        if amount is None or amount != (obj.amount_minor, obj.currency):
+            return self.error(422, "137", "Invalid amount specified (only whole refunds are "
+                              "simulated)")
+        refund_reference = self._sim.new_digits(16)
+        obj.status = "refunded"
+        obj.fields["refund_psp_reference"] = refund_reference
+        return json_response(201, {
+            "merchantAccount": self._merchant, "paymentPspReference": payment_reference,
+            "pspReference": refund_reference, "reference": payload.get("reference"),
+            "status": "received",
+            "amount": {"value": amount[0], "currency": amount[1]}})
+
     async def get_link(self, request: web.Request) -> web.Response:
         obj = self._sim.objects.get((NAME, request.match_info["ref"]))
         if obj is None or obj.kind != "deposit":
@@ -138,7 +213,7 @@ class AdyenSim:
     # --- views -----------------------------------------------------------------------------
 
     def view(self, obj: SimObject) -> dict[str, object]:
-        if obj.kind == "payout":
+        if obj.kind == "payout" or obj.fields.get("flow") == CHARGE_FLOW:
             return {"pspReference": obj.psp_reference, "reference": obj.payment_id,
                     "amount": {"value": obj.amount_minor, "currency": obj.currency},
                     "status": obj.status}
@@ -191,6 +266,8 @@ class AdyenSim:
                        headers=self._headers)
 
     def deposit_webhooks(self, obj: SimObject, outcome: DepositOutcome) -> list[Webhook]:
+        if obj.fields.get("flow") == CHARGE_FLOW:
+            raise ControlError(409, "a card payment is final when it is created")
         if outcome.outcome == "partial":
             raise ControlError(400, "adyen has no partial payments (a crypto outcome)")
         if outcome.outcome == "expired":

@@ -93,8 +93,9 @@ def _api_gate(sim: Simulator) -> Middleware:
         except web.HTTPException as exc:  # no such route under this PSP: its own 404/405
             response = psp.error(exc.status, "resource_missing", exc.reason)
         sim.log_request(psp.name, request, response.status)
-        if sim.knobs.latency_ms:
-            await asyncio.sleep(sim.knobs.latency_ms / 1000)
+        latency_ms = sim.knobs.latency_ms_for(psp.name)
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
         return response
     return gate
 

@@ -27,6 +27,11 @@ _INT_KNOBS: dict[str, tuple[int, int]] = {
     "auto_complete_ms": (0, 3_600_000),
 }
 PSP_NAMES = ("stripe", "adyen", "nowpayments")
+_PSP_RATE_MAPS = ("decline_rate_by_psp", "soft_decline_share_by_psp")
+# Half the declines of a charge are soft unless a knob says otherwise.
+DEFAULT_SOFT_SHARE = 0.5
+METHODS_MAX = 50
+DECLINE_CODE_MAX_CHARS = 40
 _RATE_KNOBS = ("error_rate", "decline_rate", "drop_rate")
 _FLAG_KNOBS = ("down", "reorder")
 
@@ -42,6 +47,15 @@ class Knobs:
     decline_rate: float = 0.0    # payouts refused with a 4xx; deposits completed as failed
     # Per-PSP decline rates, overriding decline_rate for the PSPs named (routing demos).
     decline_rate_by_psp: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Card charges (server-to-server): approval per PSP and payment method, overriding
+    # 1 - decline_rate_for(psp); the share of declines that are soft (try elsewhere); a
+    # decline code every charge at a PSP gets (deterministic tests); extra answer latency
+    # per PSP (a reply that comes after the caller gave up: the work is done regardless).
+    approval_by_psp_method: Mapping[str, Mapping[str, float]] = dataclasses.field(
+        default_factory=dict)
+    soft_decline_share_by_psp: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    decline_code_by_psp: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    latency_ms_by_psp: Mapping[str, int] = dataclasses.field(default_factory=dict)
     duplicate_count: int = 0     # each webhook sent 1 + N times
     reorder: bool = False        # a completion's webhooks delivered in reverse order
     delay_ms: int = 0            # webhooks held this long before the first attempt
@@ -55,6 +69,16 @@ class Knobs:
 
     def decline_rate_for(self, psp: str) -> float:
         return self.decline_rate_by_psp.get(psp, self.decline_rate)
+
+    def approval_for(self, psp: str, method: str) -> float:
+        by_method = self.approval_by_psp_method.get(psp, {})
+        return by_method.get(method, 1 - self.decline_rate_for(psp))
+
+    def soft_share_for(self, psp: str) -> float:
+        return self.soft_decline_share_by_psp.get(psp, DEFAULT_SOFT_SHARE)
+
+    def latency_ms_for(self, psp: str) -> int:
+        return self.latency_ms + self.latency_ms_by_psp.get(psp, 0)
 
     def updated(self, changes: Mapping[str, object]) -> Knobs:
         """A copy with `changes` applied; raises ValueError naming every bad knob."""
@@ -70,13 +94,21 @@ class Knobs:
                 values[name] = float(value)
             elif name == "down_psps" and isinstance(value, list | tuple):
                 values[name] = tuple(value)
-            elif name == "decline_rate_by_psp" and isinstance(value, dict):
+            elif name in _PSP_RATE_MAPS and isinstance(value, dict):
                 values[name] = {p: float(r) for p, r in value.items()}
+            elif name == "approval_by_psp_method" and isinstance(value, dict):
+                values[name] = {p: {m: float(r) for m, r in by.items()}
+                                for p, by in value.items()}
             else:
                 values[name] = value
         if problems:
             raise ValueError("; ".join(problems))
         return dataclasses.replace(self, **values)  # type: ignore[arg-type]
+
+
+def _is_rate(value: object) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, int | float)
+            and math.isfinite(value) and 0 <= value <= 1)
 
 
 def _knob_problem(name: str, value: object) -> str:
@@ -91,12 +123,29 @@ def _knob_problem(name: str, value: object) -> str:
     elif name in _FLAG_KNOBS:
         if not isinstance(value, bool):
             return f"{name}: true or false"
-    elif name == "decline_rate_by_psp":
+    elif name in _PSP_RATE_MAPS:
         if not isinstance(value, dict) or not all(
-                p in PSP_NAMES and not isinstance(r, bool) and isinstance(r, int | float)
-                and math.isfinite(r) and 0 <= r <= 1 for p, r in value.items()):
-            return f"decline_rate_by_psp: an object of PSP name ({', '.join(PSP_NAMES)}) to a " \
-                   "number in 0..1"
+                p in PSP_NAMES and _is_rate(r) for p, r in value.items()):
+            return f"{name}: an object of PSP name ({', '.join(PSP_NAMES)}) to a number in 0..1"
+    elif name == "approval_by_psp_method":
+        if not isinstance(value, dict) or not all(
+                p in PSP_NAMES and isinstance(by, dict) and len(by) <= METHODS_MAX
+                and all(isinstance(m, str) and _is_rate(r) for m, r in by.items())
+                for p, by in value.items()):
+            return "approval_by_psp_method: an object of PSP name to an object of payment " \
+                   "method to a number in 0..1"
+    elif name == "decline_code_by_psp":
+        if not isinstance(value, dict) or not all(
+                p in PSP_NAMES and isinstance(c, str) and 0 < len(c) <= DECLINE_CODE_MAX_CHARS
+                for p, c in value.items()):
+            return f"decline_code_by_psp: an object of PSP name to a decline code of at most " \
+                   f"{DECLINE_CODE_MAX_CHARS} characters"
+    elif name == "latency_ms_by_psp":
+        low, high = _INT_KNOBS["latency_ms"]
+        if not isinstance(value, dict) or not all(
+                p in PSP_NAMES and not isinstance(ms, bool) and isinstance(ms, int)
+                and low <= ms <= high for p, ms in value.items()):
+            return f"latency_ms_by_psp: an object of PSP name to an integer in {low}..{high}"
     elif name == "down_psps":
         if not isinstance(value, list | tuple) or not all(p in PSP_NAMES for p in value):
             return f"down_psps: a list of PSP names ({', '.join(PSP_NAMES)})"

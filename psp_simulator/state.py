@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -156,6 +156,27 @@ class Simulator:
     def roll(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
 
+    def charge_decline(self, psp: str, method: str, *, soft: Sequence[str],
+                       hard: Sequence[str]) -> str | None:
+        """The decline code a card charge at `psp` gets, None when it is approved: the
+        forced code when a knob sets one, else a roll against the approval for the method,
+        then soft or hard by the PSP's soft share."""
+        knobs = self.knobs
+        forced = knobs.decline_code_by_psp.get(psp)
+        if forced:
+            return forced
+        if not self.roll(1 - knobs.approval_for(psp, method)):
+            return None
+        return self.rng.choice(soft if self.roll(knobs.soft_share_for(psp)) else hard)
+
+    def captured(self, psp: str, field_name: str, reference: str) -> SimObject | None:
+        """The paid deposit whose capture `psp` knows as `reference` (a refund names it)."""
+        for obj in reversed(self.objects.values()):
+            if obj.psp == psp and obj.kind == "deposit" \
+                    and obj.fields.get(field_name) == reference:
+                return obj
+        return None
+
     def remember(self, key: tuple[str, str], answer: StoredAnswer | None) -> None:
         """None marks a request still executing (a concurrent retry gets a 409)."""
         self.idempotency[key] = answer
@@ -185,6 +206,14 @@ class Simulator:
         if obj.kind != "deposit":
             raise ControlError(409, f"{obj.psp_reference} is a {obj.kind}, not a deposit")
         return self._submit(self.psps[obj.psp].chargeback_webhooks(obj, amount_minor))
+
+    def deliver(self, webhooks: list[Webhook]) -> None:
+        """Queues what an API call sends by itself; a full queue drops it, as a PSP whose
+        endpoint is backed up would (its status API still tells)."""
+        try:
+            self.deliverer.submit(webhooks)
+        except DeliveryQueueFull as exc:
+            log.warning("webhooks dropped", extra={"reason": str(exc)})
 
     def _submit(self, webhooks: list[Webhook]) -> dict[str, object]:
         try:

@@ -33,6 +33,11 @@ PREFIX = "/stripe"
 METADATA_KEYS_MAX = 50
 SESSION_TTL_S = 86_400
 
+# What the simulated issuers answer a charge with (the bridge's psp.declines sorts them).
+SOFT_DECLINES = ("do_not_honor", "issuer_not_available", "processing_error", "generic_decline")
+HARD_DECLINES = ("insufficient_funds", "stolen_card", "fraudulent", "expired_card")
+CHARGE_FLOW = "charge"
+
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
                 402: "card_error", 404: "invalid_request_error", 409: "idempotency_error"}
 
@@ -64,6 +69,8 @@ class StripeSim:
         return [
             web.post(f"{PREFIX}/v1/checkout/sessions", self.create_session),
             web.get(f"{PREFIX}/v1/checkout/sessions/{{ref}}", self.get_object),
+            web.post(f"{PREFIX}/v1/payment_intents", self.create_intent),
+            web.post(f"{PREFIX}/v1/refunds", self.create_refund),
             web.post(f"{PREFIX}/v1/payouts", self.create_payout),
             web.get(f"{PREFIX}/v1/payouts/{{ref}}", self.get_object),
         ]
@@ -116,6 +123,64 @@ class StripeSim:
         self._sim.created(obj, doomed=self._sim.roll(self._sim.knobs.decline_rate_for("stripe")))
         return json_response(200, self._session(obj))
 
+    async def create_intent(self, request: web.Request) -> web.Response:
+        """A PaymentIntent confirmed at once with a stored card (confirm=true), captured
+        automatically: succeeded, or a 402 card_error with a decline_code. A success sends
+        payment_intent.succeeded; a decline sends nothing (the bridge learns declines from
+        the answer and does not subscribe to payment_intent.payment_failed)."""
+        form = await request.post()
+        amount = _form_text(form, "amount")
+        currency = _form_text(form, "currency")
+        if not amount.isdigit() or int(amount) <= 0 or not currency:
+            return self.error(400, "parameter_missing", "Missing required param: amount",
+                              param="amount")
+        if _form_text(form, "confirm") != "true" or not _form_text(form, "payment_method"):
+            return self.error(400, "parameter_missing", "payment_method and confirm=true are "
+                              "required here", param="payment_method")
+        metadata = _metadata(form)
+        intent_id = f"pi_{self._sim.new_id()}"
+        decline = self._sim.charge_decline(NAME, metadata.get("method", ""),
+                                           soft=SOFT_DECLINES, hard=HARD_DECLINES)
+        if decline is not None:
+            return json_response(402, {"error": {
+                "type": "card_error", "code": "card_declined", "decline_code": decline,
+                "message": "Your card was declined.",
+                "payment_intent": {"id": intent_id, "object": "payment_intent",
+                                   "status": "requires_payment_method"}}})
+        obj = SimObject(
+            psp=NAME, kind="deposit", psp_reference=intent_id,
+            payment_id=metadata.get("payment_id", ""), amount_minor=int(amount),
+            currency=currency.upper(), status="succeeded",
+            webhook_url=self._sim.webhook_url(NAME), created_s=int(time.time()),
+            fields={"flow": CHARGE_FLOW, "metadata": metadata, "payment_intent": intent_id,
+                    "payment_status": "paid",
+                    "payment_method": _form_text(form, "payment_method")})
+        self._sim.add(obj)
+        self._sim.deliver([self._event(obj, "payment_intent.succeeded", self._intent(obj))])
+        return json_response(200, self._intent(obj))
+
+    async def create_refund(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        intent_id = _form_text(form, "payment_intent")
+        obj = self._sim.captured(NAME, "payment_intent", intent_id)
+        if obj is None:
+            return self.error(404, "resource_missing",
+                              f"No such payment_intent: '{intent_id}'", param="payment_intent")
+        if obj.fields.get("refund_id"):
+            return self.error(400, "charge_already_refunded",
+                              f"Charge for {intent_id} has already been refunded.")
+        amount = _form_text(form, "amount") or str(obj.amount_minor)
+        if not amount.isdigit() or int(amount) != obj.amount_minor:
+            return self.error(400, "amount_too_large", "Only whole refunds are simulated",
+                              param="amount")
+        refund_id = f"re_{self._sim.new_id()}"
+        obj.fields["refund_id"] = refund_id
+        obj.status = "refunded"
+        return json_response(200, {
+            "id": refund_id, "object": "refund", "amount": obj.amount_minor,
+            "currency": obj.currency.lower(), "payment_intent": intent_id,
+            "metadata": _metadata(form), "status": "succeeded"})
+
     async def create_payout(self, request: web.Request) -> web.Response:
         form = await request.post()
         amount = _form_text(form, "amount")
@@ -151,6 +216,8 @@ class StripeSim:
 
     def view(self, obj: SimObject) -> dict[str, object]:
         """What a status GET answers, with the `poll_status` knob applied."""
+        if obj.fields.get("flow") == CHARGE_FLOW:
+            return self._intent(obj)
         data = self._session(obj) if obj.kind == "deposit" else self._payout(obj)
         override = self._sim.knobs.poll_status
         if override:
@@ -174,6 +241,16 @@ class StripeSim:
             "success_url": obj.fields.get("success_url"),
             "url": (f"https://checkout.stripe.com/c/pay/{obj.psp_reference}"
                     if obj.status == "open" else None),
+        }
+
+    def _intent(self, obj: SimObject) -> dict[str, object]:
+        return {
+            "id": obj.psp_reference, "object": "payment_intent", "amount": obj.amount_minor,
+            "amount_received": obj.amount_minor, "capture_method": "automatic",
+            "created": obj.created_s, "currency": obj.currency.lower(), "livemode": False,
+            "metadata": obj.fields.get("metadata", {}),
+            "payment_method": obj.fields.get("payment_method"),
+            "status": "succeeded", "latest_charge": f"ch_{obj.psp_reference[3:]}",
         }
 
     def _payout(self, obj: SimObject) -> dict[str, object]:
@@ -205,6 +282,8 @@ class StripeSim:
                        url=obj.webhook_url, body=orjson.dumps(event), headers=self._headers)
 
     def deposit_webhooks(self, obj: SimObject, outcome: DepositOutcome) -> list[Webhook]:
+        if obj.fields.get("flow") == CHARGE_FLOW:
+            raise ControlError(409, "a charge is final when it is created")
         if outcome.outcome == "partial":
             raise ControlError(400, "stripe has no partial payments (a crypto outcome)")
         if outcome.outcome == "expired":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import STATUS_BY_ERROR, dumps
 from gateway_bridge.payments import view
 from gateway_bridge.payments.cashier import DepositCommand, WithdrawalCommand
-from gateway_bridge.payments.model import Payment
+from gateway_bridge.payments.model import Payment, PspRefund
 from gateway_bridge.psp.nowpayments import asset_currency
 from gateway_bridge.risk.rules import RiskDenied, Screening
 from gateway_bridge.shared.errors import InvalidRequest, Unauthenticated
@@ -81,10 +81,11 @@ def risk_denied(request: web.Request, err: RiskDenied) -> web.Response:
 
 
 def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
-                 screening: Screening | None = None) -> dict[str, Any]:
+                 screening: Screening | None = None,
+                 refunds: Sequence[PspRefund] = ()) -> dict[str, Any]:
     """payments.view with the risk screening's reasons, when the rules said anything."""
     risk = screening.view() if screening is not None and screening.results else None
-    return view.payment_view(p, history, risk=risk)
+    return view.payment_view(p, history, risk=risk, refunds=refunds)
 
 
 async def _reply(request: web.Request, p: Payment, *, created: bool,
@@ -111,12 +112,16 @@ async def create_deposit(request: web.Request) -> web.Response:
         # The PSP would convert a second time: the asset paid must be `currency` itself.
         raise InvalidRequest("pay_currency", f"must be an asset of {currency} (the currency "
                                              "paid) when wallet_currency is set")
+    payment_token = v.payment_token(body)
+    if payment_token and psp and not services.adapters[psp].supports_charges:
+        raise InvalidRequest("payment_token", f"{psp} takes no stored cards; leave psp out "
+                                              "or name a card PSP")
     command = DepositCommand(
         client=client, client_key=key, player_id=v.player_id(body),
         amount_minor=v.amount_minor(body), currency=currency, psp=psp,
         method=v.method(body), pay_currency=pay_currency,
         return_url=v.return_url(body), instrument_id=instrument_id(body),
-        country=country(body), wallet_currency=wallet_currency)
+        country=country(body), wallet_currency=wallet_currency, payment_token=payment_token)
     try:
         payment, created = await services.payments.create_deposit(command)
     except RiskDenied as err:
@@ -149,5 +154,6 @@ async def get_payment(request: web.Request) -> web.Response:
     payment, history = await services.payments.get(request.match_info["payment_id"],
                                                    client=client)
     screening = await services.payments.screening(payment.id)
-    return web.json_response(payment_view(payment, history, screening=screening),
-                             dumps=dumps)
+    refunds = await services.payments.refunds(payment.id)
+    return web.json_response(payment_view(payment, history, screening=screening,
+                                          refunds=refunds), dumps=dumps)

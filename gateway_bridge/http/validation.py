@@ -104,6 +104,16 @@ def return_url(body: Mapping[str, Any]) -> str:
     return _text(body, "return_url", _URL, "an http(s) URL", required=False)
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{7,127}")
+
+
+def payment_token(body: Mapping[str, Any]) -> str:
+    """A stored card (the vault's or a network token): the deposit is then charged by the
+    bridge itself, and may cascade to another PSP on a soft decline."""
+    return _text(body, "payment_token", _TOKEN, "a stored card token: 8 to 128 letters, "
+                                                "digits, _ and -", required=False)
+
+
 def destination(body: Mapping[str, Any]) -> str:
     return _text(body, "destination", _PRINTABLE, "the payout destination (account token or "
                                                   "address), printable, at most 256")

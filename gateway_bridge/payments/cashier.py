@@ -42,12 +42,15 @@ from gateway_bridge.payments.model import (
     FxQuote,
     Payment,
     PaymentFx,
+    PspRefund,
     Refusal,
     State,
+    refund_owed,
     wallet_key,
 )
 from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.psp.base import (
+    ChargeOrder,
     DepositOrder,
     PayoutOrder,
     PspAdapter,
@@ -93,6 +96,9 @@ class DepositCommand:
     country: str = ""
     # Set (and different from `currency`) when the player pays in another currency.
     wallet_currency: str = ""
+    # A stored card: the bridge charges it itself (server-to-server) instead of opening a
+    # checkout, and a soft decline cascades to the next PSP. Never stored (only its digest).
+    payment_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,7 +149,8 @@ def cashier_request(command: DepositCommand | WithdrawalCommand) -> CashierReque
             amount_minor=command.amount_minor, currency=command.currency, psp=command.psp,
             method=command.method, pay_currency=command.pay_currency,
             return_url=command.return_url, instrument_id=command.instrument_id,
-            country=command.country, wallet_currency=command.wallet_currency)
+            country=command.country, wallet_currency=command.wallet_currency,
+            payment_token_sha256=CashierRequest.token_digest(command.payment_token))
     return CashierRequest(
         direction=Direction.WITHDRAWAL, player_id=command.player_id,
         amount_minor=command.amount_minor, currency=command.currency, psp=command.psp,
@@ -168,6 +175,7 @@ class Payments:
         self._wake_inbox = wake_inbox
         self._risk = risk
         self._router = router
+        self._attempts_max = router.attempts_max if router is not None else 1
         self._clock = clock
 
     def _connection(self) -> PoolAcquireContext:
@@ -211,11 +219,15 @@ class Payments:
                                                            command.currency)
         if existing is not None:
             return existing.psp, existing.routing
-        # A PSP that can't take the request as sent is not a candidate (NOWPayments needs
-        # the asset the player pays in).
-        unable = frozenset(name for name, a in self._adapters.items()
-                           if isinstance(command, DepositCommand)
-                           and a.needs_pay_currency and not command.pay_currency)
+        # A PSP that can't take the request as sent is not a candidate: NOWPayments needs
+        # the asset the player pays in, and takes no stored cards.
+        unable: dict[str, str] = {}
+        if isinstance(command, DepositCommand):
+            for name, a in self._adapters.items():
+                if a.needs_pay_currency and not command.pay_currency:
+                    unable[name] = "pay_currency"
+                elif command.payment_token and not a.supports_charges:
+                    unable[name] = "payment_token"
         decision = await self._router.decide(RouteRequest(
             direction=direction, method=command.method, currency=command.currency,
             amount_minor=command.amount_minor, country=command.country,
@@ -266,7 +278,8 @@ class Payments:
             return payment, created
         if screening.held:
             return await self._hold(payment.id, screening, source="api"), created
-        return await self.resume_deposit(payment.id), created
+        return await self.resume_deposit(payment.id, payment_token=command.payment_token), \
+            created
 
     async def _quote(self, command: DepositCommand) -> FxQuote | None:
         """The indicative quote of a deposit paid in another currency, at a fresh rate;
@@ -292,14 +305,19 @@ class Payments:
                        spread_bps=spread_bps, estimated_credit_minor=estimate,
                        quoted_at=self._clock())
 
-    async def resume_deposit(self, payment_id: str) -> Payment:
-        """Sends a stored (or approved) deposit to its PSP; a no-op once it left CREATED."""
+    async def resume_deposit(self, payment_id: str, *, payment_token: str = "") -> Payment:
+        """Sends a stored (or approved) deposit to its PSP; a no-op once it left CREATED.
+        A card deposit goes out only with its card token, which the bridge never keeps: an
+        approved one waits for the cashier's retry, which brings the token again."""
         payment = await self._current(payment_id)
         if payment.state is not State.CREATED:
             return payment
+        if payment.request.payment_token_sha256 and not payment_token:
+            return payment
         if not self._adapters[payment.psp].available \
-                and (cascaded := await self._cascade(payment, "circuit open")):
-            return await self.resume_deposit(cascaded.id)
+                and (cascaded := await self._cascade(payment, "circuit open",
+                                                     reason="circuit_open")):
+            return await self.resume_deposit(cascaded.id, payment_token=payment_token)
         adapter = self._require_available(payment.psp)
         request = payment.request
         try:
@@ -312,6 +330,8 @@ class Payments:
             await self._finish(payment.id, State.FAILED, f"wallet refused: {err.reason}")
             raise Refused(f"wallet refused the deposit: {err.message}",
                           code=err.reason) from None
+        if payment_token:
+            return await self._charge(payment, adapter, payment_token)
         order = DepositOrder(payment_id=payment.id, player_id=payment.player_id,
                              amount_minor=payment.amount_minor, currency=payment.currency,
                              method=payment.method, pay_currency=request.pay_currency,
@@ -324,19 +344,100 @@ class Payments:
             raise UpstreamDeclined(f"{payment.psp} declined the deposit: {err.message}") \
                 from None
         except PspUnavailable as err:
-            log.warning("deposit not confirmed by the PSP", extra={
-                "payment_id": payment.id, "psp": payment.psp, "error": err.message})
-            await self._learn(payment, success=False)
-            if cascaded := await self._cascade(payment, "unavailable"):
-                return await self.resume_deposit(cascaded.id)
-            current = await self._current(payment.id)
-            if current.psp != payment.psp:
-                # Another call cascaded it meanwhile: carry on where the payment is now.
-                return await self.resume_deposit(current.id)
-            raise Unavailable(f"psp: {payment.psp} did not answer; retry with the same "
-                              "Idempotency-Key", code="PSP_UNAVAILABLE", field="psp",
-                              retry_after_s=1) from None
+            return await self._unanswered(payment, err, payment_token="")
         return await self._deposit_created(payment.id, payment.psp, instructions)
+
+    async def _unanswered(self, payment: Payment, err: PspUnavailable, *,
+                          payment_token: str) -> Payment:
+        """The PSP did not answer: the next PSP in the order gets the deposit, or the cashier
+        is told to retry. What the silent PSP did after all is caught later: a checkout it
+        opened is never shown, a capture there is refunded (payments/inbox.py)."""
+        log.warning("deposit not confirmed by the PSP", extra={
+            "payment_id": payment.id, "psp": payment.psp, "error": err.message})
+        await self._learn(payment, success=False)
+        if cascaded := await self._cascade(payment, "unavailable", reason="unavailable"):
+            return await self.resume_deposit(cascaded.id, payment_token=payment_token)
+        if moved := await self._moved_on(payment):
+            return await self.resume_deposit(moved.id, payment_token=payment_token)
+        raise Unavailable(f"psp: {payment.psp} did not answer; retry with the same "
+                          "Idempotency-Key", code="PSP_UNAVAILABLE", field="psp",
+                          retry_after_s=1) from None
+
+    async def _moved_on(self, payment: Payment) -> Payment | None:
+        """The payment as it is now when another call cascaded it meanwhile (carry on
+        there), else None."""
+        current = await self._current(payment.id)
+        return current if current.psp != payment.psp else None
+
+    async def _charge(self, payment: Payment, adapter: PspAdapter,
+                      payment_token: str) -> Payment:
+        """Charges the stored card at the payment's PSP (server-to-server, captured at once).
+        A soft decline moves the payment to the next PSP with a fresh attempt (its own
+        idempotency key); a hard one, or a soft one with no PSP left, closes it as failed
+        with the decline on the payment, and nothing is credited."""
+        attempt = 1 + (len(payment.routing.attempts) if payment.routing else 0)
+        order = ChargeOrder(payment_id=payment.id, player_id=payment.player_id,
+                            amount_minor=payment.amount_minor, currency=payment.currency,
+                            method=payment.method, attempt=attempt,
+                            payment_token=payment_token)
+        try:
+            reference = await adapter.charge(order)
+        except PspUnavailable as err:
+            return await self._unanswered(payment, err, payment_token=payment_token)
+        except PspDeclined as err:
+            await self._learn(payment, success=False)
+            kind = "soft" if err.soft else "hard"
+            if err.soft and (cascaded := await self._cascade(
+                    payment, f"soft decline {err.code}", reason="soft_decline")):
+                return await self.resume_deposit(cascaded.id, payment_token=payment_token)
+            if moved := await self._moved_on(payment):
+                return await self.resume_deposit(moved.id, payment_token=payment_token)
+            left = ", no PSP left to try" if err.soft else ""
+            await self._finish(payment.id, State.FAILED,
+                               f"{payment.psp} declined the card: {err.code} ({kind}{left})",
+                               refusal=Refusal(reason="PAYMENT_DECLINED",
+                                               message=f"{payment.psp} declined the card "
+                                                       f"({kind} decline {err.code})"))
+            return await self._current(payment.id)
+        return await self._charged(payment.id, payment.psp, reference)
+
+    async def _charged(self, payment_id: str, psp: str, reference: str) -> Payment:
+        """Keeps a capture at `psp` and hands it to the inbox, which credits the wallet once
+        (the PSP's own webhook for it is then a duplicate). When the payment left `psp`
+        while it was charged (a cascade raced this call), the capture is owed back there."""
+        async with self._transaction() as conn:
+            found = await store.payment(conn, payment_id, lock=True)
+            assert found is not None
+            if found.psp != psp:
+                note = (f"{psp} captured this payment as {reference} after it moved to "
+                        f"{found.psp}; not credited here")
+                owed = await store.owe_refund(conn, payment_id=found.id, psp=psp,
+                                              psp_reference=reference,
+                                              amount_minor=found.amount_minor,
+                                              currency=found.currency)
+                if owed is not None:
+                    found = refund_owed(found, psp, f"{note}; refund {owed} queued")
+                    await store.save(conn, found)
+                await store.add_history(conn, found, from_state=found.state, source="api",
+                                        note=note)
+                return found
+            p = found
+            if found.state is State.CREATED:
+                # A fast webhook may already have moved it on; then only the event follows.
+                p = replace(found, state=State.PENDING,
+                            psp_reference=found.psp_reference or reference,
+                            next_sync_at=self._clock() + timedelta(
+                                milliseconds=self._settings.pending_limit_for(psp)))
+                await store.save(conn, p)
+                await store.add_history(conn, p, from_state=found.state, source="api",
+                                        note=f"card charged at {psp} as {reference}")
+            await store.insert_event(conn, PspEvent(
+                psp=psp, event_key=f"bridge:charged:{payment_id}:{reference}",
+                kind=EventKind.DEPOSIT_SUCCEEDED, psp_event_type="charge captured",
+                payment_id=payment_id, psp_reference=reference,
+                amount_minor=found.amount_minor, currency=found.currency), source="bridge")
+        self._wake_inbox()
+        return p
 
     async def _learn(self, p: Payment, *, success: bool) -> None:
         """An outcome of `p` at its PSP, for routing (on a connection of its own: the payment
@@ -347,7 +448,7 @@ class Payments:
             await self._router.record(conn, psp=p.psp, method=p.method, currency=p.currency,
                                       success=success)
 
-    async def _cascade(self, p: Payment, why: str) -> Payment | None:
+    async def _cascade(self, p: Payment, why: str, *, reason: str) -> Payment | None:
         """Moves a routed deposit that no PSP has taken yet to the next PSP in its routing
         order (the PSP it leaves is an attempt on the payment, and its answers for this
         payment are flagged, never credited: payments/inbox.py). None when nothing is left
@@ -358,7 +459,7 @@ class Payments:
         may have accepted it, and a second would pay the player twice."""
         if p.routing is None or p.routing.pinned or p.direction is not Direction.DEPOSIT:
             return None
-        nxt = p.routing.next_after(p.psp)
+        nxt = p.routing.next_after(p.psp, attempts_max=self._attempts_max)
         if nxt is None:
             return None
         async with self._transaction() as conn:
@@ -372,6 +473,7 @@ class Payments:
             await store.add_history(conn, moved, from_state=found.state, source="api",
                                     note=f"cascaded from {found.psp} ({why}) to {nxt}")
         metrics.ROUTING_ATTEMPTS.labels(nxt, "cascade").inc()
+        metrics.ROUTING_CASCADES.labels(p.psp, reason).inc()
         return moved
 
     async def _deposit_created(self, payment_id: str, psp: str,
@@ -571,6 +673,10 @@ class Payments:
         return p
 
     # -- reads ----------------------------------------------------------------------------
+
+    async def refunds(self, payment_id: str) -> list[PspRefund]:
+        async with self._connection() as conn:
+            return await store.refunds_of(conn, payment_id)
 
     async def get(self, payment_id: str, *, client: str | None = None,
                   ) -> tuple[Payment, list[dict[str, Any]]]:

@@ -224,6 +224,17 @@ class Inbox:
         if event.kind in (EventKind.DEPOSIT_SUCCEEDED, EventKind.DEPOSIT_PARTIAL):
             note = (f"it captured this payment ({event.psp_event_type}) after the payment "
                     f"cascaded to {p.psp}; not credited here")
+            # The capture's own reference (Stripe's payment intent and Adyen's payment
+            # pspReference are the second reference of a checkout, the first of a charge).
+            capture = event.psp_reference_alt or event.psp_reference
+            if capture:
+                owed = await store.owe_refund(
+                    conn, payment_id=p.id, psp=event.psp, psp_reference=capture,
+                    amount_minor=event.amount_minor or p.amount_minor,
+                    currency=event.currency or p.currency)
+                if owed is not None:
+                    # Paid back by the refund worker on its next pass (payments/refunds.py).
+                    note += f"; refund {owed} queued"
             p = refund_owed(p, event.psp, note)
             note = f"refund owed at {event.psp}: {note}"
             await store.save(conn, p)

@@ -87,6 +87,9 @@ class PaymentFacts:
     # What the wallet moved for this payment so far: credited, and charged back.
     settled_minor: int = 0
     charged_back_minor: int = 0
+    # A card the bridge charges itself (server-to-server): its declines come in the PSP's
+    # answer, which the cashier acts on (a soft one cascades to the next PSP).
+    charged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,10 @@ def _deposit(p: PaymentFacts, e: PspEvent, *, credit_partial: bool) -> Decision:
     if k is EventKind.DEPOSIT_PARTIAL:
         return _partial(p, e, credit_partial=credit_partial)
     if k is EventKind.DEPOSIT_FAILED:
+        if p.charged and s is State.CREATED:
+            # The webhook of a declined charge can beat the answer the cashier acts on; a
+            # soft decline moves the payment on to the next PSP instead of failing it.
+            return Decision.ignore("a charge's decline is decided from the PSP's answer")
         return _apply(State.FAILED, f"the PSP reports {e.psp_event_type}")
     return _apply(State.EXPIRED, "the payer did not pay in time")
 
@@ -264,6 +271,8 @@ def wallet_key(action: Action, payment_id: str, dispute_reference: str | None = 
 # Optional request fields are stored only when sent, so requests stored before they existed
 # still match their retries (the Idempotency-Key comparison).
 _OPTIONAL_REQUEST_FIELDS = ("instrument_id", "country", "wallet_currency")
+# A stored card a deposit is charged with, like a payout destination: only its digest.
+_PAYMENT_TOKEN_KEY = "payment_token"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,10 +293,15 @@ class CashierRequest:
     country: str = ""
     wallet_currency: str = ""
     destination_sha256: str = ""
+    payment_token_sha256: str = ""
 
     @staticmethod
     def destination_digest(destination: str) -> str:
         return hashlib.sha256(destination.encode()).hexdigest()
+
+    @staticmethod
+    def token_digest(payment_token: str) -> str:
+        return hashlib.sha256(payment_token.encode()).hexdigest() if payment_token else ""
 
     def to_json(self) -> dict[str, Any]:
         values: dict[str, Any] = {"player_id": self.player_id, "amount_minor": self.amount_minor,
@@ -300,6 +314,8 @@ class CashierRequest:
         for name in _OPTIONAL_REQUEST_FIELDS:
             if value := getattr(self, name):
                 values[name] = value
+        if self.payment_token_sha256:
+            values[_PAYMENT_TOKEN_KEY] = self.payment_token_sha256
         return values
 
     @classmethod
@@ -312,7 +328,8 @@ class CashierRequest:
                    instrument_id=str(d.get("instrument_id") or ""),
                    country=str(d.get("country") or ""),
                    wallet_currency=str(d.get("wallet_currency") or ""),
-                   destination_sha256=str(d.get("destination") or ""))
+                   destination_sha256=str(d.get("destination") or ""),
+                   payment_token_sha256=str(d.get(_PAYMENT_TOKEN_KEY) or ""))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -469,7 +486,8 @@ class Payment:
 
     def facts(self) -> PaymentFacts:
         return PaymentFacts(self.direction, self.state, self.amount_minor, self.currency,
-                            self.settled_minor, self.charged_back_minor)
+                            self.settled_minor, self.charged_back_minor,
+                            charged=bool(self.request.payment_token_sha256))
 
 
 # --- bookkeeping after a decision -------------------------------------------------------------
@@ -481,6 +499,8 @@ _DEAD_LETTER_PREFIX = "event "
 # support's until refunded, whatever the payment does after.
 _REFUND_OWED_PREFIX = "refund owed"
 _STICKY = (_DEAD_LETTER_PREFIX, _REFUND_OWED_PREFIX)
+# Between the notes a payment collects for support (a note may hold "; " itself).
+_NOTES_SEPARATOR = " | "
 
 
 def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) -> Payment:
@@ -515,11 +535,46 @@ def is_conflict(d: Decision) -> bool:
     return d.verdict is Verdict.IGNORE and d.note.startswith("conflict")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PspRefund:
+    """A refund the bridge owes at `psp`, which captured a payment it had left."""
+
+    id: int
+    payment_id: str
+    psp: str
+    psp_reference: str
+    amount_minor: int
+    currency: str
+    state: str  # owed | refunded | failed
+    attempts: int
+    refund_reference: str | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"psp": self.psp, "psp_reference": self.psp_reference,
+                "amount_minor": self.amount_minor, "currency": self.currency,
+                "state": self.state, "attempts": self.attempts,
+                "refund_reference": self.refund_reference, "last_error": self.last_error}
+
+
+def refund_settled(p: Payment, psp: str, failure: str | None = None) -> Payment:
+    """The payment once the refund owed at `psp` was made (the note goes: nothing is left
+    for support; the refund stays on the payment's record) or given up (`failure` takes the
+    note's place, for support to refund by hand). Other notes stay."""
+    prefix = f"{_REFUND_OWED_PREFIX} at {psp}:"
+    kept = [part for part in (p.attention or "").split(_NOTES_SEPARATOR)
+            if part and not part.startswith(prefix)]
+    if failure is not None:
+        kept.insert(0, failure)
+    return replace(p, attention=_NOTES_SEPARATOR.join(kept)[:500] or None)
+
+
 def refund_owed(p: Payment, psp: str, what: str) -> Payment:
     """The payment after `psp`, which it left (a routing cascade), took money for it: named
     for support to refund there, kept through later events, never credited here."""
     note = f"{_REFUND_OWED_PREFIX} at {psp}: {what}"
-    return replace(p, attention=(note if not p.attention else f"{note}; {p.attention}")[:500])
+    notes = [note, p.attention] if p.attention else [note]
+    return replace(p, attention=_NOTES_SEPARATOR.join(notes)[:500])
 
 
 def dead_lettered(p: Payment, inbox_id: int, note: str) -> Payment:

@@ -130,3 +130,38 @@ LAST_DEPOSIT_PSP = """
 SELECT psp FROM bridge.payments
 WHERE player_id = $1 AND currency = $2 AND direction = 'deposit' AND settled_minor > 0
 ORDER BY created_at DESC LIMIT 1"""
+
+# Refunds owed at a PSP a routed payment left (migration 0010). The inbox inserts one when
+# that PSP captured the payment anyway; a capture already owed is not owed twice.
+INSERT_PSP_REFUND = """
+INSERT INTO bridge.psp_refunds (payment_id, psp, psp_reference, amount_minor, currency)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (psp, psp_reference) DO NOTHING
+RETURNING id"""
+
+# The refund worker's lease: due rows are pushed $2 ms into the future before the PSP is
+# called, so another replica (or the next pass) leaves them alone meanwhile; a crash
+# mid-call retries after the lease with the same idempotency key. $1 batch size.
+LEASE_DUE_REFUNDS = """
+UPDATE bridge.psp_refunds SET next_attempt_at = now() + $2 * interval '1 millisecond',
+       attempts = attempts + 1, updated_at = now()
+WHERE id IN (SELECT id FROM bridge.psp_refunds
+             WHERE state = 'owed' AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
+          refund_reference, last_error"""
+
+FINISH_REFUND = """
+UPDATE bridge.psp_refunds SET state = $2, refund_reference = $3, last_error = $4,
+       updated_at = now()
+WHERE id = $1 AND state = 'owed'"""
+
+RETRY_REFUND = """
+UPDATE bridge.psp_refunds SET next_attempt_at = now() + $2 * interval '1 millisecond',
+       last_error = $3, updated_at = now()
+WHERE id = $1 AND state = 'owed'"""
+
+REFUNDS_OF_PAYMENT = """
+SELECT id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
+       refund_reference, last_error
+FROM bridge.psp_refunds WHERE payment_id = $1 ORDER BY id"""

@@ -1,6 +1,7 @@
 """Status sync (Kill Bill calls it the janitor): payments the PSP has not settled within its
-pending limit are asked about on a schedule, half-done withdrawals are driven on, and a
-payment nobody answers for becomes `timed_out` for support.
+pending limit are asked about on a schedule, half-done withdrawals are driven on, a
+payment nobody answers for becomes `timed_out` for support, and refunds owed at a PSP a
+payment left are paid back (payments/refunds.py).
 
 What a poll learns goes into the inbox like a webhook (source `poll`), so one code path
 applies every PSP answer, with the same dedupe, retries and dead-letter.
@@ -20,6 +21,7 @@ from gateway_bridge.payments import store
 from gateway_bridge.payments.cashier import Payments
 from gateway_bridge.payments.inbox import Inbox
 from gateway_bridge.payments.model import SYNCED, Payment, State
+from gateway_bridge.payments.refunds import PspRefunds
 from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.psp.base import PaymentRef, PspAdapter, PspError
 from gateway_bridge.shared.terms import Direction
@@ -49,12 +51,15 @@ class StatusSync:
         self._settings = settings
         self._clock = clock
         self.timed_out_total = 0
+        self.refunds = PspRefunds(pool=pool, adapters=adapters,
+                                  acquire_timeout_ms=acquire_timeout_ms)
 
     async def run(self) -> None:
         interval_s = self._settings.sync_interval_ms / 1000
         while True:
             try:
                 await self.sync_due()
+                await self.refunds.refund_due()
             except pg.DB_ERRORS as err:
                 log.warning("status sync: database trouble", extra={
                     "error": type(err).__name__})

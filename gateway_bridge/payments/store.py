@@ -14,6 +14,7 @@ from gateway_bridge.payments.model import (
     CashierRequest,
     Payment,
     PaymentFx,
+    PspRefund,
     Refusal,
     State,
     instructions_from_json,
@@ -215,3 +216,39 @@ async def last_deposit_psp(conn: asyncpg.Connection, player_id: str,
     """The PSP of the player's latest credited deposit in `currency`, if any."""
     found = await conn.fetchval(q.LAST_DEPOSIT_PSP, player_id, currency)
     return None if found is None else str(found)
+
+
+def _refund(row: asyncpg.Record) -> PspRefund:
+    return PspRefund(id=row["id"], payment_id=row["payment_id"], psp=row["psp"],
+                     psp_reference=row["psp_reference"], amount_minor=row["amount_minor"],
+                     currency=row["currency"], state=row["state"], attempts=row["attempts"],
+                     refund_reference=row["refund_reference"], last_error=row["last_error"])
+
+
+async def owe_refund(conn: asyncpg.Connection, *, payment_id: str, psp: str,
+                     psp_reference: str, amount_minor: int, currency: str) -> int | None:
+    """Records a refund owed at `psp`; None when that capture is owed already."""
+    found = await conn.fetchval(q.INSERT_PSP_REFUND, payment_id, psp, psp_reference,
+                                amount_minor, currency)
+    return None if found is None else int(found)
+
+
+async def lease_due_refunds(conn: asyncpg.Connection, *, limit: int,
+                            lease_ms: int) -> list[PspRefund]:
+    return [_refund(row) for row in await conn.fetch(q.LEASE_DUE_REFUNDS, limit, lease_ms)]
+
+
+async def finish_refund(conn: asyncpg.Connection, refund_id: int, *, state: str,
+                        refund_reference: str | None, error: str | None) -> bool:
+    status: str = await conn.execute(q.FINISH_REFUND, refund_id, state, refund_reference,
+                                      error)
+    return status == "UPDATE 1"
+
+
+async def retry_refund(conn: asyncpg.Connection, refund_id: int, *, after_ms: int,
+                       error: str) -> None:
+    await conn.execute(q.RETRY_REFUND, refund_id, after_ms, error)
+
+
+async def refunds_of(conn: asyncpg.Connection, payment_id: str) -> list[PspRefund]:
+    return [_refund(row) for row in await conn.fetch(q.REFUNDS_OF_PAYMENT, payment_id)]

@@ -3,15 +3,17 @@ to creation) and `walletctl payment find|show` print the same fields under the s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from gateway_bridge.payments.model import Payment, instructions_to_json
+from gateway_bridge.payments.model import Payment, PspRefund, instructions_to_json
 
 
 def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
-                 risk: dict[str, Any] | None = None) -> dict[str, Any]:
+                 risk: dict[str, Any] | None = None,
+                 refunds: Sequence[PspRefund] = ()) -> dict[str, Any]:
     """`history`: the payment's history lines, when asked for; `risk`: its screening's view,
-    when it has one worth showing."""
+    when it has one worth showing; `refunds`: captures at PSPs it left, and their refunds."""
     view: dict[str, Any] = {
         "id": p.id, "direction": p.direction.value, "state": p.state.value, "psp": p.psp,
         "method": p.method, "player_id": p.player_id, "currency": p.currency,
@@ -33,6 +35,8 @@ def payment_view(p: Payment, history: list[dict[str, Any]] | None = None, *,
     if p.routing is not None:
         # Which PSPs were eligible, in what order, why, and the attempts that cascaded it.
         view["routing"] = p.routing.to_json()
+    if refunds:
+        view["refunds"] = [r.to_json() for r in refunds]
     if risk is not None:
         view["risk"] = risk
     if history is not None:

@@ -1,4 +1,6 @@
-"""Adyen: Pay by Link for deposits, the classic Payout API for withdrawals, and classic
+"""Adyen: Pay by Link for deposits (or `/payments` with a stored card when the bridge charges
+the card itself, refunded through `/payments/{pspReference}/refunds`), the classic Payout API
+for withdrawals, and classic
 (standard) webhooks: `{"live": ..., "notificationItems": [{"NotificationRequestItem": ...}]}`.
 
 Signature (docs/ARCHITECTURE.md, webhooks): each item carries
@@ -12,6 +14,7 @@ Identities: our payment id goes out as `reference` and comes back as `merchantRe
 A deposit's reference with Adyen is the payment link id (`PL...`); the AUTHORISATION names
 the link in `additionalData.paymentLinkId` and the payment's own pspReference, which the
 bridge learns as `psp_reference_alt` (chargebacks later name it as `originalReference`).
+A charged payment's reference is its pspReference itself.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import orjson
 
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
+    ChargeOrder,
     DepositOrder,
     PaymentRef,
     PayoutOrder,
     PspConfig,
     PspDeclined,
     PspUnavailable,
+    RefundOrder,
     ShapeError,
     WebhookAck,
     WebhookRejected,
@@ -42,6 +47,7 @@ from gateway_bridge.psp.base import (
     required_text,
     text_field,
 )
+from gateway_bridge.psp.declines import Decline, classify
 from gateway_bridge.psp.outbound import ClientAdapter
 from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.shared.terms import DepositInstructions
@@ -157,6 +163,7 @@ class AdyenAdapter(ClientAdapter):
     # Checkout has no status endpoint: a lookup of a link that does not exist answers 404 (or
     # 422) when the API is up and takes our key, 401/403 when it does not.
     probe_path = "/v71/paymentLinks/PL-HEALTH-PROBE"
+    supports_charges = True
 
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.merchant_account:
@@ -246,6 +253,48 @@ class AdyenAdapter(ClientAdapter):
         try:
             return DepositInstructions(psp_reference=required_text(link, "id"),
                                        checkout_url=text_field(link, "url") or "")
+        except ShapeError as exc:
+            raise PspUnavailable(self.name, f"unexpected answer: {exc}") from None
+
+    async def charge(self, order: ChargeOrder) -> str:
+        """A card-on-file payment with the stored card; the merchant account captures
+        authorisations at once. Adyen refuses with HTTP 200 and resultCode Refused, and says
+        why in refusalReasonCode."""
+        payload: dict[str, object] = {
+            "reference": order.payment_id,
+            "amount": self._amount(order.amount_minor, order.currency),
+            "merchantAccount": self._config.merchant_account,
+            "shopperReference": order.player_id,
+            "paymentMethod": {"type": "scheme", "storedPaymentMethodId": order.payment_token},
+            "shopperInteraction": "ContAuth",
+            "recurringProcessingModel": "CardOnFile",
+            "metadata": {"method": order.method},
+        }
+        answer = await self._post(f"{CHECKOUT_API}/payments", payload, order.idempotency_key)
+        try:
+            result_code = text_field(answer, "resultCode") or ""
+            if result_code in ("Refused", "Error", "Cancelled"):
+                code = text_field(answer, "refusalReasonCode") or result_code
+                raise PspDeclined(self.name, text_field(answer, "refusalReason") or result_code,
+                                  status=200, code=code,
+                                  soft=classify(self.name, code) is Decline.SOFT)
+            if result_code != "Authorised":
+                # RedirectShopper, Pending, Received: not final, not ours to finish here.
+                raise PspUnavailable(self.name, f"payment is {result_code or 'unknown'}")
+            return required_text(answer, "pspReference")
+        except ShapeError as exc:
+            raise PspUnavailable(self.name, f"unexpected answer: {exc}") from None
+
+    async def refund(self, order: RefundOrder) -> str:
+        payload: dict[str, object] = {
+            "merchantAccount": self._config.merchant_account,
+            "amount": self._amount(order.amount_minor, order.currency),
+            "reference": order.payment_id,
+        }
+        path = f"{CHECKOUT_API}/payments/{quote(order.psp_reference, safe='')}/refunds"
+        answer = await self._post(path, payload, order.idempotency_key)
+        try:
+            return required_text(answer, "pspReference")
         except ShapeError as exc:
             raise PspUnavailable(self.name, f"unexpected answer: {exc}") from None
 

@@ -47,10 +47,14 @@ class PspUnavailable(PspError):
 
 
 class PspDeclined(PspError):
-    def __init__(self, psp: str, message: str, *, status: int, code: str) -> None:
+    """`soft`: a card decline another PSP may accept (psp.declines); only a charge says so."""
+
+    def __init__(self, psp: str, message: str, *, status: int, code: str,
+                 soft: bool = False) -> None:
         super().__init__(psp, message)
         self.status = status
         self.code = code
+        self.soft = soft
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,40 @@ class DepositOrder:
     # Crypto: the asset the player pays in (NOWPayments' pay_currency), e.g. "btc".
     pay_currency: str = ""
     return_url: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeOrder:
+    """A server-to-server card payment with a stored card token, captured at once.
+
+    `attempt` counts the PSPs the payment has been sent to (1 for the first): each attempt
+    carries an idempotency key of its own, so a PSP never mistakes a cascaded attempt for a
+    retry of an earlier one."""
+
+    payment_id: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    method: str
+    attempt: int
+    # The vault's or network token for the card, usable at every PSP; never logged.
+    payment_token: str = field(repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"charge-{self.payment_id}-{self.attempt}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundOrder:
+    """Give back a captured payment in full: `psp_reference` names the capture at the PSP
+    (Stripe's payment intent, Adyen's payment pspReference)."""
+
+    payment_id: str
+    psp_reference: str
+    amount_minor: int
+    currency: str
+    idempotency_key: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +168,8 @@ class PspAdapter(Protocol):
     ack: WebhookAck
     # A deposit must name the asset the player pays in (DepositOrder.pay_currency).
     needs_pay_currency: bool
+    # Takes server-to-server card payments (charge) and refunds them (refund).
+    supports_charges: bool
 
     def read_webhook(self, headers: Mapping[str, str], body: bytes, *,
                      now_s: int) -> list[PspEvent]:
@@ -145,6 +185,15 @@ class PspAdapter(Protocol):
 
     async def create_payout(self, order: PayoutOrder) -> str:
         """Returns the PSP's payout reference."""
+        ...
+
+    async def charge(self, order: ChargeOrder) -> str:
+        """Authorises and captures; returns the PSP's reference of the captured payment.
+        PspDeclined (with `soft` from psp.declines) when the card was refused."""
+        ...
+
+    async def refund(self, order: RefundOrder) -> str:
+        """Refunds a captured payment in full; returns the PSP's refund reference."""
         ...
 
     async def fetch_status(self, ref: PaymentRef) -> PspEvent | None:

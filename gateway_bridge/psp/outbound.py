@@ -31,7 +31,14 @@ import aiohttp
 import orjson
 
 from gateway_bridge import metrics
-from gateway_bridge.psp.base import ProbeResult, PspConfig, PspDeclined, PspUnavailable
+from gateway_bridge.psp.base import (
+    ChargeOrder,
+    ProbeResult,
+    PspConfig,
+    PspDeclined,
+    PspUnavailable,
+    RefundOrder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +189,9 @@ def _error_fields(body: bytes) -> tuple[str, str]:
         return "", ""
     inner = data.get("error")
     fields = inner if isinstance(inner, dict) else data
-    code = next((str(fields[k]) for k in ("code", "errorCode", "type") if fields.get(k)), "")
+    # Stripe's card errors say why in decline_code; their code is only "card_declined".
+    code = next((str(fields[k]) for k in ("decline_code", "code", "errorCode", "type")
+                 if fields.get(k)), "")
     message = fields.get("message") or fields.get("refusalReason") or ""
     return code, str(message)
 
@@ -368,6 +377,7 @@ class ClientAdapter:
     # A cheap authenticated GET whose answer says the API is there (see OutboundClient.probe).
     probe_path = "/"
     needs_pay_currency = False
+    supports_charges = False
 
     def __init__(self, config: PspConfig, *, auth_headers: Mapping[str, str],
                  clock: Callable[[], float]) -> None:
@@ -384,6 +394,17 @@ class ClientAdapter:
 
     async def close(self) -> None:
         await self.client.close()
+
+    async def charge(self, order: ChargeOrder) -> str:
+        """PSPs without card payments (crypto): routing never sends a charge here."""
+        del order
+        raise PspDeclined(self.name, "no server-to-server card payments at this PSP",
+                          status=0, code="not_supported")
+
+    async def refund(self, order: RefundOrder) -> str:
+        del order
+        raise PspDeclined(self.name, "refunds are not available through this PSP's API; "
+                          "refund by hand", status=0, code="not_supported")
 
 
 def _retry_after_ms(value: str) -> int:

@@ -1,4 +1,6 @@
-"""Stripe: Checkout Sessions for deposits, Payouts for withdrawals, signed Event webhooks.
+"""Stripe: Checkout Sessions for deposits (or a PaymentIntent confirmed with a stored card
+when the bridge charges the card itself, refunded with /v1/refunds), Payouts for
+withdrawals, signed Event webhooks.
 
 Signature (docs/ARCHITECTURE.md, webhooks): `Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]`,
 HMAC-SHA256 over `f"{t}.{raw_body}"` keyed by the whole `whsec_...` string; any v1 may match
@@ -23,11 +25,14 @@ import orjson
 
 from gateway_bridge.psp.base import (
     WEBHOOK_BODY_MAX_BYTES,
+    ChargeOrder,
     DepositOrder,
     PaymentRef,
     PayoutOrder,
     PspConfig,
+    PspDeclined,
     PspUnavailable,
+    RefundOrder,
     ShapeError,
     WebhookAck,
     WebhookRejected,
@@ -37,6 +42,7 @@ from gateway_bridge.psp.base import (
     required_text,
     text_field,
 )
+from gateway_bridge.psp.declines import Decline, classify
 from gateway_bridge.psp.outbound import ClientAdapter
 from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.shared.terms import DepositInstructions
@@ -59,8 +65,16 @@ _PAYOUT_EVENTS: dict[str, EventKind] = {
     "payout.failed": EventKind.PAYOUT_FAILED,
     "payout.canceled": EventKind.PAYOUT_FAILED,
 }
+# A card payment the bridge charged itself (server-to-server). Its metadata says so
+# (CHARGE_FLOW): the payment intents behind checkout sessions send these events too, and the
+# session's own events already report those.
+_INTENT_EVENTS: dict[str, EventKind] = {
+    "payment_intent.succeeded": EventKind.DEPOSIT_SUCCEEDED,
+    "payment_intent.payment_failed": EventKind.DEPOSIT_FAILED,
+}
+CHARGE_FLOW = "charge"
 _KNOWN_EVENTS = frozenset({"checkout.session.completed", "charge.dispute.created",
-                           *_SESSION_EVENTS, *_PAYOUT_EVENTS})
+                           *_SESSION_EVENTS, *_PAYOUT_EVENTS, *_INTENT_EVENTS})
 
 
 def signature_v1(secret: str, timestamp_s: int, body: bytes) -> str:
@@ -121,6 +135,14 @@ def _metadata_payment_id(obj: Mapping[str, object]) -> str | None:
     return text_field(metadata, "payment_id")
 
 
+def _charged_by_bridge(event: Mapping[str, object]) -> bool:
+    """A payment intent the bridge created to charge a stored card (not a checkout's)."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    return isinstance(metadata, dict) and metadata.get("bridge_flow") == CHARGE_FLOW
+
+
 def _expandable_id(obj: Mapping[str, object], key: str) -> str | None:
     """Stripe fields like payment_intent are an id, or the object itself when expanded."""
     value = obj.get(key)
@@ -134,6 +156,7 @@ class StripeAdapter(ClientAdapter):
 
     ack = WebhookAck(200, b'{"received":true}', "application/json")
     probe_path = "/v1/balance"  # Stripe's cheapest authenticated read
+    supports_charges = True
 
     def __init__(self, config: PspConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not config.webhook_secret:
@@ -166,7 +189,17 @@ class StripeAdapter(ClientAdapter):
             # A valid event we have no use for; its shape is none of our business.
             return PspEvent(psp=self.name, event_key=event_id, kind=EventKind.IGNORED,
                             psp_event_type=event_type)
+        if event_type in _INTENT_EVENTS and not _charged_by_bridge(event):
+            return PspEvent(psp=self.name, event_key=event_id, kind=EventKind.IGNORED,
+                            psp_event_type=event_type)
         obj = json_object(json_object(event.get("data"), "data").get("object"), "data.object")
+        if event_type in _INTENT_EVENTS:
+            return PspEvent(
+                psp=self.name, event_key=event_id, kind=_INTENT_EVENTS[event_type],
+                psp_event_type=event_type, payment_id=_metadata_payment_id(obj),
+                psp_reference=required_text(obj, "id"),
+                amount_minor=int_field(obj, "amount"),
+                currency=_upper(text_field(obj, "currency")))
         if event_type == "checkout.session.completed":
             paid = obj.get("payment_status") == "paid"
             kind = EventKind.DEPOSIT_SUCCEEDED if paid else EventKind.DEPOSIT_PENDING
@@ -256,6 +289,40 @@ class StripeAdapter(ClientAdapter):
             fields.append(("destination", order.destination))
         payout = await self._post_form("/v1/payouts", fields, f"payout-{order.payment_id}")
         return str(payout["id"])
+
+    async def charge(self, order: ChargeOrder) -> str:
+        """A PaymentIntent confirmed at once with the stored card (off session): Stripe
+        answers 402 with a decline_code when the card is refused."""
+        fields = [
+            ("amount", str(order.amount_minor)),
+            ("currency", order.currency.lower()),
+            ("payment_method", order.payment_token),
+            ("confirm", "true"),
+            ("off_session", "true"),
+            ("metadata[payment_id]", order.payment_id),
+            ("metadata[player_id]", order.player_id),
+            ("metadata[bridge_flow]", CHARGE_FLOW),
+            ("metadata[method]", order.method),
+        ]
+        try:
+            intent = await self._post_form("/v1/payment_intents", fields,
+                                           order.idempotency_key)
+        except PspDeclined as err:
+            raise PspDeclined(self.name, err.message, status=err.status, code=err.code,
+                              soft=classify(self.name, err.code) is Decline.SOFT) from None
+        status = text_field(intent, "status") or ""
+        if status != "succeeded":
+            # requires_action (3-D Secure) or processing: nothing the bridge can finish
+            # server-to-server, and the outcome is not final.
+            raise PspUnavailable(self.name, f"payment intent is {status or 'unknown'}")
+        return str(intent["id"])
+
+    async def refund(self, order: RefundOrder) -> str:
+        fields = [("payment_intent", order.psp_reference),
+                  ("amount", str(order.amount_minor)),
+                  ("metadata[payment_id]", order.payment_id)]
+        refund = await self._post_form("/v1/refunds", fields, order.idempotency_key)
+        return str(refund["id"])
 
     async def fetch_status(self, ref: PaymentRef) -> PspEvent | None:
         """A final status as a poll event; None while the session or payout is in flight."""

@@ -106,10 +106,13 @@ class RoutingDecision:
     pinned: bool = False
     attempts: tuple[Attempt, ...] = ()
 
-    def next_after(self, psp: str) -> str | None:
+    def next_after(self, psp: str, *, attempts_max: int) -> str | None:
         """The PSP to cascade to when `psp` did not take the payment: the next one in the
-        order that has not been tried; None when none is left."""
+        order that has not been tried; None when none is left, or when the payment has been
+        sent to `attempts_max` PSPs already (`psp` included)."""
         tried = {a.psp for a in self.attempts} | {psp}
+        if len(self.attempts) + 1 >= attempts_max:
+            return None
         return next((p for p in self.order if p not in tried), None)
 
     def to_json(self) -> dict[str, Any]:

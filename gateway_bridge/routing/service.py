@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import asyncpg
 
@@ -40,19 +40,26 @@ class Router:
     def enabled(self) -> bool:
         return self._settings.enabled
 
+    @property
+    def attempts_max(self) -> int:
+        return self._settings.attempts_max
+
     async def decide(self, request: RouteRequest, *, closed_loop: str | None = None,
-                     unable: frozenset[str] = frozenset()) -> RoutingDecision:
+                     unable: Mapping[str, str] | None = None) -> RoutingDecision:
         """The PSPs to try, best first. NoRoute (refused before anything is stored) when no
         rule covers the payment, or the PSP it pins is not eligible. `closed_loop`: the PSP
         a payout should go back to (where the player's money came from), first when the
         rules allow it and it is not out of routing. `unable`: PSPs that can't take this
-        request as sent (NoRoute when no other is eligible)."""
+        request as sent, each with the field that stops it (NoRoute naming it when no other
+        is eligible)."""
+        unable = unable or {}
         allowed = eligible(self._settings.rules, request)
         able = tuple(c for c in allowed.candidates if c.psp not in unable)
         if not able:
-            raise NoRoute(f"no PSP eligible for this payment can take it as sent "
-                          f"({', '.join(sorted(unable))} need pay_currency)",
-                          field="pay_currency")
+            why = sorted((unable[c.psp], c.psp) for c in allowed.candidates)
+            raise NoRoute("no PSP eligible for this payment can take it as sent ("
+                          + "; ".join(f"{psp}: {field}" for field, psp in why) + ")",
+                          field=why[0][0])
         allowed = Eligible(allowed.rule, able)
         psps = [c.psp for c in allowed.candidates]
         if request.pinned_psp:

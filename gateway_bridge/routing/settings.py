@@ -29,10 +29,15 @@ _RULE_FIELDS = frozenset({"name", "direction", "methods", "currencies", "countri
                           "amount_min_minor", "amount_max_minor", "psps"})
 
 
+# The PSPs one deposit may be sent to, the first included (a cascade's bound).
+ATTEMPTS_MAX_DEFAULT = 3
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingSettings:
     rules: tuple[RoutingRule, ...] = ()
     policy: LearningPolicy = field(default_factory=LearningPolicy)
+    attempts_max: int = ATTEMPTS_MAX_DEFAULT
 
     @property
     def enabled(self) -> bool:
@@ -50,17 +55,19 @@ def load(env: Mapping[str, str], r: EnvReader, *, psp_names: Collection[str]) ->
                                high=100_000),
         trickle_share=r.integer("BRIDGE_ROUTING_TRICKLE_PERCENT",
                                 round(d.trickle_share * 100), low=0, high=50) / 100)
+    attempts_max = r.integer("BRIDGE_ROUTING_ATTEMPTS_MAX", ATTEMPTS_MAX_DEFAULT, low=1,
+                             high=10)
     raw = env.get("BRIDGE_ROUTING_RULES", "")
     if not raw.strip():
-        return RoutingSettings(policy=policy)
+        return RoutingSettings(policy=policy, attempts_max=attempts_max)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         r.problems.append("BRIDGE_ROUTING_RULES: not valid JSON")
-        return RoutingSettings(policy=policy)
+        return RoutingSettings(policy=policy, attempts_max=attempts_max)
     if not isinstance(parsed, list) or not 1 <= len(parsed) <= RULES_MAX:
         r.problems.append(f"BRIDGE_ROUTING_RULES: a JSON list of 1 to {RULES_MAX} rules")
-        return RoutingSettings(policy=policy)
+        return RoutingSettings(policy=policy, attempts_max=attempts_max)
     rules = []
     for i, item in enumerate(parsed):
         problem, rule = _rule(item, psp_names)
@@ -71,7 +78,7 @@ def load(env: Mapping[str, str], r: EnvReader, *, psp_names: Collection[str]) ->
     names = [rule.name for rule in rules]
     if len(set(names)) != len(names):
         r.problems.append("BRIDGE_ROUTING_RULES: rule names must be unique")
-    return RoutingSettings(rules=tuple(rules), policy=policy)
+    return RoutingSettings(rules=tuple(rules), policy=policy, attempts_max=attempts_max)
 
 
 def _rule(item: Any, psp_names: Collection[str]) -> tuple[str | None, RoutingRule | None]:

@@ -45,7 +45,8 @@ async def find_payment(args: argparse.Namespace) -> int:
     conn = await connect()
     try:
         found = await store.payments_by_any_reference(conn, args.reference, FIND_ROWS_MAX)
-        print_json([payment_view(p, await store.history(conn, p.id)) for p in found])
+        print_json([payment_view(p, await store.history(conn, p.id),
+                                 refunds=await store.refunds_of(conn, p.id)) for p in found])
         return 0 if found else 1
     finally:
         await conn.close()
@@ -58,7 +59,8 @@ async def show_payment(args: argparse.Namespace) -> int:
         if p is None:
             print(f"no payment {args.payment_id}", file=sys.stderr)
             return 1
-        print_json(payment_view(p, await store.history(conn, p.id)))
+        print_json(payment_view(p, await store.history(conn, p.id),
+                                refunds=await store.refunds_of(conn, p.id)))
         return 0
     finally:
         await conn.close()

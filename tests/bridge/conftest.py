@@ -180,6 +180,12 @@ class Cashier:
             assert r.status < 400, (path, r.status, data)
             return data
 
+    async def sim_get(self, path: str) -> Any:
+        async with self.http.get(self.sim_url + path) as r:
+            data = await r.json(loads=orjson.loads, content_type=None)
+            assert r.status < 400, (path, r.status, data)
+            return data
+
     async def knobs(self, **values: Any) -> None:
         await self.sim("/_sim/knobs", values)
 
@@ -204,6 +210,8 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "latency_ms": 0, "error_rate": 0, "down": False, "decline_rate": 0, "duplicate_count": 0,
     "reorder": False, "delay_ms": 0, "drop_rate": 0, "auto_complete_ms": 0, "poll_status": None,
     "auto_outcome": "success", "down_psps": [], "decline_rate_by_psp": {},
+    "approval_by_psp_method": {}, "soft_decline_share_by_psp": {}, "decline_code_by_psp": {},
+    "latency_ms_by_psp": {},
 }
 
 

@@ -1,0 +1,110 @@
+"""Refunds owed at a PSP a routed payment left (docs/ROUTING.md, "Late captures").
+
+A deposit that cascaded away from a PSP may still be captured there: the PSP answered after
+the bridge gave up on it. The inbox never credits that capture (the wallet is credited once,
+by the PSP the payment is with); it records a refund owed (bridge.psp_refunds) in the same
+transaction. This worker pays those back at the PSP that took the money.
+
+Each owed refund is leased before the PSP is called, so replicas and passes don't call twice
+at once, and every call for one refund carries the same idempotency key, so a crash or a lost
+answer can't refund twice either. An unreachable PSP is asked again with backoff; a refusal,
+or too many attempts, gives the refund up and names it on the payment for support to refund
+by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import asyncpg
+
+from gateway_bridge import metrics
+from gateway_bridge.payments import store
+from gateway_bridge.payments.model import PspRefund, refund_settled
+from gateway_bridge.psp.base import PspAdapter, PspDeclined, PspUnavailable, RefundOrder
+
+log = logging.getLogger("gateway_bridge.payments.refunds")
+
+# Refunds leased per pass; the rest wait for the next one.
+REFUNDS_PER_PASS_MAX = 20
+# Longer than one PSP call with its retries, so a lease never expires under a live call.
+REFUND_LEASE_MS = 120_000
+# An unreachable PSP is asked again after 5 s, doubling up to 10 min, at most 12 times
+# (about an hour); then support refunds by hand.
+REFUND_BACKOFF_MS = 5_000
+REFUND_BACKOFF_MAX_MS = 600_000
+REFUND_ATTEMPTS_MAX = 12
+
+
+def refund_order(r: PspRefund) -> RefundOrder:
+    return RefundOrder(payment_id=r.payment_id, psp_reference=r.psp_reference,
+                       amount_minor=r.amount_minor, currency=r.currency,
+                       idempotency_key=f"refund-{r.id}")
+
+
+def backoff_ms(attempts: int) -> int:
+    return int(min(REFUND_BACKOFF_MAX_MS, REFUND_BACKOFF_MS * 2 ** min(attempts - 1, 20)))
+
+
+class PspRefunds:
+    def __init__(self, *, pool: asyncpg.Pool, adapters: Mapping[str, PspAdapter],
+                 acquire_timeout_ms: int) -> None:
+        self._pool = pool
+        self._adapters = adapters
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
+
+    async def refund_due(self) -> int:
+        """One pass over the refunds that are due; returns how many were tried."""
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            due = await store.lease_due_refunds(conn, limit=REFUNDS_PER_PASS_MAX,
+                                                lease_ms=REFUND_LEASE_MS)
+        for refund in due:
+            await self._refund(refund)
+        return len(due)
+
+    async def _refund(self, r: PspRefund) -> None:
+        adapter = self._adapters.get(r.psp)
+        if adapter is None:
+            await self._give_up(r, f"{r.psp} is not configured on this bridge")
+            return
+        try:
+            reference = await adapter.refund(refund_order(r))
+        except PspDeclined as err:
+            await self._give_up(r, f"{r.psp} refused the refund: {err.code or err.message}")
+            return
+        except PspUnavailable as err:
+            if r.attempts >= REFUND_ATTEMPTS_MAX:
+                await self._give_up(r, f"{r.psp} did not answer after {r.attempts} attempts "
+                                       f"({err.message})")
+                return
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                await store.retry_refund(conn, r.id, after_ms=backoff_ms(r.attempts),
+                                         error=err.message[:500])
+            log.warning("refund not confirmed by the PSP", extra={
+                "payment_id": r.payment_id, "psp": r.psp, "error": err.message})
+            return
+        await self._settle(r, "refunded", reference=reference,
+                           note=f"refunded at {r.psp} as {reference}: {r.amount_minor} "
+                                f"{r.currency} it captured after the payment left it")
+
+    async def _give_up(self, r: PspRefund, why: str) -> None:
+        await self._settle(r, "failed", error=why,
+                           note=f"refund failed at {r.psp}: {why}; refund "
+                                f"{r.psp_reference} by hand")
+
+    async def _settle(self, r: PspRefund, state: str, *, note: str,
+                      reference: str | None = None, error: str | None = None) -> None:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
+            if not await store.finish_refund(conn, r.id, state=state,
+                                             refund_reference=reference, error=error):
+                return  # settled by another pass meanwhile
+            p = await store.payment(conn, r.payment_id, lock=True)
+            assert p is not None, "a refund's payment is never deleted"
+            p = refund_settled(p, r.psp, None if state == "refunded" else note)
+            await store.save(conn, p)
+            await store.add_history(conn, p, from_state=p.state, source="bridge", note=note)
+        metrics.ROUTING_REFUNDS.labels(r.psp, state).inc()
+        log.info("refund at an abandoned PSP settled", extra={
+            "payment_id": r.payment_id, "psp": r.psp, "state": state})

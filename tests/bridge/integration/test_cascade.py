@@ -1,0 +1,141 @@
+"""Cascades of stored-card deposits through the real bridge, wallet and simulator
+(docs/ROUTING.md, "Cascades"): a soft decline moves the payment to the next PSP with a fresh
+idempotency key and one credit; a hard decline never moves it; a PSP that answers too late
+captures for a payment that left it, and the bridge refunds it there, flagged, with the
+wallet credited once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from tests.bridge.conftest import BridgeFactory, Cashier
+from tests.bridge.integration.test_routing import method, prefer, probed_up, rules_env
+from tests.helpers import Client, wait_for
+
+TOKEN = "pm_card_visa_4242_test"
+
+
+async def charge(cashier: Cashier, player: str, card: str, *, key: str,
+                 **extra: Any) -> tuple[int, dict[str, Any]]:
+    return await cashier.request("POST", "/v1/deposits", body={
+        "player_id": player, "amount_minor": 40_00, "currency": "USD", "method": card,
+        "payment_token": TOKEN, **extra}, headers={"Idempotency-Key": key})
+
+
+async def charge_keys(cashier: Cashier, psp: str) -> list[str]:
+    """The idempotency keys of the charges `psp` received, oldest first."""
+    path = "/v1/payment_intents" if psp == "stripe" else "/v71/payments"
+    requests = (await cashier.sim_get(f"/_sim/requests?psp={psp}&limit=10000"))["requests"]
+    return [r["idempotency_key"] for r in requests if r["path"].endswith(path)]
+
+
+async def test_a_soft_decline_cascades_to_the_next_psp_and_credits_once(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    card = method()
+    await prefer(bridge_conn, "stripe", card)
+    async with make_bridge(**rules_env(card, ["stripe", "adyen"])):
+        await cashier.knobs(decline_code_by_psp={"stripe": "do_not_honor"})
+        status, created = await charge(cashier, player, card, key=f"soft-{card}")
+        assert status == 201, created
+        assert created["psp"] == "adyen", created
+        assert created["routing"]["order"][0] == "stripe"
+        assert created["routing"]["attempts"] == [
+            {"psp": "stripe", "outcome": "soft decline do_not_honor"}]
+        done = await cashier.wait_state(created["id"], "succeeded")
+        assert done["settled_minor"] == 40_00 and "refusal" not in done
+        # A retry is the same payment: nothing charged again, nothing credited again.
+        status, again = await charge(cashier, player, card, key=f"soft-{card}")
+        assert (status, again["id"], again["state"]) == (200, created["id"], "succeeded")
+        await cashier.flush()
+        assert (await client.balance(player)).cash == 40_00
+        # One id, two attempts, each with a key of its own at its PSP.
+        assert f"charge-{created['id']}-1" in await charge_keys(cashier, "stripe")
+        assert f"charge-{created['id']}-2" in await charge_keys(cashier, "adyen")
+        failures = await bridge_conn.fetchval(
+            "SELECT failures FROM bridge.routing_tallies WHERE psp = 'stripe' AND method = $1",
+            card)
+        assert failures >= 1, "the decline taught the router"
+
+
+async def test_a_hard_decline_never_cascades(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    card = method()
+    await prefer(bridge_conn, "stripe", card)
+    async with make_bridge(**rules_env(card, ["stripe", "adyen"])):
+        await cashier.knobs(decline_code_by_psp={"stripe": "stolen_card"})
+        status, created = await charge(cashier, player, card, key=f"hard-{card}")
+        assert status == 201, created
+        assert (created["psp"], created["state"]) == ("stripe", "failed"), created
+        assert created["refusal"]["reason"] == "PAYMENT_DECLINED"
+        assert "hard decline stolen_card" in created["refusal"]["message"]
+        assert "attempts" not in created["routing"]
+        assert not any(k.startswith(f"charge-{created['id']}")
+                       for k in await charge_keys(cashier, "adyen")), "adyen never asked"
+        await cashier.flush()
+        assert (await client.balance(player)).cash == 0
+
+
+async def test_a_soft_decline_with_no_attempt_left_fails_the_payment(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """BRIDGE_ROUTING_ATTEMPTS_MAX bounds the cascade: with 1, a soft decline is final."""
+    card = method()
+    await prefer(bridge_conn, "adyen", card)
+    async with make_bridge(BRIDGE_ROUTING_ATTEMPTS_MAX="1",
+                           **rules_env(card, ["adyen", "stripe"])):
+        await cashier.knobs(decline_code_by_psp={"adyen": "9"})
+        status, created = await charge(cashier, player, card, key=f"cap-{card}")
+        assert status == 201, created
+        assert (created["psp"], created["state"]) == ("adyen", "failed"), created
+        assert "soft decline 9" in created["refusal"]["message"]
+        history = [h["note"] for h in (await cashier.payment(created["id"]))["history"]]
+        assert any("no PSP left to try" in n for n in history), history
+        assert (await client.balance(player)).cash == 0
+
+
+async def test_a_late_capture_at_an_abandoned_psp_is_refunded_there_and_flagged(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """stripe charges the card but answers after the bridge gave up on it: the deposit
+    cascades to adyen, which credits it. stripe's webhook comes later still: the capture is
+    never credited, and the bridge refunds it at stripe."""
+    card = method()
+    await prefer(bridge_conn, "stripe", card)
+    started = await bridge_conn.fetchval("SELECT now()")
+    async with make_bridge(BRIDGE_PSP_TIMEOUT_MS="300", BRIDGE_PSP_RETRIES_MAX="0",
+                           **rules_env(card, ["stripe", "adyen"])):
+        await wait_for(lambda: probed_up(bridge_conn, "stripe", started))
+        await cashier.knobs(latency_ms_by_psp={"stripe": 1_000}, delay_ms=1_500)
+        try:
+            status, created = await charge(cashier, player, card, key=f"late-{card}")
+        finally:
+            await cashier.knobs(latency_ms_by_psp={})
+        assert status == 201, created
+        assert created["psp"] == "adyen", created
+        assert created["routing"]["attempts"] == [{"psp": "stripe", "outcome": "unavailable"}]
+        await cashier.wait_state(created["id"], "succeeded")
+        await cashier.flush()  # stripe's (and adyen's) delayed webhooks
+
+        refunded: dict[str, Any] = {}
+
+        async def refunded_at_stripe() -> bool:
+            nonlocal refunded
+            refunded = await cashier.payment(created["id"])
+            return bool(refunded.get("refunds")) and refunded["refunds"][0]["state"] != "owed"
+        await wait_for(refunded_at_stripe, timeout_s=15)
+        [refund] = refunded["refunds"]
+        assert (refund["psp"], refund["state"], refund["amount_minor"]) == (
+            "stripe", "refunded", 40_00), refund
+        assert refund["psp_reference"].startswith("pi_")
+        sim_object = await cashier.sim_get(f"/_sim/objects/stripe/{refund['psp_reference']}")
+        assert (sim_object["payment_id"], sim_object["status"]) == (created["id"], "refunded")
+        notes = [h["note"] for h in refunded["history"]]
+        assert any("refund owed at stripe" in n for n in notes), notes
+        assert any(n.startswith("refunded at stripe as re_") for n in notes), notes
+        assert refunded["attention"] is None, "nothing left for support"
+        assert refunded["settled_minor"] == 40_00
+        assert (await client.balance(player)).cash == 40_00, "credited once, by adyen"
