@@ -96,7 +96,7 @@ DOMAIN_IO = (r"asyncpg", r"redis", r"grpc\w*", r"google", r"wallet", r"aiohttp",
 # capability's rules. They may import one another, nothing else of the bridge.
 BRIDGE_PURE = ("gateway_bridge/shared/*.py", "gateway_bridge/payments/model.py",
                "gateway_bridge/payments/view.py", "gateway_bridge/routing/rules.py",
-               "gateway_bridge/routing/learning.py",
+               "gateway_bridge/routing/learning.py", "gateway_bridge/psp/declines.py",
                "gateway_bridge/fx/model.py", "gateway_bridge/fx/conversion.py",
                "gateway_bridge/risk/rules.py", "gateway_bridge/incidents/rules.py",
                "gateway_bridge/reconciliation/layouts.py",
