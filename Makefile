@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-.PHONY: run test stop clean lint load bench faults
+.PHONY: run test stop clean lint load bench bench-routing faults
 
 run:    ## set up everything, start wallet + PSP simulator + bridge, run demo sessions
 	scripts/run.sh
@@ -15,6 +15,9 @@ load:   ## one Locust scenario against the running system: make load SCENARIO=ga
 
 bench:  ## the benchmark table (docs/PERFORMANCE.md): starts its own servers
 	scripts/bench.sh
+
+bench-routing: ## the routing benchmark (docs/ROUTING.md): 10 seeded runs, no servers, ~10 s
+	.venv/bin/python -m loadtests.routing_bench
 
 faults: ## the fault scenarios and their results table (FAULTS_SECONDS=60 for a soak)
 	scripts/faults.sh

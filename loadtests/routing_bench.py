@@ -11,9 +11,16 @@ stream per strategy, the same approvals for the same draws). Three strategies:
   every outcome it sees (as the bridge does from bridge.routing_tallies);
 - oracle: always the PSP with the highest approval at that moment (an upper bound).
 
-Prints conversion per strategy and the ratios, and for the learning router how many
-deposits it took after the fall to move 80 % of the traffic off `a`, and after the recovery
-to move 80 % back (rolling window of 100 deposits). Pure computation: no servers, and every
+Each strategy runs twice: sending each deposit to its first PSP only, and cascading a soft
+decline down its order (at most 3 PSPs, gateway_bridge.routing.settings). Half the declines
+are soft (the simulator's default share), and a soft decline tried elsewhere is approved with
+that PSP's own rate: the decline was the acquirer's, not the card's. That is the best case
+for a cascade; declines the issuer means at every acquirer only repeat.
+
+Prints, over `--seeds` seeded runs (median, min and max), conversion per strategy and the
+ratios, and for the learning router how many deposits it took after the fall to move 80 % of
+the traffic off `a`, and after the recovery to move 80 % back (rolling window of 100
+deposits). Pure computation: no servers, and every
 outcome is known at once (no checkout the payer leaves, no webhook late), so the figures are
 the router's best case.
 """
@@ -22,17 +29,21 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 from collections import deque
 from collections.abc import Callable
 
 from gateway_bridge.routing.learning import LearningPolicy, Tally, rank
 from gateway_bridge.routing.rules import Candidate
+from gateway_bridge.routing.settings import ATTEMPTS_MAX_DEFAULT
 
 DEPOSITS = 10_000
 FALL_AT, RECOVER_AT = 3_000, 6_500
 WINDOW = 100
 SHIFT_SHARE = 0.8
 CANDIDATES = (Candidate("a"), Candidate("b"), Candidate("c"))
+SOFT_SHARE = 0.5
+ATTEMPTS_MAX = ATTEMPTS_MAX_DEFAULT
 
 
 def approval(psp: str, i: int) -> float:
@@ -41,19 +52,52 @@ def approval(psp: str, i: int) -> float:
     return {"b": 0.85, "c": 0.70}[psp]
 
 
-def run(choose: Callable[[int, float], str], learn: Callable[[str, bool, float], None],
-        *, per_second: float, seed: int) -> tuple[float, list[str]]:
+def run(choose: Callable[[int, float], tuple[str, ...]],
+        learn: Callable[[str, bool, float], None], *, per_second: float, seed: int,
+        cascade: bool) -> tuple[float, list[str]]:
+    """Conversion, and the first PSP each deposit went to."""
     market = random.Random(seed)
     picks: list[str] = []
     approved = 0
     for i in range(DEPOSITS):
         now_s = i / per_second
-        psp = choose(i, now_s)
-        ok = market.random() < approval(psp, i)
-        approved += ok
-        learn(psp, ok, now_s)
-        picks.append(psp)
+        order = choose(i, now_s)
+        picks.append(order[0])
+        for psp in order[:ATTEMPTS_MAX if cascade else 1]:
+            ok = market.random() < approval(psp, i)
+            learn(psp, ok, now_s)
+            if ok:
+                approved += 1
+                break
+            if not cascade or market.random() >= SOFT_SHARE:
+                break  # a hard decline is never tried elsewhere
     return approved / DEPOSITS, picks
+
+
+class LearningRouter:
+    """routing.learning.rank over tallies it keeps itself, as the bridge keeps them in
+    bridge.routing_tallies."""
+
+    def __init__(self, policy: LearningPolicy, rng: random.Random) -> None:
+        self._policy = policy
+        self._rng = rng
+        self._tallies: dict[str, Tally] = {}
+
+    def choose(self, _: int, now_s: float) -> tuple[str, ...]:
+        return rank(CANDIDATES, self._tallies, {}, policy=self._policy, now_s=now_s,
+                    rng=self._rng).order
+
+    def learn(self, psp: str, ok: bool, now_s: float) -> None:
+        self._tallies[psp] = self._tallies.get(psp, Tally(at_s=now_s)).add(
+            success=ok, now_s=now_s, half_life_s=self._policy.half_life_s)
+
+
+def static_order(_: int, __: float) -> tuple[str, ...]:
+    return ("a", "b", "c")
+
+
+def oracle_order(i: int, _: float) -> tuple[str, ...]:
+    return tuple(sorted("abc", key=lambda p: -approval(p, i)))
 
 
 def first_index(picks: list[str], start: int, share_of_a: Callable[[float], bool]) -> int | None:
@@ -66,40 +110,76 @@ def first_index(picks: list[str], start: int, share_of_a: Callable[[float], bool
     return None
 
 
+Figures = dict[str, float]
+
+
+def one_seed(policy: LearningPolicy, *, per_second: float, seed: int) -> Figures:
+    """Every figure of one seeded run, by name."""
+    results: dict[tuple[str, bool], tuple[float, list[str]]] = {}
+    for cascade in (False, True):
+        router = LearningRouter(policy, random.Random(seed + 1))
+        for name, choose, teach in (("static", static_order, None),
+                                    ("learning", router.choose, router.learn),
+                                    ("oracle", oracle_order, None)):
+            results[(name, cascade)] = run(choose, teach or (lambda *_: None),
+                                           per_second=per_second, seed=seed, cascade=cascade)
+    figures: Figures = {}
+    plain_static = results[("static", False)][0]
+    for (name, cascade), (value, picks) in results.items():
+        label = f"{name}{' + cascade' if cascade else ''}"
+        figures[f"{label}: conversion %"] = value * 100
+        if name == "learning":
+            figures[f"{label} vs oracle{' + cascade' if cascade else ''}"] = (
+                value / results[("oracle", cascade)][0])
+            figures[f"{label} vs static{' + cascade' if cascade else ''}"] = (
+                value / results[("static", cascade)][0])
+            if cascade:
+                figures[f"{label} vs static"] = value / plain_static
+            off = first_index(picks, FALL_AT, lambda share: share <= 1 - SHIFT_SHARE)
+            back = first_index(picks, RECOVER_AT, lambda share: share >= SHIFT_SHARE)
+            figures[f"{label}: deposits to move 80% off a"] = off or float("inf")
+            figures[f"{label}: deposits to move 80% back to a"] = back or float("inf")
+    return figures
+
+
+TARGETS = {"vs oracle": ">= 0.95x", " vs static": ">= 1.2x", "deposits to move": "< 500"}
+
+
+def _target(name: str) -> str:
+    return next((t for key, t in TARGETS.items() if key in name and "static +" not in name),
+                "")
+
+
+def _value(name: str, value: float) -> str:
+    if value == float("inf"):
+        return "never"
+    if " vs " in name:
+        return f"{value:.3f}x"
+    return f"{value:.1f}" if name.endswith("%") else f"{value:.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-second", type=float, default=5.0,
                         help="deposits per second (the policy's half-life is in seconds)")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seeds", type=int, default=10, help="runs, seeds 1..N")
+    defaults = LearningPolicy()
+    parser.add_argument("--half-life-s", type=float, default=defaults.half_life_s)
+    parser.add_argument("--trickle-percent", type=float,
+                        default=defaults.trickle_share * 100)
     args = parser.parse_args()
-    policy = LearningPolicy()
-    rng = random.Random(args.seed + 1)
-    tallies: dict[str, Tally] = {}
-
-    def learning(_: int, now_s: float) -> str:
-        return rank(CANDIDATES, tallies, {}, policy=policy, now_s=now_s, rng=rng).order[0]
-
-    def learn(psp: str, ok: bool, now_s: float) -> None:
-        tallies[psp] = tallies.get(psp, Tally(at_s=now_s)).add(
-            success=ok, now_s=now_s, half_life_s=policy.half_life_s)
-
-    static, _ = run(lambda i, t: "a", lambda *_: None, per_second=args.per_second,
-                    seed=args.seed)
-    oracle, _ = run(lambda i, t: max("abc", key=lambda p: approval(p, i)), lambda *_: None,
-                    per_second=args.per_second, seed=args.seed)
-    learned, picks = run(learning, learn, per_second=args.per_second, seed=args.seed)
-    off = first_index(picks, FALL_AT, lambda share: share <= 1 - SHIFT_SHARE)
-    back = first_index(picks, RECOVER_AT, lambda share: share >= SHIFT_SHARE)
+    policy = LearningPolicy(half_life_s=args.half_life_s,
+                            trickle_share=args.trickle_percent / 100)
+    runs = [one_seed(policy, per_second=args.per_second, seed=seed)
+            for seed in range(1, args.seeds + 1)]
     print(f"{DEPOSITS:,} deposits at {args.per_second:g}/s; a 95% -> 40% at {FALL_AT:,}, "
-          f"back at {RECOVER_AT:,}; b 85%, c 70%; seed {args.seed}; policy {policy}")
-    print("| strategy | conversion | vs oracle | vs static |\n|---|---|---|---|")
-    for name, value in (("static (a first)", static), ("learning", learned),
-                        ("oracle", oracle)):
-        print(f"| {name} | {value:.1%} | {value / oracle:.3f}x | {value / static:.3f}x |")
-    print(f"| learning: deposits to move {SHIFT_SHARE:.0%} off a after its fall | "
-          f"{off if off is not None else 'never'} | target < 500 | |")
-    print(f"| learning: deposits to move {SHIFT_SHARE:.0%} back after its recovery | "
-          f"{back if back is not None else 'never'} | target < 500 | |")
+          f"back at {RECOVER_AT:,}; b 85%, c 70%; soft share {SOFT_SHARE:.0%}, at most "
+          f"{ATTEMPTS_MAX} PSPs per deposit; seeds 1..{args.seeds}; {policy}")
+    print("| figure | median | min | max | target |\n|---|---|---|---|---|")
+    for name in runs[0]:
+        values = sorted(r[name] for r in runs)
+        print(f"| {name} | {_value(name, statistics.median(values))} | "
+              f"{_value(name, values[0])} | {_value(name, values[-1])} | {_target(name)} |")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ from gateway_bridge.routing.rules import Candidate
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LearningPolicy:
-    half_life_s: float = 60.0
+    # 30 s: at 5 deposits/s per (PSP, method, currency) it moves traffic off a failing PSP
+    # and back within 500 deposits (docs/ROUTING.md, the benchmark); less traffic needs more.
+    half_life_s: float = 30.0
     # Below this faded success rate, with at least `evidence_min` faded outcomes, a PSP is
     # taken out of routing (it keeps the trickle).
     floor_rate: float = 0.5
