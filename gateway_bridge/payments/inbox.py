@@ -227,17 +227,20 @@ class Inbox:
             # The capture's own reference (Stripe's payment intent and Adyen's payment
             # pspReference are the second reference of a checkout, the first of a charge).
             capture = event.psp_reference_alt or event.psp_reference
-            if capture:
-                owed = await store.owe_refund(
-                    conn, payment_id=p.id, psp=event.psp, psp_reference=capture,
-                    amount_minor=event.amount_minor or p.amount_minor,
-                    currency=event.currency or p.currency)
+            owed = None if not capture else await store.owe_refund(
+                conn, payment_id=p.id, psp=event.psp, psp_reference=capture,
+                amount_minor=event.amount_minor or p.amount_minor,
+                currency=event.currency or p.currency)
+            if capture and owed is None:
+                # A duplicate of a capture already owed (or already refunded): said once.
+                note = f"{note}; its refund is already recorded"
+            else:
                 if owed is not None:
                     # Paid back by the refund worker on its next pass (payments/refunds.py).
                     note += f"; refund {owed} queued"
-            p = refund_owed(p, event.psp, note)
-            note = f"refund owed at {event.psp}: {note}"
-            await store.save(conn, p)
+                p = refund_owed(p, event.psp, note)
+                note = f"refund owed at {event.psp}: {note}"
+                await store.save(conn, p)
         await store.add_history(conn, p, from_state=p.state, source=row.source,
                                 psp_event_type=event.psp_event_type, inbox_id=row.id,
                                 note=f"ignored: {note}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway_bridge.shared.events import EventKind, PspEvent
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.bridge.integration.test_routing import method, prefer, probed_up, rules_env
 from tests.helpers import Client, wait_for
@@ -107,7 +108,7 @@ async def test_a_late_capture_at_an_abandoned_psp_is_refunded_there_and_flagged(
     await prefer(bridge_conn, "stripe", card)
     started = await bridge_conn.fetchval("SELECT now()")
     async with make_bridge(BRIDGE_PSP_TIMEOUT_MS="300", BRIDGE_PSP_RETRIES_MAX="0",
-                           **rules_env(card, ["stripe", "adyen"])):
+                           **rules_env(card, ["stripe", "adyen"])) as run:
         await wait_for(lambda: probed_up(bridge_conn, "stripe", started))
         await cashier.knobs(latency_ms_by_psp={"stripe": 1_000}, delay_ms=1_500)
         try:
@@ -138,4 +139,47 @@ async def test_a_late_capture_at_an_abandoned_psp_is_refunded_there_and_flagged(
         assert any(n.startswith("refunded at stripe as re_") for n in notes), notes
         assert refunded["attention"] is None, "nothing left for support"
         assert refunded["settled_minor"] == 40_00
+        # The same capture reported again (a poll, a redelivery under a new id): not owed
+        # twice, and the payment is not flagged again.
+        [again] = await run.services.inbox.store([PspEvent(
+            psp="stripe", event_key=f"again-{card}", kind=EventKind.DEPOSIT_SUCCEEDED,
+            psp_event_type="payment_intent.succeeded", payment_id=created["id"],
+            psp_reference=refund["psp_reference"], amount_minor=40_00, currency="USD")],
+            source="webhook")
+        assert again is not None
+        await run.services.inbox.drain()
+        final = await cashier.payment(created["id"])
+        assert final["attention"] is None and len(final["refunds"]) == 1, final
         assert (await client.balance(player)).cash == 40_00, "credited once, by adyen"
+
+
+async def test_a_refund_the_psp_refuses_is_left_to_support_by_name(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """adyen softly declines, stripe credits; then adyen reports a capture it can't refund
+    (a reference it doesn't know): the refund fails and the payment says what to do."""
+    card = method()
+    await prefer(bridge_conn, "adyen", card)
+    async with make_bridge(**rules_env(card, ["adyen", "stripe"])) as run:
+        await cashier.knobs(decline_code_by_psp={"adyen": "9"})
+        status, created = await charge(cashier, player, card, key=f"refuse-{card}")
+        assert status == 201 and created["psp"] == "stripe", created
+        await cashier.wait_state(created["id"], "succeeded")
+        [stored] = await run.services.inbox.store([PspEvent(
+            psp="adyen", event_key=f"ghost-{card}", kind=EventKind.DEPOSIT_SUCCEEDED,
+            psp_event_type="AUTHORISATION", payment_id=created["id"],
+            psp_reference="8816000000000001", amount_minor=40_00, currency="USD")],
+            source="webhook")
+        assert stored is not None
+
+        async def settled() -> bool:
+            p = await cashier.payment(created["id"])
+            return bool(p.get("refunds")) and p["refunds"][0]["state"] != "owed"
+        await wait_for(settled, timeout_s=15)
+        failed = await cashier.payment(created["id"])
+        [refund] = failed["refunds"]
+        assert (refund["psp"], refund["state"]) == ("adyen", "failed"), refund
+        assert "refused the refund" in refund["last_error"]
+        assert failed["attention"].startswith("refund failed at adyen: "), failed["attention"]
+        assert "refund 8816000000000001 by hand" in failed["attention"]
+        assert (await client.balance(player)).cash == 40_00, "credited once, by stripe"

@@ -26,6 +26,7 @@ from gateway_bridge.shared.terms import Direction
 from psp_simulator.config import Knobs
 from service_kit.settings import EnvReader, SettingsError
 from tests.bridge.unit.test_payment_model import payment
+from tests.bridge.unit.test_signatures import STRIPE
 
 
 @pytest.mark.parametrize(("psp", "code", "expected"), [
@@ -144,3 +145,17 @@ def test_simulator_charge_knobs_are_validated_whole() -> None:
         Knobs().updated({"approval_by_psp_method": {"stripe": {"card": 2}},
                          "latency_ms_by_psp": {"paypal": 5}})
     assert "latency_ms_by_psp" in str(bad.value)
+
+
+def test_stripe_reports_only_the_payment_intents_the_bridge_charged() -> None:
+    """A checkout's payment intent sends payment_intent.succeeded too; its session's events
+    already report it, so only the bridge's own charges (metadata bridge_flow) count."""
+    def intent_event(metadata: dict[str, str]) -> dict[str, object]:
+        return {"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {
+            "id": "pi_1", "object": "payment_intent", "amount": 4000, "currency": "usd",
+            "metadata": metadata}}}
+    charged = STRIPE.event_from(intent_event({"payment_id": "pay_1", "bridge_flow": "charge"}))
+    assert (charged.kind, charged.payment_id, charged.psp_reference, charged.amount_minor,
+            charged.currency) == (EventKind.DEPOSIT_SUCCEEDED, "pay_1", "pi_1", 4000, "USD")
+    checkout = STRIPE.event_from(intent_event({"payment_id": "pay_1"}))
+    assert checkout.kind is EventKind.IGNORED
