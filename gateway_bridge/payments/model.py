@@ -498,7 +498,8 @@ _DEAD_LETTER_PREFIX = "event "
 # So does a refund owed at a PSP the payment left (refund_owed): money taken there stays
 # support's until refunded, whatever the payment does after.
 _REFUND_OWED_PREFIX = "refund owed"
-_STICKY = (_DEAD_LETTER_PREFIX, _REFUND_OWED_PREFIX)
+_REFUND_FAILED_PREFIX = "refund failed"
+_STICKY = (_DEAD_LETTER_PREFIX, _REFUND_OWED_PREFIX, _REFUND_FAILED_PREFIX)
 # Between the notes a payment collects for support (a note may hold "; " itself).
 _NOTES_SEPARATOR = " | "
 
@@ -517,7 +518,9 @@ def apply(p: Payment, d: Decision, e: PspEvent, *, fx: PaymentFx | None = None) 
         charged_back += d.amount_minor
     attention = p.attention
     if d.state in NEEDS_SUPPORT:
-        attention = d.note
+        # A new reason for support goes first; a sticky note stays behind it.
+        kept = attention if attention and attention.startswith(_STICKY) else None
+        attention = (d.note if kept is None else _NOTES_SEPARATOR.join((d.note, kept)))[:500]
     elif attention and not attention.startswith(_STICKY):
         attention = None
     synced = d.state in SYNCED
@@ -558,14 +561,15 @@ class PspRefund:
 
 
 def refund_settled(p: Payment, psp: str, failure: str | None = None) -> Payment:
-    """The payment once the refund owed at `psp` was made (the note goes: nothing is left
-    for support; the refund stays on the payment's record) or given up (`failure` takes the
-    note's place, for support to refund by hand). Other notes stay."""
-    prefix = f"{_REFUND_OWED_PREFIX} at {psp}:"
+    """The payment once the refund owed at `psp` was made, by the bridge or by hand (its
+    notes go: nothing is left for support; the refund stays on the payment's record), or
+    given up (`refund failed at <psp>: <failure>` takes the note's place, for support to
+    refund by hand). Other notes stay."""
+    prefixes = (f"{_REFUND_OWED_PREFIX} at {psp}:", f"{_REFUND_FAILED_PREFIX} at {psp}:")
     kept = [part for part in (p.attention or "").split(_NOTES_SEPARATOR)
-            if part and not part.startswith(prefix)]
+            if part and not part.startswith(prefixes)]
     if failure is not None:
-        kept.insert(0, failure)
+        kept.insert(0, f"{_REFUND_FAILED_PREFIX} at {psp}: {failure}")
     return replace(p, attention=_NOTES_SEPARATOR.join(kept)[:500] or None)
 
 

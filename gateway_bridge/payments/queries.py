@@ -165,3 +165,26 @@ REFUNDS_OF_PAYMENT = """
 SELECT id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
        refund_reference, last_error
 FROM bridge.psp_refunds WHERE payment_id = $1 ORDER BY id"""
+
+# Support (walletctl refunds): the refunds in a state, newest first, bounded by $2.
+REFUNDS_IN_STATE = """
+SELECT id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
+       refund_reference, last_error
+FROM bridge.psp_refunds WHERE state = $1 ORDER BY id DESC LIMIT $2"""
+
+# A failed refund asked for again: the refund worker's next pass tries it with fresh
+# attempts (and the same idempotency key: refund-<id>).
+REOPEN_REFUND = """
+UPDATE bridge.psp_refunds SET state = 'owed', attempts = 0, next_attempt_at = now(),
+       last_error = $2, updated_at = now()
+WHERE id = $1 AND state = 'failed'
+RETURNING id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
+          refund_reference, last_error"""
+
+# A failed refund support made by hand at the PSP (its dashboard), with the PSP's reference.
+REFUNDED_BY_HAND = """
+UPDATE bridge.psp_refunds SET state = 'refunded', refund_reference = $2, last_error = $3,
+       updated_at = now()
+WHERE id = $1 AND state = 'failed'
+RETURNING id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
+          refund_reference, last_error"""

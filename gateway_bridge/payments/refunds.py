@@ -90,8 +90,7 @@ class PspRefunds:
 
     async def _give_up(self, r: PspRefund, why: str) -> None:
         await self._settle(r, "failed", error=why,
-                           note=f"refund failed at {r.psp}: {why}; refund "
-                                f"{r.psp_reference} by hand")
+                           note=f"{why}; refund {r.psp_reference} by hand")
 
     async def _settle(self, r: PspRefund, state: str, *, note: str,
                       reference: str | None = None, error: str | None = None) -> None:
@@ -102,9 +101,50 @@ class PspRefunds:
                 return  # settled by another pass meanwhile
             p = await store.payment(conn, r.payment_id, lock=True)
             assert p is not None, "a refund's payment is never deleted"
-            p = refund_settled(p, r.psp, None if state == "refunded" else note)
+            failure = None if state == "refunded" else note
+            p = refund_settled(p, r.psp, failure)
             await store.save(conn, p)
-            await store.add_history(conn, p, from_state=p.state, source="bridge", note=note)
+            await store.add_history(conn, p, from_state=p.state, source="bridge",
+                                    note=note if failure is None else
+                                    f"refund failed at {r.psp}: {note}")
         metrics.ROUTING_REFUNDS.labels(r.psp, state).inc()
         log.info("refund at an abandoned PSP settled", extra={
             "payment_id": r.payment_id, "psp": r.psp, "state": state})
+
+
+# --- support (walletctl refunds) ---------------------------------------------------------------
+
+async def reopen(conn: asyncpg.Connection, refund_id: int, *, actor: str,
+                 reason: str) -> PspRefund | None:
+    """A failed refund tried again by the refund worker (the PSP is back, say); None unless
+    the refund is `failed`. The payment keeps its note until the refund is made."""
+    async with conn.transaction(isolation="read_committed"):
+        r = await store.reopen_refund(conn, refund_id,
+                                      note=f"retried by {actor}: {reason}"[:500])
+        if r is None:
+            return None
+        p = await store.payment(conn, r.payment_id, lock=True)
+        assert p is not None
+        await store.add_history(conn, p, from_state=p.state, source="support",
+                                note=f"refund at {r.psp} retried by {actor}: {reason}")
+    return r
+
+
+async def refunded_by_hand(conn: asyncpg.Connection, refund_id: int, *, reference: str,
+                           actor: str, reason: str) -> PspRefund | None:
+    """A failed refund support made at the PSP itself, recorded with the PSP's refund
+    reference; the payment's note about it goes. None unless the refund is `failed`."""
+    async with conn.transaction(isolation="read_committed"):
+        r = await store.refunded_by_hand(conn, refund_id, reference=reference,
+                                         note=f"refunded by hand by {actor}: {reason}"[:500])
+        if r is None:
+            return None
+        p = await store.payment(conn, r.payment_id, lock=True)
+        assert p is not None
+        p = refund_settled(p, r.psp)
+        await store.save(conn, p)
+        await store.add_history(conn, p, from_state=p.state, source="support",
+                                note=f"refunded by hand at {r.psp} as {reference} by "
+                                     f"{actor}: {reason}")
+    metrics.ROUTING_REFUNDS.labels(r.psp, "refunded").inc()
+    return r

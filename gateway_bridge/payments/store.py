@@ -252,3 +252,20 @@ async def retry_refund(conn: asyncpg.Connection, refund_id: int, *, after_ms: in
 
 async def refunds_of(conn: asyncpg.Connection, payment_id: str) -> list[PspRefund]:
     return [_refund(row) for row in await conn.fetch(q.REFUNDS_OF_PAYMENT, payment_id)]
+
+
+async def refunds_in_state(conn: asyncpg.Connection, state: str, *,
+                           limit: int) -> list[PspRefund]:
+    return [_refund(row) for row in await conn.fetch(q.REFUNDS_IN_STATE, state, limit)]
+
+
+async def reopen_refund(conn: asyncpg.Connection, refund_id: int, *,
+                        note: str) -> PspRefund | None:
+    row = await conn.fetchrow(q.REOPEN_REFUND, refund_id, note)
+    return None if row is None else _refund(row)
+
+
+async def refunded_by_hand(conn: asyncpg.Connection, refund_id: int, *, reference: str,
+                           note: str) -> PspRefund | None:
+    row = await conn.fetchrow(q.REFUNDED_BY_HAND, refund_id, reference, note)
+    return None if row is None else _refund(row)

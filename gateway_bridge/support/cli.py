@@ -5,6 +5,7 @@
     walletctl payment sync ID --reason        ask the PSP now; the answer goes to the inbox
     walletctl payment resolve ID --outcome succeeded|failed|dismiss --reason
     walletctl dead-letters list | replay      events that could not be applied
+    walletctl refunds list | retry | done     refunds of captures at PSPs a payment left
     walletctl risk pending | approve | reject payments held by the risk rules
     walletctl incidents list | show | ack | advance | note | resolve | evaluate | report
 
@@ -44,6 +45,7 @@ from gateway_bridge.support import (
     dead_letter_commands,
     payment_commands,
     player,
+    refund_commands,
     report,
     resolution,
     risk_commands,
@@ -242,6 +244,11 @@ def _parser() -> argparse.ArgumentParser:
     dead = sub.add_parser("dead-letters", help="list or replay dead-lettered PSP events")
     dead_letter_commands.add_arguments(dead)
 
+    owed = sub.add_parser("refunds", help="refunds of captures at PSPs a payment left: list, "
+                          "retry a failed one, or record one made by hand")
+    refund_commands.add_arguments(owed)
+    actor(owed)
+
     risk = sub.add_parser("risk", help="payments held by the risk rules: list, approve, "
                           "reject (through the running bridge; docs/RISK.md)")
     risk_commands.add_arguments(risk)
@@ -272,6 +279,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> str | None:
     """Arguments argparse can't check alone; a message when something is missing."""
+    if args.command == "refunds":
+        return refund_commands.check(args)
     if args.command != "incidents":
         return None
     if args.action == "advance" and not args.to:
@@ -288,6 +297,8 @@ def _work(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         return _player(args)
     if args.command == "dead-letters":
         return dead_letter_commands.dead_letters(args)
+    if args.command == "refunds":
+        return refund_commands.run(args)
     if args.command == "risk":
         return risk_commands.risk(args, risk_commands.support_key())
     if args.command == "incidents":

@@ -6,11 +6,14 @@ wallet credited once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
+import orjson
 
 from gateway_bridge.shared.events import EventKind, PspEvent
+from tests.bridge.clis import walletctl
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.bridge.integration.test_routing import method, prefer, probed_up, rules_env
 from tests.helpers import Client, wait_for
@@ -155,9 +158,10 @@ async def test_a_late_capture_at_an_abandoned_psp_is_refunded_there_and_flagged(
 
 async def test_a_refund_the_psp_refuses_is_left_to_support_by_name(
         make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
-        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+        bridge_conn: asyncpg.Connection, bridge_db: str, ledger_clean: None) -> None:
     """adyen softly declines, stripe credits; then adyen reports a capture it can't refund
-    (a reference it doesn't know): the refund fails and the payment says what to do."""
+    (a reference it doesn't know): the refund fails, the payment says what to do, and
+    `walletctl refunds` lists it and records the refund support made by hand."""
     card = method()
     await prefer(bridge_conn, "adyen", card)
     async with make_bridge(**rules_env(card, ["adyen", "stripe"])) as run:
@@ -183,3 +187,24 @@ async def test_a_refund_the_psp_refuses_is_left_to_support_by_name(
         assert failed["attention"].startswith("refund failed at adyen: "), failed["attention"]
         assert "refund 8816000000000001 by hand" in failed["attention"]
         assert (await client.balance(player)).cash == 40_00, "credited once, by stripe"
+
+        env = {"DATABASE_URL": bridge_db}
+        listed = await asyncio.to_thread(walletctl, env, "refunds", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        [row] = [r for r in orjson.loads(listed.stdout) if r["payment_id"] == created["id"]]
+        assert (row["psp"], row["state"]) == ("adyen", "failed")
+        missing = await asyncio.to_thread(walletctl, env, "refunds", "done", "--id", str(row["id"]))
+        assert missing.returncode == 2 and "--reason" in missing.stderr
+        done = await asyncio.to_thread(walletctl, env, "refunds", "done", "--id", str(row["id"]),
+                                       "--reference", "8816000000009999", "--reason",
+                                       "refunded in the Customer Area", "--actor", "ana")
+        assert done.returncode == 0, done.stderr
+        settled = await cashier.payment(created["id"])
+        assert settled["attention"] is None
+        assert settled["refunds"][0]["state"] == "refunded"
+        assert settled["refunds"][0]["refund_reference"] == "8816000000009999"
+        assert any("refunded by hand at adyen as 8816000000009999 by ana" in h["note"]
+                   for h in settled["history"])
+        again = await asyncio.to_thread(walletctl, env, "refunds", "retry", "--id", str(row["id"]),
+                                        "--reason", "twice")
+        assert again.returncode == 1, "only a failed refund can be retried"

@@ -13,6 +13,7 @@ from gateway_bridge.payments.model import (
     PaymentFacts,
     State,
     Verdict,
+    apply,
     decide,
     refund_owed,
     refund_settled,
@@ -110,13 +111,15 @@ def test_the_refund_note_goes_when_refunded_and_names_the_failure_when_not() -> 
                        "it captured this payment; not credited here; refund 1 queued")
     assert owed.attention is not None and owed.attention.startswith("refund owed at stripe: ")
     assert refund_settled(owed, "stripe").attention == "event 7 dead-lettered: x; y"
-    failed = refund_settled(owed, "stripe", "refund failed at stripe: refused")
+    failed = refund_settled(owed, "stripe", "refused")
     assert failed.attention == "refund failed at stripe: refused | event 7 dead-lettered: x; y"
     alone = refund_owed(_payment(), "stripe", "captured")
     assert refund_settled(alone, "stripe").attention is None
     # A note about another PSP stays.
     both = refund_owed(alone, "adyen", "captured too")
     assert refund_settled(both, "stripe").attention == "refund owed at adyen: captured too"
+    # Made by hand after it failed: the failure note goes as well.
+    assert refund_settled(failed, "stripe").attention == "event 7 dead-lettered: x; y"
 
 
 def test_a_stored_card_is_kept_only_as_its_digest_and_old_requests_read_alike() -> None:
@@ -159,3 +162,14 @@ def test_stripe_reports_only_the_payment_intents_the_bridge_charged() -> None:
             charged.currency) == (EventKind.DEPOSIT_SUCCEEDED, "pay_1", "pi_1", 4000, "USD")
     checkout = STRIPE.event_from(intent_event({"payment_id": "pay_1"}))
     assert checkout.kind is EventKind.IGNORED
+
+
+def test_a_new_reason_for_support_keeps_an_owed_refund_in_view() -> None:
+    owed = refund_owed(payment(), "adyen", "captured after the cascade")
+    wrong = PspEvent(psp="stripe", event_key="e2", kind=EventKind.DEPOSIT_SUCCEEDED,
+                     psp_event_type="checkout.session.completed", amount_minor=999,
+                     currency="USD")
+    d = decide(owed.facts(), wrong, credit_partial=False)
+    assert d.state is State.MISMATCH
+    after = apply(owed, d, wrong)
+    assert after.attention == f"{d.note} | refund owed at adyen: captured after the cascade"
