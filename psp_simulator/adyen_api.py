@@ -174,8 +174,14 @@ class AdyenSim:
             return self.error(422, "137", "Invalid amount specified (only whole refunds are "
                               "simulated)")
         refund_reference = self._sim.new_digits(16)
-        obj.status = "refunded"
-        obj.fields["refund_psp_reference"] = refund_reference
+        refunded = NAME not in self._sim.knobs.refund_fail_psps
+        if refunded:
+            obj.status = "refunded"
+            obj.fields["refund_psp_reference"] = refund_reference
+        self._sim.deliver([self._notification(
+            obj, event_code="REFUND", psp_reference=refund_reference, success=refunded,
+            original_reference=payment_reference,
+            reason="" if refunded else "Refund declined by the acquirer")])
         return json_response(201, {
             "merchantAccount": self._merchant, "paymentPspReference": payment_reference,
             "pspReference": refund_reference, "reference": payload.get("reference"),

@@ -69,6 +69,9 @@ async def _answer(sim: Simulator, psp: SimPsp, request: web.Request,
     sim.remember(slot, None)
     stored_answer: StoredAnswer | None = None
     try:
+        work_ms = knobs.work_ms_by_psp.get(psp.name, 0)
+        if work_ms:
+            await asyncio.sleep(work_ms / 1000)
         response = await handler(request)
         if (isinstance(response, web.Response) and response.status < 500
                 and isinstance(response.body, bytes)):

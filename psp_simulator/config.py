@@ -28,6 +28,7 @@ _INT_KNOBS: dict[str, tuple[int, int]] = {
 }
 PSP_NAMES = ("stripe", "adyen", "nowpayments")
 _PSP_RATE_MAPS = ("decline_rate_by_psp", "soft_decline_share_by_psp")
+_PSP_LISTS = ("down_psps", "refund_fail_psps")
 # Half the declines of a charge are soft unless a knob says otherwise.
 DEFAULT_SOFT_SHARE = 0.5
 METHODS_MAX = 50
@@ -44,6 +45,9 @@ class Knobs:
     error_rate: float = 0.0      # share of API calls answered 500
     down: bool = False           # every API call answered 503
     down_psps: tuple[str, ...] = ()  # only these PSPs' API calls answered 503 (routing)
+    # Refunds at these PSPs fail: Stripe's refund answers `failed`, Adyen accepts it and
+    # then notifies REFUND success=false.
+    refund_fail_psps: tuple[str, ...] = ()
     decline_rate: float = 0.0    # payouts refused with a 4xx; deposits completed as failed
     # Per-PSP decline rates, overriding decline_rate for the PSPs named (routing demos).
     decline_rate_by_psp: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -56,6 +60,9 @@ class Knobs:
     soft_decline_share_by_psp: Mapping[str, float] = dataclasses.field(default_factory=dict)
     decline_code_by_psp: Mapping[str, str] = dataclasses.field(default_factory=dict)
     latency_ms_by_psp: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # Time a PSP spends on a request before doing it, its idempotency key held meanwhile:
+    # a second request with the same key gets 409 (in progress), as at Stripe.
+    work_ms_by_psp: Mapping[str, int] = dataclasses.field(default_factory=dict)
     duplicate_count: int = 0     # each webhook sent 1 + N times
     reorder: bool = False        # a completion's webhooks delivered in reverse order
     delay_ms: int = 0            # webhooks held this long before the first attempt
@@ -92,7 +99,7 @@ class Knobs:
                 problems.append(error)
             elif name in _RATE_KNOBS and isinstance(value, int | float):
                 values[name] = float(value)
-            elif name == "down_psps" and isinstance(value, list | tuple):
+            elif name in _PSP_LISTS and isinstance(value, list | tuple):
                 values[name] = tuple(value)
             elif name in _PSP_RATE_MAPS and isinstance(value, dict):
                 values[name] = {p: float(r) for p, r in value.items()}
@@ -140,15 +147,15 @@ def _knob_problem(name: str, value: object) -> str:
                 for p, c in value.items()):
             return f"decline_code_by_psp: an object of PSP name to a decline code of at most " \
                    f"{DECLINE_CODE_MAX_CHARS} characters"
-    elif name == "latency_ms_by_psp":
+    elif name in ("latency_ms_by_psp", "work_ms_by_psp"):
         low, high = _INT_KNOBS["latency_ms"]
         if not isinstance(value, dict) or not all(
                 p in PSP_NAMES and not isinstance(ms, bool) and isinstance(ms, int)
                 and low <= ms <= high for p, ms in value.items()):
-            return f"latency_ms_by_psp: an object of PSP name to an integer in {low}..{high}"
-    elif name == "down_psps":
+            return f"{name}: an object of PSP name to an integer in {low}..{high}"
+    elif name in _PSP_LISTS:
         if not isinstance(value, list | tuple) or not all(p in PSP_NAMES for p in value):
-            return f"down_psps: a list of PSP names ({', '.join(PSP_NAMES)})"
+            return f"{name}: a list of PSP names ({', '.join(PSP_NAMES)})"
     elif name == "auto_outcome":
         if value not in AUTO_OUTCOMES:
             return f"auto_outcome: one of {sorted(AUTO_OUTCOMES)}"

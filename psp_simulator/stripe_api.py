@@ -174,12 +174,15 @@ class StripeSim:
             return self.error(400, "amount_too_large", "Only whole refunds are simulated",
                               param="amount")
         refund_id = f"re_{self._sim.new_id()}"
-        obj.fields["refund_id"] = refund_id
-        obj.status = "refunded"
+        failed = NAME in self._sim.knobs.refund_fail_psps
+        if not failed:
+            obj.fields["refund_id"] = refund_id
+            obj.status = "refunded"
         return json_response(200, {
             "id": refund_id, "object": "refund", "amount": obj.amount_minor,
             "currency": obj.currency.lower(), "payment_intent": intent_id,
-            "metadata": _metadata(form), "status": "succeeded"})
+            "metadata": _metadata(form), "status": "failed" if failed else "succeeded",
+            "failure_reason": "expired_or_canceled_card" if failed else None})
 
     async def create_payout(self, request: web.Request) -> web.Response:
         form = await request.post()

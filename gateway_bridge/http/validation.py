@@ -105,13 +105,20 @@ def return_url(body: Mapping[str, Any]) -> str:
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{7,127}")
+# A run of this many digits looks like a card number (or a network token, which is one):
+# the bridge takes vault tokens only, never card data.
+_CARD_NUMBER_LIKE = re.compile(r"\d{12,}")
 
 
 def payment_token(body: Mapping[str, Any]) -> str:
-    """A stored card (the vault's or a network token): the deposit is then charged by the
-    bridge itself, and may cascade to another PSP on a soft decline."""
-    return _text(body, "payment_token", _TOKEN, "a stored card token: 8 to 128 letters, "
-                                                "digits, _ and -", required=False)
+    """A stored card (a card vault's token): the deposit is then charged by the bridge
+    itself, and may cascade to another PSP on a soft decline."""
+    token = _text(body, "payment_token", _TOKEN, "a card vault's token: 8 to 128 letters, "
+                                                 "digits, _ and -", required=False)
+    if _CARD_NUMBER_LIKE.search(token):
+        raise InvalidRequest("payment_token", "a card vault's token, never a card number "
+                                              "(12 or more digits in a row)")
+    return token
 
 
 def destination(body: Mapping[str, Any]) -> str:

@@ -354,6 +354,13 @@ class Payments:
         opened is never shown, a capture there is refunded (payments/inbox.py)."""
         log.warning("deposit not confirmed by the PSP", extra={
             "payment_id": payment.id, "psp": payment.psp, "error": err.message})
+        if err.in_progress:
+            # Another call (a cashier retry racing this one) has the same attempt in hand at
+            # this PSP, or the PSP is still processing it: its outcome decides. Moving on
+            # now could capture the payment at two PSPs.
+            raise Unavailable(f"psp: {payment.psp} is still working on this payment; retry "
+                              "with the same Idempotency-Key", code="PSP_UNAVAILABLE",
+                              field="psp", retry_after_s=1) from None
         await self._learn(payment, success=False)
         if cascaded := await self._cascade(payment, "unavailable", reason="unavailable"):
             return await self.resume_deposit(cascaded.id, payment_token=payment_token)
@@ -408,9 +415,13 @@ class Payments:
         async with self._transaction() as conn:
             found = await store.payment(conn, payment_id, lock=True)
             assert found is not None
-            if found.psp != psp:
-                note = (f"{psp} captured this payment as {reference} after it moved to "
-                        f"{found.psp}; not credited here")
+            closed = found.state in (State.FAILED, State.EXPIRED) and found.settled_minor == 0
+            if found.psp != psp or closed:
+                # Moved on (a cascade raced this call), or closed by the status sync while
+                # the PSP took its time: the cashier was told otherwise, so it goes back.
+                where = (f"after it moved to {found.psp}" if found.psp != psp
+                         else f"after the deposit was closed as {found.state}")
+                note = f"{psp} captured this payment as {reference} {where}; not credited here"
                 owed = await store.owe_refund(conn, payment_id=found.id, psp=psp,
                                               psp_reference=reference,
                                               amount_minor=found.amount_minor,
@@ -467,8 +478,12 @@ class Payments:
             if found is None or found.state is not State.CREATED or found.psp != p.psp \
                     or found.routing is None:
                 return None
+            # The next PSP gets its own pending limit: a chain of slow attempts must not run
+            # into the status sync closing the payment under it.
             moved = replace(found, psp=nxt, routing=replace(
-                found.routing, attempts=(*found.routing.attempts, Attempt(found.psp, why))))
+                found.routing, attempts=(*found.routing.attempts, Attempt(found.psp, why))),
+                next_sync_at=self._clock() + timedelta(
+                    milliseconds=self._settings.pending_limit_for(nxt)))
             await store.save(conn, moved)
             await store.add_history(conn, moved, from_state=found.state, source="api",
                                     note=f"cascaded from {found.psp} ({why}) to {nxt}")

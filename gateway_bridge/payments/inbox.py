@@ -46,6 +46,7 @@ from gateway_bridge.payments.model import (
     refund_owed,
     wallet_key,
 )
+from gateway_bridge.payments.refunds import settle
 from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.payments.store import ClaimedEvent
 from gateway_bridge.routing.service import Router
@@ -180,6 +181,9 @@ class Inbox:
                 claimed.append(row.id)
             # Read after the id is handed out: an event that can't be read is parked.
             event = store.event_from_json(row.payload)
+            if event.kind in (EventKind.REFUND_SETTLED, EventKind.REFUND_FAILED):
+                await self._refund_outcome(conn, row, event)
+                return True
             payment = await store.payment_for_event(conn, event)
             if payment is None:
                 await self._unknown(conn, row, event)
@@ -209,12 +213,57 @@ class Inbox:
         await store.retry_event(conn, row.id, "unknown payment (yet)",
                                 self._backoff_ms(row.attempts))
 
+    async def _refund_outcome(self, conn: asyncpg.Connection, row: ClaimedEvent,
+                              event: PspEvent) -> None:
+        """The PSP's word on a refund the bridge asked for (payments/refunds.py): it settles
+        the refund, which moves no money in the wallet. A refund the bridge did not ask for
+        (made in the PSP's dashboard) is recorded and left alone."""
+        found = None if not event.psp_reference else await store.refund_by_capture(
+            conn, event.psp, event.psp_reference)
+        if found is None or found.state not in ("owed", "requested"):
+            note = ("not a refund the bridge asked for" if found is None
+                    else f"the refund is already {found.state}")
+            await store.finish_event(conn, row.id, "ignored", note)
+            return
+        reference = event.psp_reference_alt or found.refund_reference
+        if event.kind is EventKind.REFUND_SETTLED:
+            await settle(conn, found, state="refunded", source=row.source, fenced=False,
+                         reference=reference,
+                         note=f"refunded at {found.psp} as {reference} ({event.psp_event_type})")
+        else:
+            why = f"{found.psp} reports the refund failed ({event.psp_event_type})"
+            await settle(conn, found, state="failed", source=row.source, fenced=False,
+                         reference=reference, error=why,
+                         note=f"{why}; refund {found.psp_reference} by hand")
+        await store.finish_event(conn, row.id, "applied", f"refund {event.kind}")
+
+    async def _owe(self, conn: asyncpg.Connection, p: Payment, event: PspEvent,
+                   note: str) -> Payment:
+        """Records the capture `event` reports as owed back at its PSP (payments/refunds.py
+        pays it) and names it on the payment; a capture owed already is said once. Returns
+        the payment as saved."""
+        # The capture's own reference (Stripe's payment intent and Adyen's payment
+        # pspReference are the second reference of a checkout, the first of a charge).
+        capture = event.psp_reference_alt or event.psp_reference
+        owed = None if not capture else await store.owe_refund(
+            conn, payment_id=p.id, psp=event.psp, psp_reference=capture,
+            # A partial payment is refunded for what arrived, not what was asked.
+            amount_minor=event.received_minor or event.amount_minor or p.amount_minor,
+            currency=event.currency or p.currency)
+        if capture and owed is None:
+            return p  # a duplicate of a capture already owed (or already refunded)
+        if owed is not None:
+            note += f"; refund {owed} queued"
+        p = refund_owed(p, event.psp, note)
+        await store.save(conn, p)
+        return p
+
     async def _abandoned_attempt(self, conn: asyncpg.Connection, row: ClaimedEvent,
                                  event: PspEvent) -> bool:
         """An event from a PSP a routed payment cascaded away from (payments.cashier
         ._cascade): never applied, so never credited twice. A capture there is money the
-        player paid at the wrong PSP: the payment is flagged for support to refund it at
-        that PSP. True when the event was such a one."""
+        player paid at the wrong PSP: it is owed back there (the refund worker pays it) and
+        named on the payment. True when the event was such a one."""
         assert event.payment_id is not None
         p = await store.payment(conn, event.payment_id, lock=True)
         if p is None or p.routing is None \
@@ -222,25 +271,10 @@ class Inbox:
             return False
         note = f"{event.psp_event_type} from {event.psp}, an attempt this payment left"
         if event.kind in (EventKind.DEPOSIT_SUCCEEDED, EventKind.DEPOSIT_PARTIAL):
-            note = (f"it captured this payment ({event.psp_event_type}) after the payment "
-                    f"cascaded to {p.psp}; not credited here")
-            # The capture's own reference (Stripe's payment intent and Adyen's payment
-            # pspReference are the second reference of a checkout, the first of a charge).
-            capture = event.psp_reference_alt or event.psp_reference
-            owed = None if not capture else await store.owe_refund(
-                conn, payment_id=p.id, psp=event.psp, psp_reference=capture,
-                amount_minor=event.amount_minor or p.amount_minor,
-                currency=event.currency or p.currency)
-            if capture and owed is None:
-                # A duplicate of a capture already owed (or already refunded): said once.
-                note = f"{note}; its refund is already recorded"
-            else:
-                if owed is not None:
-                    # Paid back by the refund worker on its next pass (payments/refunds.py).
-                    note += f"; refund {owed} queued"
-                p = refund_owed(p, event.psp, note)
-                note = f"refund owed at {event.psp}: {note}"
-                await store.save(conn, p)
+            p = await self._owe(conn, p, event, f"it captured this payment "
+                                                f"({event.psp_event_type}) after the payment "
+                                                f"cascaded to {p.psp}; not credited here")
+            note = p.attention or note
         await store.add_history(conn, p, from_state=p.state, source=row.source,
                                 psp_event_type=event.psp_event_type, inbox_id=row.id,
                                 note=f"ignored: {note}")
@@ -253,6 +287,8 @@ class Inbox:
             if is_conflict(d):
                 p = replace(p, attention=d.note)
                 await store.save(conn, p)
+            elif d.refund_capture:
+                p = await self._owe(conn, p, event, d.note)
             await store.add_history(conn, p, from_state=p.state, source=row.source,
                                     psp_event_type=event.psp_event_type, inbox_id=row.id,
                                     note=f"ignored: {d.note}")

@@ -99,6 +99,8 @@ class Decision:
     state: State | None = None
     action: Action | None = None
     amount_minor: int = 0
+    # Ignored, and the money the event says the PSP took is owed back there.
+    refund_capture: bool = False
 
     @staticmethod
     def ignore(note: str) -> Decision:
@@ -167,6 +169,13 @@ def _late_deposit_event(p: PaymentFacts, e: PspEvent) -> Decision:
     money captured after we closed the deposit, or refunded after we credited it, is named a
     conflict so support sees it (the payment's `attention`)."""
     k, s = e.kind, p.state
+    if k is EventKind.DEPOSIT_SUCCEEDED and s in (State.FAILED, State.EXPIRED) \
+            and p.charged and p.settled_minor == 0:
+        # The bridge closed this charge (no answer in time) and the cashier was told so:
+        # the card is given back rather than credited behind the player's back.
+        return Decision(Verdict.IGNORE, f"the PSP reports the card charged after the "
+                                        f"deposit was {s}; refunded, not credited",
+                        refund_capture=True)
     if k is EventKind.DEPOSIT_SUCCEEDED and s in (State.FAILED, State.EXPIRED):
         return Decision.ignore(f"conflict: the PSP reports the deposit captured after it was "
                                f"{s}; not credited automatically, needs support")

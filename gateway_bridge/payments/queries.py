@@ -139,27 +139,45 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (psp, psp_reference) DO NOTHING
 RETURNING id"""
 
-# The refund worker's lease: due rows are pushed $2 ms into the future before the PSP is
-# called, so another replica (or the next pass) leaves them alone meanwhile; a crash
-# mid-call retries after the lease with the same idempotency key. $1 batch size.
-LEASE_DUE_REFUNDS = """
-UPDATE bridge.psp_refunds SET next_attempt_at = now() + $2 * interval '1 millisecond',
+# The refund worker's lease: one due row is pushed $1 ms into the future just before the
+# PSP is called, so another replica (or the next pass) leaves it alone meanwhile; a crash
+# mid-call retries after the lease with the same idempotency key. `attempts` is the lease's
+# fencing token: the worker's own updates name it, so a holder whose lease ran out can't
+# overwrite what a later holder (or the PSP's notification) wrote.
+LEASE_DUE_REFUND = """
+UPDATE bridge.psp_refunds SET next_attempt_at = now() + $1 * interval '1 millisecond',
        attempts = attempts + 1, updated_at = now()
-WHERE id IN (SELECT id FROM bridge.psp_refunds
-             WHERE state = 'owed' AND next_attempt_at <= now()
-             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+WHERE id = (SELECT id FROM bridge.psp_refunds
+            WHERE state = 'owed' AND next_attempt_at <= now()
+            ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
           refund_reference, last_error"""
 
+# The worker's outcome of its leased attempt $5: refunded, requested (the PSP confirms
+# later) or failed.
 FINISH_REFUND = """
 UPDATE bridge.psp_refunds SET state = $2, refund_reference = $3, last_error = $4,
        updated_at = now()
-WHERE id = $1 AND state = 'owed'"""
+WHERE id = $1 AND state = 'owed' AND attempts = $5"""
 
 RETRY_REFUND = """
 UPDATE bridge.psp_refunds SET next_attempt_at = now() + $2 * interval '1 millisecond',
        last_error = $3, updated_at = now()
-WHERE id = $1 AND state = 'owed'"""
+WHERE id = $1 AND state = 'owed' AND attempts = $4"""
+
+# The PSP's notification of a refund's outcome, for the capture it names ($1 psp, $2 the
+# capture's reference); locks the row so the worker's fenced update can't interleave.
+REFUND_BY_CAPTURE_FOR_UPDATE = """
+SELECT id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
+       refund_reference, last_error
+FROM bridge.psp_refunds WHERE psp = $1 AND psp_reference = $2 FOR UPDATE"""
+
+# A notified outcome: settles a refund that is owed (the notification beat the worker's
+# answer) or requested.
+SETTLE_REFUND = """
+UPDATE bridge.psp_refunds SET state = $2, refund_reference = coalesce($3, refund_reference),
+       last_error = $4, updated_at = now()
+WHERE id = $1 AND state IN ('owed', 'requested')"""
 
 REFUNDS_OF_PAYMENT = """
 SELECT id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,

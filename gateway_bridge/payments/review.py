@@ -91,8 +91,13 @@ class Reviews:
                 p = replace(held, attention=None, next_sync_at=datetime.now(UTC) + timedelta(
                     milliseconds=delay_ms))
                 await store.save(conn, p)
+                note = f"risk review approved by {actor}: {reason}"
+                if held.request.payment_token_sha256:
+                    # The bridge keeps no card token: only the cashier's retry brings it.
+                    note += ("; the card is charged when the cashier retries with the same "
+                             "Idempotency-Key and payment_token")
                 await store.add_history(conn, p, from_state=p.state, source="support",
-                                        note=f"risk review approved by {actor}: {reason}")
+                                        note=note)
             await risk_store.log_review(conn, payment_id, action="approve", actor=actor,
                                         reason=reason)
         current, _ = await self._payments.get(payment_id)

@@ -86,8 +86,11 @@ class StatusSync:
             return
         if p.state is State.CREATED:
             # The PSP never confirmed it and the cashier stopped retrying: the player never
-            # got a checkout URL, so nothing can be paid into it.
-            await self._close(p, State.FAILED, "never confirmed by the PSP")
+            # got a checkout URL, so nothing can be paid into it. A card the bridge charged
+            # may have been captured after all: such a capture is refunded when reported.
+            await self._close(p, State.FAILED, "never confirmed by the PSP" + (
+                "; a capture it reports later is refunded"
+                if p.request.payment_token_sha256 else ""))
             return
         await self._poll(p)
 

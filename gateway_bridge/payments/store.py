@@ -233,21 +233,35 @@ async def owe_refund(conn: asyncpg.Connection, *, payment_id: str, psp: str,
     return None if found is None else int(found)
 
 
-async def lease_due_refunds(conn: asyncpg.Connection, *, limit: int,
-                            lease_ms: int) -> list[PspRefund]:
-    return [_refund(row) for row in await conn.fetch(q.LEASE_DUE_REFUNDS, limit, lease_ms)]
+async def lease_due_refund(conn: asyncpg.Connection, *, lease_ms: int) -> PspRefund | None:
+    row = await conn.fetchrow(q.LEASE_DUE_REFUND, lease_ms)
+    return None if row is None else _refund(row)
 
 
-async def finish_refund(conn: asyncpg.Connection, refund_id: int, *, state: str,
+async def finish_refund(conn: asyncpg.Connection, r: PspRefund, *, state: str,
                         refund_reference: str | None, error: str | None) -> bool:
-    status: str = await conn.execute(q.FINISH_REFUND, refund_id, state, refund_reference,
-                                      error)
+    """The leased attempt's outcome; False when the lease was lost (see the query)."""
+    status: str = await conn.execute(q.FINISH_REFUND, r.id, state, refund_reference, error,
+                                      r.attempts)
     return status == "UPDATE 1"
 
 
-async def retry_refund(conn: asyncpg.Connection, refund_id: int, *, after_ms: int,
+async def retry_refund(conn: asyncpg.Connection, r: PspRefund, *, after_ms: int,
                        error: str) -> None:
-    await conn.execute(q.RETRY_REFUND, refund_id, after_ms, error)
+    await conn.execute(q.RETRY_REFUND, r.id, after_ms, error, r.attempts)
+
+
+async def refund_by_capture(conn: asyncpg.Connection, psp: str,
+                            psp_reference: str) -> PspRefund | None:
+    row = await conn.fetchrow(q.REFUND_BY_CAPTURE_FOR_UPDATE, psp, psp_reference)
+    return None if row is None else _refund(row)
+
+
+async def settle_refund(conn: asyncpg.Connection, refund_id: int, *, state: str,
+                        refund_reference: str | None, error: str | None) -> bool:
+    status: str = await conn.execute(q.SETTLE_REFUND, refund_id, state, refund_reference,
+                                      error)
+    return status == "UPDATE 1"
 
 
 async def refunds_of(conn: asyncpg.Connection, payment_id: str) -> list[PspRefund]:

@@ -39,6 +39,7 @@ from gateway_bridge.psp.base import (
     PspDeclined,
     PspUnavailable,
     RefundOrder,
+    RefundResult,
     ShapeError,
     WebhookAck,
     WebhookRejected,
@@ -47,7 +48,7 @@ from gateway_bridge.psp.base import (
     required_text,
     text_field,
 )
-from gateway_bridge.psp.declines import Decline, classify
+from gateway_bridge.psp.declines import Decline, classify, clean_code
 from gateway_bridge.psp.outbound import ClientAdapter
 from gateway_bridge.shared.events import EventKind, PspEvent
 from gateway_bridge.shared.terms import DepositInstructions
@@ -70,9 +71,12 @@ _KINDS: dict[tuple[str, bool | None], EventKind] = {
     ("PAYOUT_DECLINE", None): EventKind.PAYOUT_FAILED,
     ("PAYOUT_EXPIRE", None): EventKind.PAYOUT_FAILED,
     ("PAID_OUT_REVERSED", None): EventKind.PAYOUT_REVERSED,
+    ("REFUND", True): EventKind.REFUND_SETTLED,
+    ("REFUND", False): EventKind.REFUND_FAILED,
+    ("REFUND_FAILED", None): EventKind.REFUND_FAILED,
 }
 # Modifications whose pspReference is their own and whose originalReference is the payment's.
-_MODIFICATIONS = frozenset({"CHARGEBACK", "PAID_OUT_REVERSED"})
+_MODIFICATIONS = frozenset({"CHARGEBACK", "PAID_OUT_REVERSED", "REFUND", "REFUND_FAILED"})
 # Payment link statuses (GET /paymentLinks/{id}) that are final.
 _LINK_KINDS = {"completed": EventKind.DEPOSIT_SUCCEEDED, "paid": EventKind.DEPOSIT_SUCCEEDED,
                "expired": EventKind.DEPOSIT_EXPIRED}
@@ -206,7 +210,10 @@ class AdyenAdapter(ClientAdapter):
         additional = item.get("additionalData")
         link_id = text_field(additional, "paymentLinkId") if isinstance(additional, dict) else None
         original = text_field(item, "originalReference")
-        if event_code in _MODIFICATIONS:
+        if event_code in ("REFUND", "REFUND_FAILED"):
+            # The capture refunded, and the refund's own reference.
+            reference, reference_alt = original or psp_reference, psp_reference
+        elif event_code in _MODIFICATIONS:
             reference, reference_alt = original or psp_reference, None
         elif link_id:
             reference, reference_alt = link_id, psp_reference
@@ -274,18 +281,23 @@ class AdyenAdapter(ClientAdapter):
         try:
             result_code = text_field(answer, "resultCode") or ""
             if result_code in ("Refused", "Error", "Cancelled"):
-                code = text_field(answer, "refusalReasonCode") or result_code
+                code = clean_code(text_field(answer, "refusalReasonCode") or result_code)
                 raise PspDeclined(self.name, text_field(answer, "refusalReason") or result_code,
                                   status=200, code=code,
                                   soft=classify(self.name, code) is Decline.SOFT)
             if result_code != "Authorised":
-                # RedirectShopper, Pending, Received: not final, not ours to finish here.
-                raise PspUnavailable(self.name, f"payment is {result_code or 'unknown'}")
+                # Pending, Received: the outcome is coming (the AUTHORISATION webhook).
+                # RedirectShopper (3-D Secure): the issuer wants the player, which a
+                # server-to-server charge can't bring, so it is as good as unanswered.
+                raise PspUnavailable(self.name, f"payment is {result_code or 'unknown'}",
+                                     in_progress=result_code in ("Pending", "Received"))
             return required_text(answer, "pspReference")
         except ShapeError as exc:
             raise PspUnavailable(self.name, f"unexpected answer: {exc}") from None
 
-    async def refund(self, order: RefundOrder) -> str:
+    async def refund(self, order: RefundOrder) -> RefundResult:
+        """Adyen only accepts a refund here ("received"); the REFUND notification says
+        whether it went through."""
         payload: dict[str, object] = {
             "merchantAccount": self._config.merchant_account,
             "amount": self._amount(order.amount_minor, order.currency),
@@ -294,7 +306,7 @@ class AdyenAdapter(ClientAdapter):
         path = f"{CHECKOUT_API}/payments/{quote(order.psp_reference, safe='')}/refunds"
         answer = await self._post(path, payload, order.idempotency_key)
         try:
-            return required_text(answer, "pspReference")
+            return RefundResult(required_text(answer, "pspReference"), settled=False)
         except ShapeError as exc:
             raise PspUnavailable(self.name, f"unexpected answer: {exc}") from None
 

@@ -41,9 +41,14 @@ class PspError(Exception):
 
 
 class PspUnavailable(PspError):
-    def __init__(self, psp: str, message: str, *, breaker_open: bool = False) -> None:
+    """`in_progress`: the PSP has the request in hand (another call with the same key, or a
+    payment still processing): its outcome is coming, so nothing may go to another PSP."""
+
+    def __init__(self, psp: str, message: str, *, breaker_open: bool = False,
+                 in_progress: bool = False) -> None:
         super().__init__(psp, message)
         self.breaker_open = breaker_open
+        self.in_progress = in_progress
 
 
 class PspDeclined(PspError):
@@ -124,6 +129,15 @@ class RefundOrder:
     idempotency_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """The PSP's refund reference; `settled` False while the PSP has only accepted the
+    refund (Adyen's "received"): its notification tells the outcome."""
+
+    reference: str
+    settled: bool
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PayoutOrder:
     payment_id: str
@@ -192,8 +206,8 @@ class PspAdapter(Protocol):
         PspDeclined (with `soft` from psp.declines) when the card was refused."""
         ...
 
-    async def refund(self, order: RefundOrder) -> str:
-        """Refunds a captured payment in full; returns the PSP's refund reference."""
+    async def refund(self, order: RefundOrder) -> RefundResult:
+        """Refunds a captured payment in full. PspDeclined when the PSP refuses it."""
         ...
 
     async def fetch_status(self, ref: PaymentRef) -> PspEvent | None:

@@ -12,8 +12,12 @@ treated as hard: retrying an unknown refusal is the costly mistake.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
+
+CODE_MAX_CHARS = 40
+_CODE_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 class Decline(StrEnum):
@@ -62,6 +66,12 @@ ADYEN_HARD = frozenset({
 })
 
 SOFT_BY_PSP: Mapping[str, frozenset[str]] = {"stripe": STRIPE_SOFT, "adyen": ADYEN_SOFT}
+
+
+def clean_code(code: str) -> str:
+    """A PSP's decline code as the bridge keeps it (on the payment, in the history): short,
+    and nothing but letters, digits and _ . -"""
+    return _CODE_UNSAFE.sub("", code)[:CODE_MAX_CHARS]
 
 
 def classify(psp: str, code: str) -> Decline:

@@ -38,6 +38,7 @@ from gateway_bridge.psp.base import (
     PspDeclined,
     PspUnavailable,
     RefundOrder,
+    RefundResult,
 )
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,9 @@ class _Failure:
     reason: str
     retryable: bool = True
     retry_after_ms: int = 0
+    # The PSP has this request (same idempotency key) in hand or done: another call is
+    # working on it. Whoever asked must wait for that outcome, not go elsewhere.
+    in_progress: bool = False
 
 
 class _TooLarge(Exception):
@@ -293,7 +297,8 @@ class OutboundClient:
                 return outcome
             if not outcome.retryable or attempt == attempts_max:
                 raise PspUnavailable(self.psp, f"{method} {path}: {outcome.reason} "
-                                               f"(attempt {attempt} of {attempts_max})")
+                                               f"(attempt {attempt} of {attempts_max})",
+                                     in_progress=outcome.in_progress)
             delay_ms = self._backoff_ms(attempt, outcome.retry_after_ms)
             log.warning("psp call failed; retrying", extra={
                 "psp": self.psp, "method": method, "path": path, "attempt": attempt,
@@ -337,9 +342,15 @@ class OutboundClient:
     def _classify(self, status: int, raw: bytes, retry_after: str) -> PspResponse | _Failure:
         if 200 <= status < 300:
             return PspResponse(status, raw)
+        if status == 409:
+            return _Failure("HTTP 409 (the same request is in progress)", in_progress=True,
+                            retry_after_ms=_retry_after_ms(retry_after))
         if status in _RETRYABLE_4XX or status >= 500:
             return _Failure(f"HTTP {status}", retry_after_ms=_retry_after_ms(retry_after))
         code, message = _error_fields(raw)
+        if _outcome_unknown(code):
+            return _Failure(f"HTTP {status} ({code or 'idempotency'})", retryable=False,
+                            in_progress=True)
         if status in _DECLINE_STATUSES and not _outcome_unknown(code):
             raise PspDeclined(
                 self.psp, sanitize(message or f"HTTP {status}", secret=self._config.api_key,
@@ -401,7 +412,7 @@ class ClientAdapter:
         raise PspDeclined(self.name, "no server-to-server card payments at this PSP",
                           status=0, code="not_supported")
 
-    async def refund(self, order: RefundOrder) -> str:
+    async def refund(self, order: RefundOrder) -> RefundResult:
         del order
         raise PspDeclined(self.name, "refunds are not available through this PSP's API; "
                           "refund by hand", status=0, code="not_supported")

@@ -33,6 +33,7 @@ from gateway_bridge.psp.base import (
     PspDeclined,
     PspUnavailable,
     RefundOrder,
+    RefundResult,
     ShapeError,
     WebhookAck,
     WebhookRejected,
@@ -73,8 +74,11 @@ _INTENT_EVENTS: dict[str, EventKind] = {
     "payment_intent.payment_failed": EventKind.DEPOSIT_FAILED,
 }
 CHARGE_FLOW = "charge"
+# The outcome of a refund that was `pending` when the bridge asked for it.
+_REFUND_EVENTS = frozenset({"refund.updated", "refund.failed"})
 _KNOWN_EVENTS = frozenset({"checkout.session.completed", "charge.dispute.created",
-                           *_SESSION_EVENTS, *_PAYOUT_EVENTS, *_INTENT_EVENTS})
+                           *_SESSION_EVENTS, *_PAYOUT_EVENTS, *_INTENT_EVENTS,
+                           *_REFUND_EVENTS})
 
 
 def signature_v1(secret: str, timestamp_s: int, body: bytes) -> str:
@@ -193,6 +197,8 @@ class StripeAdapter(ClientAdapter):
             return PspEvent(psp=self.name, event_key=event_id, kind=EventKind.IGNORED,
                             psp_event_type=event_type)
         obj = json_object(json_object(event.get("data"), "data").get("object"), "data.object")
+        if event_type in _REFUND_EVENTS:
+            return self._refund_event(obj, event_id, event_type)
         if event_type in _INTENT_EVENTS:
             return PspEvent(
                 psp=self.name, event_key=event_id, kind=_INTENT_EVENTS[event_type],
@@ -216,6 +222,23 @@ class StripeAdapter(ClientAdapter):
             dispute_reference=required_text(obj, "id"),
             amount_minor=int_field(obj, "amount"),
             currency=_upper(text_field(obj, "currency")))
+
+    def _refund_event(self, refund: Mapping[str, object], event_key: str,
+                      event_type: str) -> PspEvent:
+        status = text_field(refund, "status") or ""
+        if event_type == "refund.failed" or status in ("failed", "canceled"):
+            kind = EventKind.REFUND_FAILED
+        elif status == "succeeded":
+            kind = EventKind.REFUND_SETTLED
+        else:
+            kind = EventKind.IGNORED  # still pending
+        return PspEvent(
+            psp=self.name, event_key=event_key, kind=kind, psp_event_type=event_type,
+            payment_id=_metadata_payment_id(refund),
+            psp_reference=_expandable_id(refund, "payment_intent"),
+            psp_reference_alt=required_text(refund, "id"),
+            amount_minor=int_field(refund, "amount"),
+            currency=_upper(text_field(refund, "currency")))
 
     def _session_event(self, session: Mapping[str, object], event_key: str, event_type: str,
                        kind: EventKind) -> PspEvent:
@@ -312,17 +335,25 @@ class StripeAdapter(ClientAdapter):
                               soft=classify(self.name, err.code) is Decline.SOFT) from None
         status = text_field(intent, "status") or ""
         if status != "succeeded":
-            # requires_action (3-D Secure) or processing: nothing the bridge can finish
-            # server-to-server, and the outcome is not final.
-            raise PspUnavailable(self.name, f"payment intent is {status or 'unknown'}")
+            # processing: the outcome is coming (the webhook, or this key again).
+            # requires_action (3-D Secure): the issuer wants the player, which a
+            # server-to-server charge can't bring, so it is as good as unanswered.
+            raise PspUnavailable(self.name, f"payment intent is {status or 'unknown'}",
+                                 in_progress=status == "processing")
         return str(intent["id"])
 
-    async def refund(self, order: RefundOrder) -> str:
+    async def refund(self, order: RefundOrder) -> RefundResult:
+        """A card refund is `succeeded` at once as a rule; `pending` settles later
+        (refund.updated), `failed` or `canceled` is a refusal."""
         fields = [("payment_intent", order.psp_reference),
                   ("amount", str(order.amount_minor)),
                   ("metadata[payment_id]", order.payment_id)]
         refund = await self._post_form("/v1/refunds", fields, order.idempotency_key)
-        return str(refund["id"])
+        status = text_field(refund, "status") or ""
+        if status in ("failed", "canceled"):
+            raise PspDeclined(self.name, f"refund {refund['id']} is {status}", status=200,
+                              code=text_field(refund, "failure_reason") or status)
+        return RefundResult(str(refund["id"]), settled=status == "succeeded")
 
     async def fetch_status(self, ref: PaymentRef) -> PspEvent | None:
         """A final status as a poll event; None while the session or payout is in flight."""

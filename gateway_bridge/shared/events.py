@@ -23,6 +23,8 @@ class EventKind(StrEnum):
     PAYOUT_FAILED = "payout_failed"          # failed, declined, expired, cancelled
     PAYOUT_REVERSED = "payout_reversed"      # returned after it was reported paid
     CHARGEBACK = "chargeback"                # dispute lost/opened with funds withdrawn
+    REFUND_SETTLED = "refund_settled"        # a refund the bridge asked for went through
+    REFUND_FAILED = "refund_failed"          # ... or did not
     IGNORED = "ignored"                      # a valid event we have no use for
 
 

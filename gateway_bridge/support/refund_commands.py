@@ -16,7 +16,7 @@ from gateway_bridge.payments import refunds, store
 from gateway_bridge.support.console import connect, print_json
 
 LIST_ROWS_MAX = 1000
-STATES = ("owed", "failed", "refunded")
+STATES = ("owed", "requested", "failed", "refunded")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -211,7 +211,8 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "reorder": False, "delay_ms": 0, "drop_rate": 0, "auto_complete_ms": 0, "poll_status": None,
     "auto_outcome": "success", "down_psps": [], "decline_rate_by_psp": {},
     "approval_by_psp_method": {}, "soft_decline_share_by_psp": {}, "decline_code_by_psp": {},
-    "latency_ms_by_psp": {},
+    "latency_ms_by_psp": {}, "refund_fail_psps": [],
+    "work_ms_by_psp": {},
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from gateway_bridge.shared.events import EventKind, PspEvent
 from tests.bridge.clis import walletctl
@@ -199,12 +200,98 @@ async def test_a_refund_the_psp_refuses_is_left_to_support_by_name(
                                        "--reference", "8816000000009999", "--reason",
                                        "refunded in the Customer Area", "--actor", "ana")
         assert done.returncode == 0, done.stderr
-        settled = await cashier.payment(created["id"])
-        assert settled["attention"] is None
-        assert settled["refunds"][0]["state"] == "refunded"
-        assert settled["refunds"][0]["refund_reference"] == "8816000000009999"
+        by_hand = await cashier.payment(created["id"])
+        assert by_hand["attention"] is None
+        assert by_hand["refunds"][0]["state"] == "refunded"
+        assert by_hand["refunds"][0]["refund_reference"] == "8816000000009999"
         assert any("refunded by hand at adyen as 8816000000009999 by ana" in h["note"]
-                   for h in settled["history"])
+                   for h in by_hand["history"])
         again = await asyncio.to_thread(walletctl, env, "refunds", "retry", "--id", str(row["id"]),
                                         "--reason", "twice")
         assert again.returncode == 1, "only a failed refund can be retried"
+
+
+@pytest.mark.parametrize("refund_fails", [False, True], ids=["settled", "failed"])
+async def test_an_adyen_refund_is_settled_by_its_notification(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None, refund_fails: bool) -> None:
+    """Adyen only accepts a refund ("received"): it stays `requested` until the REFUND
+    notification says it went through, or that it failed (then support is told)."""
+    card = method()
+    await prefer(bridge_conn, "adyen", card)
+    started = await bridge_conn.fetchval("SELECT now()")
+    async with make_bridge(BRIDGE_PSP_TIMEOUT_MS="300", BRIDGE_PSP_RETRIES_MAX="0",
+                           **rules_env(card, ["adyen", "stripe"])):
+        await wait_for(lambda: probed_up(bridge_conn, "adyen", started))
+        await cashier.knobs(latency_ms_by_psp={"adyen": 1_000}, delay_ms=1_000,
+                            refund_fail_psps=["adyen"] if refund_fails else [])
+        try:
+            status, created = await charge(cashier, player, card, key=f"ady-{card}")
+        finally:
+            await cashier.knobs(latency_ms_by_psp={})
+        assert status == 201 and created["psp"] == "stripe", created
+        await cashier.wait_state(created["id"], "succeeded")
+
+        seen: dict[str, Any] = {}
+
+        async def settled() -> bool:
+            nonlocal seen
+            seen = await cashier.payment(created["id"])
+            return bool(seen.get("refunds")) and seen["refunds"][0]["state"] in (
+                "refunded", "failed")
+        await wait_for(settled, timeout_s=20)
+        [refund] = seen["refunds"]
+        notes = [h["note"] for h in seen["history"]]
+        assert any(n.startswith("refund requested at adyen as ") for n in notes), notes
+        if refund_fails:
+            assert refund["state"] == "failed", refund
+            assert seen["attention"].startswith("refund failed at adyen: adyen reports the "
+                                                "refund failed (REFUND)"), seen["attention"]
+        else:
+            assert refund["state"] == "refunded", refund
+            assert seen["attention"] is None
+            sim_object = await cashier.sim_get(f"/_sim/objects/adyen/{refund['psp_reference']}")
+            assert sim_object["status"] == "refunded"
+        assert (await client.balance(player)).cash == 40_00, "credited once, by stripe"
+
+
+async def test_a_retry_racing_a_slow_charge_waits_instead_of_charging_elsewhere(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
+    """The cashier retries while stripe is still working on the charge: stripe answers the
+    retry 409 (the key is in progress), and the retry must wait for that outcome, not
+    cascade the card to adyen."""
+    card = method()
+    await prefer(bridge_conn, "stripe", card)
+    async with make_bridge(**rules_env(card, ["stripe", "adyen"])):
+        await cashier.knobs(work_ms_by_psp={"stripe": 700})
+        first = asyncio.create_task(charge(cashier, player, card, key=f"race-{card}"))
+        await asyncio.sleep(0.2)
+        second = await charge(cashier, player, card, key=f"race-{card}")
+        status, created = await first
+        assert status == 201 and created["psp"] == "stripe", created
+        assert second[0] in (200, 503), second
+        if second[0] == 503:
+            assert second[1]["error"]["code"] == "PSP_UNAVAILABLE"
+        await cashier.knobs(work_ms_by_psp={})
+        status, again = await charge(cashier, player, card, key=f"race-{card}")
+        assert (status, again["id"], again["psp"]) == (200, created["id"], "stripe"), again
+        assert "attempts" not in again["routing"]
+        assert not any(k.startswith(f"charge-{created['id']}")
+                       for k in await charge_keys(cashier, "adyen")), "adyen never charged"
+        await cashier.wait_state(created["id"], "succeeded")
+        assert (await client.balance(player)).cash == 40_00
+
+
+async def test_a_card_number_is_never_taken_as_a_token(
+        make_bridge: BridgeFactory, cashier: Cashier, player: str) -> None:
+    card = method()
+    async with make_bridge(**rules_env(card, ["stripe"])):
+        status, body = await cashier.request("POST", "/v1/deposits", body={
+            "player_id": player, "amount_minor": 40_00, "currency": "USD", "method": card,
+            "payment_token": "4111111111111111"}, headers={"Idempotency-Key": f"pan-{card}"})
+        assert (status, body["error"]["field"]) == (400, "payment_token"), body
+        assert "4111" not in body["error"]["message"]
+        status, body = await charge(cashier, player, card, key=f"np-{card}",
+                                    psp="nowpayments", pay_currency="btc")
+        assert status in (400, 422) and body["error"]["field"] in ("payment_token", "psp"), body

@@ -19,7 +19,7 @@ from gateway_bridge.payments.model import (
     refund_settled,
 )
 from gateway_bridge.psp import declines
-from gateway_bridge.psp.declines import Decline, classify
+from gateway_bridge.psp.declines import Decline, classify, clean_code
 from gateway_bridge.routing import settings as routing_settings
 from gateway_bridge.routing.rules import Attempt, RoutingDecision
 from gateway_bridge.shared.events import EventKind, PspEvent
@@ -27,7 +27,7 @@ from gateway_bridge.shared.terms import Direction
 from psp_simulator.config import Knobs
 from service_kit.settings import EnvReader, SettingsError
 from tests.bridge.unit.test_payment_model import payment
-from tests.bridge.unit.test_signatures import STRIPE
+from tests.bridge.unit.test_signatures import ADYEN, STRIPE
 
 
 @pytest.mark.parametrize(("psp", "code", "expected"), [
@@ -173,3 +173,34 @@ def test_a_new_reason_for_support_keeps_an_owed_refund_in_view() -> None:
     assert d.state is State.MISMATCH
     after = apply(owed, d, wrong)
     assert after.attention == f"{d.note} | refund owed at adyen: captured after the cascade"
+
+
+def test_a_capture_of_a_charge_the_bridge_closed_is_refunded_not_credited() -> None:
+    closed = PaymentFacts(Direction.DEPOSIT, State.FAILED, 100, "EUR", charged=True)
+    late = _failed(EventKind.DEPOSIT_SUCCEEDED)
+    d = decide(closed, late, credit_partial=False)
+    assert (d.verdict, d.refund_capture) == (Verdict.IGNORE, True)
+    # A checkout the bridge closed stays a conflict for support (the player may have paid
+    # knowingly at a page that was still open).
+    checkout = PaymentFacts(Direction.DEPOSIT, State.FAILED, 100, "EUR")
+    d = decide(checkout, late, credit_partial=False)
+    assert not d.refund_capture and d.note.startswith("conflict")
+
+
+def test_refund_outcomes_are_read_from_each_psp() -> None:
+    refund = {"id": "re_1", "object": "refund", "amount": 4000, "currency": "usd",
+              "payment_intent": "pi_1", "metadata": {"payment_id": "pay_1"}}
+    for status, kind in (("succeeded", EventKind.REFUND_SETTLED),
+                         ("failed", EventKind.REFUND_FAILED),
+                         ("pending", EventKind.IGNORED)):
+        event = STRIPE.event_from({"id": "evt_2", "type": "refund.updated",
+                                   "data": {"object": {**refund, "status": status}}})
+        assert (event.kind, event.psp_reference, event.psp_reference_alt) == (
+            kind, "pi_1", "re_1"), status
+    item = {"eventCode": "REFUND", "success": "false", "pspReference": "8816000000000002",
+            "originalReference": "8816000000000001", "merchantAccountCode": "TestMerchant",
+            "merchantReference": "pay_1", "amount": {"value": 4000, "currency": "USD"}}
+    event = ADYEN.event_from(item)
+    assert (event.kind, event.psp_reference, event.psp_reference_alt) == (
+        EventKind.REFUND_FAILED, "8816000000000001", "8816000000000002")
+    assert clean_code("9<script>") == "9script" and len(clean_code("x" * 99)) == 40
