@@ -129,11 +129,9 @@ class StripeSim:
         payment_intent.succeeded; a decline sends nothing (the bridge learns declines from
         the answer and does not subscribe to payment_intent.payment_failed)."""
         form = await request.post()
-        amount = _form_text(form, "amount")
-        currency = _form_text(form, "currency")
-        if not amount.isdigit() or int(amount) <= 0 or not currency:
-            return self.error(400, "parameter_missing", "Missing required param: amount",
-                              param="amount")
+        amount, currency = _form_text(form, "amount"), _form_text(form, "currency")
+        if missing := self._amount_missing(amount, currency):
+            return missing
         if _form_text(form, "confirm") != "true" or not _form_text(form, "payment_method"):
             return self.error(400, "parameter_missing", "payment_method and confirm=true are "
                               "required here", param="payment_method")
@@ -184,13 +182,18 @@ class StripeSim:
             "metadata": _metadata(form), "status": "failed" if failed else "succeeded",
             "failure_reason": "expired_or_canceled_card" if failed else None})
 
-    async def create_payout(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        amount = _form_text(form, "amount")
-        currency = _form_text(form, "currency")
+    def _amount_missing(self, amount: str, currency: str) -> web.Response | None:
+        """Stripe's answer to a payment or payout without a positive amount and currency."""
         if not amount.isdigit() or int(amount) <= 0 or not currency:
             return self.error(400, "parameter_missing", "Missing required param: amount",
                               param="amount")
+        return None
+
+    async def create_payout(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        amount, currency = _form_text(form, "amount"), _form_text(form, "currency")
+        if missing := self._amount_missing(amount, currency):
+            return missing
         if self._sim.roll(self._sim.knobs.decline_rate_for("stripe")):
             return self.error(400, "balance_insufficient", "You have insufficient funds in "
                               "your Stripe account for this transfer.")
