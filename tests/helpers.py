@@ -22,9 +22,10 @@ TOKENS = {
     "payments": "test-payments-token-0123456789",
     "support": "test-support-token-0123456789",
     "read": "test-read-token-0123456789",
+    "limits": "test-limits-token-0123456789",
 }
 SERVICES = {"game": "game-service", "bonus": "bonus-service", "payments": "payments-service",
-            "support": "support", "read": "reporting"}
+            "support": "support", "read": "reporting", "limits": "account-service"}
 CALLERS_JSON = orjson.dumps({SERVICES[s]: {"token": t, "scopes": [s]}
                              for s, t in TOKENS.items()}).decode()
 _counter = itertools.count()

@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -14,6 +15,7 @@ from wallet_core.db import DB_DOWN, database_unavailable
 from wallet_core.domain import errors
 from wallet_core.domain.errors import InvalidField, NotFound
 from wallet_core.domain.ledger import Balances, BonusState
+from wallet_core.domain.limits import Guard
 from wallet_core.domain.outcome import TransactionView
 from wallet_core.storage import repo
 
@@ -42,6 +44,14 @@ class Reads:
         if found is None:
             raise NotFound(f"player_id has no {currency} wallet", reason=errors.WALLET_NOT_FOUND)
         return found[1]
+
+    async def limits(self, player_id: str, currency: str, now: datetime) -> Guard:
+        """The wallet's responsible-gambling limits as of `now` (none set: an empty guard)."""
+        async with self._connection() as conn:
+            exists, guard = await repo.limits(conn, player_id, currency)
+        if not exists:
+            raise NotFound(f"player_id has no {currency} wallet", reason=errors.WALLET_NOT_FOUND)
+        return (guard or Guard()).at(now)
 
     async def bonuses(self, player_id: str, currency: str,
                       include_inactive: bool) -> list[BonusState]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -30,6 +31,7 @@ from wallet_core.config import Settings
 from wallet_core.db import create_pool
 from wallet_core.idempotency_cache import IdempotencyCache
 from wallet_core.operations import GroupCommitSettings, Operations
+from wallet_core.operations.front import utc_now
 from wallet_core.reads import Reads
 from wallet_core.storage import repo
 
@@ -59,8 +61,10 @@ def _redis_client(settings: Settings) -> aioredis.Redis | None:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    """Start everything on the running loop; stop it gracefully on exit."""
+async def running(settings: Settings, *,
+                  clock: Callable[[], datetime] = utc_now) -> AsyncIterator[Running]:
+    """Start everything on the running loop; stop it gracefully on exit. `clock`: the time
+    the rules see (tests move it to cross a cooling-off or a period)."""
     pool = await create_pool(settings)
     cache = IdempotencyCache(_redis_client(settings), ttl_s=settings.idempotency_ttl_s,
                              timeout_ms=settings.redis_timeout_ms,
@@ -77,7 +81,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         operations = Operations(pool=pool, cache=cache, currencies=currencies,
                                 pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms,
                                 conflict_retries_max=settings.conflict_retries_max,
-                                group_commit=group)
+                                group_commit=group, clock=clock)
         reads = Reads(pool, pool_acquire_timeout_ms=settings.db_pool_acquire_timeout_ms)
         server, port, health_servicer = await _start_server(settings, operations, reads)
         sweeper = asyncio.create_task(_sweep_bonuses(operations, settings), name="bonus-sweeper")

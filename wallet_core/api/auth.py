@@ -28,6 +28,11 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "GrantBonus": frozenset({"bonus"}),
     "ForfeitBonus": frozenset({"bonus"}),
     "Adjust": frozenset({"support"}),
+    # Responsible gambling (docs/COMPLIANCE.md): the player's own limits and breaks, set
+    # through the casino's account service; the bridge reads them before a deposit.
+    "SetLimits": frozenset({"limits"}),
+    "Exclude": frozenset({"limits"}),
+    "GetLimits": frozenset({"limits", "read", "support", "payments"}),
     # payments: the bridge asks whether a credit it sent under a key was recorded before it
     # re-prices one whose rate aged out (docs/FX.md, rate pinning).
     "GetTransaction": frozenset({"support", "read", "payments"}),

@@ -20,6 +20,17 @@ from wallet_core.domain import errors
 from wallet_core.domain import validation as v
 from wallet_core.domain.errors import InvalidField
 from wallet_core.domain.ledger import Balances, BonusState
+from wallet_core.domain.limits import (
+    SELF_EXCLUSION_MAX,
+    SELF_EXCLUSION_MIN,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
+    Change,
+    Guard,
+    Kind,
+    Period,
+    zone,
+)
 from wallet_core.domain.money import Currency
 from wallet_core.domain.outcome import Outcome, TransactionView
 
@@ -35,7 +46,8 @@ _ROLLBACK_OUTCOMES: dict[str, pb.RollbackOutcome] = {"reversed": pb.ROLLBACK_OUT
 def wallet(req: pb.OpenWalletRequest | pb.GetBalanceRequest | pb.DepositRequest
             | pb.ReserveWithdrawalRequest | pb.BetRequest | pb.WinRequest | pb.RollbackRequest
             | pb.GrantBonusRequest | pb.ChargebackRequest | pb.AdjustRequest
-            | pb.GetBonusesRequest | pb.ListTransactionsRequest,
+            | pb.GetBonusesRequest | pb.ListTransactionsRequest | pb.SetLimitsRequest
+            | pb.GetLimitsRequest | pb.ExcludeRequest,
             currencies: Currencies) -> tuple[str, Currency]:
     return v.identifier(req.player_id, "player_id"), v.currency(req.currency, currencies)
 
@@ -203,7 +215,97 @@ def adjust(req: pb.AdjustRequest, cur: Currencies) -> cmd.Adjust:
                       idempotency_key=v.idempotency_key(req.idempotency_key))
 
 
+_LIMIT_KINDS = {pb.LIMIT_KIND_DEPOSIT: Kind.DEPOSIT, pb.LIMIT_KIND_LOSS: Kind.LOSS,
+                pb.LIMIT_KIND_WAGER: Kind.WAGER}
+_LIMIT_PERIODS = {pb.LIMIT_PERIOD_DAY: Period.DAY, pb.LIMIT_PERIOD_WEEK: Period.WEEK,
+                  pb.LIMIT_PERIOD_MONTH: Period.MONTH}
+_BREAKS = {pb.BREAK_KIND_TIMEOUT: "timeout", pb.BREAK_KIND_SELF_EXCLUSION: "self_exclusion"}
+
+
+def set_limits(req: pb.SetLimitsRequest, cur: Currencies) -> cmd.SetLimits:
+    player, currency = wallet(req, cur)
+    if not req.changes and not req.time_zone:
+        raise InvalidField("changes", "give at least one change (or a time_zone)")
+    if len(req.changes) > len(_LIMIT_KINDS) * len(_LIMIT_PERIODS):
+        raise InvalidField("changes", "at most one change per kind and period")
+    changes = []
+    for i, change in enumerate(req.changes):
+        kind = _LIMIT_KINDS.get(change.kind)
+        period = _LIMIT_PERIODS.get(change.period)
+        if kind is None:
+            raise InvalidField(f"changes[{i}].kind", "LIMIT_KIND_DEPOSIT, _LOSS or _WAGER")
+        if period is None:
+            raise InvalidField(f"changes[{i}].period", "LIMIT_PERIOD_DAY, _WEEK or _MONTH")
+        if change.remove and change.amount:
+            raise InvalidField(f"changes[{i}].amount", "must be 0 when remove is set")
+        amount = None if change.remove else v.non_negative_amount(
+            change.amount, currency, f"changes[{i}].amount")
+        changes.append(Change(kind, period, amount))
+    if len({(c.kind, c.period) for c in changes}) != len(changes):
+        raise InvalidField("changes", "at most one change per kind and period")
+    time_zone = None
+    if req.time_zone:
+        zone(req.time_zone)
+        time_zone = req.time_zone
+    return cmd.SetLimits(player_id=player, currency=currency.code, changes=tuple(changes),
+                         time_zone=time_zone,
+                         idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
+def exclude(req: pb.ExcludeRequest, cur: Currencies) -> cmd.Exclude:
+    player, currency = wallet(req, cur)
+    kind = _BREAKS.get(req.kind)
+    if kind is None:
+        raise InvalidField("kind", "BREAK_KIND_TIMEOUT or BREAK_KIND_SELF_EXCLUSION")
+    if req.permanent:
+        if kind != "self_exclusion":
+            raise InvalidField("permanent", "only a self-exclusion can be permanent")
+        if req.duration_s:
+            raise InvalidField("duration_s", "must be 0 for a permanent self-exclusion")
+        duration_s = None
+    else:
+        if req.duration_s <= 0:
+            raise InvalidField("duration_s", "a positive number of seconds")
+        low, high = ((TIMEOUT_MIN, TIMEOUT_MAX) if kind == "timeout"
+                     else (SELF_EXCLUSION_MIN, SELF_EXCLUSION_MAX))
+        if not low.total_seconds() <= req.duration_s <= high.total_seconds():
+            raise InvalidField("duration_s", "a time-out lasts 24 hours to 6 weeks, a "
+                                             "self-exclusion 6 months to 10 years")
+        duration_s = req.duration_s
+    return cmd.Exclude(player_id=player, currency=currency.code, break_kind=kind,
+                       duration_s=duration_s, permanent=req.permanent,
+                       idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
 # -- responses ---------------------------------------------------------------------------------
+
+_KIND_CODES = {k: code for code, k in _LIMIT_KINDS.items()}
+_PERIOD_CODES = {p: code for code, p in _LIMIT_PERIODS.items()}
+
+
+def limits(view: Mapping[str, Any]) -> pb.Limits:
+    """A guard's view as recorded (Guard.to_json of the guard as of the call)."""
+    g = Guard.from_json(view)
+    out = pb.Limits(excluded_permanently=g.excluded_permanently, time_zone=g.tz)
+    for (kind, period), amount in sorted(g.limits.items()):
+        u = g.usage.get((kind, period))
+        used = u.used_minor if u is not None else 0
+        limit = pb.Limit(kind=_KIND_CODES[kind], period=_PERIOD_CODES[period], amount=amount,
+                         used=used, remaining=max(0, amount - used))
+        if u is not None:
+            limit.period_start.FromDatetime(u.since.astimezone(UTC))
+        out.limits.append(limit)
+    for p in g.pending:
+        pending = pb.PendingLimit(kind=_KIND_CODES[p.kind], period=_PERIOD_CODES[p.period],
+                                  amount=p.amount_minor or 0, remove=p.amount_minor is None)
+        pending.effective_at.FromDatetime(p.effective_at.astimezone(UTC))
+        out.pending.append(pending)
+    if g.timeout_until is not None:
+        out.timeout_until.FromDatetime(g.timeout_until.astimezone(UTC))
+    if g.excluded_until is not None:
+        out.excluded_until.FromDatetime(g.excluded_until.astimezone(UTC))
+    return out
+
 
 def _timestamp(value: object) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()

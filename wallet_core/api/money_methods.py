@@ -65,6 +65,13 @@ def _forfeit(o: Outcome) -> Message:
                                    forfeited_amount=o.fields["forfeited_minor"])
 
 
+def _limits(response_type: Any) -> Callable[[Outcome], Message]:
+    def build(o: Outcome) -> Message:
+        return response_type(result=convert.result(o),  # type: ignore[no-any-return]
+                             limits=convert.limits(o.fields["limits"]))
+    return build
+
+
 METHODS = (
     MoneyMethod("OpenWallet", "open_wallet", convert.open_wallet, _open),
     MoneyMethod("Deposit", "deposit", convert.deposit, _plain(pb.DepositResponse)),
@@ -83,6 +90,8 @@ METHODS = (
     MoneyMethod("ForfeitBonus", "forfeit_bonus", convert.forfeit_bonus, _forfeit),
     MoneyMethod("Chargeback", "chargeback", convert.chargeback, _plain(pb.ChargebackResponse)),
     MoneyMethod("Adjust", "adjust", convert.adjust, _plain(pb.AdjustResponse)),
+    MoneyMethod("SetLimits", "set_limits", convert.set_limits, _limits(pb.SetLimitsResponse)),
+    MoneyMethod("Exclude", "exclude", convert.exclude, _limits(pb.ExcludeResponse)),
 )
 BY_NAME = {m.name: m for m in METHODS}
 BY_FIELD = {m.field: m for m in METHODS}

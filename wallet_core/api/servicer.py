@@ -206,6 +206,22 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                     context: Context) -> pb.AdjustResponse:
         return await self._money("Adjust", request, context)  # type: ignore[no-any-return]
 
+    async def SetLimits(self, request: pb.SetLimitsRequest,
+                        context: Context) -> pb.SetLimitsResponse:
+        return await self._money("SetLimits", request, context)  # type: ignore[no-any-return]
+
+    async def Exclude(self, request: pb.ExcludeRequest,
+                      context: Context) -> pb.ExcludeResponse:
+        return await self._money("Exclude", request, context)  # type: ignore[no-any-return]
+
+    async def GetLimits(self, request: pb.GetLimitsRequest,
+                        context: Context) -> pb.GetLimitsResponse:
+        async def work(caller: Caller) -> pb.GetLimitsResponse:
+            player, currency = convert.wallet(request, self._operations.currencies)
+            guard = await self._reads.limits(player, currency.code, self._operations.clock())
+            return pb.GetLimitsResponse(limits=convert.limits(guard.to_json()))
+        return await self._call("GetLimits", request, context, work)
+
     async def ExecuteBatch(self, request: pb.ExecuteBatchRequest,
                            context: Context) -> pb.ExecuteBatchResponse:
         async def work(caller: Caller) -> pb.ExecuteBatchResponse:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
+
+from wallet_core.domain.limits import Change, Guard
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +148,35 @@ class Adjust(WalletCommand):
     bucket: str  # "cash" or "bonus"
     amount_minor: int  # signed
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetLimits(WalletCommand):
+    """Responsible-gambling limits of one wallet (domain.limits)."""
+
+    kind: ClassVar[str] = "set_limits"
+    changes: tuple[Change, ...]
+    time_zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exclude(WalletCommand):
+    """A time-out or self-exclusion of the player, in every currency (domain.limits);
+    `currency` names the wallet the journal row goes to."""
+
+    kind: ClassVar[str] = "exclude"
+    break_kind: str  # "timeout" | "self_exclusion"
+    duration_s: int | None = None  # None only for a permanent self-exclusion
+    permanent: bool = False
+
+    def apply(self, guard: Guard, now: datetime) -> Guard:
+        if self.permanent:
+            return guard.with_break(permanent=True, now=now)
+        assert self.duration_s is not None
+        length = timedelta(seconds=self.duration_s)
+        if self.break_kind == "timeout":
+            return guard.with_break(timeout=length, now=now)
+        return guard.with_break(exclusion=length, now=now)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,6 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from wallet_core.domain import errors
+from wallet_core.domain.limits import Guard
 from wallet_core.domain.money import BALANCE_MAX_MINOR
 
 BONUS_POOL = "bonus_pool"
@@ -122,6 +123,14 @@ class Draft:
     # (account, currency) -> amount. Never a player bucket: buckets are the wallet's currency.
     _foreign: dict[tuple[str, str], int] = field(default_factory=dict)
     changed_bonus_ids: set[int] = field(default_factory=set)
+    # Responsible-gambling limits and breaks (domain.limits), None when the player set none;
+    # written back only when an operation changed them.
+    guard: Guard | None = None
+    guard_changed: bool = False
+
+    def set_guard(self, guard: Guard) -> None:
+        self.guard = guard
+        self.guard_changed = True
 
     def without_bonuses(self) -> Draft:
         """The same wallet for an operation that has no business with bonuses (as if they
@@ -130,7 +139,7 @@ class Draft:
             "a used draft is never reused"
         return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
                      bonus=self.bonus, reserved=self.reserved, bonuses=[],
-                     bonuses_loaded=False)
+                     bonuses_loaded=False, guard=self.guard)
 
     def fork(self) -> Draft:
         """A copy for the next operation on this wallet inside one batch: the operation may
@@ -140,7 +149,7 @@ class Draft:
         return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
                      bonus=self.bonus, reserved=self.reserved,
                      bonuses=[replace(b) for b in self.bonuses],
-                     bonuses_loaded=self.bonuses_loaded)
+                     bonuses_loaded=self.bonuses_loaded, guard=self.guard)
 
     def settled(self, *, bonuses_from: Draft | None = None) -> Draft:
         """This wallet after its operation was recorded, ready to be forked for the next
@@ -148,7 +157,7 @@ class Draft:
         keep = bonuses_from if not self.bonuses_loaded and bonuses_from is not None else self
         return Draft(wallet_id=self.wallet_id, player_id=self.player_id, cash=self.cash,
                      bonus=self.bonus, reserved=self.reserved, bonuses=keep.bonuses,
-                     bonuses_loaded=keep.bonuses_loaded)
+                     bonuses_loaded=keep.bonuses_loaded, guard=self.guard)
 
     def move(self, amount_minor: int, *, source: Account, dest: Account) -> None:
         if amount_minor < 0:

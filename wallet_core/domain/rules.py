@@ -25,6 +25,7 @@ from wallet_core.domain.ledger import (
     house_account,
     psp_account,
 )
+from wallet_core.domain.limits import Guard, Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +51,27 @@ def _refuse_in_debt(draft: Draft) -> None:
                               "are refused until it is covered")
 
 
-def deposit(draft: Draft, c: cmd.Deposit) -> dict[str, Any]:
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        raise AssertionError("a wallet with limits needs the time to apply them")
+    return now
+
+
+def _guard(draft: Draft, now: datetime) -> Guard | None:
+    """The wallet's limits as of now, None when the player set none."""
+    return None if draft.guard is None else draft.guard.at(now)
+
+
+def deposit(draft: Draft, c: cmd.Deposit, now: datetime | None = None) -> dict[str, Any]:
     """Cash in from the PSP's clearing account. A converted deposit goes through the FX
     desk: the PSP's clearing pays the paid currency to fx:<paid>, and fx:<wallet currency>
-    pays the credit to cash, so each currency balances on its own (docs/FX.md)."""
+    pays the credit to cash, so each currency balances on its own (docs/FX.md). Refused
+    during a break or over a deposit limit (domain.limits)."""
+    guard = None if draft.guard is None else draft.guard.at(_now(now))
+    if guard is not None:
+        guard.refuse_break(_now(now))
+        guard.refuse_over((Kind.DEPOSIT,), c.amount_minor)
+        draft.set_guard(guard.counted(Kind.DEPOSIT, c.amount_minor))
     conversion = c.conversion
     if conversion is None:
         draft.move(c.amount_minor, source=psp_account(c.psp), dest=Bucket.CASH)
@@ -92,6 +110,14 @@ def reverse_withdrawal(draft: Draft, amount_minor: int, psp: str) -> dict[str, A
 
 
 def bet(draft: Draft, c: cmd.Bet, now: datetime) -> BetRecord:
+    """Refused during a break, or when the stake would cross a wager or loss limit (the
+    whole stake counts for both, bonus money too)."""
+    guard = _guard(draft, now)
+    if guard is not None:
+        guard.refuse_break(now)
+        guard.refuse_over((Kind.WAGER, Kind.LOSS), c.amount_minor)
+        draft.set_guard(guard.counted(Kind.WAGER, c.amount_minor)
+                        .counted(Kind.LOSS, c.amount_minor))
     _refuse_in_debt(draft)
     bonus_policy.expire_due(draft, now)
     if c.amount_minor > draft.cash + draft.bonus:
@@ -115,6 +141,10 @@ def win_split(amount_minor: int, stake: RoundStake | None) -> tuple[int, int]:
 
 
 def win(draft: Draft, c: cmd.Win, stake: RoundStake | None, now: datetime) -> dict[str, Any]:
+    """Settled during a break too (the round was in play); a win lowers the loss used."""
+    guard = _guard(draft, now)
+    if guard is not None:
+        draft.set_guard(guard.counted(Kind.LOSS, -c.amount_minor))
     bonus_policy.expire_due(draft, now)
     house = house_account(c.game_id)
     cash_part, bonus_part = win_split(c.amount_minor, stake)
@@ -125,7 +155,12 @@ def win(draft: Draft, c: cmd.Win, stake: RoundStake | None, now: datetime) -> di
 
 
 def rollback(draft: Draft, c: cmd.Rollback, record: BetRecord, now: datetime) -> dict[str, Any]:
-    """Reverse a bet. Never fails for lack of funds: it only credits the player."""
+    """Reverse a bet. Never fails for lack of funds: it only credits the player, and it
+    gives the stake back to the wager and loss used (in the current periods)."""
+    guard = _guard(draft, now)
+    if guard is not None:
+        stake = record.cash_minor + record.bonus_minor
+        draft.set_guard(guard.counted(Kind.WAGER, -stake).counted(Kind.LOSS, -stake))
     bonus_policy.expire_due(draft, now)
     house = house_account(c.game_id)
     draft.move(record.cash_minor, source=house, dest=Bucket.CASH)

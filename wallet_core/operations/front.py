@@ -69,6 +69,8 @@ class Operations:
         self._pool = pool
         self._cache = cache
         self.currencies = currencies
+        # The time the rules see (limits' periods, bonus expiry); reads use it too.
+        self.clock = clock
         self._acquire_timeout_s = pool_acquire_timeout_ms / 1000
         self._engine = BatchEngine(pool=pool, handlers=Handlers(clock),
                                    pool_acquire_timeout_ms=pool_acquire_timeout_ms,

@@ -19,6 +19,7 @@ from wallet_core.domain import commands as cmd
 from wallet_core.domain import errors, rules
 from wallet_core.domain.errors import InvalidField, NotFound, Rejected
 from wallet_core.domain.ledger import BonusState, Draft
+from wallet_core.domain.limits import Guard
 from wallet_core.domain.outcome import Outcome
 from wallet_core.operations.batch import Batch
 from wallet_core.operations.calls import Call
@@ -40,6 +41,7 @@ class Handlers:
             cmd.Win: self._win, cmd.Rollback: self._rollback, cmd.GrantBonus: self._grant,
             cmd.ForfeitBonus: self._end_bonus, cmd.ExpireBonus: self._end_bonus,
             cmd.Chargeback: self._psp_transfer, cmd.Adjust: self._adjust,
+            cmd.SetLimits: self._set_limits, cmd.Exclude: self._exclude,
         }
 
     async def run(self, conn: asyncpg.Connection, batch: Batch, call: Call) -> Outcome:
@@ -130,18 +132,59 @@ class Handlers:
         assert isinstance(c, cmd.OpenWallet)
         created = await repo.create_wallet(conn, c.player_id, c.currency)
         draft = await self._lock(conn, batch, c, with_bonuses=False)
+        if created and (breaks := await repo.player_breaks(conn, c.player_id)) is not None:
+            # A wallet opened during a break is under it too (the break is the player's).
+            draft.set_guard((draft.guard or Guard()).with_breaks_of(breaks))
         return await self._settle(conn, batch, call, draft, c.currency,
                                   lambda: {"created": created}, {"player_id": c.player_id})
+
+    async def _set_limits(self, conn: asyncpg.Connection, batch: Batch,
+                          call: Call) -> Outcome:
+        c = call.command
+        assert isinstance(c, cmd.SetLimits)
+        draft = await self._lock(conn, batch, c, with_bonuses=False)
+        now = self._clock()
+
+        def rule() -> dict[str, Any]:
+            guard = (draft.guard or Guard()).with_changes(c.changes, now, tz=c.time_zone)
+            draft.set_guard(guard)
+            return {"limits": guard.to_json()}
+
+        return await self._settle(conn, batch, call, draft, c.currency, rule,
+                                  {"changes": str(len(c.changes))})
+
+    async def _exclude(self, conn: asyncpg.Connection, batch: Batch, call: Call) -> Outcome:
+        """The break goes on the wallet named (its journal row) and on every other wallet of
+        the player, each under its row lock."""
+        c = call.command
+        assert isinstance(c, cmd.Exclude)
+        draft = await self._lock(conn, batch, c, with_bonuses=False)
+        now = self._clock()
+
+        def rule() -> dict[str, Any]:
+            guard = c.apply(draft.guard or Guard(), now)
+            draft.set_guard(guard)
+            return {"limits": guard.to_json()}
+
+        async def after(tid: int) -> None:
+            del tid
+            await repo.apply_to_other_wallets(
+                conn, c.player_id, draft.wallet_id,
+                lambda guard: c.apply(guard or Guard(), now))
+
+        return await self._settle(conn, batch, call, draft, c.currency, rule,
+                                  {"break": c.break_kind}, after)
 
     async def _psp_transfer(self, conn: asyncpg.Connection, batch: Batch, call: Call) -> Outcome:
         """Deposit and Chargeback: cash against a PSP account, keyed by psp_reference."""
         c = call.command
         assert isinstance(c, cmd.Deposit | cmd.Chargeback)
         draft = await self._lock(conn, batch, c, with_bonuses=False)
+        now = self._clock()
 
         def rule() -> dict[str, Any]:
             if isinstance(c, cmd.Deposit):
-                return rules.deposit(draft, c)
+                return rules.deposit(draft, c, now)
             return rules.chargeback(draft, c)
 
         details = {"psp": c.psp, "psp_reference": c.psp_reference}

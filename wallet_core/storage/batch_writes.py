@@ -19,7 +19,7 @@ import orjson
 from wallet_core.domain.ledger import BonusState, Draft
 from wallet_core.domain.outcome import outcome_record
 from wallet_core.storage import queries as q
-from wallet_core.storage.repo import BetRow
+from wallet_core.storage.repo import BetRow, rg_of
 
 
 class KeysTaken(Exception):
@@ -42,7 +42,7 @@ class BatchWrites:
         self._journal: list[tuple[Any, ...]] = []
         self._journal_index: dict[int, int] = {}  # journal id -> operation's batch index
         self._postings: list[tuple[int, str, str, int, str]] = []
-        self._wallets: dict[int, tuple[int, int, int]] = {}
+        self._wallets: dict[int, tuple[int, int, int, str | None, bool]] = {}
         self._bonuses: dict[int, BonusState] = {}
         self._bets: list[tuple[Any, ...]] = []
         self._stakes: dict[tuple[int, str, str, str], list[int]] = {}
@@ -66,7 +66,13 @@ class BatchWrites:
             return
         self._postings.extend((journal_id, p.account, p.currency or currency, p.amount_minor,
                                draft.player_id) for p in draft.postings())
-        self._wallets[draft.wallet_id] = (draft.cash, draft.bonus, draft.reserved)
+        # Limits are written when an operation of the batch changed them (the latest wins,
+        # and an earlier change in the batch is not undone by a later wallet write).
+        before = self._wallets.get(draft.wallet_id)
+        changed = draft.guard_changed or (before is not None and before[4])
+        rg = rg_of(draft)
+        self._wallets[draft.wallet_id] = (draft.cash, draft.bonus, draft.reserved,
+                                          None if rg is None else _json(rg), changed)
         for b in draft.bonuses:
             if b.bonus_id in draft.changed_bonus_ids:
                 self._bonuses[b.bonus_id] = b  # the latest state wins
@@ -97,7 +103,8 @@ class BatchWrites:
             [b.bonus_id for b in bonuses], [b.state for b in bonuses],
             [b.balance_minor for b in bonuses], [b.wagered_minor for b in bonuses],
             *bet_rows[:10], *stake_keys[:3], *_columns([s for _, s in stakes], 2),
-            journal[11], postings[4], bet_rows[10], stake_keys[3])
+            journal[11], postings[4], bet_rows[10], stake_keys[3],
+            *_columns([b for _, b in wallets], 5)[3:])
         inserted = set(row["inserted"])
         missing = sorted(self._journal_index[r[0]] for r in j if r[0] not in inserted)
         self._reset()

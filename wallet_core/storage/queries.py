@@ -44,14 +44,15 @@ RETURNING id, cash, bonus, reserved"""
 
 # The wallet's row lock also guards its bonuses, bets, rounds and withdrawals (see above).
 LOCK_WALLET = """
-SELECT id, cash, bonus, reserved FROM wallet.wallets
+SELECT id, cash, bonus, reserved, rg FROM wallet.wallets
 WHERE player_id = $1 AND currency = $2 FOR UPDATE"""
 
 # Fans out (a batch's players). Group commit and batches lock every wallet they touch up front, in wallet id order, so two
 # batches can't deadlock: by (player, currency), and by id for operations named by withdrawal
 # or bonus id ($3, resolved first).
 LOCK_WALLETS = """
-SELECT w.id, w.player_id, w.currency, w.cash, w.bonus, w.reserved FROM wallet.wallets w
+SELECT w.id, w.player_id, w.currency, w.cash, w.bonus, w.reserved, w.rg
+FROM wallet.wallets w
 WHERE w.id IN (SELECT x.id FROM wallet.wallets x
                JOIN unnest($1::text[], $2::text[]) AS k(player_id, currency)
                    USING (player_id, currency)
@@ -85,8 +86,22 @@ SELECT ARRAY(SELECT ROW(b.wallet_id, b.id, b.state, b.granted_minor, b.balance_m
            AS journal_ids,
        now() AS at"""
 
+# Responsible gambling (domain.limits). The breaks of a player's wallets, for a wallet opened
+# during one; and the other wallets of a player an exclusion also covers, locked in id order.
+PLAYER_BREAKS = """
+SELECT rg FROM wallet.wallets WHERE player_id = $1 AND rg IS NOT NULL"""
+
+LOCK_OTHER_WALLETS = """
+SELECT id, rg FROM wallet.wallets WHERE player_id = $1 AND id <> $2 ORDER BY id FOR UPDATE"""
+
+SET_RG = """
+UPDATE wallet.wallets SET rg = $3, updated_at = now() WHERE id = $1 AND player_id = $2"""
+
+LIMITS = """
+SELECT rg FROM wallet.wallets WHERE player_id = $1 AND currency = $2"""
+
 LOCK_WALLET_BY_ID = """
-SELECT id, player_id, currency, cash, bonus, reserved FROM wallet.wallets
+SELECT id, player_id, currency, cash, bonus, reserved, rg FROM wallet.wallets
 WHERE id = $1 AND player_id = $2 FOR UPDATE"""
 
 ACTIVE_BONUSES = """
@@ -152,7 +167,8 @@ WITH j AS (
     SELECT j.id, u.account, coalesce(u.currency, $8), u.amount_minor, $17
     FROM j, unnest($11::text[], $12::bigint[], $19::text[]) AS u(account, amount_minor, currency)
 ), w AS (
-    UPDATE wallet.wallets SET cash = $13, bonus = $14, reserved = $15, updated_at = now()
+    UPDATE wallet.wallets SET cash = $13, bonus = $14, reserved = $15,
+        rg = CASE WHEN $21 THEN $20::jsonb ELSE rg END, updated_at = now()
     WHERE id = $7 AND player_id = $17 AND $16
 )
 SELECT id, created_at FROM j"""
@@ -187,9 +203,10 @@ WITH j AS (
     WHERE u.journal_id IN (SELECT id FROM j)
 ), w AS (
     UPDATE wallet.wallets AS w SET cash = u.cash, bonus = u.bonus, reserved = u.reserved,
-        updated_at = now()
-    FROM unnest($16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[])
-        AS u(id, cash, bonus, reserved)
+        rg = CASE WHEN u.rg_changed THEN u.rg::jsonb ELSE w.rg END, updated_at = now()
+    FROM unnest($16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $43::text[],
+                $44::bool[])
+        AS u(id, cash, bonus, reserved, rg, rg_changed)
     WHERE w.id = u.id
 ), b AS (
     UPDATE wallet.bonuses AS b SET state = u.state, balance_minor = u.balance_minor,
@@ -382,7 +399,8 @@ LEFT JOIN wallet.wallets w
 WHERE p.account LIKE 'player:%' AND (w.id IS NULL OR w.currency <> p.currency) LIMIT 100"""
 
 CHECK_NEGATIVE_BUCKETS = """
-SELECT w.id, w.player_id, w.currency, w.cash, w.bonus, w.reserved FROM wallet.wallets w
+SELECT w.id, w.player_id, w.currency, w.cash, w.bonus, w.reserved, w.rg
+FROM wallet.wallets w
 WHERE w.bonus < 0 OR w.reserved < 0
    OR (w.cash < 0 AND NOT EXISTS (SELECT 1 FROM wallet.journal j WHERE j.wallet_id = w.id
                                   AND j.kind = 'chargeback' AND j.status = 'ok'))
@@ -412,5 +430,6 @@ HOT_PATH = {
     "MARK_BET_ROLLED_BACK": MARK_BET_ROLLED_BACK, "ROUND_STAKE": ROUND_STAKE,
     "REMOVE_ROUND_STAKE": REMOVE_ROUND_STAKE, "WITHDRAWAL": WITHDRAWAL,
     "INSERT_WITHDRAWAL": INSERT_WITHDRAWAL, "FINISH_WITHDRAWAL": FINISH_WITHDRAWAL,
-    "REVERSE_WITHDRAWAL": REVERSE_WITHDRAWAL,
+    "REVERSE_WITHDRAWAL": REVERSE_WITHDRAWAL, "PLAYER_BREAKS": PLAYER_BREAKS,
+    "LOCK_OTHER_WALLETS": LOCK_OTHER_WALLETS, "SET_RG": SET_RG,
 }

@@ -7,7 +7,7 @@ not (reads); none opens its own. Postgres constraint names are translated here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from wallet_core.domain.ledger import Balances, BonusState, Draft, Posting
+from wallet_core.domain.limits import Guard
 from wallet_core.domain.money import Currency
 from wallet_core.domain.outcome import Outcome, TransactionView, outcome_record
 from wallet_core.storage import queries as q
@@ -135,8 +136,9 @@ async def lock_and_read(conn: asyncpg.Connection, wallets: list[tuple[str, str]]
     stakes = {(w, g, r): (0, 0) for w, g, r in rounds}  # asked about, no row yet: nothing
     stakes.update({(s[0], s[1], s[2]): (s[3], s[4]) for s in read["stakes"]})
     drafts = {(r["player_id"], r["currency"]): Draft(
-        wallet_id=r["id"], player_id=r["player_id"], cash=r["cash"], bonus=r["bonus"], reserved=r["reserved"],
-        bonuses=bonuses[r["id"]], bonuses_loaded=True) for r in rows}
+        wallet_id=r["id"], player_id=r["player_id"], cash=r["cash"], bonus=r["bonus"],
+        reserved=r["reserved"], bonuses=bonuses[r["id"]], bonuses_loaded=True,
+        guard=guard_of(r["rg"])) for r in rows}
     return drafts, BatchRead(tombstones={(t[0], t[1], t[2]) for t in read["tombstones"]},
                              stakes=stakes, journal_ids=list(read["journal_ids"]),
                              at=read["at"])
@@ -184,7 +186,46 @@ async def _draft(conn: asyncpg.Connection, row: asyncpg.Record, player_id: str, 
     bonuses = ([_bonus(b) for b in await conn.fetch(q.ACTIVE_BONUSES, row["id"], player_id)]
                if with_bonuses else [])
     return Draft(wallet_id=row["id"], player_id=player_id, cash=row["cash"], bonus=row["bonus"],
-                 reserved=row["reserved"], bonuses=bonuses, bonuses_loaded=with_bonuses)
+                 reserved=row["reserved"], bonuses=bonuses, bonuses_loaded=with_bonuses,
+                 guard=guard_of(row["rg"]))
+
+
+async def player_breaks(conn: asyncpg.Connection, player_id: str) -> Guard | None:
+    """The breaks on any of the player's wallets, merged; None when there are none."""
+    merged: Guard | None = None
+    for row in await conn.fetch(q.PLAYER_BREAKS, player_id):
+        found = Guard.from_json(row["rg"])
+        merged = found if merged is None else merged.with_breaks_of(found)
+    return merged
+
+
+async def apply_to_other_wallets(conn: asyncpg.Connection, player_id: str, wallet_id: int,
+                                 change: Callable[[Guard | None], Guard]) -> int:
+    """`change` applied to the limits of the player's other wallets, each locked; returns
+    how many."""
+    rows = await conn.fetch(q.LOCK_OTHER_WALLETS, player_id, wallet_id)
+    for row in rows:
+        guard = change(guard_of(row["rg"]))
+        await conn.execute(q.SET_RG, row["id"], player_id,
+                           None if guard.empty else guard.to_json())
+    return len(rows)
+
+
+async def limits(conn: asyncpg.Connection, player_id: str,
+                 currency: str) -> tuple[bool, Guard | None]:
+    """(the wallet exists, its limits)."""
+    row = await conn.fetchrow(q.LIMITS, player_id, currency)
+    return (False, None) if row is None else (True, guard_of(row["rg"]))
+
+
+def guard_of(rg: dict[str, Any] | None) -> Guard | None:
+    """The wallet's limits as stored (wallets.rg), None for a player who set nothing."""
+    return None if rg is None else Guard.from_json(rg)
+
+
+def rg_of(draft: Draft) -> dict[str, Any] | None:
+    """What wallets.rg keeps of the draft's limits: NULL once nothing is set any more."""
+    return None if draft.guard is None or draft.guard.empty else draft.guard.to_json()
 
 
 async def add_bonuses(conn: asyncpg.Connection, draft: Draft, bonus_ids: Sequence[int]) -> None:
@@ -230,7 +271,7 @@ async def record(conn: asyncpg.Connection, *, caller: str, key: str, fingerprint
         rejection_reason, draft.wallet_id, currency, outcome, details,
         [p.account for p in postings], [p.amount_minor for p in postings],
         draft.cash, draft.bonus, draft.reserved, not rejected, draft.player_id, journal_id,
-        [p.currency for p in postings])
+        [p.currency for p in postings], rg_of(draft), draft.guard_changed)
     return row["id"], row["created_at"]
 
 

@@ -41,6 +41,7 @@ SCOPE_FOR = {
     "Bet": "game", "Win": "game",
     "Rollback": "game", "GrantBonus": "bonus", "ForfeitBonus": "bonus", "Adjust": "support",
     "GetTransaction": "support", "ListTransactions": "support", "ExecuteBatch": "game",
+    "SetLimits": "limits", "GetLimits": "read", "Exclude": "limits",
 }
 
 
@@ -106,6 +107,13 @@ def base_request(method: str, c: Ctx) -> Any:
         "GetTransaction": lambda: pb.GetTransactionRequest(transaction_id=c.transaction_id),
         "ListTransactions": lambda: pb.ListTransactionsRequest(player_id=p, currency=usd,
                                                                page_size=10),
+        "SetLimits": lambda: pb.SetLimitsRequest(
+            player_id=p, currency=usd, idempotency_key=key("lim"), changes=[pb.LimitChange(
+                kind=pb.LIMIT_KIND_LOSS, period=pb.LIMIT_PERIOD_MONTH, amount=1_000_000_00)]),
+        "GetLimits": lambda: pb.GetLimitsRequest(player_id=p, currency=usd),
+        "Exclude": lambda: pb.ExcludeRequest(player_id=p, currency=usd,
+                                             kind=pb.BREAK_KIND_TIMEOUT, duration_s=86_400,
+                                             idempotency_key=key("ex")),
     }
     return build[method]()
 
@@ -209,10 +217,10 @@ WRONG_TOKENS = {
 
 
 def test_method_scopes_cover_every_rpc() -> None:
-    """METHOD_SCOPES names exactly the 18 RPCs of wallet.v1.WalletService."""
+    """METHOD_SCOPES names exactly the 21 RPCs of wallet.v1.WalletService."""
     rpcs = set(pb.DESCRIPTOR.services_by_name["WalletService"].methods_by_name)
     assert set(METHOD_SCOPES) == rpcs
-    assert len(rpcs) == 18
+    assert len(rpcs) == 21
 
 
 @pytest.mark.parametrize("header", list(NO_TOKEN_HEADERS), ids=list(NO_TOKEN_HEADERS))
@@ -288,10 +296,10 @@ async def test_allowed_scope_gets_past_auth(client: Client, player: str, method:
 
 KEYED = ["OpenWallet", "Deposit", "ReserveWithdrawal", "CommitWithdrawal", "CancelWithdrawal",
          "ReverseWithdrawal", "Chargeback", "Bet", "Win", "Rollback", "GrantBonus",
-         "ForfeitBonus", "Adjust"]
+         "ForfeitBonus", "Adjust", "SetLimits", "Exclude"]
 WITH_PLAYER = ["OpenWallet", "GetBalance", "GetBonuses", "Deposit", "ReserveWithdrawal",
                "Chargeback", "Bet", "Win", "Rollback", "GrantBonus", "Adjust",
-               "ListTransactions"]
+               "ListTransactions", "SetLimits", "GetLimits", "Exclude"]
 POSITIVE_AMOUNT = ["Deposit", "ReserveWithdrawal", "Chargeback", "Bet", "Win", "GrantBonus"]
 REQUIRED_TEXT = {
     "Deposit": ["psp", "psp_reference"], "ReserveWithdrawal": ["psp"],
@@ -470,7 +478,8 @@ async def test_batch_of_bad_calls_changes_nothing(client: Client, db: asyncpg.Co
 # -- 3. business errors ----------------------------------------------------------------------
 
 NO_WALLET_METHODS = ["Bet", "Win", "Rollback", "Deposit", "ReserveWithdrawal", "Chargeback",
-                     "GrantBonus", "Adjust", "GetBalance", "GetBonuses", "ListTransactions"]
+                     "GrantBonus", "Adjust", "GetBalance", "GetBonuses", "ListTransactions",
+                     "SetLimits", "GetLimits", "Exclude"]
 
 
 @pytest.mark.parametrize("method", NO_WALLET_METHODS)

@@ -1,0 +1,269 @@
+"""Responsible-gambling limits and exclusions of one wallet (docs/COMPLIANCE.md): the rules,
+pure, with no I/O.
+
+A `Guard` travels with the wallet row (wallets.rg, NULL for a player who set nothing), so a
+bet reads it with the lock it already takes and pays no extra round trip. It holds:
+
+- limits per (kind, period): deposits, losses (stakes net of wins and rollbacks) and wagers
+  (stakes), for the day, the week (from Monday) and the month, in the wallet's currency;
+- changes waiting for their cooling-off: lowering a limit (or setting a new one) takes
+  effect at once, raising or removing one only after COOLING_OFF;
+- what was used in each limit's current period, reset when the period turns;
+- a time-out or a self-exclusion: bets and deposits refused until it ends (never early),
+  wins and rollbacks of rounds already in play still settled, withdrawals still allowed.
+
+Periods turn at midnight in the player's time zone (UTC unless one is set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from wallet_core.domain.errors import InvalidField, Rejected
+
+COOLING_OFF = timedelta(hours=24)
+TIMEOUT_MIN = timedelta(hours=24)
+TIMEOUT_MAX = timedelta(weeks=6)
+SELF_EXCLUSION_MIN = timedelta(days=182)  # six months
+SELF_EXCLUSION_MAX = timedelta(days=366 * 10)
+
+SELF_EXCLUDED = "SELF_EXCLUDED"
+TIMED_OUT = "TIMED_OUT"
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+
+
+class Kind(StrEnum):
+    DEPOSIT = "deposit"
+    LOSS = "loss"
+    WAGER = "wager"
+
+
+class Period(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+LimitKey = tuple[Kind, Period]
+
+
+def zone(name: str) -> ZoneInfo:
+    """The player's time zone; InvalidField naming `time_zone` when it is not one."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidField("time_zone", "an IANA time zone such as Europe/Malta") from None
+
+
+def period_start(period: Period, now: datetime, tz: str) -> datetime:
+    """When the period holding `now` began, in the player's zone (an aware datetime)."""
+    local = now.astimezone(zone(tz))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period is Period.WEEK:
+        midnight -= timedelta(days=midnight.weekday())
+    elif period is Period.MONTH:
+        midnight = midnight.replace(day=1)
+    return midnight
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What was used of one limit in the period that began at `since`."""
+
+    since: datetime
+    used_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A raise or removal (`amount_minor` None) waiting for its cooling-off."""
+
+    kind: Kind
+    period: Period
+    amount_minor: int | None
+    effective_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change asked for: a new amount, or None to remove the limit."""
+
+    kind: Kind
+    period: Period
+    amount_minor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    limits: Mapping[LimitKey, int] = field(default_factory=dict)
+    pending: tuple[Pending, ...] = ()
+    usage: Mapping[LimitKey, Usage] = field(default_factory=dict)
+    timeout_until: datetime | None = None
+    excluded_until: datetime | None = None
+    excluded_permanently: bool = False
+    tz: str = "UTC"
+
+    @property
+    def empty(self) -> bool:
+        """Nothing set: the wallet row keeps NULL and its bets pay for nothing."""
+        return not (self.limits or self.pending or self.timeout_until or self.excluded_until
+                    or self.excluded_permanently or self.tz != "UTC")
+
+    # -- time --------------------------------------------------------------------------------
+
+    def at(self, now: datetime) -> Guard:
+        """The guard as of `now`: due changes applied, ended breaks dropped, usage of
+        turned periods reset."""
+        limits = dict(self.limits)
+        waiting = []
+        for p in self.pending:
+            if p.effective_at > now:
+                waiting.append(p)
+            elif p.amount_minor is None:
+                limits.pop((p.kind, p.period), None)
+            else:
+                limits[(p.kind, p.period)] = p.amount_minor
+        usage = {}
+        for key in limits:
+            since = period_start(key[1], now, self.tz)
+            found = self.usage.get(key)
+            usage[key] = found if found is not None and found.since == since else Usage(since)
+        return replace(
+            self, limits=limits, pending=tuple(waiting), usage=usage,
+            timeout_until=(self.timeout_until if self.timeout_until
+                           and self.timeout_until > now else None),
+            excluded_until=(self.excluded_until if self.excluded_until
+                            and self.excluded_until > now else None))
+
+    # -- what may happen ---------------------------------------------------------------------
+
+    def refuse_break(self, now: datetime) -> None:
+        """Rejected (SELF_EXCLUDED / TIMED_OUT) while the player is on a break."""
+        if self.excluded_permanently or (self.excluded_until and self.excluded_until > now):
+            until = ("permanently" if self.excluded_permanently
+                     else f"until {self.excluded_until.isoformat()}" if self.excluded_until
+                     else "")
+            raise Rejected(f"the player is self-excluded {until}", reason=SELF_EXCLUDED,
+                           metadata={"until": "permanent" if self.excluded_permanently
+                                     else str(self.excluded_until and
+                                              self.excluded_until.isoformat())})
+        if self.timeout_until and self.timeout_until > now:
+            raise Rejected(f"the player is taking a time-out until "
+                           f"{self.timeout_until.isoformat()}", reason=TIMED_OUT,
+                           metadata={"until": self.timeout_until.isoformat()})
+
+    def refuse_over(self, kinds: tuple[Kind, ...], amount_minor: int) -> None:
+        """Rejected (LIMIT_EXCEEDED) when `amount_minor` more of any of `kinds` would cross
+        a limit; the metadata names the tightest one and what remains of it."""
+        for kind in kinds:
+            for period in Period:
+                limit = self.limits.get((kind, period))
+                if limit is None:
+                    continue
+                used = self.usage.get((kind, period), Usage(datetime.min)).used_minor
+                if used + amount_minor > limit:
+                    remaining = max(0, limit - used)
+                    raise Rejected(
+                        f"{kind} limit of {limit} per {period} reached: {remaining} remain",
+                        reason=LIMIT_EXCEEDED,
+                        metadata={"limit": kind.value, "period": period.value,
+                                  "limit_minor": str(limit), "remaining_minor": str(remaining)})
+
+    # -- what happened -----------------------------------------------------------------------
+
+    def counted(self, kind: Kind, amount_minor: int) -> Guard:
+        """`amount_minor` more of `kind` (negative for wins and rollbacks) in every period
+        with a limit. Loss usage may go below zero: winnings make room."""
+        usage = dict(self.usage)
+        for key, u in self.usage.items():
+            if key[0] is kind:
+                usage[key] = Usage(u.since, u.used_minor + amount_minor)
+        return replace(self, usage=usage)
+
+    # -- what the player asks for ------------------------------------------------------------
+
+    def with_changes(self, changes: tuple[Change, ...], now: datetime, *,
+                     tz: str | None = None) -> Guard:
+        """Lowering a limit (or setting a new one) applies at once; raising or removing one
+        waits COOLING_OFF, replacing a change already waiting for the same limit."""
+        g = self.at(now)
+        limits = dict(g.limits)
+        pending = [p for p in g.pending
+                   if (p.kind, p.period) not in {(c.kind, c.period) for c in changes}]
+        for c in changes:
+            current = limits.get((c.kind, c.period))
+            tighter = c.amount_minor is not None and (current is None
+                                                      or c.amount_minor <= current)
+            if tighter:
+                assert c.amount_minor is not None
+                limits[(c.kind, c.period)] = c.amount_minor
+            else:
+                pending.append(Pending(c.kind, c.period, c.amount_minor, now + COOLING_OFF))
+        if tz is not None:
+            zone(tz)
+        return replace(g, limits=limits, pending=tuple(pending),
+                       tz=g.tz if tz is None else tz).at(now)
+
+    def with_break(self, *, timeout: timedelta | None = None,
+                   exclusion: timedelta | None = None, permanent: bool = False,
+                   now: datetime) -> Guard:
+        """A time-out or a self-exclusion starting now. A break is never shortened: the
+        later end wins."""
+        g = self.at(now)
+        if permanent:
+            return replace(g, excluded_permanently=True)
+        if timeout is not None:
+            if not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX:
+                raise InvalidField("duration_s", "a time-out lasts 24 hours to 6 weeks")
+            end = now + timeout
+            return replace(g, timeout_until=max(end, g.timeout_until or end))
+        assert exclusion is not None
+        if not SELF_EXCLUSION_MIN <= exclusion <= SELF_EXCLUSION_MAX:
+            raise InvalidField("duration_s", "a self-exclusion lasts 6 months to 10 years, "
+                                             "or is permanent")
+        end = now + exclusion
+        return replace(g, excluded_until=max(end, g.excluded_until or end))
+
+    def with_breaks_of(self, other: Guard) -> Guard:
+        """This wallet with the breaks of another wallet of the player (a wallet opened
+        during a break inherits it): the later ends win."""
+        def later(a: datetime | None, b: datetime | None) -> datetime | None:
+            return b if a is None else a if b is None else max(a, b)
+        return replace(self, timeout_until=later(self.timeout_until, other.timeout_until),
+                       excluded_until=later(self.excluded_until, other.excluded_until),
+                       excluded_permanently=(self.excluded_permanently
+                                             or other.excluded_permanently))
+
+    # -- storage -----------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "limits": [[k.value, p.value, amount] for (k, p), amount in self.limits.items()],
+            "pending": [[p.kind.value, p.period.value, p.amount_minor,
+                         p.effective_at.isoformat()] for p in self.pending],
+            "usage": [[k.value, p.value, u.since.isoformat(), u.used_minor]
+                      for (k, p), u in self.usage.items()],
+            "timeout_until": self.timeout_until.isoformat() if self.timeout_until else None,
+            "excluded_until": self.excluded_until.isoformat() if self.excluded_until else None,
+            "excluded_permanently": self.excluded_permanently, "tz": self.tz}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Guard:
+        def when(value: Any) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value)
+        return cls(
+            limits={(Kind(k), Period(p)): int(a) for k, p, a in d.get("limits", ())},
+            pending=tuple(Pending(Kind(k), Period(p), None if a is None else int(a),
+                                  datetime.fromisoformat(at))
+                          for k, p, a, at in d.get("pending", ())),
+            usage={(Kind(k), Period(p)): Usage(datetime.fromisoformat(since), int(used))
+                   for k, p, since, used in d.get("usage", ())},
+            timeout_until=when(d.get("timeout_until")),
+            excluded_until=when(d.get("excluded_until")),
+            excluded_permanently=bool(d.get("excluded_permanently", False)),
+            tz=str(d.get("tz", "UTC")))
