@@ -18,27 +18,31 @@ from wallet_core import config
 from wallet_core.server import running
 
 
-def change(kind: int, period: int, amount: int = 0, *, remove: bool = False) -> pb.LimitChange:
+def change(kind: pb.LimitKind, period: pb.LimitPeriod, amount: int = 0, *,
+           remove: bool = False) -> pb.LimitChange:
     return pb.LimitChange(kind=kind, period=period, amount=amount, remove=remove)
 
 
 async def set_limits(client: Client, player: str, *changes: pb.LimitChange,
                      time_zone: str = "") -> pb.SetLimitsResponse:
-    return await client.call("SetLimits", pb.SetLimitsRequest(
+    answer: pb.SetLimitsResponse = await client.call("SetLimits", pb.SetLimitsRequest(
         player_id=player, currency="USD", changes=list(changes), time_zone=time_zone,
         idempotency_key=key("lim")), "limits")
+    return answer
 
 
 async def limits(client: Client, player: str) -> pb.Limits:
-    return (await client.call("GetLimits", pb.GetLimitsRequest(
-        player_id=player, currency="USD"), "read")).limits
+    answer: pb.GetLimitsResponse = await client.call("GetLimits", pb.GetLimitsRequest(
+        player_id=player, currency="USD"), "read")
+    return answer.limits
 
 
-async def exclude(client: Client, player: str, kind: int, duration_s: int = 0, *,
+async def exclude(client: Client, player: str, kind: pb.BreakKind, duration_s: int = 0, *,
                   permanent: bool = False) -> pb.ExcludeResponse:
-    return await client.call("Exclude", pb.ExcludeRequest(
+    answer: pb.ExcludeResponse = await client.call("Exclude", pb.ExcludeRequest(
         player_id=player, currency="USD", kind=kind, duration_s=duration_s,
         permanent=permanent, idempotency_key=key("excl")), "limits")
+    return answer
 
 
 async def refusal(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
