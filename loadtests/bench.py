@@ -81,6 +81,7 @@ TARGET_SOAK_GROWTH_PCT_MAX = 10.0
 TARGET_BET_VS_BASELINE_MIN = 2.5
 TARGET_BET_P99_VS_BASELINE_MAX = 0.5
 TARGET_HOT_VS_BASELINE_MIN = 3.0
+TARGET_LIMITED_VS_BET_MIN = 0.9  # Bet with every limit set vs row 2 (issue 17)
 TARGET_REPLAY_VS_BASELINE_MIN = 1.5
 TARGET_FIXED_RATE_VS_BASELINE_MAX = 1.0   # p50 and p99 alike
 TARGET_CPU_PER_BET_VS_BASELINE_MAX = 0.5
@@ -102,7 +103,7 @@ REDIS_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 10.0
 # What wallet_core.idempotency_cache logs when it gives up on Redis for a while.
 REDIS_SKIPPED_LOG = "failed; serving from Postgres"
-SCOPES = ["game", "payments", "read", "bonus"]
+SCOPES = ["game", "payments", "read", "bonus", "limits"]
 ROW_LABELS = {"empty": "row 1 (empty RPC)", "bet": "row 2 (Bet)",
               "bet_at_70": "row 2b (Bet at 70%)",
               "bet_at_half": "row 2c (Bet at 50% of B2)", "single": "row 2d (one at a time)",
@@ -364,6 +365,15 @@ class Bench:
                              f"wallets; errors {dict(result.errors)}")
         log(f"opened and funded {self.o.players:,} players + {HOT_PLAYER} in "
             f"{time.monotonic() - began:.1f} s ({'unary' if self.batch_unavailable else 'batch'})")
+        began = time.monotonic()
+        spec = self.spec(Kind.SETUP_LIMITS, self.wallet.target, "setup-limits",
+                         count=self.o.players, warmup_s=0.0)
+        result, _ = await self.pool.run(spec)
+        if result.errors or result.ops != self.o.players:
+            raise BenchError(f"setting up limited players failed: {result.ops:,} of "
+                             f"{self.o.players:,}; errors {dict(result.errors)}")
+        log(f"opened, funded and limited {self.o.players:,} more players in "
+            f"{time.monotonic() - began:.1f} s")
 
     async def fund_baseline(self) -> None:
         """The baseline's wallets: the same players and amounts, inserted by SQL in bulk."""
@@ -416,6 +426,8 @@ class Bench:
         wallet = self.wallet
         await self._both(r, "empty", Kind.HEALTH, "empty")
         bet, base_bet = await self._both(r, "bet", Kind.BET_RANDOM, "bet")
+        await self.measure("bet_limited", self.spec(Kind.BET_LIMITED, wallet.target,
+                                                    f"lim-{r}"), wallet)
         await self.measure("bet_at_70", self.spec(
             Kind.BET_RANDOM, wallet.target, f"open-{r}",
             rate_per_s=max(1.0, OPEN_LOOP_FRACTION * bet.ops_per_s)), wallet)
@@ -560,6 +572,7 @@ class Bench:
             self._row_bet(),
             self._row_baseline("B2", f"baseline: Bet, random players, {o.concurrency} in "
                                "flight", "base_bet", of=("base_empty", "row B1")),
+            self._row_limited(),
             self._row_open_loop(), *self._rows_fixed_rate(), *self._rows_single(),
             self._row_gc_off(), self._row_hot(),
             self._row_baseline("B4", "baseline: Bet, one hot player", "base_hot",
@@ -596,6 +609,15 @@ class Bench:
                         rep.met(rep.median(p99), at_most=TARGET_BET_P99_VS_BASELINE_MAX)]),
             vs_baseline=(f"ops/s {rep.spread(tput, rep.times)} · "
                          f"p99 {rep.spread(p99, rep.times)}"))
+
+    def _row_limited(self) -> rep.Row:
+        r = self._per_round("bet_limited", "bet", _ops)
+        return rep.Row("2e", f"Bet with every limit set (deposit, loss, wager × day, week, "
+                       f"month), {self.o.players:,} players of their own, same load, right "
+                       "after row 2", self._throughput_latency("bet_limited"),
+                       f"{rep.spread(r, rep.ratio)} of row 2",
+                       f"≥ {TARGET_LIMITED_VS_BET_MIN} of row 2",
+                       rep.met(rep.median(r), at_least=TARGET_LIMITED_VS_BET_MIN))
 
     def _row_open_loop(self) -> rep.Row:
         p99 = self._values("bet_at_70", _p99)

@@ -65,6 +65,9 @@ class Kind(StrEnum):
     SETUP = "setup"              # OpenWallet + Deposit for every player (fixed count)
     SETUP_BATCH = "setup_batch"  # the same, `batch_size` players per ExecuteBatch
     PG_RAW = "pg_raw"            # one-statement bet equivalent straight on Postgres
+    # Responsible gambling (docs/COMPLIANCE.md): players of their own with every limit set
+    SETUP_LIMITS = "setup_limits"  # OpenWallet + Deposit + SetLimits (fixed count)
+    BET_LIMITED = "bet_limited"  # Bet on a random one of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,8 @@ class LoadSpec:
 
     @property
     def fixed_count(self) -> bool:
-        return self.kind in (Kind.SETUP, Kind.SETUP_BATCH, Kind.SEED_REPLAY)
+        return self.kind in (Kind.SETUP, Kind.SETUP_BATCH, Kind.SEED_REPLAY,
+                             Kind.SETUP_LIMITS)
 
 
 @dataclass(slots=True)
@@ -145,6 +149,18 @@ def player_id(index: int) -> str:
     return f"bench-{index:05d}"
 
 
+def limited_player_id(index: int) -> str:
+    return f"bench-lim-{index:05d}"
+
+
+# Every limit a player can set, high enough that no bench bet is refused: the row measures
+# what checking and counting them costs, not refusals.
+LIMIT_MINOR = 10**11
+ALL_LIMITS = [pb.LimitChange(kind=k, period=p, amount=LIMIT_MINOR)
+              for k in (pb.LIMIT_KIND_DEPOSIT, pb.LIMIT_KIND_LOSS, pb.LIMIT_KIND_WAGER)
+              for p in (pb.LIMIT_PERIOD_DAY, pb.LIMIT_PERIOD_WEEK, pb.LIMIT_PERIOD_MONTH)]
+
+
 def replay_request(tag: str, index: int, players: int) -> pb.BetRequest:
     """The index-th bet of the replay set; SEED_REPLAY and BET_REPLAY build the same one."""
     key = f"{tag}-replay-{index}"
@@ -190,7 +206,10 @@ class _Client:
         return self.ctx.worker + seq * self.ctx.workers
 
     def random_player(self) -> str:
-        return player_id(self.rng.randrange(self.ctx.spec.players))
+        index = self.rng.randrange(self.ctx.spec.players)
+        if self.ctx.spec.kind is Kind.BET_LIMITED:
+            return limited_player_id(index)
+        return player_id(index)
 
     async def batch(self, lane: int, ops: list[pb.BatchOperation]) -> int:
         """ExecuteBatch; per-operation errors are counted; returns the operations done."""
@@ -276,10 +295,31 @@ def _setup_calls(c: _Client) -> CallFn:
     return call
 
 
+def _setup_limits_calls(c: _Client) -> CallFn:
+    """A limited player: opened, funded, then every limit set (funded first: the deposit
+    would count against the deposit limits)."""
+    async def call(seq: int, lane: int) -> int:
+        player = limited_player_id(c.index(seq))
+        wallet = c.wallet(lane)
+        await wallet.OpenWallet(pb.OpenWalletRequest(
+            player_id=player, currency=CURRENCY, idempotency_key=f"setup-open-{player}"),
+            metadata=c.md, timeout=CALL_TIMEOUT_S)
+        await wallet.Deposit(pb.DepositRequest(
+            player_id=player, currency=CURRENCY, amount=DEPOSIT_MINOR, psp="bench",
+            psp_reference=f"bench-{player}", idempotency_key=f"setup-deposit-{player}"),
+            metadata=c.md, timeout=CALL_TIMEOUT_S)
+        await wallet.SetLimits(pb.SetLimitsRequest(
+            player_id=player, currency=CURRENCY, changes=ALL_LIMITS,
+            idempotency_key=f"setup-limits-{player}"), metadata=c.md, timeout=CALL_TIMEOUT_S)
+        return 1
+    return call
+
+
 _CALLS: dict[Kind, Callable[[_Client], CallFn]] = {
     Kind.HEALTH: _health_calls, Kind.BET_RANDOM: _bet_calls, Kind.BET_HOT: _bet_calls,
     Kind.SEED_REPLAY: _replay_calls, Kind.BET_REPLAY: _replay_calls, Kind.BATCH: _batch_calls,
     Kind.SETUP_BATCH: _setup_batch_calls, Kind.SETUP: _setup_calls,
+    Kind.SETUP_LIMITS: _setup_limits_calls, Kind.BET_LIMITED: _bet_calls,
 }
 
 
