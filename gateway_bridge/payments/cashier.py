@@ -267,6 +267,9 @@ class Payments:
         psp, routing = await self._route(command, Direction.DEPOSIT)
         self._require_available(psp)
         quote = await self._quote(command) if command.wallet_currency else None
+        if quote is not None or not command.wallet_currency:
+            # A new request (a retry finds its payment instead): within the player's limits?
+            await self._within_limits(command, quote)
         payment, created = await self._store(command, Direction.DEPOSIT, psp=psp,
                                              routing=routing, fx_quote=quote)
         if created and routing is not None:
@@ -280,6 +283,36 @@ class Payments:
             return await self._hold(payment.id, screening, source="api"), created
         return await self.resume_deposit(payment.id, payment_token=command.payment_token), \
             created
+
+    async def _within_limits(self, command: DepositCommand, quote: FxQuote | None) -> None:
+        """Refuses, before anything is stored or sent to a PSP, a deposit the player's
+        responsible-gambling limits or break would refuse at credit time (the wallet still
+        enforces them then: docs/COMPLIANCE.md). A retry with the same Idempotency-Key keeps
+        its payment whatever the limits say since."""
+        async with self._connection() as conn:
+            if await store.payment_by_client_key(conn, command.client,
+                                                command.client_key) is not None:
+                return
+        currency = command.wallet_currency or command.currency
+        amount = quote.estimated_credit_minor if quote is not None else command.amount_minor
+        try:
+            room = await self._wallet.deposit_room(player_id=command.player_id,
+                                                   currency=currency)
+        except WalletUnavailable:
+            raise Unavailable("the wallet is unavailable; retry with the same "
+                              "Idempotency-Key", retry_after_s=1) from None
+        except WalletRefused as err:
+            raise Refused(f"the wallet refused the deposit: {err.message}",
+                          code=err.reason) from None
+        if room.blocked:
+            what = ("self-excluded" if room.blocked == "SELF_EXCLUDED"
+                    else "taking a time-out")
+            raise Refused(f"player_id: the player is {what} until {room.blocked_until}; "
+                          "deposits are refused", code=room.blocked, field="player_id")
+        if room.remaining_minor is not None and amount > room.remaining_minor:
+            raise Refused(f"amount_minor: {amount} {currency} is over the player's "
+                          f"{room.limit} ({room.remaining_minor} left)",
+                          code="LIMIT_EXCEEDED", field="amount_minor")
 
     async def _quote(self, command: DepositCommand) -> FxQuote | None:
         """The indicative quote of a deposit paid in another currency, at a fresh rate;

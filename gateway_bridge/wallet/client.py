@@ -16,7 +16,7 @@ This module alone knows the wallet's protobufs: callers pass and get plain value
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,34 @@ def _conversion(c: Conversion) -> pb.Conversion:
     return pb.Conversion(paid_currency=c.paid_currency, paid_amount=c.paid_minor, rate=c.rate,
                          spread_bps=c.spread_bps, rate_source=c.rate_source,
                          rate_time=rate_time)
+
+
+@dataclass(frozen=True, slots=True)
+class DepositRoom:
+    """What the player's responsible-gambling limits leave for a deposit now
+    (docs/COMPLIANCE.md): a break refuses any; otherwise the tightest deposit limit."""
+
+    blocked: str = ""  # "", "SELF_EXCLUDED" or "TIMED_OUT"
+    blocked_until: str = ""  # ISO time, or "permanent"
+    remaining_minor: int | None = None  # None: no deposit limit
+    limit: str = ""  # the tightest deposit limit, e.g. "deposit limit per week"
+
+
+def deposit_room(limits: pb.Limits) -> DepositRoom:
+    if limits.excluded_permanently:
+        return DepositRoom(blocked="SELF_EXCLUDED", blocked_until="permanent")
+    for reason, field_name in (("SELF_EXCLUDED", "excluded_until"),
+                               ("TIMED_OUT", "timeout_until")):
+        if limits.HasField(field_name):
+            until = getattr(limits, field_name).ToDatetime(tzinfo=UTC)
+            return DepositRoom(blocked=reason, blocked_until=until.isoformat())
+    deposit = [lim for lim in limits.limits if lim.kind == pb.LIMIT_KIND_DEPOSIT]
+    if not deposit:
+        return DepositRoom()
+    tightest = min(deposit, key=lambda lim: lim.remaining)
+    period = pb.LimitPeriod.Name(tightest.period).removeprefix("LIMIT_PERIOD_").lower()
+    return DepositRoom(remaining_minor=tightest.remaining,
+                       limit=f"deposit limit per {period}")
 
 
 class WalletUnavailable(Exception):
@@ -153,6 +181,18 @@ class WalletClient:
         await self._call("OpenWallet", pb.OpenWalletRequest(
             player_id=player_id, currency=currency,
             idempotency_key=f"bridge:open:{player_id}:{currency}"))
+
+    async def deposit_room(self, *, player_id: str, currency: str) -> DepositRoom:
+        """What the player's limits leave for deposits now; no wallet yet, no limits."""
+        try:
+            reply = await self._call("GetLimits", pb.GetLimitsRequest(player_id=player_id,
+                                                                      currency=currency))
+        except WalletRefused as err:
+            if err.reason == "WALLET_NOT_FOUND":
+                return DepositRoom()
+            raise
+        assert isinstance(reply, pb.GetLimitsResponse)
+        return deposit_room(reply.limits)
 
     async def _balances(self, player_id: str, currency: str) -> pb.Balances:
         reply = await self._call("GetBalance", pb.GetBalanceRequest(player_id=player_id,

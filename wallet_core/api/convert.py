@@ -293,7 +293,7 @@ def limits(view: Mapping[str, Any]) -> pb.Limits:
         limit = pb.Limit(kind=_KIND_CODES[kind], period=_PERIOD_CODES[period], amount=amount,
                          used=used, remaining=max(0, amount - used))
         if u is not None:
-            limit.period_start.FromDatetime(u.since.astimezone(UTC))
+            limit.period_start.FromSeconds(u.since_s)
         out.limits.append(limit)
     for p in g.pending:
         pending = pb.PendingLimit(kind=_KIND_CODES[p.kind], period=_PERIOD_CODES[p.period],

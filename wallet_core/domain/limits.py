@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wallet_core.domain.errors import InvalidField, Rejected
@@ -71,12 +71,32 @@ def period_start(period: Period, now: datetime, tz: str) -> datetime:
     return midnight
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """What was used of one limit in the period that began at `since`."""
+def period_end(period: Period, start: datetime) -> datetime:
+    """The start of the next period (wall-clock arithmetic in the player's zone, so a day
+    with a daylight-saving change is 23 or 25 hours long)."""
+    if period is Period.DAY:
+        return start + timedelta(days=1)
+    if period is Period.WEEK:
+        return start + timedelta(days=7)
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.replace(year=year, month=month)
 
-    since: datetime
+
+class Usage(NamedTuple):
+    """What was used of one limit in the period [since_s, until_s) (epoch seconds: every
+    bet of a limited player reads and writes these, and ints are what is cheap)."""
+
+    since_s: int
+    until_s: int
     used_minor: int = 0
+
+    @classmethod
+    def fresh(cls, period: Period, now: datetime, tz: str) -> Usage:
+        start = period_start(period, now, tz)
+        return cls(int(start.timestamp()), int(period_end(period, start).timestamp()))
+
+    def holds(self, now_s: float) -> bool:
+        return self.since_s <= now_s < self.until_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +139,31 @@ class Guard:
     def at(self, now: datetime) -> Guard:
         """The guard as of `now`: due changes applied, ended breaks dropped, usage of
         turned periods reset."""
-        limits = dict(self.limits)
-        waiting = []
-        for p in self.pending:
-            if p.effective_at > now:
-                waiting.append(p)
-            elif p.amount_minor is None:
-                limits.pop((p.kind, p.period), None)
-            else:
-                limits[(p.kind, p.period)] = p.amount_minor
-        usage = {}
-        for key in limits:
-            since = period_start(key[1], now, self.tz)
-            found = self.usage.get(key)
-            usage[key] = found if found is not None and found.since == since else Usage(since)
+        limits = self.limits
+        waiting = self.pending
+        if any(p.effective_at <= now for p in self.pending):
+            limits = dict(limits)
+            waiting = ()
+            for p in self.pending:
+                if p.effective_at > now:
+                    waiting = (*waiting, p)
+                elif p.amount_minor is None:
+                    limits.pop((p.kind, p.period), None)
+                else:
+                    limits[(p.kind, p.period)] = p.amount_minor
+        usage = self.usage
+        now_s = now.timestamp()
+        current = all(key in usage and usage[key].holds(now_s)
+                      for key in limits) and len(usage) == len(limits)
+        if not current:  # a period turned (or a limit came or went): the zone's arithmetic
+            usage = {}
+            for key in limits:
+                found = self.usage.get(key)
+                usage[key] = (found if found is not None and found.holds(now_s)
+                              else Usage.fresh(key[1], now, self.tz))
+        if (limits is self.limits and usage is self.usage and self.timeout_until is None
+                and self.excluded_until is None):
+            return self  # the common case: nothing due, nothing turned
         return replace(
             self, limits=limits, pending=tuple(waiting), usage=usage,
             timeout_until=(self.timeout_until if self.timeout_until
@@ -165,7 +196,8 @@ class Guard:
                 limit = self.limits.get((kind, period))
                 if limit is None:
                     continue
-                used = self.usage.get((kind, period), Usage(datetime.min)).used_minor
+                found = self.usage.get((kind, period))
+                used = 0 if found is None else found.used_minor
                 if used + amount_minor > limit:
                     remaining = max(0, limit - used)
                     raise Rejected(
@@ -176,13 +208,14 @@ class Guard:
 
     # -- what happened -----------------------------------------------------------------------
 
-    def counted(self, kind: Kind, amount_minor: int) -> Guard:
-        """`amount_minor` more of `kind` (negative for wins and rollbacks) in every period
-        with a limit. Loss usage may go below zero: winnings make room."""
+    def counted(self, kind: Kind, amount_minor: int, *also: Kind) -> Guard:
+        """`amount_minor` more of `kind` (and of `also`; negative for wins and rollbacks) in
+        every period with a limit. Loss usage may go below zero: winnings make room."""
+        kinds = (kind, *also)
         usage = dict(self.usage)
         for key, u in self.usage.items():
-            if key[0] is kind:
-                usage[key] = Usage(u.since, u.used_minor + amount_minor)
+            if key[0] in kinds:
+                usage[key] = Usage(u.since_s, u.until_s, u.used_minor + amount_minor)
         return replace(self, usage=usage)
 
     # -- what the player asks for ------------------------------------------------------------
@@ -242,28 +275,41 @@ class Guard:
     # -- storage -----------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
+        """The stored form (wallets.rg). Times are epoch seconds: a limited player's every
+        bet reads and writes it, and ints cost a fraction of ISO strings."""
         return {
             "limits": [[k.value, p.value, amount] for (k, p), amount in self.limits.items()],
-            "pending": [[p.kind.value, p.period.value, p.amount_minor,
-                         p.effective_at.isoformat()] for p in self.pending],
-            "usage": [[k.value, p.value, u.since.isoformat(), u.used_minor]
-                      for (k, p), u in self.usage.items()],
-            "timeout_until": self.timeout_until.isoformat() if self.timeout_until else None,
-            "excluded_until": self.excluded_until.isoformat() if self.excluded_until else None,
+            "pending": [[p.kind.value, p.period.value, p.amount_minor, _epoch(p.effective_at)]
+                        for p in self.pending],
+            "usage": [[k.value, p.value, *u] for (k, p), u in self.usage.items()],
+            "timeout_until": _epoch(self.timeout_until) if self.timeout_until else None,
+            "excluded_until": _epoch(self.excluded_until) if self.excluded_until else None,
             "excluded_permanently": self.excluded_permanently, "tz": self.tz}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Guard:
         def when(value: Any) -> datetime | None:
-            return None if value is None else datetime.fromisoformat(value)
+            return None if value is None else _time(value)
         return cls(
-            limits={(Kind(k), Period(p)): int(a) for k, p, a in d.get("limits", ())},
-            pending=tuple(Pending(Kind(k), Period(p), None if a is None else int(a),
-                                  datetime.fromisoformat(at))
+            limits={(_KINDS[k], _PERIODS[p]): int(a) for k, p, a in d.get("limits", ())},
+            pending=tuple(Pending(_KINDS[k], _PERIODS[p], None if a is None else int(a),
+                                  _time(at))
                           for k, p, a, at in d.get("pending", ())),
-            usage={(Kind(k), Period(p)): Usage(datetime.fromisoformat(since), int(used))
-                   for k, p, since, used in d.get("usage", ())},
+            usage={(_KINDS[k], _PERIODS[p]): Usage(since, until, used)
+                   for k, p, since, until, used in d.get("usage", ())},
             timeout_until=when(d.get("timeout_until")),
             excluded_until=when(d.get("excluded_until")),
             excluded_permanently=bool(d.get("excluded_permanently", False)),
             tz=str(d.get("tz", "UTC")))
+
+
+_KINDS = {k.value: k for k in Kind}
+_PERIODS = {p.value: p for p in Period}
+
+
+def _epoch(when: datetime) -> int:
+    return int(when.timestamp())
+
+
+def _time(epoch_s: int) -> datetime:
+    return datetime.fromtimestamp(int(epoch_s), UTC)

@@ -116,8 +116,7 @@ def bet(draft: Draft, c: cmd.Bet, now: datetime) -> BetRecord:
     if guard is not None:
         guard.refuse_break(now)
         guard.refuse_over((Kind.WAGER, Kind.LOSS), c.amount_minor)
-        draft.set_guard(guard.counted(Kind.WAGER, c.amount_minor)
-                        .counted(Kind.LOSS, c.amount_minor))
+        draft.set_guard(guard.counted(Kind.WAGER, c.amount_minor, Kind.LOSS))
     _refuse_in_debt(draft)
     bonus_policy.expire_due(draft, now)
     if c.amount_minor > draft.cash + draft.bonus:
@@ -160,7 +159,7 @@ def rollback(draft: Draft, c: cmd.Rollback, record: BetRecord, now: datetime) ->
     guard = _guard(draft, now)
     if guard is not None:
         stake = record.cash_minor + record.bonus_minor
-        draft.set_guard(guard.counted(Kind.WAGER, -stake).counted(Kind.LOSS, -stake))
+        draft.set_guard(guard.counted(Kind.WAGER, -stake, Kind.LOSS))
     bonus_policy.expire_due(draft, now)
     house = house_account(c.game_id)
     draft.move(record.cash_minor, source=house, dest=Bucket.CASH)

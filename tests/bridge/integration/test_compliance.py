@@ -1,0 +1,48 @@
+"""The cashier and the player's responsible-gambling limits (docs/COMPLIANCE.md): a deposit
+the wallet would refuse at credit time is refused before anything is stored or sent to a
+PSP, with the reason the wallet gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from wallet.v1 import wallet_service_pb2 as pb
+
+from tests.bridge.conftest import Cashier
+from tests.helpers import Client, key
+
+
+async def deposit(cashier: Cashier, player: str, amount_minor: int, *,
+                  idem: str) -> tuple[int, dict[str, Any]]:
+    return await cashier.request("POST", "/v1/deposits", body={
+        "player_id": player, "amount_minor": amount_minor, "currency": "USD", "psp": "stripe",
+        "method": "card"}, headers={"Idempotency-Key": idem})
+
+
+async def test_a_deposit_over_the_limit_or_during_a_break_never_reaches_a_psp(
+        bridge: object, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection) -> None:
+    await client.open(player)
+    await client.call("SetLimits", pb.SetLimitsRequest(
+        player_id=player, currency="USD", idempotency_key=key("lim"), changes=[
+            pb.LimitChange(kind=pb.LIMIT_KIND_DEPOSIT, period=pb.LIMIT_PERIOD_DAY,
+                           amount=50_00)]), "limits")
+    status, body = await deposit(cashier, player, 60_00, idem=f"over-{player}")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        422, "LIMIT_EXCEEDED", "amount_minor"), body
+    assert "deposit limit per day (5000 left)" in body["error"]["message"]
+    status, ok = await deposit(cashier, player, 50_00, idem=f"within-{player}")
+    assert status == 201, ok
+    await client.call("Exclude", pb.ExcludeRequest(
+        player_id=player, currency="USD", kind=pb.BREAK_KIND_TIMEOUT, duration_s=86_400,
+        idempotency_key=key("ex")), "limits")
+    status, body = await deposit(cashier, player, 1_00, idem=f"break-{player}")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        422, "TIMED_OUT", "player_id"), body
+    # A retry of the payment stored before the break keeps it.
+    status, again = await deposit(cashier, player, 50_00, idem=f"within-{player}")
+    assert (status, again["id"]) == (200, ok["id"])
+    stored = await bridge_conn.fetchval(
+        "SELECT count(*) FROM bridge.payments WHERE player_id = $1", player)
+    assert stored == 1
