@@ -37,6 +37,7 @@ from gateway_bridge.payments.model import (
     FxCredit,
     Payment,
     PaymentFx,
+    Refusal,
     State,
     Verdict,
     apply,
@@ -65,6 +66,9 @@ log = logging.getLogger("gateway_bridge.payments.inbox")
 # The wallet says the withdrawal already moved on: an earlier event whose wallet call
 # succeeded but whose reply was lost is still waiting for its retry. Once it lands, this event
 # decides again against the true state (a payout.failed after a commit becomes a reversal).
+# The wallet's refusals of a credit made to protect the player (responsible gambling): the
+# deposit is refunded at the PSP instead of waiting for support.
+_PLAYER_PROTECTION_REFUSALS = frozenset({"LIMIT_EXCEEDED", "SELF_EXCLUDED", "TIMED_OUT"})
 _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN = frozenset({"WITHDRAWAL_ALREADY_FINAL",
                                                     "WITHDRAWAL_NOT_COMMITTED"})
 # The wallet holds a different request under the key: what was pinned for it may be what it
@@ -320,6 +324,8 @@ class Inbox:
                 await self._pins.unpin(conn, key)
             if err.reason in _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN:
                 await self._retry_or_die(conn, row, p, note)
+            elif d.action is Action.DEPOSIT and err.reason in _PLAYER_PROTECTION_REFUSALS:
+                await self._refused_for_the_player(conn, row, p, event, err)
             else:
                 await self._die(conn, row, p, note)
             return
@@ -447,6 +453,23 @@ class Inbox:
             await self._die(conn, row, p, f"{note}; gave up after {row.attempts + 1} attempts")
             return
         await store.retry_event(conn, row.id, note, self._backoff_ms(row.attempts))
+
+    async def _refused_for_the_player(self, conn: asyncpg.Connection, row: ClaimedEvent,
+                                      p: Payment, event: PspEvent,
+                                      err: WalletRefused) -> None:
+        """The wallet refused to credit a captured deposit for the player's own protection
+        (a limit crossed, or a break, since the cashier's check: docs/COMPLIANCE.md). The
+        money goes back where it came from: the deposit fails with the wallet's reason, and
+        the capture is owed back at the PSP (payments/refunds.py)."""
+        failed = replace(p, state=State.FAILED, next_sync_at=None,
+                         refusal=Refusal(reason=err.reason, message=err.message[:500]))
+        await store.save(conn, failed)
+        failed = await self._owe(conn, failed, event,
+                                 f"the wallet refused the credit ({err.reason})")
+        await store.add_history(conn, failed, from_state=p.state, source=row.source,
+                                psp_event_type=event.psp_event_type, inbox_id=row.id,
+                                note=f"not credited: {err.reason}; refunded at {p.psp}")
+        await store.finish_event(conn, row.id, "applied", f"refused: {err.reason}")
 
     async def _die(self, conn: asyncpg.Connection, row: ClaimedEvent, p: Payment,
                    note: str) -> None:

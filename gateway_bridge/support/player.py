@@ -1,4 +1,5 @@
-"""A player as support sees them: every wallet's balances and latest journal entries (from
+"""A player as support sees them: every wallet's balances, latest journal entries and
+responsible-gambling limits (from
 the wallet, over gRPC with a read-only token), and their payments at the bridge with what
 waits for support.
 
@@ -32,7 +33,12 @@ async def player_view(conn: asyncpg.Connection, wallet: WalletClient, player_id:
             raise
         entries = await wallet.transactions_view(player_id=player_id, currency=currency,
                                                  page_size=limit)
-        wallets.append({"balances": balances, "transactions": entries})
+        found: dict[str, Any] = {"balances": balances, "transactions": entries}
+        # Responsible-gambling limits and breaks (docs/COMPLIANCE.md), when any are set.
+        limits = await wallet.limits_view(player_id=player_id, currency=currency)
+        if {k: v for k, v in limits.items() if k != "timeZone" or v != "UTC"}:
+            found["limits"] = limits
+        wallets.append(found)
     payments = [dict(r) for r in await conn.fetch(queries.PLAYER_PAYMENTS, player_id,
                                                   min(limit, PAYMENT_ROWS_MAX))]
     return {"player_id": player_id, "wallets": wallets, "payments": payments,

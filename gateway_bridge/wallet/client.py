@@ -194,6 +194,14 @@ class WalletClient:
         assert isinstance(reply, pb.GetLimitsResponse)
         return deposit_room(reply.limits)
 
+    async def limits_view(self, *, player_id: str, currency: str) -> dict[str, Any]:
+        """The wallet's responsible-gambling limits and breaks as the wallet's JSON mapping
+        prints them (support views); empty when the player set nothing."""
+        reply = await self._call("GetLimits", pb.GetLimitsRequest(player_id=player_id,
+                                                                  currency=currency))
+        assert isinstance(reply, pb.GetLimitsResponse)
+        return MessageToDict(reply.limits)
+
     async def _balances(self, player_id: str, currency: str) -> pb.Balances:
         reply = await self._call("GetBalance", pb.GetBalanceRequest(player_id=player_id,
                                                                     currency=currency))

@@ -10,7 +10,7 @@ import asyncpg
 from wallet.v1 import wallet_service_pb2 as pb
 
 from tests.bridge.conftest import Cashier
-from tests.helpers import Client, key
+from tests.helpers import Client, key, wait_for
 
 
 async def deposit(cashier: Cashier, player: str, amount_minor: int, *,
@@ -46,3 +46,29 @@ async def test_a_deposit_over_the_limit_or_during_a_break_never_reaches_a_psp(
     stored = await bridge_conn.fetchval(
         "SELECT count(*) FROM bridge.payments WHERE player_id = $1", player)
     assert stored == 1
+
+
+async def test_a_deposit_the_wallet_refuses_at_credit_time_is_refunded(
+        bridge: object, cashier: Cashier, client: Client, player: str) -> None:
+    """The player lowers their limit after the cashier's check: the capture is not credited,
+    the deposit fails with the wallet's reason, and the money goes back at the PSP."""
+    await client.open(player)
+    status, created = await deposit(cashier, player, 40_00, idem=f"late-{player}")
+    assert status == 201, created
+    await client.call("SetLimits", pb.SetLimitsRequest(
+        player_id=player, currency="USD", idempotency_key=key("lim"), changes=[
+            pb.LimitChange(kind=pb.LIMIT_KIND_DEPOSIT, period=pb.LIMIT_PERIOD_MONTH,
+                           amount=10_00)]), "limits")
+    await cashier.complete_deposit(created)
+    failed = await cashier.wait_state(created["id"], "failed")
+    assert failed["refusal"]["reason"] == "LIMIT_EXCEEDED", failed
+    seen: dict[str, Any] = {}
+
+    async def refunded() -> bool:
+        nonlocal seen
+        seen = await cashier.payment(created["id"])
+        return bool(seen.get("refunds")) and seen["refunds"][0]["state"] == "refunded"
+    await wait_for(refunded, timeout_s=15)
+    assert seen["refunds"][0]["psp_reference"].startswith("pi_")
+    assert seen["attention"] is None and seen["settled_minor"] == 0
+    assert (await client.balance(player)).cash == 0

@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from wallet.v1 import wallet_service_pb2 as pb
 
 from gateway_bridge import config as bridge_config
 from gateway_bridge.http import webhooks
@@ -34,6 +35,7 @@ from service_kit.pg import init_json_codecs
 from tests.bridge.conftest import Cashier, bridge_env
 from tests.conftest import fresh_database
 from tests.helpers import TOKENS, Client
+from tests.helpers import key as new_key
 from wallet_core.server import Running as WalletRunning
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -345,6 +347,9 @@ async def test_stuck_payment_settled_by_hand_moves_money_once_and_is_audited(
     assert len(actions) == 1 and "Adyen dashboard" in actions[0]["text"]
     assert view["cleared_at"] is not None  # nothing timed out any more
 
+    await client.call("SetLimits", pb.SetLimitsRequest(
+        player_id=player, currency="USD", idempotency_key=new_key("lim"), changes=[pb.LimitChange(
+            kind=pb.LIMIT_KIND_WAGER, period=pb.LIMIT_PERIOD_DAY, amount=5_00)]), "limits")
     shown = await _walletctl(incident_db, WALLETCTL_WALLET_ADDR=f"127.0.0.1:{server.port}",
                              WALLETCTL_WALLET_TOKEN=TOKENS["support"])("player", player,
                                                                        "--currency", "USD")
@@ -353,6 +358,9 @@ async def test_stuck_payment_settled_by_hand_moves_money_once_and_is_audited(
     assert seen["wallets"][0]["balances"]["cash"] == "1400"
     assert [p["id"] for p in seen["payments"]] == [stuck["id"]]
     assert any(t["kind"] == "deposit" for t in seen["wallets"][0]["transactions"])
+    [limit] = seen["wallets"][0]["limits"]["limits"]
+    assert (limit["kind"], limit["period"], limit["amount"]) == (
+        "LIMIT_KIND_WAGER", "LIMIT_PERIOD_DAY", "500")
 
 
 async def test_the_running_bridge_evaluates_on_its_own(
