@@ -296,6 +296,9 @@ class Payments:
         currency = command.wallet_currency or command.currency
         amount = quote.estimated_credit_minor if quote is not None else command.amount_minor
         try:
+            # Opened first (the deposit opens it anyway): a new wallet inherits the player's
+            # breaks, so a self-excluded player can't get past in a new currency.
+            await self._wallet.open_wallet(player_id=command.player_id, currency=currency)
             room = await self._wallet.deposit_room(player_id=command.player_id,
                                                    currency=currency)
         except WalletUnavailable:

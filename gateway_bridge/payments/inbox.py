@@ -466,9 +466,13 @@ class Inbox:
         await store.save(conn, failed)
         failed = await self._owe(conn, failed, event,
                                  f"the wallet refused the credit ({err.reason})")
+        queued = "refund" in (failed.attention or "") and "queued" in (failed.attention or "")
         await store.add_history(conn, failed, from_state=p.state, source=row.source,
                                 psp_event_type=event.psp_event_type, inbox_id=row.id,
-                                note=f"not credited: {err.reason}; refunded at {p.psp}")
+                                note=f"not credited: {err.reason}; " + (
+                                    f"refund queued at {p.psp}" if queued else
+                                    f"refund owed at {p.psp}: no capture reference, refund "
+                                    "it by hand"))
         await store.finish_event(conn, row.id, "applied", f"refused: {err.reason}")
 
     async def _die(self, conn: asyncpg.Connection, row: ClaimedEvent, p: Payment,

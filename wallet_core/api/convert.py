@@ -243,6 +243,8 @@ def set_limits(req: pb.SetLimitsRequest, cur: Currencies) -> cmd.SetLimits:
         changes.append(Change(kind, period, amount))
     if len({(c.kind, c.period) for c in changes}) != len(changes):
         raise InvalidField("changes", "at most one change per kind and period")
+    # The same changes in another order are the same request (its fingerprint).
+    changes.sort(key=lambda c: (c.kind.value, c.period.value))
     time_zone = None
     if req.time_zone:
         zone(req.time_zone)

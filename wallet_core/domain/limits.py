@@ -127,18 +127,24 @@ class Guard:
     excluded_until: datetime | None = None
     excluded_permanently: bool = False
     tz: str = "UTC"
+    # A new time zone waiting for its cooling-off (a zone change moves when periods turn,
+    # so it could give a fresh period at once, as a raise would).
+    tz_pending: tuple[str, datetime] | None = None
 
     @property
     def empty(self) -> bool:
         """Nothing set: the wallet row keeps NULL and its bets pay for nothing."""
         return not (self.limits or self.pending or self.timeout_until or self.excluded_until
-                    or self.excluded_permanently or self.tz != "UTC")
+                    or self.excluded_permanently or self.tz != "UTC" or self.tz_pending)
 
     # -- time --------------------------------------------------------------------------------
 
     def at(self, now: datetime) -> Guard:
         """The guard as of `now`: due changes applied, ended breaks dropped, usage of
         turned periods reset."""
+        if self.tz_pending is not None and self.tz_pending[1] <= now:
+            return replace(self, tz=self.tz_pending[0], tz_pending=None,
+                           usage={}).at(now)
         limits = self.limits
         waiting = self.pending
         if any(p.effective_at <= now for p in self.pending):
@@ -237,10 +243,16 @@ class Guard:
                 limits[(c.kind, c.period)] = c.amount_minor
             else:
                 pending.append(Pending(c.kind, c.period, c.amount_minor, now + COOLING_OFF))
-        if tz is not None:
+        new_tz, tz_pending = g.tz, g.tz_pending
+        if tz is not None and tz != g.tz:
             zone(tz)
-        return replace(g, limits=limits, pending=tuple(pending),
-                       tz=g.tz if tz is None else tz).at(now)
+            if g.limits:
+                # Periods would turn at other hours: as loose as a raise, so it waits.
+                tz_pending = (tz, now + COOLING_OFF)
+            else:
+                new_tz, tz_pending = tz, None
+        return replace(g, limits=limits, pending=tuple(pending), tz=new_tz,
+                       tz_pending=tz_pending).at(now)
 
     def with_break(self, *, timeout: timedelta | None = None,
                    exclusion: timedelta | None = None, permanent: bool = False,
@@ -284,7 +296,9 @@ class Guard:
             "usage": [[k.value, p.value, *u] for (k, p), u in self.usage.items()],
             "timeout_until": _epoch(self.timeout_until) if self.timeout_until else None,
             "excluded_until": _epoch(self.excluded_until) if self.excluded_until else None,
-            "excluded_permanently": self.excluded_permanently, "tz": self.tz}
+            "excluded_permanently": self.excluded_permanently, "tz": self.tz,
+            "tz_pending": (None if self.tz_pending is None
+                           else [self.tz_pending[0], _epoch(self.tz_pending[1])])}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Guard:
@@ -300,7 +314,9 @@ class Guard:
             timeout_until=when(d.get("timeout_until")),
             excluded_until=when(d.get("excluded_until")),
             excluded_permanently=bool(d.get("excluded_permanently", False)),
-            tz=str(d.get("tz", "UTC")))
+            tz=str(d.get("tz", "UTC")),
+            tz_pending=(None if not d.get("tz_pending")
+                        else (str(d["tz_pending"][0]), _time(d["tz_pending"][1]))))
 
 
 _KINDS = {k.value: k for k in Kind}

@@ -154,12 +154,14 @@ def win(draft: Draft, c: cmd.Win, stake: RoundStake | None, now: datetime) -> di
 
 
 def rollback(draft: Draft, c: cmd.Rollback, record: BetRecord, now: datetime) -> dict[str, Any]:
-    """Reverse a bet. Never fails for lack of funds: it only credits the player, and it
-    gives the stake back to the wager and loss used (in the current periods)."""
+    """Reverse a bet. Never fails for lack of funds: it only credits the player. For the
+    limits it is money back, like a win: it lowers the loss used (net of what came back in
+    the period). The wager used keeps the stake: the bet may have been counted in an
+    earlier period, or before the limit existed, and giving back what was never counted
+    would let the wager limit be crossed."""
     guard = _guard(draft, now)
     if guard is not None:
-        stake = record.cash_minor + record.bonus_minor
-        draft.set_guard(guard.counted(Kind.WAGER, -stake, Kind.LOSS))
+        draft.set_guard(guard.counted(Kind.LOSS, -(record.cash_minor + record.bonus_minor)))
     bonus_policy.expire_due(draft, now)
     house = house_account(c.game_id)
     draft.move(record.cash_minor, source=house, dest=Bucket.CASH)
@@ -170,6 +172,10 @@ def rollback(draft: Draft, c: cmd.Rollback, record: BetRecord, now: datetime) ->
 
 def grant_bonus(draft: Draft, c: cmd.GrantBonus, new_bonus: BonusState,
                 now: datetime) -> dict[str, Any]:
+    """Refused during a break: no incentives to a player who asked to stop."""
+    guard = _guard(draft, now)
+    if guard is not None:
+        guard.refuse_break(now)
     bonus_policy.expire_due(draft, now)
     draft.bonuses.append(new_bonus)
     draft.touch(new_bonus)

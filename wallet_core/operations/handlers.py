@@ -158,6 +158,7 @@ class Handlers:
         the player, each under its row lock."""
         c = call.command
         assert isinstance(c, cmd.Exclude)
+        await repo.lock_player_wallets(conn, c.player_id)
         draft = await self._lock(conn, batch, c, with_bonuses=False)
         now = self._clock()
 

@@ -89,7 +89,11 @@ SELECT ARRAY(SELECT ROW(b.wallet_id, b.id, b.state, b.granted_minor, b.balance_m
 # Responsible gambling (domain.limits). The breaks of a player's wallets, for a wallet opened
 # during one; and the other wallets of a player an exclusion also covers, locked in id order.
 PLAYER_BREAKS = """
-SELECT rg FROM wallet.wallets WHERE player_id = $1 AND rg IS NOT NULL"""
+SELECT rg FROM wallet.wallets WHERE player_id = $1 ORDER BY id FOR SHARE"""
+
+# An exclusion's locks: every wallet of the player, in id order (the order batches lock in).
+LOCK_PLAYER_WALLETS = """
+SELECT id FROM wallet.wallets WHERE player_id = $1 ORDER BY id FOR UPDATE"""
 
 LOCK_OTHER_WALLETS = """
 SELECT id, rg FROM wallet.wallets WHERE player_id = $1 AND id <> $2 ORDER BY id FOR UPDATE"""
@@ -432,4 +436,5 @@ HOT_PATH = {
     "INSERT_WITHDRAWAL": INSERT_WITHDRAWAL, "FINISH_WITHDRAWAL": FINISH_WITHDRAWAL,
     "REVERSE_WITHDRAWAL": REVERSE_WITHDRAWAL, "PLAYER_BREAKS": PLAYER_BREAKS,
     "LOCK_OTHER_WALLETS": LOCK_OTHER_WALLETS, "SET_RG": SET_RG,
+    "LOCK_PLAYER_WALLETS": LOCK_PLAYER_WALLETS,
 }

@@ -193,10 +193,19 @@ async def _draft(conn: asyncpg.Connection, row: asyncpg.Record, player_id: str, 
 async def player_breaks(conn: asyncpg.Connection, player_id: str) -> Guard | None:
     """The breaks on any of the player's wallets, merged; None when there are none."""
     merged: Guard | None = None
+    # Locked FOR SHARE: an exclusion writing these rows now is waited for, then seen.
     for row in await conn.fetch(q.PLAYER_BREAKS, player_id):
+        if row["rg"] is None:
+            continue
         found = Guard.from_json(row["rg"])
         merged = found if merged is None else merged.with_breaks_of(found)
     return merged
+
+
+async def lock_player_wallets(conn: asyncpg.Connection, player_id: str) -> None:
+    """Every wallet of the player locked in id order (an exclusion's, before it locks the
+    wallet it names, so it takes them in the order batches do)."""
+    await conn.fetch(q.LOCK_PLAYER_WALLETS, player_id)
 
 
 async def apply_to_other_wallets(conn: asyncpg.Connection, player_id: str, wallet_id: int,

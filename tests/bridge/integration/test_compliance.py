@@ -40,6 +40,11 @@ async def test_a_deposit_over_the_limit_or_during_a_break_never_reaches_a_psp(
     status, body = await deposit(cashier, player, 1_00, idem=f"break-{player}")
     assert (status, body["error"]["code"], body["error"]["field"]) == (
         422, "TIMED_OUT", "player_id"), body
+    # A currency the player has no wallet in yet is under the break too.
+    status, body = await cashier.request("POST", "/v1/deposits", body={
+        "player_id": player, "amount_minor": 1_00, "currency": "EUR", "psp": "stripe",
+        "method": "card"}, headers={"Idempotency-Key": f"eur-{player}"})
+    assert (status, body["error"]["code"]) == (422, "TIMED_OUT"), body
     # A retry of the payment stored before the break keeps it.
     status, again = await deposit(cashier, player, 50_00, idem=f"within-{player}")
     assert (status, again["id"]) == (200, ok["id"])

@@ -90,7 +90,7 @@ async def test_a_loss_limit_counts_wins_and_rollbacks(client: Client, player: st
     await client.win(player, 5_00, round_id="a")  # net loss 15
     rolled = key("bet")
     await client.bet(player, 10_00, idem=rolled, round_id="b")  # 25
-    await client.rollback(player, rolled)  # 15
+    await client.rollback(player, rolled)  # 15: money back, like a win
     await client.bet(player, 15_00, round_id="c")  # 30: at the limit
     code, reason, meta = await refusal(client.bet(player, 1, round_id="d"))
     assert (reason, meta["limit"], meta["period"], meta["remaining_minor"]) == (
@@ -154,6 +154,8 @@ async def test_a_break_refuses_bets_and_deposits_but_settles_rounds_and_pays_out
     assert await client.balance(player) == balance_before, "refusals move nothing"
     await client.win(player, 30_00, round_id="open")
     await client.rollback(player, in_play)
+    assert (await refusal(client.grant(player, 5_00, 10_00)))[1] == "TIMED_OUT", \
+        "no incentives during a break"
     reserved = await client.call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
         player_id=player, currency="USD", amount=20_00, psp="stripe",
         idempotency_key=key("wd")), "payments")

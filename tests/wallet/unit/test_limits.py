@@ -87,3 +87,18 @@ def test_a_guard_round_trips_through_its_stored_form() -> None:
          .with_break(timeout=timedelta(days=2), now=NOW))
     assert Guard.from_json(g.to_json()) == g
     assert not g.empty and Guard().empty
+
+
+def test_a_new_time_zone_waits_like_a_raise_once_limits_exist() -> None:
+    """Periods would turn at other hours, giving a fresh period at once."""
+    g = Guard().with_changes((Change(Kind.WAGER, Period.DAY, 100),), NOW).counted(
+        Kind.WAGER, 100)
+    moved = g.with_changes((), NOW, tz="Pacific/Kiritimati")
+    assert moved.tz == "UTC" and moved.tz_pending == ("Pacific/Kiritimati", NOW + COOLING_OFF)
+    with pytest.raises(Rejected):
+        moved.at(NOW + timedelta(minutes=10)).refuse_over((Kind.WAGER,), 1)
+    later = moved.at(NOW + COOLING_OFF)
+    assert later.tz == "Pacific/Kiritimati" and later.tz_pending is None
+    assert Guard.from_json(moved.to_json()) == moved
+    # With no limit yet, a zone is just the zone.
+    assert Guard().with_changes((), NOW, tz="Europe/Malta").tz == "Europe/Malta"
