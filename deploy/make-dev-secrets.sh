@@ -45,12 +45,13 @@ put database.env 0600 "DATABASE_URL=postgresql://wallet:$(read_secret postgres_p
 "
 
 # --- Wallet callers (WALLET_CALLERS_FILE): one token per calling service with its scopes.
-game=$(hex 24) bonus=$(hex 24) payments=$(hex 24) support=$(hex 24)
+game=$(hex 24) bonus=$(hex 24) payments=$(hex 24) support=$(hex 24) account=$(hex 24)
 put wallet_callers.json 0644 "{
   \"game-service\": {\"token\": \"$game\", \"scopes\": [\"game\", \"read\"]},
   \"bonus-service\": {\"token\": \"$bonus\", \"scopes\": [\"bonus\", \"read\"]},
   \"payments-service\": {\"token\": \"$payments\", \"scopes\": [\"payments\", \"read\"]},
-  \"support\": {\"token\": \"$support\", \"scopes\": [\"support\", \"read\"]}
+  \"support\": {\"token\": \"$support\", \"scopes\": [\"support\", \"read\"]},
+  \"account-service\": {\"token\": \"$account\", \"scopes\": [\"limits\", \"read\"]}
 }
 "
 

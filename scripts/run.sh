@@ -16,7 +16,9 @@ if [ ! -f .run/callers.json ]; then
 import json, os, secrets
 callers = {name: {"token": secrets.token_urlsafe(24), "scopes": scopes} for name, scopes in {
     "game-service": ["game", "read"], "bonus-service": ["bonus", "read"],
-    "payments-service": ["payments", "read"], "support": ["support", "read"]}.items()}
+    "payments-service": ["payments", "read"], "support": ["support", "read"],
+    # The casino's account service: the player's responsible-gambling limits and breaks.
+    "account-service": ["limits", "read"]}.items()}
 fd = os.open(".run/callers.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 with os.fdopen(fd, "w") as f:
     json.dump(callers, f, indent=1)
