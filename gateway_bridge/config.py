@@ -27,6 +27,8 @@ from gateway_bridge.fx import settings as fx_settings
 from gateway_bridge.fx.settings import FxSettings
 from gateway_bridge.incidents import settings as incident_settings
 from gateway_bridge.incidents.rules import IncidentPolicy
+from gateway_bridge.kyc import settings as kyc_settings
+from gateway_bridge.kyc.settings import KycSettings
 from gateway_bridge.payments import settings as payment_settings
 from gateway_bridge.payments.settings import PaymentSettings
 from gateway_bridge.psp import settings as psp_settings
@@ -85,6 +87,8 @@ class Settings:
     incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
     # PSP routing rules and learning (docs/ROUTING.md); no rules: the cashier names the PSP.
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    # Identity verification and its gates (docs/COMPLIANCE.md); off without a provider.
+    kyc: KycSettings = field(default_factory=KycSettings)
 
 
 # Every field's default; the empty strings only fill the required fields and are never used.
@@ -154,6 +158,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fx=fx_settings.load(env, r),
         incidents=incident_settings.load(r),
         routing=routing_settings.load(env, r, psp_names=psps),
+        kyc=kyc_settings.load(env, r, outbound=next(iter(psps.values()),
+                                                              psp_settings.DEFAULTS)),
     )
     _check_addresses(settings, r)
     _check_budgets(settings, r)

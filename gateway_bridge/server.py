@@ -29,6 +29,7 @@ from gateway_bridge.http.context import Services
 from gateway_bridge.incidents import probes
 from gateway_bridge.incidents.detector import Detector
 from gateway_bridge.incidents.rejections import RejectionLog
+from gateway_bridge.kyc.service import KycService
 from gateway_bridge.payments import gauges
 from gateway_bridge.payments.cashier import Payments
 from gateway_bridge.payments.inbox import Inbox
@@ -122,10 +123,11 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                   wallet_timeout_ms=to_wallet.timeout_ms, acquire_timeout_ms=acquire_timeout_ms,
                   rates=rates, router=router)
     risk = RiskService(pool=pool, policy=settings.risk, acquire_timeout_ms=acquire_timeout_ms)
+    kyc = KycService(pool=pool, settings=settings.kyc, acquire_timeout_ms=acquire_timeout_ms)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters,
                         settings=settings.payments, psps=settings.psps,
                         acquire_timeout_ms=acquire_timeout_ms, wake_inbox=inbox.wake,
-                        risk=risk, rates=rates, router=router)
+                        risk=risk, rates=rates, router=router, kyc=kyc)
     reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings.payments,
                       psps=settings.psps, acquire_timeout_ms=acquire_timeout_ms)
     sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,
@@ -137,7 +139,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                         rejections=RejectionLog(pool, acquire_timeout_ms=acquire_timeout_ms),
                         payments=payments, inbox=inbox,
                         sync=sync, adapters=adapters,
-                        clients_by_key_sha256=settings.clients_by_key_sha256)
+                        clients_by_key_sha256=settings.clients_by_key_sha256, kyc=kyc)
     app = http_app.build(services)
     http_risk.add_routes(app, reviews)
     runner = web.AppRunner(app, access_log=None,
@@ -194,6 +196,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
         for adapter in adapters.values():
             await adapter.close()
         await risk.close()
+        await kyc.close()
         await rates.close()
         await wallet.close()
         await pool.close()

@@ -27,6 +27,7 @@ from psp_simulator.config import SimSettings, problems
 from psp_simulator.control import Control
 from psp_simulator.fx_api import FxSim
 from psp_simulator.nowpayments_api import NowPaymentsSim
+from psp_simulator.onfido_api import OnfidoSim
 from psp_simulator.reports import routes as report_routes
 from psp_simulator.state import SimPsp, Simulator, StoredAnswer
 from psp_simulator.stripe_api import StripeSim
@@ -108,6 +109,7 @@ def build_app(sim: Simulator) -> web.Application:
     for psp in psps:
         sim.psps[psp.name] = psp
     fx_rates = FxSim(sim)
+    kyc = OnfidoSim(sim)
     control = Control(sim)
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES,
                           middlewares=[control.errors, _api_gate(sim)])
@@ -115,6 +117,7 @@ def build_app(sim: Simulator) -> web.Application:
         app.add_routes(psp.routes())
     app.add_routes(control.routes())
     app.add_routes(fx_rates.routes())
+    app.add_routes(kyc.routes())
     app.add_routes(report_routes(sim))
     return app
 

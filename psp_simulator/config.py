@@ -177,6 +177,9 @@ class SimSettings:
     adyen_merchant_account: str
     nowpayments_api_key: str = field(repr=False)
     nowpayments_ipn_secret: str = field(repr=False)
+    # The KYC provider (Onfido); empty: its API refuses every call (no KYC configured).
+    onfido_api_token: str = field(default="", repr=False)
+    onfido_webhook_token: str = field(default="", repr=False)
     listen_addr: str = "127.0.0.1:8090"
     # Where the bridge listens: webhooks go to {webhook_base_url}/webhooks/<psp>.
     webhook_base_url: str = "http://127.0.0.1:8080"
@@ -281,6 +284,8 @@ def load(env: Mapping[str, str] | None = None) -> SimSettings:
         adyen_merchant_account=r.text("BRIDGE_ADYEN_MERCHANT_ACCOUNT"),
         nowpayments_api_key=r.text("BRIDGE_NOWPAYMENTS_API_KEY"),
         nowpayments_ipn_secret=r.text("BRIDGE_NOWPAYMENTS_IPN_SECRET"),
+        onfido_api_token=env.get("BRIDGE_KYC_ONFIDO_API_TOKEN", ""),
+        onfido_webhook_token=env.get("BRIDGE_KYC_ONFIDO_WEBHOOK_TOKEN", ""),
         listen_addr=r.text("SIM_LISTEN_ADDR", "127.0.0.1:8090"),
         webhook_base_url=r.text("SIM_WEBHOOK_BASE_URL", "http://127.0.0.1:8080").rstrip("/"),
         knobs=_knobs(r, env),

@@ -35,6 +35,8 @@ from asyncpg.pool import PoolAcquireContext
 from gateway_bridge import metrics
 from gateway_bridge.fx.conversion import convert
 from gateway_bridge.fx.rates import FxRates
+from gateway_bridge.kyc.model import Gate
+from gateway_bridge.kyc.service import KycService
 from gateway_bridge.payments import store
 from gateway_bridge.payments.model import (
     Action,
@@ -164,6 +166,7 @@ class Payments:
                  psps: Mapping[str, PspConfig], acquire_timeout_ms: int,
                  wake_inbox: Callable[[], None], risk: RiskService,
                  rates: FxRates | None = None, router: Router | None = None,
+                 kyc: KycService | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_ms / 1000
@@ -175,6 +178,7 @@ class Payments:
         self._wake_inbox = wake_inbox
         self._risk = risk
         self._router = router
+        self._kyc = kyc
         self._attempts_max = router.attempts_max if router is not None else 1
         self._clock = clock
 
@@ -268,8 +272,15 @@ class Payments:
         self._require_available(psp)
         quote = await self._quote(command) if command.wallet_currency else None
         if quote is not None or not command.wallet_currency:
-            # A new request (a retry finds its payment instead): within the player's limits?
+            # A new request (a retry finds its payment instead): within the player's limits,
+            # and past the identity checks (docs/COMPLIANCE.md)?
             await self._within_limits(command, quote)
+            if self._kyc is not None:
+                currency = command.wallet_currency or command.currency
+                amount = (quote.estimated_credit_minor if quote is not None
+                          else command.amount_minor)
+                self._refuse(await self._kyc.deposit_gate(
+                    command.player_id, amount_minor=amount, currency=currency))
         payment, created = await self._store(command, Direction.DEPOSIT, psp=psp,
                                              routing=routing, fx_quote=quote)
         if created and routing is not None:
@@ -601,9 +612,21 @@ class Payments:
 
     # -- withdrawals ----------------------------------------------------------------------
 
+    @staticmethod
+    def _refuse(gate: Gate | None) -> None:
+        """A KYC gate's refusal, before anything is stored (422 with its reason)."""
+        if gate is not None:
+            raise Refused(f"player_id: {gate.message}", code=gate.code, field="player_id")
+
     async def create_withdrawal(self, command: WithdrawalCommand) -> tuple[Payment, bool]:
         psp, routing = await self._route(command, Direction.WITHDRAWAL)
         self._require_available(psp)
+        if self._kyc is not None:
+            async with self._connection() as conn:
+                stored = await store.payment_by_client_key(conn, command.client,
+                                                           command.client_key)
+            if stored is None:  # a retry keeps its payment whatever the player's state now
+                self._refuse(await self._kyc.withdrawal_gate(command.player_id))
         payment, created = await self._store(command, Direction.WITHDRAWAL, psp=psp,
                                              routing=routing)
         if created and routing is not None:

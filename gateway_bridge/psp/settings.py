@@ -19,7 +19,8 @@ PSP_NAMES = ("stripe", "adyen", "nowpayments")
 # Name of each PSP's webhook secret variable, as the PSPs themselves call it.
 _SECRET_VARS = {"stripe": "WEBHOOK_SECRET", "adyen": "HMAC_KEY", "nowpayments": "IPN_SECRET"}
 # Every field's default; the empty strings only fill the required fields and are never used.
-_DEFAULTS = PspConfig(name="", base_url="", api_key="", webhook_secret="")
+DEFAULTS = PspConfig(name="", base_url="", api_key="", webhook_secret="")
+_DEFAULTS = DEFAULTS
 
 
 def load(env: Mapping[str, str], r: EnvReader, *, public_url: str) -> dict[str, PspConfig]:

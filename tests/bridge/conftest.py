@@ -37,6 +37,10 @@ PSP_ENV = {
     "BRIDGE_ADYEN_MERCHANT_ACCOUNT": "TestMerchant",
     "BRIDGE_NOWPAYMENTS_API_KEY": "np_bridge_tests_0123",
     "BRIDGE_NOWPAYMENTS_IPN_SECRET": "np_ipn_bridge_tests_secret",
+    # The KYC provider's tokens: the simulator always has them; a bridge uses them only
+    # when a test sets BRIDGE_KYC_ONFIDO_BASE_URL (tests/bridge/integration/test_kyc.py).
+    "BRIDGE_KYC_ONFIDO_API_TOKEN": "api_token_bridge_tests_0123",
+    "BRIDGE_KYC_ONFIDO_WEBHOOK_TOKEN": "onfido_webhook_bridge_tests_secret",
 }
 
 

@@ -97,6 +97,7 @@ DOMAIN_IO = (r"asyncpg", r"redis", r"grpc\w*", r"google", r"wallet", r"aiohttp",
 BRIDGE_PURE = ("gateway_bridge/shared/*.py", "gateway_bridge/payments/model.py",
                "gateway_bridge/payments/view.py", "gateway_bridge/routing/rules.py",
                "gateway_bridge/routing/learning.py", "gateway_bridge/psp/declines.py",
+               "gateway_bridge/kyc/model.py",
                "gateway_bridge/fx/model.py", "gateway_bridge/fx/conversion.py",
                "gateway_bridge/risk/rules.py", "gateway_bridge/incidents/rules.py",
                "gateway_bridge/reconciliation/layouts.py",
@@ -153,12 +154,14 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     "fx": {"shared", "wallet"},
     "risk": {"shared"},
     "routing": {"shared", "metrics"},
-    "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk", "routing"},
+    # KYC's provider client is built on the PSPs' outbound client and webhook helpers.
+    "kyc": {"shared", "psp"},
+    "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk", "routing", "kyc"},
     "incidents": {"shared", "metrics", "psp"},
     "reconciliation": {"shared"},
     "support": {"shared", "psp", "wallet", "fx", "risk", "payments", "incidents",
                 "reconciliation", "config"},
-    "http": {"shared", "metrics", "psp", "risk", "payments", "incidents", "config"},
+    "http": {"shared", "metrics", "psp", "risk", "payments", "incidents", "config", "kyc"},
 }
 WIRING = {"__init__", "__main__", "server", "cli", "config", "demo"}
 # Files that break the map today (strict xfails; none since the bridge-structure issue).

@@ -1,0 +1,127 @@
+"""A player's identity verification (KYC) and the gates it opens (docs/COMPLIANCE.md): the
+rules, pure, with no I/O.
+
+    unverified ──start──▶ pending ──clear──▶ verified ──documents out of date──▶ expired
+                            │  ▲                 │                                │
+                            │  └────re-check─────┴────────────re-check────────────┘
+                            └──consider──▶ rejected ──re-check──▶ pending
+
+A provider's answer only moves a check that is still the player's current one: an answer
+for an older check (a re-check started since) or one that comes twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from enum import StrEnum
+
+
+class KycState(StrEnum):
+    UNVERIFIED = "unverified"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verification:
+    player_id: str
+    state: KycState = KycState.UNVERIFIED
+    provider: str = ""
+    applicant_id: str = ""
+    check_id: str = ""  # the current check: only its answer counts
+    checks_started: int = 0
+    birth_date: date | None = None  # as the provider confirmed it
+    country: str = ""  # of residence, as the provider confirmed it (ISO 3166-1 alpha-2)
+    documents_expire_on: date | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckResult:
+    """A provider's answer about one check."""
+
+    check_id: str
+    clear: bool  # Onfido: result "clear"; "consider" is a rejection
+    birth_date: date | None = None
+    country: str = ""
+    documents_expire_on: date | None = None
+
+
+def started(v: Verification, *, provider: str, applicant_id: str, check_id: str,
+            now: datetime) -> Verification:
+    """A check started (the first, or a re-check after a rejection or expiry): pending
+    until the provider answers; the check before it no longer counts."""
+    return replace(v, state=KycState.PENDING, provider=provider, applicant_id=applicant_id,
+                   check_id=check_id, checks_started=v.checks_started + 1, updated_at=now)
+
+
+def answered(v: Verification, result: CheckResult, *, now: datetime) -> Verification | None:
+    """The verification after the provider's answer; None when the answer changes nothing
+    (not the current check, or the check already answered)."""
+    if result.check_id != v.check_id or v.state is not KycState.PENDING:
+        return None
+    if not result.clear:
+        return replace(v, state=KycState.REJECTED, updated_at=now)
+    return replace(v, state=KycState.VERIFIED, birth_date=result.birth_date,
+                   country=result.country, documents_expire_on=result.documents_expire_on,
+                   updated_at=now)
+
+
+def current(v: Verification, today: date) -> Verification:
+    """A verification whose documents ran out is `expired` (re-check needed)."""
+    if v.state is KycState.VERIFIED and v.documents_expire_on is not None \
+            and v.documents_expire_on < today:
+        return replace(v, state=KycState.EXPIRED)
+    return v
+
+
+# -- gates ----------------------------------------------------------------------------------
+
+KYC_REQUIRED = "KYC_REQUIRED"
+UNDERAGE = "UNDERAGE"
+COUNTRY_BLOCKED = "COUNTRY_BLOCKED"
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Why a payment may not go ahead (None from the checks when it may)."""
+
+    code: str
+    message: str
+
+
+def age_on(birth_date: date, today: date) -> int:
+    before_birthday = (today.month, today.day) < (birth_date.month, birth_date.day)
+    return today.year - birth_date.year - before_birthday
+
+
+def withdrawal_gate(v: Verification) -> Gate | None:
+    if v.state is KycState.VERIFIED:
+        return None
+    return Gate(KYC_REQUIRED, f"withdrawals need a verified identity; the player is "
+                              f"{v.state.value}")
+
+
+def deposit_gate(v: Verification, *, deposited_minor: int, amount_minor: int,
+                 threshold_minor: int, today: date, min_age_by_country: Mapping[str, int],
+                 min_age_default: int, blocked_countries: Collection[str]) -> Gate | None:
+    """Deposits past `threshold_minor` in all (what was deposited plus this one, in the
+    threshold's currency) need a verified player; a verified player under the minimum age
+    of their country, or resident in a blocked country, may not deposit at all."""
+    if v.state is KycState.VERIFIED:
+        if v.country and v.country in blocked_countries:
+            return Gate(COUNTRY_BLOCKED, f"players resident in {v.country} may not play here")
+        if v.birth_date is not None:
+            minimum = min_age_by_country.get(v.country, min_age_default)
+            if age_on(v.birth_date, today) < minimum:
+                return Gate(UNDERAGE, f"the minimum age in {v.country or 'this country'} is "
+                                      f"{minimum}")
+        return None
+    if deposited_minor + amount_minor > threshold_minor:
+        return Gate(KYC_REQUIRED, f"deposits past {threshold_minor} minor units in all need a "
+                                  f"verified identity; the player is {v.state.value}")
+    return None

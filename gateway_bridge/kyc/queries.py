@@ -1,0 +1,48 @@
+"""KYC's SQL (migration 0012). A player's row is locked (FOR UPDATE) by whoever changes it:
+starting a check, a provider's answer, support."""
+
+ENSURE = """
+INSERT INTO bridge.kyc (player_id, state) VALUES ($1, 'unverified')
+ON CONFLICT (player_id) DO NOTHING"""
+
+KYC = """
+SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
+       country, documents_expire_on, updated_at
+FROM bridge.kyc WHERE player_id = $1"""
+
+KYC_FOR_UPDATE = KYC + " FOR UPDATE"
+
+KYC_BY_CHECK_FOR_UPDATE = """
+SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
+       country, documents_expire_on, updated_at
+FROM bridge.kyc WHERE provider = $1 AND check_id = $2 FOR UPDATE"""
+
+SAVE = """
+UPDATE bridge.kyc SET state = $2, provider = $3, applicant_id = $4, check_id = $5,
+       checks_started = $6, birth_date = $7, country = $8, documents_expire_on = $9,
+       updated_at = now()
+WHERE player_id = $1"""
+
+ADD_HISTORY = """
+INSERT INTO bridge.kyc_history (player_id, from_state, to_state, source, actor, note)
+VALUES ($1, $2, $3, $4, $5, $6)"""
+
+HISTORY = """
+SELECT at, from_state, to_state, source, actor, note FROM bridge.kyc_history
+WHERE player_id = $1 ORDER BY id LIMIT $2"""
+
+# A provider's webhook, kept once: a second delivery finds it and changes nothing.
+RECORD_EVENT = """
+INSERT INTO bridge.kyc_events (provider, event_key, outcome) VALUES ($1, $2, $3)
+ON CONFLICT (provider, event_key) DO NOTHING RETURNING event_key"""
+
+# What an unverified player has deposited so far in the threshold's currency ($2): credited,
+# or still open (so deposits started side by side can't slip past the threshold together).
+DEPOSITED = """
+SELECT coalesce(sum(CASE WHEN settled_minor > 0 THEN settled_minor
+                         WHEN state IN ('created', 'pending', 'processing')
+                              AND coalesce(nullif(wallet_currency, ''), currency) = currency
+                         THEN amount_minor ELSE 0 END), 0)::bigint
+FROM bridge.payments
+WHERE player_id = $1 AND direction = 'deposit'
+  AND coalesce(nullif(wallet_currency, ''), currency) = $2"""

@@ -1,0 +1,140 @@
+"""KYC use cases (docs/COMPLIANCE.md): start a player's check at the provider, apply the
+provider's signed answer, and the gates the cashier asks before money moves.
+
+The provider is called outside any row lock (a call can take seconds); the player's row is
+locked only to read and to write the outcome. Starting twice at once is harmless: the
+provider gets the same idempotency key for the same attempt, and the second writer finds the
+first's check already recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gateway_bridge.kyc import model, store
+from gateway_bridge.kyc.model import Gate, KycState, Verification
+from gateway_bridge.kyc.onfido import NAME, OnfidoClient, read_webhook
+from gateway_bridge.kyc.settings import KycSettings
+from gateway_bridge.psp.base import PspUnavailable
+
+
+class KycService:
+    def __init__(self, *, pool: asyncpg.Pool, settings: KycSettings, acquire_timeout_ms: int,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
+        self._clock = clock
+        self._client = (OnfidoClient(settings.provider) if settings.provider is not None
+                        else None)
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """READ COMMITTED: the player's row lock serializes its writers."""
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
+            yield conn
+
+    async def current(self, player_id: str) -> Verification:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            v = await store.verification(conn, player_id)
+        return model.current(v, self._clock().date())
+
+    async def view(self, player_id: str) -> dict[str, Any]:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            v = model.current(await store.verification(conn, player_id), self._clock().date())
+            history = await store.history(conn, player_id)
+        return {"player_id": v.player_id, "state": v.state.value, "provider": v.provider,
+                "check_id": v.check_id, "country": v.country,
+                "birth_date": v.birth_date.isoformat() if v.birth_date else None,
+                "history": [{**h, "at": h["at"].isoformat()} for h in history]}
+
+    # -- checks ------------------------------------------------------------------------------
+
+    async def start(self, player_id: str, *, first_name: str, last_name: str,
+                    actor: str) -> Verification:
+        """A check for the player; a check already running, or a verification still valid,
+        is answered as it is (starting is idempotent)."""
+        assert self._client is not None, "KYC is off: the edge refuses before this"
+        today = self._clock().date()
+        async with self._transaction() as conn:
+            v = await store.verification(conn, player_id, lock=True)
+        if v.state is KycState.PENDING or model.current(v, today).state is KycState.VERIFIED:
+            return v
+        started = await self._client.start(player_id=player_id, first_name=first_name,
+                                           last_name=last_name, attempt=v.checks_started + 1)
+        async with self._transaction() as conn:
+            found = await store.verification(conn, player_id, lock=True)
+            if found.checks_started != v.checks_started:
+                return found  # another call started this attempt meanwhile
+            after = model.started(found, provider=NAME, applicant_id=started.applicant_id,
+                                  check_id=started.check_id, now=self._clock())
+            await store.save(conn, after, before=model.current(found, today), source="api",
+                             actor=actor, note=f"check {started.check_id} started at {NAME}")
+        return after
+
+    async def webhook(self, headers: Any, body: bytes) -> str:
+        """A provider's signed webhook (WebhookRejected when it is not one): a completed
+        check's result is fetched from the provider and applied to the player whose current
+        check it is. Returns what happened. PspUnavailable: the provider must deliver again."""
+        assert self._client is not None and self._settings.provider is not None
+        event = read_webhook(headers, body, token=self._settings.provider.webhook_secret)
+        result = None
+        if event.action == "check.completed":
+            result = await self._client.result(event.check_id)
+            if result is None:
+                raise PspUnavailable(NAME, f"check {event.check_id} is not complete yet")
+        async with self._transaction() as conn:
+            if result is None:
+                await store.record_event(conn, NAME, event.event_key, f"ignored {event.action}")
+                return "ignored"
+            v = await store.by_check(conn, NAME, event.check_id)
+            after = None if v is None else model.answered(v, result, now=self._clock())
+            outcome = ("not the player's current check" if v is None or after is None
+                       else f"applied: {after.state.value}")
+            if not await store.record_event(conn, NAME, event.event_key, outcome):
+                return "duplicate"
+            if v is not None and after is not None:
+                note = (f"check {event.check_id}: clear" if result.clear
+                        else f"check {event.check_id}: consider (rejected)")
+                await store.save(conn, after, before=v, source="webhook", actor=NAME,
+                                 note=note)
+            return outcome
+
+    # -- gates -------------------------------------------------------------------------------
+
+    async def withdrawal_gate(self, player_id: str) -> Gate | None:
+        if not self.enabled:
+            return None
+        return model.withdrawal_gate(await self.current(player_id))
+
+    async def deposit_gate(self, player_id: str, *, amount_minor: int,
+                           currency: str) -> Gate | None:
+        """A deposit in the threshold's currency counts toward the threshold; one in another
+        currency meets only the age and country gates (docs/COMPLIANCE.md)."""
+        if not self.enabled:
+            return None
+        s = self._settings
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            v = model.current(await store.verification(conn, player_id), self._clock().date())
+            counted = currency == s.threshold_currency
+            deposited = (await store.deposited_minor(conn, player_id, currency)
+                         if counted and v.state is not KycState.VERIFIED else 0)
+        return model.deposit_gate(
+            v, deposited_minor=deposited, amount_minor=amount_minor if counted else 0,
+            threshold_minor=s.deposit_threshold_minor if counted else 2**62,
+            today=self._clock().date(), min_age_by_country=s.min_age_by_country,
+            min_age_default=s.min_age, blocked_countries=s.blocked_countries)

@@ -1,0 +1,62 @@
+"""KYC rows read and written (kyc/queries.py): typed values in and out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from gateway_bridge.kyc import queries as q
+from gateway_bridge.kyc.model import KycState, Verification
+
+HISTORY_ROWS_MAX = 200
+
+
+def _verification(row: asyncpg.Record) -> Verification:
+    return Verification(player_id=row["player_id"], state=KycState(row["state"]),
+                        provider=row["provider"], applicant_id=row["applicant_id"],
+                        check_id=row["check_id"], checks_started=row["checks_started"],
+                        birth_date=row["birth_date"], country=row["country"],
+                        documents_expire_on=row["documents_expire_on"],
+                        updated_at=row["updated_at"])
+
+
+async def verification(conn: asyncpg.Connection, player_id: str, *,
+                       lock: bool = False) -> Verification:
+    """The player's verification (a new player is `unverified`); `lock` takes its row."""
+    if lock:
+        await conn.execute(q.ENSURE, player_id)
+        row = await conn.fetchrow(q.KYC_FOR_UPDATE, player_id)
+    else:
+        row = await conn.fetchrow(q.KYC, player_id)
+    return Verification(player_id=player_id) if row is None else _verification(row)
+
+
+async def by_check(conn: asyncpg.Connection, provider: str,
+                   check_id: str) -> Verification | None:
+    row = await conn.fetchrow(q.KYC_BY_CHECK_FOR_UPDATE, provider, check_id)
+    return None if row is None else _verification(row)
+
+
+async def save(conn: asyncpg.Connection, v: Verification, *, before: Verification,
+               source: str, actor: str, note: str) -> None:
+    await conn.execute(q.SAVE, v.player_id, v.state.value, v.provider, v.applicant_id,
+                       v.check_id, v.checks_started, v.birth_date, v.country,
+                       v.documents_expire_on)
+    await conn.execute(q.ADD_HISTORY, v.player_id, before.state.value, v.state.value, source,
+                       actor, note[:500])
+
+
+async def history(conn: asyncpg.Connection, player_id: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(q.HISTORY, player_id, HISTORY_ROWS_MAX)]
+
+
+async def record_event(conn: asyncpg.Connection, provider: str, event_key: str,
+                       outcome: str) -> bool:
+    """False when this webhook was seen before."""
+    return await conn.fetchval(q.RECORD_EVENT, provider, event_key[:300],
+                               outcome[:200]) is not None
+
+
+async def deposited_minor(conn: asyncpg.Connection, player_id: str, currency: str) -> int:
+    return int(await conn.fetchval(q.DEPOSITED, player_id, currency))

@@ -1,0 +1,144 @@
+"""Identity verification (KYC) through the real bridge and the simulated Onfido
+(docs/COMPLIANCE.md): a check started and answered by signed webhooks, forged, duplicated
+and stale webhooks changing nothing, and the gates: withdrawals need a verified player,
+deposits past the threshold too, and a verified player under age or from a blocked country
+may not deposit."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import asyncpg
+
+from gateway_bridge.server import Running
+from tests.bridge.conftest import BridgeFactory, Cashier
+from tests.helpers import Client, wait_for
+
+
+def kyc_bridge(make_bridge: BridgeFactory, sim: str,
+               **extra: str) -> AbstractAsyncContextManager[Running]:
+    return make_bridge(BRIDGE_KYC_ONFIDO_BASE_URL=f"{sim}/onfido",
+                       BRIDGE_KYC_THRESHOLD_CURRENCY="USD",
+                       BRIDGE_KYC_DEPOSIT_THRESHOLD_MINOR="10000", **extra)
+
+
+async def start(cashier: Cashier, player: str) -> dict[str, Any]:
+    status, body = await cashier.request("POST", f"/v1/players/{player}/kyc", body={
+        "first_name": "Ada", "last_name": "Lovelace"})
+    assert status == 202, body
+    return body
+
+
+async def state(cashier: Cashier, player: str) -> dict[str, Any]:
+    status, body = await cashier.request("GET", f"/v1/players/{player}/kyc")
+    assert status == 200, body
+    return body
+
+
+async def complete(cashier: Cashier, check_id: str, result: str, **extra: Any) -> None:
+    await cashier.sim(f"/_sim/kyc/checks/{check_id}/complete", {"result": result, **extra})
+    await cashier.flush()
+
+
+async def reached(cashier: Cashier, player: str, wanted: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def there() -> bool:
+        nonlocal seen
+        seen = await state(cashier, player)
+        return bool(seen["state"] == wanted)
+    await wait_for(there)
+    return seen
+
+
+async def withdraw(cashier: Cashier, player: str, key: str) -> tuple[int, dict[str, Any]]:
+    return await cashier.request("POST", "/v1/withdrawals", body={
+        "player_id": player, "amount_minor": 10_00, "currency": "USD", "psp": "stripe",
+        "method": "bank_transfer", "destination": "acct_test_1"},
+        headers={"Idempotency-Key": key})
+
+
+async def deposit(cashier: Cashier, player: str, amount_minor: int,
+                  key: str) -> tuple[int, dict[str, Any]]:
+    return await cashier.request("POST", "/v1/deposits", body={
+        "player_id": player, "amount_minor": amount_minor, "currency": "USD",
+        "psp": "stripe", "method": "card"}, headers={"Idempotency-Key": key})
+
+
+async def test_a_verified_player_may_withdraw_and_an_unverified_one_may_not(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection) -> None:
+    await client.funded(player, 50_00)
+    async with kyc_bridge(make_bridge, sim):
+        status, body = await withdraw(cashier, player, f"w0-{player}")
+        assert (status, body["error"]["code"], body["error"]["field"]) == (
+            422, "KYC_REQUIRED", "player_id"), body
+        assert await bridge_conn.fetchval(
+            "SELECT count(*) FROM bridge.payments WHERE player_id = $1", player) == 0
+        started = await start(cashier, player)
+        assert started["state"] == "pending" and started["check_id"]
+        again = await start(cashier, player)  # idempotent while the check runs
+        assert again["check_id"] == started["check_id"]
+        await complete(cashier, started["check_id"], "clear")
+        verified = await reached(cashier, player, "verified")
+        assert (verified["country"], verified["birth_date"]) == ("GBR", "1990-01-01")
+        assert [h["to_state"] for h in verified["history"]] == ["pending", "verified"]
+        status, body = await withdraw(cashier, player, f"w1-{player}")
+        assert status == 202, body
+
+
+async def test_forged_duplicated_and_stale_webhooks_change_nothing(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, player: str) -> None:
+    async with kyc_bridge(make_bridge, sim):
+        first = await start(cashier, player)
+        await complete(cashier, first["check_id"], "clear", forge=True)
+        deliveries = (await cashier.sim_get("/_sim/deliveries?psp=onfido"))["deliveries"]
+        assert deliveries[-1]["status"] == 401, deliveries[-1]
+        assert (await state(cashier, player))["state"] == "pending"
+        # A rejection, delivered twice: applied once.
+        await cashier.knobs(duplicate_count=1)
+        try:
+            await complete(cashier, first["check_id"], "consider")
+        finally:
+            await cashier.knobs(duplicate_count=0)
+        rejected = await reached(cashier, player, "rejected")
+        assert [h["to_state"] for h in rejected["history"]] == ["pending", "rejected"]
+        # A re-check; then the first check answers again (a late or replayed webhook): it is
+        # not the player's current check, so nothing moves.
+        second = await start(cashier, player)
+        assert second["check_id"] != first["check_id"] and second["state"] == "pending"
+        await complete(cashier, first["check_id"], "clear")
+        assert (await state(cashier, player))["state"] == "pending"
+        await complete(cashier, second["check_id"], "clear")
+        await reached(cashier, player, "verified")
+
+
+async def test_deposits_past_the_threshold_need_verification_and_age_and_country_count(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, client: Client,
+        player: str) -> None:
+    await client.open(player)
+    async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
+                          BRIDGE_KYC_MIN_AGE_BY_COUNTRY='{"USA": 21}'):
+        status, body = await deposit(cashier, player, 60_00, f"d1-{player}")
+        assert status == 201, body
+        status, body = await deposit(cashier, player, 50_00, f"d2-{player}")
+        assert (status, body["error"]["code"]) == (422, "KYC_REQUIRED"), body
+        check = await start(cashier, player)
+        await complete(cashier, check["check_id"], "clear", dob="2007-06-01", country="USA")
+        await reached(cashier, player, "verified")
+        status, body = await deposit(cashier, player, 50_00, f"d3-{player}")
+        assert (status, body["error"]["code"]) == (422, "UNDERAGE"), body
+        assert "minimum age in USA is 21" in body["error"]["message"]
+    async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="USA"):
+        status, body = await deposit(cashier, player, 50_00, f"d4-{player}")
+        assert (status, body["error"]["code"]) == (422, "COUNTRY_BLOCKED"), body
+    async with kyc_bridge(make_bridge, sim):
+        status, body = await deposit(cashier, player, 50_00, f"d5-{player}")
+        assert status == 201, body
+
+
+async def test_kyc_is_off_without_a_provider(bridge: object, cashier: Cashier,
+                                             player: str) -> None:
+    status, body = await cashier.request("GET", f"/v1/players/{player}/kyc")
+    assert (status, body["error"]["code"]) == (422, "KYC_NOT_ENABLED"), body
