@@ -6,10 +6,18 @@ from datetime import UTC, date, datetime
 
 import orjson
 import pytest
+from onfido.webhook_event_verifier import (  # Onfido's official SDK, a test dependency
+    OnfidoInvalidSignatureError,
+    WebhookEventVerifier,
+)
 
 from gateway_bridge.kyc import model, onfido
 from gateway_bridge.kyc.model import CheckResult, KycState, Verification
 from gateway_bridge.psp.base import WebhookRejected
+from psp_simulator import config as sim_config
+from psp_simulator.onfido_api import OnfidoSim, _Check
+from psp_simulator.state import Simulator
+from tests.bridge.conftest import PSP_ENV
 
 NOW = datetime(2026, 12, 4, 12, tzinfo=UTC)
 TODAY = NOW.date()
@@ -97,3 +105,23 @@ def test_onfido_signatures_are_checked_on_the_raw_body() -> None:
         onfido.read_webhook({"X-SHA2-Signature": onfido.signature(TOKEN, garbage)}, garbage,
                             token=TOKEN)
     assert rejected.value.cause == "malformed"
+
+
+def test_the_simulators_webhooks_are_real_onfido_webhooks() -> None:
+    """Onfido's official SDK verifies and parses what the simulator sends, and so does the
+    bridge: the two signers agree."""
+    settings = sim_config.load({**PSP_ENV, "SIM_LISTEN_ADDR": "127.0.0.1:0"})
+    token = settings.onfido_webhook_token
+    check = _Check(id="chk_9", applicant_id="app_1", status="complete", result="clear",
+                   completed_at="2026-12-04T12:00:00Z")
+    hook = OnfidoSim(Simulator(settings))._webhook(check, forged=False)
+    headers = hook.headers(hook.body, 0)
+    event = WebhookEventVerifier(token).read_payload(hook.body.decode(),
+                                                     headers["X-SHA2-Signature"])
+    assert event is not None and event.payload is not None
+    assert event.payload.object is not None and event.payload.object.id == "chk_9"
+    assert onfido.read_webhook(headers, hook.body, token=token).check_id == "chk_9"
+    forged = OnfidoSim(Simulator(settings))._webhook(check, forged=True)
+    with pytest.raises(OnfidoInvalidSignatureError):
+        WebhookEventVerifier(token).read_payload(
+            forged.body.decode(), forged.headers(forged.body, 0)["X-SHA2-Signature"])
