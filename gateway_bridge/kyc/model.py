@@ -37,6 +37,8 @@ class Verification:
     birth_date: date | None = None  # as the provider confirmed it
     country: str = ""  # of residence, as the provider confirmed it (ISO 3166-1 alpha-2)
     documents_expire_on: date | None = None
+    # Support reviewed a rejected player and let their own cash leave.
+    cash_out_allowed: bool = False
     updated_at: datetime | None = None
 
 
@@ -56,7 +58,26 @@ def started(v: Verification, *, provider: str, applicant_id: str, check_id: str,
     """A check started (the first, or a re-check after a rejection or expiry): pending
     until the provider answers; the check before it no longer counts."""
     return replace(v, state=KycState.PENDING, provider=provider, applicant_id=applicant_id,
-                   check_id=check_id, checks_started=v.checks_started + 1, updated_at=now)
+                   check_id=check_id, checks_started=v.checks_started + 1,
+                   cash_out_allowed=False, updated_at=now)
+
+
+class KycRefused(ValueError):
+    """A support decision the lifecycle does not allow; `code` is its stable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def cash_out_allowed(v: Verification, *, now: datetime) -> Verification:
+    """Support's decision after reviewing a rejected player: their own cash may leave
+    (deposits stay refused). Only for a rejected player."""
+    if v.state is not KycState.REJECTED:
+        raise KycRefused("KYC_NOT_REJECTED", f"only a rejected player's cash-out is decided "
+                                             f"by support; the player is {v.state.value}")
+    return replace(v, cash_out_allowed=True, updated_at=now)
 
 
 def answered(v: Verification, result: CheckResult, *, now: datetime) -> Verification | None:
@@ -82,6 +103,7 @@ def current(v: Verification, today: date) -> Verification:
 # -- gates ----------------------------------------------------------------------------------
 
 KYC_REQUIRED = "KYC_REQUIRED"
+KYC_REJECTED = "KYC_REJECTED"
 UNDERAGE = "UNDERAGE"
 COUNTRY_BLOCKED = "COUNTRY_BLOCKED"
 
@@ -102,6 +124,8 @@ def age_on(birth_date: date, today: date) -> int:
 def withdrawal_gate(v: Verification) -> Gate | None:
     if v.state is KycState.VERIFIED:
         return None
+    if v.state is KycState.REJECTED and v.cash_out_allowed:
+        return None  # support's reviewed decision: their own cash may leave
     return Gate(KYC_REQUIRED, f"withdrawals need a verified identity; the player is "
                               f"{v.state.value}")
 
@@ -110,8 +134,9 @@ def deposit_gate(v: Verification, *, deposited_minor: int, amount_minor: int,
                  threshold_minor: int, today: date, min_age_by_country: Mapping[str, int],
                  min_age_default: int, blocked_countries: Collection[str]) -> Gate | None:
     """Deposits past `threshold_minor` in all (what was deposited plus this one, in the
-    threshold's currency) need a verified player; a verified player under the minimum age
-    of their country, or resident in a blocked country, may not deposit at all."""
+    threshold's currency) need a verified player, and a rejected player may not deposit; a
+    verified player under the minimum age of their country, or resident in a blocked
+    country, may not deposit at all."""
     if v.state is KycState.VERIFIED:
         if v.country and v.country in blocked_countries:
             return Gate(COUNTRY_BLOCKED, f"players resident in {v.country} may not play here")
@@ -121,6 +146,9 @@ def deposit_gate(v: Verification, *, deposited_minor: int, amount_minor: int,
                 return Gate(UNDERAGE, f"the minimum age in {v.country or 'this country'} is "
                                       f"{minimum}")
         return None
+    if v.state is KycState.REJECTED:
+        return Gate(KYC_REJECTED, "the player's identity check was rejected; deposits are "
+                                  "refused")
     if deposited_minor + amount_minor > threshold_minor:
         return Gate(KYC_REQUIRED, f"deposits past {threshold_minor} minor units in all need a "
                                   f"verified identity; the player is {v.state.value}")

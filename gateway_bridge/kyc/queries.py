@@ -7,20 +7,20 @@ ON CONFLICT (player_id) DO NOTHING"""
 
 KYC = """
 SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
-       country, documents_expire_on, updated_at
+       country, documents_expire_on, cash_out_allowed, updated_at
 FROM bridge.kyc WHERE player_id = $1"""
 
 KYC_FOR_UPDATE = KYC + " FOR UPDATE"
 
 KYC_BY_CHECK_FOR_UPDATE = """
 SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
-       country, documents_expire_on, updated_at
+       country, documents_expire_on, cash_out_allowed, updated_at
 FROM bridge.kyc WHERE provider = $1 AND check_id = $2 FOR UPDATE"""
 
 SAVE = """
 UPDATE bridge.kyc SET state = $2, provider = $3, applicant_id = $4, check_id = $5,
        checks_started = $6, birth_date = $7, country = $8, documents_expire_on = $9,
-       updated_at = now()
+       cash_out_allowed = $10, updated_at = now()
 WHERE player_id = $1"""
 
 ADD_HISTORY = """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -55,12 +55,7 @@ class KycService:
 
     async def view(self, player_id: str) -> dict[str, Any]:
         async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-            v = model.current(await store.verification(conn, player_id), self._clock().date())
-            history = await store.history(conn, player_id)
-        return {"player_id": v.player_id, "state": v.state.value, "provider": v.provider,
-                "check_id": v.check_id, "country": v.country,
-                "birth_date": v.birth_date.isoformat() if v.birth_date else None,
-                "history": [{**h, "at": h["at"].isoformat()} for h in history]}
+            return await support_view(conn, player_id, self._clock().date())
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -138,3 +133,27 @@ class KycService:
             threshold_minor=s.deposit_threshold_minor if counted else 2**62,
             today=self._clock().date(), min_age_by_country=s.min_age_by_country,
             min_age_default=s.min_age, blocked_countries=s.blocked_countries)
+
+
+async def allow_cash_out(conn: asyncpg.Connection, player_id: str, *, actor: str,
+                         reason: str, now: datetime) -> Verification:
+    """Support's decision after reviewing a rejected player (walletctl kyc allow-cash-out),
+    kept in the history with who and why; KycRefused unless the player is rejected."""
+    async with conn.transaction(isolation="read_committed"):
+        v = await store.verification(conn, player_id, lock=True)
+        after = model.cash_out_allowed(v, now=now)
+        await store.save(conn, after, before=v, source="support", actor=actor,
+                         note=f"cash-out allowed after review: {reason}")
+    return after
+
+
+async def support_view(conn: asyncpg.Connection, player_id: str,
+                       today: date) -> dict[str, Any]:
+    """The player's verification and its history, as support sees it."""
+    v = model.current(await store.verification(conn, player_id), today)
+    history = await store.history(conn, player_id)
+    return {"player_id": v.player_id, "state": v.state.value, "provider": v.provider,
+            "check_id": v.check_id, "country": v.country,
+            "birth_date": v.birth_date.isoformat() if v.birth_date else None,
+            "cash_out_allowed": v.cash_out_allowed,
+            "history": [{**h, "at": h["at"].isoformat()} for h in history]}

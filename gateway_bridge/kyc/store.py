@@ -18,6 +18,7 @@ def _verification(row: asyncpg.Record) -> Verification:
                         check_id=row["check_id"], checks_started=row["checks_started"],
                         birth_date=row["birth_date"], country=row["country"],
                         documents_expire_on=row["documents_expire_on"],
+                        cash_out_allowed=row["cash_out_allowed"],
                         updated_at=row["updated_at"])
 
 
@@ -42,7 +43,7 @@ async def save(conn: asyncpg.Connection, v: Verification, *, before: Verificatio
                source: str, actor: str, note: str) -> None:
     await conn.execute(q.SAVE, v.player_id, v.state.value, v.provider, v.applicant_id,
                        v.check_id, v.checks_started, v.birth_date, v.country,
-                       v.documents_expire_on)
+                       v.documents_expire_on, v.cash_out_allowed)
     await conn.execute(q.ADD_HISTORY, v.player_id, before.state.value, v.state.value, source,
                        actor, note[:500])
 

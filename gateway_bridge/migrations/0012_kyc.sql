@@ -12,6 +12,9 @@ CREATE TABLE bridge.kyc (
     birth_date date,
     country text NOT NULL DEFAULT '',
     documents_expire_on date,
+    -- A rejected player's own cash may leave after support reviewed them (kyc_history says
+    -- who decided and why).
+    cash_out_allowed boolean NOT NULL DEFAULT false,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 

@@ -6,6 +6,7 @@
     walletctl payment resolve ID --outcome succeeded|failed|dismiss --reason
     walletctl dead-letters list | replay      events that could not be applied
     walletctl refunds list | retry | done     refunds of captures at PSPs a payment left
+    walletctl kyc show | allow-cash-out ID    a player's identity verification
     walletctl risk pending | approve | reject payments held by the risk rules
     walletctl incidents list | show | ack | advance | note | resolve | evaluate | report
 
@@ -43,6 +44,7 @@ from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.support import (
     console,
     dead_letter_commands,
+    kyc_commands,
     payment_commands,
     player,
     refund_commands,
@@ -249,6 +251,11 @@ def _parser() -> argparse.ArgumentParser:
     refund_commands.add_arguments(owed)
     actor(owed)
 
+    kyc = sub.add_parser("kyc", help="a player's identity verification; let a rejected "
+                         "player's own cash leave after review")
+    kyc_commands.add_arguments(kyc)
+    actor(kyc)
+
     risk = sub.add_parser("risk", help="payments held by the risk rules: list, approve, "
                           "reject (through the running bridge; docs/RISK.md)")
     risk_commands.add_arguments(risk)
@@ -281,6 +288,8 @@ def _check(args: argparse.Namespace) -> str | None:
     """Arguments argparse can't check alone; a message when something is missing."""
     if args.command == "refunds":
         return refund_commands.check(args)
+    if args.command == "kyc":
+        return kyc_commands.check(args)
     if args.command != "incidents":
         return None
     if args.action == "advance" and not args.to:
@@ -299,6 +308,8 @@ def _work(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         return dead_letter_commands.dead_letters(args)
     if args.command == "refunds":
         return refund_commands.run(args)
+    if args.command == "kyc":
+        return kyc_commands.run(args)
     if args.command == "risk":
         return risk_commands.risk(args, risk_commands.support_key())
     if args.command == "incidents":

@@ -160,7 +160,7 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     "incidents": {"shared", "metrics", "psp"},
     "reconciliation": {"shared"},
     "support": {"shared", "psp", "wallet", "fx", "risk", "payments", "incidents",
-                "reconciliation", "config"},
+                "reconciliation", "config", "kyc"},
     "http": {"shared", "metrics", "psp", "risk", "payments", "incidents", "config", "kyc"},
 }
 WIRING = {"__init__", "__main__", "server", "cli", "config", "demo"}

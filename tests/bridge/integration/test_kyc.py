@@ -6,12 +6,15 @@ may not deposit."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
+import orjson
 
 from gateway_bridge.server import Running
+from tests.bridge.clis import walletctl
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.helpers import Client, wait_for
 
@@ -142,3 +145,36 @@ async def test_kyc_is_off_without_a_provider(bridge: object, cashier: Cashier,
                                              player: str) -> None:
     status, body = await cashier.request("GET", f"/v1/players/{player}/kyc")
     assert (status, body["error"]["code"]) == (422, "KYC_NOT_ENABLED"), body
+
+
+async def test_support_lets_a_rejected_players_own_cash_leave_after_review(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, client: Client, player: str,
+        bridge_db: str) -> None:
+    await client.funded(player, 50_00)
+    async with kyc_bridge(make_bridge, sim):
+        check = await start(cashier, player)
+        await complete(cashier, check["check_id"], "consider")
+        await reached(cashier, player, "rejected")
+        status, body = await withdraw(cashier, player, f"rw0-{player}")
+        assert (status, body["error"]["code"]) == (422, "KYC_REQUIRED"), body
+        status, body = await deposit(cashier, player, 1_00, f"rd0-{player}")
+        assert (status, body["error"]["code"]) == (422, "KYC_REJECTED"), body
+        env = {"DATABASE_URL": bridge_db}
+        missing = await asyncio.to_thread(walletctl, env, "kyc", "allow-cash-out", player)
+        assert missing.returncode == 2 and "--reason" in missing.stderr
+        allowed = await asyncio.to_thread(walletctl, env, "kyc", "allow-cash-out", player,
+                                          "--reason", "documents re-checked by phone",
+                                          "--actor", "ana")
+        assert allowed.returncode == 0, allowed.stderr
+        shown = orjson.loads(allowed.stdout)
+        assert shown["cash_out_allowed"] is True
+        assert shown["history"][-1]["actor"] == "ana" and shown["history"][-1]["source"] == \
+            "support"
+        status, body = await withdraw(cashier, player, f"rw1-{player}")
+        assert status == 202, body
+        status, body = await deposit(cashier, player, 1_00, f"rd1-{player}")
+        assert (status, body["error"]["code"]) == (422, "KYC_REJECTED"), body
+        # Only a rejected player's cash-out is support's to decide.
+        other = await asyncio.to_thread(walletctl, env, "kyc", "allow-cash-out", "p-nobody",
+                                        "--reason", "x")
+        assert other.returncode == 1 and "KYC_NOT_REJECTED" in other.stderr
