@@ -4,15 +4,18 @@ token=...`) under `/onfido`, and its webhooks signed with `kyc.onfido.signature`
     POST /onfido/v3.6/applicants        {first_name, last_name, external_id} -> applicant
     POST /onfido/v3.6/checks            {applicant_id, report_names} -> check, in_progress
     GET  /onfido/v3.6/checks/{id}       the check (status, result)
-    GET  /onfido/v3.6/applicants/{id}   the applicant (dob, address.country)
+    GET  /onfido/v3.6/applicants/{id}   the applicant
+    GET  /onfido/v3.6/reports?check_id= the check's reports; the document report's
+                                        properties carry date_of_birth, date_of_expiry,
+                                        issuing_country
 
     POST /_sim/kyc/checks/{id}/complete {"result": "clear"|"consider", "dob"?, "country"?,
-                                         "forge"?: true, "deliver"?: false}
+                                         "expires"?, "forge"?: true, "deliver"?: false}
 
 Completing a check sends `check.completed` to {webhook_base_url}/webhooks/kyc/onfido:
 signed with the webhook token, or with a wrong one (`forge`), or not at all (`deliver`:
-false, a provider that never answers). Applicants are born 1990-01-01 in GBR unless the
-completion says otherwise.
+false, a provider that never answers). Documents say born 1990-01-01, issued in GBR, valid
+until 2035-01-01, unless the completion says otherwise.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class _Applicant:
     external_id: str
     dob: str = "1990-01-01"
     country: str = "GBR"
+    expires: str = "2035-01-01"
 
 
 @dataclass(slots=True)
@@ -69,6 +73,7 @@ class OnfidoSim:
             web.post(f"{PREFIX}/checks", self.create_check),
             web.get(f"{PREFIX}/checks/{{ref}}", self.get_check),
             web.get(f"{PREFIX}/applicants/{{ref}}", self.get_applicant),
+            web.get(f"{PREFIX}/reports", self.list_reports),
             web.post("/_sim/kyc/checks/{ref}/complete", self.complete),
         ]
 
@@ -144,6 +149,23 @@ class OnfidoSim:
             return json_response(404, {"error": {"type": "resource_not_found"}})
         return json_response(200, self._applicant_view(applicant))
 
+    async def list_reports(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        check = self._checks.get(request.query.get("check_id", ""))
+        if check is None:
+            return json_response(404, {"error": {"type": "resource_not_found"}})
+        a = self._applicants[check.applicant_id]
+        done = check.status == "complete"
+        reports = [{"id": f"{check.id}-{name}", "name": name,
+                    "status": "complete" if done else "awaiting_data",
+                    "result": check.result if done else None,
+                    "properties": ({"date_of_birth": a.dob, "date_of_expiry": a.expires,
+                                    "issuing_country": a.country}
+                                   if name == "document" and done else {})}
+                   for name in check.reports or ["document"]]
+        return json_response(200, {"reports": reports})
+
     async def complete(self, request: web.Request) -> web.Response:
         check = self._checks.get(request.match_info["ref"])
         if check is None:
@@ -154,6 +176,7 @@ class OnfidoSim:
         applicant = self._applicants[check.applicant_id]
         applicant.dob = str(body.get("dob", applicant.dob))
         applicant.country = str(body.get("country", applicant.country)).upper()
+        applicant.expires = str(body.get("expires", applicant.expires))
         check.status, check.result = "complete", str(body["result"])
         check.completed_at = datetime.now(UTC).isoformat(timespec="seconds").replace(
             "+00:00", "Z")

@@ -13,8 +13,9 @@ from gateway_bridge.http import validation as v
 from gateway_bridge.http.cashier import client_of, json_body
 from gateway_bridge.http.context import REQUEST_ID, SERVICES
 from gateway_bridge.http.errors import dumps
+from gateway_bridge.kyc.model import KycRefused
 from gateway_bridge.kyc.service import KycService
-from gateway_bridge.psp.base import PspError, WebhookRejected
+from gateway_bridge.psp.base import PspDeclined, PspError, WebhookRejected
 from gateway_bridge.shared.errors import InvalidRequest, Refused, Unavailable
 from service_kit import pg
 
@@ -51,6 +52,11 @@ async def start(request: web.Request) -> web.Response:
     first, last = _name(body, "first_name"), _name(body, "last_name")
     try:
         await kyc.start(player, first_name=first, last_name=last, actor=client)
+    except KycRefused as err:
+        raise Refused(f"player_id: {err.message}", code=err.code, field="player_id") from None
+    except PspDeclined as err:
+        raise InvalidRequest("first_name", f"the KYC provider refused the applicant "
+                                           f"({err.code or err.status})") from None
     except PspError as err:
         raise Unavailable(f"the KYC provider did not answer ({err.message}); retry",
                           retry_after_s=1) from None

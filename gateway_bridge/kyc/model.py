@@ -39,6 +39,8 @@ class Verification:
     documents_expire_on: date | None = None
     # Support reviewed a rejected player and let their own cash leave.
     cash_out_allowed: bool = False
+    # Rejected before: deposits stay refused while a re-check runs.
+    was_rejected: bool = False
     updated_at: datetime | None = None
 
 
@@ -58,8 +60,7 @@ def started(v: Verification, *, provider: str, applicant_id: str, check_id: str,
     """A check started (the first, or a re-check after a rejection or expiry): pending
     until the provider answers; the check before it no longer counts."""
     return replace(v, state=KycState.PENDING, provider=provider, applicant_id=applicant_id,
-                   check_id=check_id, checks_started=v.checks_started + 1,
-                   cash_out_allowed=False, updated_at=now)
+                   check_id=check_id, checks_started=v.checks_started + 1, updated_at=now)
 
 
 class KycRefused(ValueError):
@@ -86,10 +87,10 @@ def answered(v: Verification, result: CheckResult, *, now: datetime) -> Verifica
     if result.check_id != v.check_id or v.state is not KycState.PENDING:
         return None
     if not result.clear:
-        return replace(v, state=KycState.REJECTED, updated_at=now)
+        return replace(v, state=KycState.REJECTED, was_rejected=True, updated_at=now)
     return replace(v, state=KycState.VERIFIED, birth_date=result.birth_date,
                    country=result.country, documents_expire_on=result.documents_expire_on,
-                   updated_at=now)
+                   was_rejected=False, updated_at=now)
 
 
 def current(v: Verification, today: date) -> Verification:
@@ -124,7 +125,7 @@ def age_on(birth_date: date, today: date) -> int:
 def withdrawal_gate(v: Verification) -> Gate | None:
     if v.state is KycState.VERIFIED:
         return None
-    if v.state is KycState.REJECTED and v.cash_out_allowed:
+    if v.was_rejected and v.cash_out_allowed:
         return None  # support's reviewed decision: their own cash may leave
     return Gate(KYC_REQUIRED, f"withdrawals need a verified identity; the player is "
                               f"{v.state.value}")
@@ -138,15 +139,17 @@ def deposit_gate(v: Verification, *, deposited_minor: int, amount_minor: int,
     verified player under the minimum age of their country, or resident in a blocked
     country, may not deposit at all."""
     if v.state is KycState.VERIFIED:
-        if v.country and v.country in blocked_countries:
-            return Gate(COUNTRY_BLOCKED, f"players resident in {v.country} may not play here")
-        if v.birth_date is not None:
-            minimum = min_age_by_country.get(v.country, min_age_default)
-            if age_on(v.birth_date, today) < minimum:
-                return Gate(UNDERAGE, f"the minimum age in {v.country or 'this country'} is "
-                                      f"{minimum}")
+        if v.birth_date is None or not v.country:
+            # Fail closed: a verification that did not establish both is not enough.
+            return Gate(KYC_REQUIRED, "the verification did not confirm the player's date "
+                                      "of birth and country; a re-check is needed")
+        if v.country in blocked_countries:
+            return Gate(COUNTRY_BLOCKED, f"players from {v.country} may not play here")
+        minimum = min_age_by_country.get(v.country, min_age_default)
+        if age_on(v.birth_date, today) < minimum:
+            return Gate(UNDERAGE, f"the minimum age in {v.country} is {minimum}")
         return None
-    if v.state is KycState.REJECTED:
+    if v.state is KycState.REJECTED or v.was_rejected:
         return Gate(KYC_REJECTED, "the player's identity check was rejected; deposits are "
                                   "refused")
     if deposited_minor + amount_minor > threshold_minor:

@@ -7,8 +7,10 @@ harmless here: a webhook only says "check X completed", the bridge then asks the
 the result, and only the player's current check counts. The signing helpers are pure and
 module-level so the simulator signs with the very same code.
 
-A completed check's result is `clear` (verified) or `consider` (rejected); the applicant
-carries the date of birth and the address's country (ISO 3166-1 alpha-3, as Onfido gives it).
+A completed check's result is `clear` (verified) or `consider` (rejected). What it
+established comes from its document report's properties: the date of birth, the document's
+expiry and its issuing country (ISO 3166-1 alpha-3, as Onfido gives it), which stands for
+the country of residence until a proof-of-address report is asked for.
 """
 
 from __future__ import annotations
@@ -116,15 +118,16 @@ class OnfidoClient:
     async def _get(self, path: str) -> dict[str, object]:
         return _object((await self.client.request("GET", path)).json(NAME))
 
-    async def start(self, *, player_id: str, first_name: str, last_name: str,
-                    attempt: int) -> StartedCheck:
-        """An applicant for the player (one per player: the same key every time) and a new
-        check (one per attempt)."""
-        applicant = await self._post(f"{API}/applicants", {
-            "first_name": first_name, "last_name": last_name, "external_id": player_id},
-            f"kyc-applicant-{player_id}")
+    async def start(self, *, player_id: str, first_name: str, last_name: str, attempt: int,
+                    applicant_id: str = "") -> StartedCheck:
+        """A new check for the player's applicant, created once (`applicant_id` given: the
+        player has one already)."""
         try:
-            applicant_id = required_text(applicant, "id")
+            if not applicant_id:
+                applicant = await self._post(f"{API}/applicants", {
+                    "first_name": first_name, "last_name": last_name,
+                    "external_id": player_id}, f"kyc-applicant-{player_id}")
+                applicant_id = required_text(applicant, "id")
             check = await self._post(f"{API}/checks", {
                 "applicant_id": applicant_id, "report_names": list(REPORTS)},
                 f"kyc-check-{player_id}-{attempt}")
@@ -133,21 +136,28 @@ class OnfidoClient:
             raise PspUnavailable(NAME, f"unexpected answer: {exc}") from None
 
     async def result(self, check_id: str) -> CheckResult | None:
-        """The check's result with what the applicant's documents say; None while it runs."""
-        check = await self._get(f"{API}/checks/{quote(check_id, safe='')}")
+        """The check's result with what its document report established; None while it
+        runs."""
+        ref = quote(check_id, safe="")
+        check = await self._get(f"{API}/checks/{ref}")
         try:
             if text_field(check, "status") != "complete":
                 return None
             outcome = required_text(check, "result")
-            applicant = await self._get(
-                f"{API}/applicants/{quote(required_text(check, 'applicant_id'), safe='')}")
-            address = applicant.get("address")
-            country = (text_field(address, "country") or "") if isinstance(address, dict) \
-                else ""
-            dob = text_field(applicant, "dob")
+            reports = (await self._get(f"{API}/reports?check_id={ref}")).get("reports")
+            document: dict[str, object] = {}
+            for report in reports if isinstance(reports, list) else []:
+                if isinstance(report, dict) and report.get("name") == "document":
+                    properties = report.get("properties")
+                    document = properties if isinstance(properties, dict) else {}
+            dob = text_field(document, "date_of_birth")
+            expiry = text_field(document, "date_of_expiry")
             return CheckResult(check_id=check_id, clear=outcome == "clear",
                                birth_date=date.fromisoformat(dob) if dob else None,
-                               country=country.upper())
+                               country=(text_field(document, "issuing_country")
+                                        or "").upper(),
+                               documents_expire_on=(date.fromisoformat(expiry) if expiry
+                                                    else None))
         except (ShapeError, ValueError) as exc:
             raise PspUnavailable(NAME, f"unexpected answer: {exc}") from None
 

@@ -7,29 +7,39 @@ ON CONFLICT (player_id) DO NOTHING"""
 
 KYC = """
 SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
-       country, documents_expire_on, cash_out_allowed, updated_at
+       country, documents_expire_on, cash_out_allowed, was_rejected, updated_at
 FROM bridge.kyc WHERE player_id = $1"""
 
 KYC_FOR_UPDATE = KYC + " FOR UPDATE"
 
 KYC_BY_CHECK_FOR_UPDATE = """
 SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
-       country, documents_expire_on, cash_out_allowed, updated_at
+       country, documents_expire_on, cash_out_allowed, was_rejected, updated_at
 FROM bridge.kyc WHERE provider = $1 AND check_id = $2 FOR UPDATE"""
+
+KYC_BY_CHECK = """
+SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
+       country, documents_expire_on, cash_out_allowed, was_rejected, updated_at
+FROM bridge.kyc WHERE provider = $1 AND check_id = $2"""
+
+EVENT_SEEN = "SELECT 1 FROM bridge.kyc_events WHERE provider = $1 AND event_key = $2"
 
 SAVE = """
 UPDATE bridge.kyc SET state = $2, provider = $3, applicant_id = $4, check_id = $5,
        checks_started = $6, birth_date = $7, country = $8, documents_expire_on = $9,
-       cash_out_allowed = $10, updated_at = now()
+       cash_out_allowed = $10, was_rejected = $11, updated_at = now()
 WHERE player_id = $1"""
 
 ADD_HISTORY = """
 INSERT INTO bridge.kyc_history (player_id, from_state, to_state, source, actor, note)
 VALUES ($1, $2, $3, $4, $5, $6)"""
 
+# The newest $2 changes, oldest first.
 HISTORY = """
-SELECT at, from_state, to_state, source, actor, note FROM bridge.kyc_history
-WHERE player_id = $1 ORDER BY id LIMIT $2"""
+SELECT at, from_state, to_state, source, actor, note FROM (
+    SELECT id, at, from_state, to_state, source, actor, note FROM bridge.kyc_history
+    WHERE player_id = $1 ORDER BY id DESC LIMIT $2) AS newest
+ORDER BY id"""
 
 # A provider's webhook, kept once: a second delivery finds it and changes nothing.
 RECORD_EVENT = """
@@ -40,9 +50,10 @@ ON CONFLICT (provider, event_key) DO NOTHING RETURNING event_key"""
 # or still open (so deposits started side by side can't slip past the threshold together).
 DEPOSITED = """
 SELECT coalesce(sum(CASE WHEN settled_minor > 0 THEN settled_minor
-                         WHEN state IN ('created', 'pending', 'processing')
-                              AND coalesce(nullif(wallet_currency, ''), currency) = currency
-                         THEN amount_minor ELSE 0 END), 0)::bigint
+                         WHEN state NOT IN ('created', 'pending', 'processing') THEN 0
+                         WHEN coalesce(wallet_currency, '') = '' THEN amount_minor
+                         ELSE coalesce((fx -> 'quote' ->> 'estimated_credit_minor')::bigint,
+                                       0) END), 0)::bigint
 FROM bridge.payments
 WHERE player_id = $1 AND direction = 'deposit'
   AND coalesce(nullif(wallet_currency, ''), currency) = $2"""

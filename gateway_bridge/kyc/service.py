@@ -17,10 +17,13 @@ from typing import Any
 import asyncpg
 
 from gateway_bridge.kyc import model, store
-from gateway_bridge.kyc.model import Gate, KycState, Verification
+from gateway_bridge.kyc.model import Gate, KycRefused, KycState, Verification
 from gateway_bridge.kyc.onfido import NAME, OnfidoClient, read_webhook
 from gateway_bridge.kyc.settings import KycSettings
 from gateway_bridge.psp.base import PspUnavailable
+
+# Checks one player may start (each costs money at the provider); then support decides.
+CHECKS_MAX = 5
 
 
 class KycService:
@@ -62,47 +65,56 @@ class KycService:
     async def start(self, player_id: str, *, first_name: str, last_name: str,
                     actor: str) -> Verification:
         """A check for the player; a check already running, or a verification still valid,
-        is answered as it is (starting is idempotent)."""
+        is answered as it is (starting is idempotent). The player's row stays locked while
+        the provider is asked, so two calls never pay for two checks."""
         assert self._client is not None, "KYC is off: the edge refuses before this"
         today = self._clock().date()
         async with self._transaction() as conn:
             v = await store.verification(conn, player_id, lock=True)
-        if v.state is KycState.PENDING or model.current(v, today).state is KycState.VERIFIED:
-            return v
-        started = await self._client.start(player_id=player_id, first_name=first_name,
-                                           last_name=last_name, attempt=v.checks_started + 1)
-        async with self._transaction() as conn:
-            found = await store.verification(conn, player_id, lock=True)
-            if found.checks_started != v.checks_started:
-                return found  # another call started this attempt meanwhile
-            after = model.started(found, provider=NAME, applicant_id=started.applicant_id,
+            if v.state is KycState.PENDING \
+                    or model.current(v, today).state is KycState.VERIFIED:
+                return v
+            if v.checks_started >= CHECKS_MAX:
+                raise KycRefused("KYC_CHECKS_EXHAUSTED", f"{CHECKS_MAX} checks were started "
+                                 "for this player; support decides what comes next")
+            started = await self._client.start(
+                player_id=player_id, first_name=first_name, last_name=last_name,
+                attempt=v.checks_started + 1, applicant_id=v.applicant_id)
+            after = model.started(v, provider=NAME, applicant_id=started.applicant_id,
                                   check_id=started.check_id, now=self._clock())
-            await store.save(conn, after, before=model.current(found, today), source="api",
+            await store.save(conn, after, before=model.current(v, today), source="api",
                              actor=actor, note=f"check {started.check_id} started at {NAME}")
         return after
 
     async def webhook(self, headers: Any, body: bytes) -> str:
-        """A provider's signed webhook (WebhookRejected when it is not one): a completed
-        check's result is fetched from the provider and applied to the player whose current
-        check it is. Returns what happened. PspUnavailable: the provider must deliver again."""
+        """A provider's signed webhook (WebhookRejected when it is not one). A completed
+        check of a player waiting for it is fetched from the provider and applied; anything
+        else is recorded and left. Returns what happened. PspUnavailable: the provider must
+        deliver again (the check is not known yet, or the provider did not answer)."""
         assert self._client is not None and self._settings.provider is not None
         event = read_webhook(headers, body, token=self._settings.provider.webhook_secret)
-        result = None
-        if event.action == "check.completed":
-            result = await self._client.result(event.check_id)
-            if result is None:
-                raise PspUnavailable(NAME, f"check {event.check_id} is not complete yet")
-        async with self._transaction() as conn:
-            if result is None:
-                await store.record_event(conn, NAME, event.event_key, f"ignored {event.action}")
-                return "ignored"
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            if await store.event_seen(conn, NAME, event.event_key):
+                return "duplicate"
             v = await store.by_check(conn, NAME, event.check_id)
-            after = None if v is None else model.answered(v, result, now=self._clock())
-            outcome = ("not the player's current check" if v is None or after is None
-                       else f"applied: {after.state.value}")
+        if v is None:
+            # A fast provider can answer before the check id is saved: deliver again.
+            raise PspUnavailable(NAME, f"check {event.check_id} is not known (yet)")
+        waiting = event.action == "check.completed" and v.state is KycState.PENDING
+        # Only a check a player waits for costs a call to the provider: a replayed or stale
+        # webhook is recorded without one.
+        result = await self._client.result(event.check_id) if waiting else None
+        if waiting and result is None:
+            raise PspUnavailable(NAME, f"check {event.check_id} is not complete yet")
+        async with self._transaction() as conn:
+            v = await store.by_check(conn, NAME, event.check_id, lock=True)
+            after = (None if v is None or result is None
+                     else model.answered(v, result, now=self._clock()))
+            outcome = (f"applied: {after.state.value}" if after is not None
+                       else f"ignored: {event.action}")
             if not await store.record_event(conn, NAME, event.event_key, outcome):
                 return "duplicate"
-            if v is not None and after is not None:
+            if v is not None and after is not None and result is not None:
                 note = (f"check {event.check_id}: clear" if result.clear
                         else f"check {event.check_id}: consider (rejected)")
                 await store.save(conn, after, before=v, source="webhook", actor=NAME,
@@ -116,10 +128,12 @@ class KycService:
             return None
         return model.withdrawal_gate(await self.current(player_id))
 
-    async def deposit_gate(self, player_id: str, *, amount_minor: int,
-                           currency: str) -> Gate | None:
-        """A deposit in the threshold's currency counts toward the threshold; one in another
-        currency meets only the age and country gates (docs/COMPLIANCE.md)."""
+    async def deposit_gate(self, player_id: str, *, amount_minor: int, currency: str,
+                           stored: bool = False) -> Gate | None:
+        """Deposits in the threshold's currency count toward the threshold; an unverified
+        player's deposit in another currency is refused (fail closed: it is not converted
+        to count). `stored`: the deposit is already among the player's open ones (the check
+        after storing, which catches deposits started side by side)."""
         if not self.enabled:
             return None
         s = self._settings
@@ -129,8 +143,8 @@ class KycService:
             deposited = (await store.deposited_minor(conn, player_id, currency)
                          if counted and v.state is not KycState.VERIFIED else 0)
         return model.deposit_gate(
-            v, deposited_minor=deposited, amount_minor=amount_minor if counted else 0,
-            threshold_minor=s.deposit_threshold_minor if counted else 2**62,
+            v, deposited_minor=deposited, amount_minor=0 if stored else amount_minor,
+            threshold_minor=s.deposit_threshold_minor if counted else 0,
             today=self._clock().date(), min_age_by_country=s.min_age_by_country,
             min_age_default=s.min_age, blocked_countries=s.blocked_countries)
 

@@ -19,6 +19,7 @@ def _verification(row: asyncpg.Record) -> Verification:
                         birth_date=row["birth_date"], country=row["country"],
                         documents_expire_on=row["documents_expire_on"],
                         cash_out_allowed=row["cash_out_allowed"],
+                        was_rejected=row["was_rejected"],
                         updated_at=row["updated_at"])
 
 
@@ -33,17 +34,22 @@ async def verification(conn: asyncpg.Connection, player_id: str, *,
     return Verification(player_id=player_id) if row is None else _verification(row)
 
 
-async def by_check(conn: asyncpg.Connection, provider: str,
-                   check_id: str) -> Verification | None:
-    row = await conn.fetchrow(q.KYC_BY_CHECK_FOR_UPDATE, provider, check_id)
+async def by_check(conn: asyncpg.Connection, provider: str, check_id: str, *,
+                   lock: bool = False) -> Verification | None:
+    row = await conn.fetchrow(q.KYC_BY_CHECK_FOR_UPDATE if lock else q.KYC_BY_CHECK,
+                              provider, check_id)
     return None if row is None else _verification(row)
+
+
+async def event_seen(conn: asyncpg.Connection, provider: str, event_key: str) -> bool:
+    return await conn.fetchval(q.EVENT_SEEN, provider, event_key[:300]) is not None
 
 
 async def save(conn: asyncpg.Connection, v: Verification, *, before: Verification,
                source: str, actor: str, note: str) -> None:
     await conn.execute(q.SAVE, v.player_id, v.state.value, v.provider, v.applicant_id,
                        v.check_id, v.checks_started, v.birth_date, v.country,
-                       v.documents_expire_on, v.cash_out_allowed)
+                       v.documents_expire_on, v.cash_out_allowed, v.was_rejected)
     await conn.execute(q.ADD_HISTORY, v.player_id, before.state.value, v.state.value, source,
                        actor, note[:500])
 

@@ -15,8 +15,12 @@ CREATE TABLE bridge.kyc (
     -- A rejected player's own cash may leave after support reviewed them (kyc_history says
     -- who decided and why).
     cash_out_allowed boolean NOT NULL DEFAULT false,
+    -- Rejected before: deposits stay refused while a re-check runs.
+    was_rejected boolean NOT NULL DEFAULT false,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- A provider's check belongs to one player (and is found by it when the answer comes).
+CREATE UNIQUE INDEX kyc_check ON bridge.kyc (provider, check_id) WHERE check_id <> '';
 
 CREATE TABLE bridge.kyc_history (
     id bigserial PRIMARY KEY,

@@ -271,18 +271,25 @@ class Payments:
         psp, routing = await self._route(command, Direction.DEPOSIT)
         self._require_available(psp)
         quote = await self._quote(command) if command.wallet_currency else None
+        kyc_currency = command.wallet_currency or command.currency
+        kyc_amount = quote.estimated_credit_minor if quote is not None else command.amount_minor
         if quote is not None or not command.wallet_currency:
             # A new request (a retry finds its payment instead): within the player's limits,
             # and past the identity checks (docs/COMPLIANCE.md)?
-            await self._within_limits(command, quote)
-            if self._kyc is not None:
-                currency = command.wallet_currency or command.currency
-                amount = (quote.estimated_credit_minor if quote is not None
-                          else command.amount_minor)
+            if await self._within_limits(command, quote) and self._kyc is not None:
                 self._refuse(await self._kyc.deposit_gate(
-                    command.player_id, amount_minor=amount, currency=currency))
+                    command.player_id, amount_minor=kyc_amount, currency=kyc_currency))
         payment, created = await self._store(command, Direction.DEPOSIT, psp=psp,
                                              routing=routing, fx_quote=quote)
+        if created and self._kyc is not None:
+            # Checked again now that it is stored: deposits started side by side each see
+            # the others, so together they can't slip past the threshold.
+            gate = await self._kyc.deposit_gate(command.player_id, amount_minor=kyc_amount,
+                                                currency=kyc_currency, stored=True)
+            if gate is not None:
+                await self._finish(payment.id, State.FAILED, f"kyc: {gate.code}",
+                                   refusal=Refusal(reason=gate.code, message=gate.message))
+                self._refuse(gate)
         if created and routing is not None:
             metrics.ROUTING_ATTEMPTS.labels(psp, "first").inc()
         screening = await self._risk.screen(risk_subject(payment))
@@ -295,15 +302,15 @@ class Payments:
         return await self.resume_deposit(payment.id, payment_token=command.payment_token), \
             created
 
-    async def _within_limits(self, command: DepositCommand, quote: FxQuote | None) -> None:
+    async def _within_limits(self, command: DepositCommand, quote: FxQuote | None) -> bool:
         """Refuses, before anything is stored or sent to a PSP, a deposit the player's
         responsible-gambling limits or break would refuse at credit time (the wallet still
         enforces them then: docs/COMPLIANCE.md). A retry with the same Idempotency-Key keeps
-        its payment whatever the limits say since."""
+        its payment whatever the limits say since: False for one (nothing was checked)."""
         async with self._connection() as conn:
             if await store.payment_by_client_key(conn, command.client,
                                                 command.client_key) is not None:
-                return
+                return False
         currency = command.wallet_currency or command.currency
         amount = quote.estimated_credit_minor if quote is not None else command.amount_minor
         try:
@@ -327,6 +334,7 @@ class Payments:
             raise Refused(f"amount_minor: {amount} {currency} is over the player's "
                           f"{room.limit} ({room.remaining_minor} left)",
                           code="LIMIT_EXCEEDED", field="amount_minor")
+        return True
 
     async def _quote(self, command: DepositCommand) -> FxQuote | None:
         """The indicative quote of a deposit paid in another currency, at a fresh rate;

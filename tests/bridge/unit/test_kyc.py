@@ -125,3 +125,25 @@ def test_the_simulators_webhooks_are_real_onfido_webhooks() -> None:
     with pytest.raises(OnfidoInvalidSignatureError):
         WebhookEventVerifier(token).read_payload(
             forged.body.decode(), forged.headers(forged.body, 0)["X-SHA2-Signature"])
+
+
+def test_a_verification_without_birth_date_or_country_is_not_enough() -> None:
+    """Fail closed: the gates can't be applied without both."""
+    assert gate(Verification(player_id="p1", state=KycState.VERIFIED,
+                             birth_date=date(1980, 1, 1))) == "KYC_REQUIRED"
+    assert gate(Verification(player_id="p1", state=KycState.VERIFIED,
+                             country="GBR")) == "KYC_REQUIRED"
+
+
+def test_a_rejected_player_stays_refused_while_a_re_check_runs() -> None:
+    rejected = model.answered(pending(), CheckResult(check_id="chk_1", clear=False), now=NOW)
+    assert rejected is not None
+    allowed = model.cash_out_allowed(rejected, now=NOW)
+    again = model.started(allowed, provider="onfido", applicant_id="app", check_id="chk_2",
+                          now=NOW)
+    assert gate(again) == "KYC_REJECTED"
+    assert model.withdrawal_gate(again) is None, "support's decision still holds"
+    cleared = model.answered(again, CheckResult(check_id="chk_2", clear=True,
+                                                birth_date=date(1980, 1, 1), country="GBR"),
+                             now=NOW)
+    assert cleared is not None and not cleared.was_rejected and gate(cleared) is None
