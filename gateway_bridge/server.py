@@ -181,6 +181,9 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                 timeout_ms=settings.db_statement_timeout_ms), name="metrics-refresh"))
         if detecting:
             tasks.append(asyncio.create_task(detector.run(), name="incident-detector"))
+        if workers and kyc.enabled:
+            tasks.append(asyncio.create_task(kyc.run_polls(settings.kyc.poll_interval_ms),
+                                             name="kyc-poller"))
         yield Running(port=bound, services=services, pool=pool, metrics_port=metrics_port,
                       reviews=reviews, detector=detector)
     finally:

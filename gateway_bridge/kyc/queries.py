@@ -24,6 +24,16 @@ FROM bridge.kyc WHERE provider = $1 AND check_id = $2"""
 
 EVENT_SEEN = "SELECT 1 FROM bridge.kyc_events WHERE provider = $1 AND event_key = $2"
 
+# Checks whose answer is late: pending longer than $1 ms, oldest first, at most $2.
+LATE_CHECKS = """
+SELECT player_id, check_id FROM bridge.kyc
+WHERE state = 'pending' AND check_id <> ''
+  AND updated_at < now() - $1 * interval '1 millisecond'
+ORDER BY updated_at LIMIT $2"""
+
+# A late check asked about: it waits another period before it is asked again.
+TOUCH = "UPDATE bridge.kyc SET updated_at = now() WHERE player_id = $1 AND state = 'pending'"
+
 SAVE = """
 UPDATE bridge.kyc SET state = $2, provider = $3, applicant_id = $4, check_id = $5,
        checks_started = $6, birth_date = $7, country = $8, documents_expire_on = $9,

@@ -9,7 +9,9 @@ first's check already recorded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -17,10 +19,15 @@ from typing import Any
 import asyncpg
 
 from gateway_bridge.kyc import model, store
-from gateway_bridge.kyc.model import Gate, KycRefused, KycState, Verification
+from gateway_bridge.kyc.model import CheckResult, Gate, KycRefused, KycState, Verification
 from gateway_bridge.kyc.onfido import NAME, OnfidoClient, read_webhook
 from gateway_bridge.kyc.settings import KycSettings
 from gateway_bridge.psp.base import PspUnavailable
+from service_kit import pg
+
+log = logging.getLogger("gateway_bridge.kyc")
+# Late checks asked about per pass.
+LATE_POLLS_MAX = 20
 
 # Checks one player may start (each costs money at the provider); then support decides.
 CHECKS_MAX = 5
@@ -106,20 +113,57 @@ class KycService:
         result = await self._client.result(event.check_id) if waiting else None
         if waiting and result is None:
             raise PspUnavailable(NAME, f"check {event.check_id} is not complete yet")
+        return await self._apply(event.check_id, result, event_key=event.event_key,
+                                 action=event.action, source="webhook")
+
+    async def _apply(self, check_id: str, result: CheckResult | None, *, event_key: str,
+                     action: str, source: str) -> str:
+        """A check's answer applied to the player waiting for it, with the record of what
+        brought it (a webhook, or a poll): once."""
         async with self._transaction() as conn:
-            v = await store.by_check(conn, NAME, event.check_id, lock=True)
+            v = await store.by_check(conn, NAME, check_id, lock=True)
             after = (None if v is None or result is None
                      else model.answered(v, result, now=self._clock()))
             outcome = (f"applied: {after.state.value}" if after is not None
-                       else f"ignored: {event.action}")
-            if not await store.record_event(conn, NAME, event.event_key, outcome):
+                       else f"ignored: {action}")
+            if not await store.record_event(conn, NAME, event_key, outcome):
                 return "duplicate"
             if v is not None and after is not None and result is not None:
-                note = (f"check {event.check_id}: clear" if result.clear
-                        else f"check {event.check_id}: consider (rejected)")
-                await store.save(conn, after, before=v, source="webhook", actor=NAME,
-                                 note=note)
+                note = (f"check {check_id}: clear" if result.clear
+                        else f"check {check_id}: consider (rejected)")
+                await store.save(conn, after, before=v, source=source, actor=NAME, note=note)
             return outcome
+
+    async def poll_late(self) -> int:
+        """Asks the provider about checks pending longer than `late_after_ms` (its webhook
+        lost, or never sent); each is asked again a period later. Returns how many."""
+        if self._client is None:
+            return 0
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            late = await store.late_checks(conn, late_ms=self._settings.late_after_ms,
+                                           limit=LATE_POLLS_MAX)
+        for player_id, check_id in late:
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                await store.touch(conn, player_id)
+            try:
+                result = await self._client.result(check_id)
+            except PspUnavailable as err:
+                log.warning("kyc poll failed", extra={"check_id": check_id,
+                                                      "error": err.message})
+                continue
+            if result is not None:
+                await self._apply(check_id, result, event_key=f"poll:{check_id}",
+                                  action="poll", source="poll")
+        return len(late)
+
+    async def run_polls(self, interval_ms: int) -> None:
+        """The poller's loop (the server runs it while KYC is on)."""
+        while True:
+            try:
+                await self.poll_late()
+            except pg.DB_ERRORS as err:
+                log.warning("kyc poll: database trouble", extra={"error": type(err).__name__})
+            await asyncio.sleep(interval_ms / 1000)
 
     # -- gates -------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ the default a regulated casino starts from:
     BRIDGE_KYC_MIN_AGE_BY_COUNTRY        {}       {"USA": 21, ...}, ISO 3166-1 alpha-3 (as
                                                   Onfido reports the country)
     BRIDGE_KYC_BLOCKED_COUNTRIES         ""       alpha-3 codes, comma-separated
+    BRIDGE_KYC_LATE_AFTER_MS             600000   a check without an answer this long is
+                                                  asked about (every _POLL_INTERVAL_MS, 30 s)
 
 Withdrawals always need a verified player while KYC is on.
 """
@@ -35,6 +37,9 @@ class KycSettings:
     min_age: int = 18
     min_age_by_country: Mapping[str, int] = field(default_factory=dict)
     blocked_countries: frozenset[str] = frozenset()
+    # A check without an answer this long is asked about (its webhook lost, or never sent).
+    late_after_ms: int = 600_000
+    poll_interval_ms: int = 30_000
 
     @property
     def enabled(self) -> bool:
@@ -83,4 +88,8 @@ def load(env: Mapping[str, str], r: EnvReader, *, outbound: PspConfig) -> KycSet
                                           d.deposit_threshold_minor, low=0, high=10**15),
         threshold_currency=currency,
         min_age=r.integer("BRIDGE_KYC_MIN_AGE", d.min_age, low=16, high=25),
-        min_age_by_country=by_country, blocked_countries=blocked)
+        min_age_by_country=by_country, blocked_countries=blocked,
+        late_after_ms=r.integer("BRIDGE_KYC_LATE_AFTER_MS", d.late_after_ms, low=100,
+                                high=86_400_000),
+        poll_interval_ms=r.integer("BRIDGE_KYC_POLL_INTERVAL_MS", d.poll_interval_ms,
+                                   low=50, high=3_600_000))

@@ -65,5 +65,16 @@ async def record_event(conn: asyncpg.Connection, provider: str, event_key: str,
                                outcome[:200]) is not None
 
 
+async def late_checks(conn: asyncpg.Connection, *, late_ms: int,
+                      limit: int) -> list[tuple[str, str]]:
+    """(player, check) pairs pending longer than `late_ms`."""
+    return [(r["player_id"], r["check_id"])
+            for r in await conn.fetch(q.LATE_CHECKS, late_ms, limit)]
+
+
+async def touch(conn: asyncpg.Connection, player_id: str) -> None:
+    await conn.execute(q.TOUCH, player_id)
+
+
 async def deposited_minor(conn: asyncpg.Connection, player_id: str, currency: str) -> int:
     return int(await conn.fetchval(q.DEPOSITED, player_id, currency))

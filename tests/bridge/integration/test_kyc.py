@@ -178,3 +178,13 @@ async def test_support_lets_a_rejected_players_own_cash_leave_after_review(
         other = await asyncio.to_thread(walletctl, env, "kyc", "allow-cash-out", "p-nobody",
                                         "--reason", "x")
         assert other.returncode == 1 and "KYC_NOT_REJECTED" in other.stderr
+
+
+async def test_a_check_whose_webhook_never_comes_is_polled(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, player: str) -> None:
+    async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_LATE_AFTER_MS="300",
+                          BRIDGE_KYC_POLL_INTERVAL_MS="100"):
+        check = await start(cashier, player)
+        await complete(cashier, check["check_id"], "clear", deliver=False)
+        verified = await reached(cashier, player, "verified")
+        assert verified["history"][-1]["source"] == "poll", verified["history"]
