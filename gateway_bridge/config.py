@@ -23,6 +23,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway_bridge.aml import settings as aml_settings
+from gateway_bridge.aml.settings import AmlSettings
 from gateway_bridge.fx import settings as fx_settings
 from gateway_bridge.fx.settings import FxSettings
 from gateway_bridge.incidents import settings as incident_settings
@@ -89,6 +91,8 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     # Identity verification and its gates (docs/COMPLIANCE.md); off without a provider.
     kyc: KycSettings = field(default_factory=KycSettings)
+    # Anti-money-laundering monitoring: rules, cases, withdrawal holds (docs/COMPLIANCE.md).
+    aml: AmlSettings = field(default_factory=AmlSettings)
 
 
 # Every field's default; the empty strings only fill the required fields and are never used.
@@ -160,6 +164,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         routing=routing_settings.load(env, r, psp_names=psps),
         kyc=kyc_settings.load(env, r, outbound=next(iter(psps.values()),
                                                               psp_settings.DEFAULTS)),
+        aml=aml_settings.load(env, r),
     )
     _check_addresses(settings, r)
     _check_budgets(settings, r)

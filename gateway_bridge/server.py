@@ -20,6 +20,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway_bridge import metrics
+from gateway_bridge.aml.service import AmlService
 from gateway_bridge.config import Settings
 from gateway_bridge.fx.rates import FxRates
 from gateway_bridge.http import app as http_app
@@ -124,10 +125,12 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                   rates=rates, router=router)
     risk = RiskService(pool=pool, policy=settings.risk, acquire_timeout_ms=acquire_timeout_ms)
     kyc = KycService(pool=pool, settings=settings.kyc, acquire_timeout_ms=acquire_timeout_ms)
+    aml = (AmlService(pool=pool, policy=settings.aml.policy,
+                      acquire_timeout_ms=acquire_timeout_ms) if settings.aml.enabled else None)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters,
                         settings=settings.payments, psps=settings.psps,
                         acquire_timeout_ms=acquire_timeout_ms, wake_inbox=inbox.wake,
-                        risk=risk, rates=rates, router=router, kyc=kyc)
+                        risk=risk, rates=rates, router=router, kyc=kyc, aml=aml)
     reviews = Reviews(pool=pool, wallet=wallet, payments=payments, settings=settings.payments,
                       psps=settings.psps, acquire_timeout_ms=acquire_timeout_ms)
     sync = StatusSync(pool=pool, payments=payments, inbox=inbox, adapters=adapters,

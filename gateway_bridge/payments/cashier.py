@@ -33,6 +33,7 @@ import asyncpg
 from asyncpg.pool import PoolAcquireContext
 
 from gateway_bridge import metrics
+from gateway_bridge.aml.service import AmlService
 from gateway_bridge.fx.conversion import convert
 from gateway_bridge.fx.rates import FxRates
 from gateway_bridge.kyc.model import Gate
@@ -117,6 +118,10 @@ class WithdrawalCommand:
     country: str = ""
 
 
+def _review_note(screening: Screening) -> str:
+    return "risk review: " + ", ".join(r.code for r in screening.reasons)
+
+
 def risk_subject(p: Payment) -> Subject:
     """What the risk rules see of a payment: a converted deposit in the wallet's currency, at
     its quoted credit, so amount thresholds and velocity sums per currency compare like with
@@ -166,7 +171,7 @@ class Payments:
                  psps: Mapping[str, PspConfig], acquire_timeout_ms: int,
                  wake_inbox: Callable[[], None], risk: RiskService,
                  rates: FxRates | None = None, router: Router | None = None,
-                 kyc: KycService | None = None,
+                 kyc: KycService | None = None, aml: AmlService | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_ms / 1000
@@ -179,6 +184,7 @@ class Payments:
         self._risk = risk
         self._router = router
         self._kyc = kyc
+        self._aml = aml
         self._attempts_max = router.attempts_max if router is not None else 1
         self._clock = clock
 
@@ -281,6 +287,8 @@ class Payments:
                     command.player_id, amount_minor=kyc_amount, currency=kyc_currency))
         payment, created = await self._store(command, Direction.DEPOSIT, psp=psp,
                                              routing=routing, fx_quote=quote)
+        if created:
+            await self._observe(payment)
         if created and self._kyc is not None:
             # Checked again now that it is stored: deposits started side by side each see
             # the others, so together they can't slip past the threshold.
@@ -298,7 +306,7 @@ class Payments:
         if payment.state is not State.CREATED:
             return payment, created
         if screening.held:
-            return await self._hold(payment.id, screening, source="api"), created
+            return await self._hold(payment.id, _review_note(screening), source="api"), created
         return await self.resume_deposit(payment.id, payment_token=command.payment_token), \
             created
 
@@ -589,10 +597,10 @@ class Payments:
                            refusal=refusal)
         raise RiskDenied(payment_id=payment.id, reasons=reasons)
 
-    async def _hold(self, payment_id: str, screening: Screening, *, source: str) -> Payment:
+    async def _hold(self, payment_id: str, attention: str, *, source: str) -> Payment:
         """Parks a payment for support: unscheduled, so the status sync neither closes a
-        held deposit nor pays out a held withdrawal, and named in `attention`."""
-        attention = "risk review: " + ", ".join(r.code for r in screening.reasons)
+        held deposit nor pays out a held withdrawal, and named in `attention` (a risk review,
+        or an open AML case)."""
         async with self._transaction() as conn:
             found = await store.payment(conn, payment_id, lock=True)
             assert found is not None
@@ -620,6 +628,15 @@ class Payments:
 
     # -- withdrawals ----------------------------------------------------------------------
 
+    async def _observe(self, p: Payment) -> None:
+        """AML monitoring of a new payment: its hits open cases for analysts
+        (gateway_bridge.aml); a case that holds stops the player's withdrawals in
+        _advance."""
+        if self._aml is not None:
+            await self._aml.observe(payment_id=p.id, player_id=p.player_id,
+                                    direction=p.direction, currency=p.currency,
+                                    amount_minor=p.amount_minor)
+
     @staticmethod
     def _refuse(gate: Gate | None) -> None:
         """A KYC gate's refusal, before anything is stored (422 with its reason)."""
@@ -637,6 +654,8 @@ class Payments:
                 self._refuse(await self._kyc.withdrawal_gate(command.player_id))
         payment, created = await self._store(command, Direction.WITHDRAWAL, psp=psp,
                                              routing=routing)
+        if created:
+            await self._observe(payment)
         if created and routing is not None:
             metrics.ROUTING_ATTEMPTS.labels(psp, "first").inc()
         screening = await self._risk.screen(risk_subject(payment))
@@ -664,7 +683,13 @@ class Payments:
         p = await self._reserve(payment_id, source=source)
         if p.state is State.RESERVED:
             if screening.held:
-                return await self._hold(p.id, screening, source=source)
+                return await self._hold(p.id, _review_note(screening), source=source)
+            if self._aml is not None \
+                    and (cases := await self._aml.holding_cases(p.player_id)):
+                # An open AML case of a rule that holds: reserved, not paid out, until an
+                # analyst clears it (walletctl aml clear releases it to the status sync).
+                return await self._hold(p.id, "aml hold: case " + ", ".join(
+                    str(c) for c in cases), source=source)
             p = await self._request_payout(p, source=source)
         return p
 

@@ -206,3 +206,11 @@ UPDATE bridge.psp_refunds SET state = 'refunded', refund_reference = $2, last_er
 WHERE id = $1 AND state = 'failed'
 RETURNING id, payment_id, psp, psp_reference, amount_minor, currency, state, attempts,
           refund_reference, last_error"""
+
+# Withdrawals held for AML (attention "aml hold: ...") of a player with no holding case left:
+# released to the status sync, which drives them on (payments.status_sync).
+RELEASE_AML_HELD = """
+UPDATE bridge.payments SET attention = NULL, next_sync_at = now(), updated_at = now()
+WHERE player_id = $1 AND direction = 'withdrawal' AND state IN ('requested', 'reserved')
+  AND attention LIKE 'aml hold:%'
+RETURNING id"""

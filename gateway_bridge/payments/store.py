@@ -283,3 +283,8 @@ async def refunded_by_hand(conn: asyncpg.Connection, refund_id: int, *, referenc
                            note: str) -> PspRefund | None:
     row = await conn.fetchrow(q.REFUNDED_BY_HAND, refund_id, reference, note)
     return None if row is None else _refund(row)
+
+
+async def release_aml_held(conn: asyncpg.Connection, player_id: str) -> list[str]:
+    """The player's withdrawals held for AML, handed back to the status sync."""
+    return [r["id"] for r in await conn.fetch(q.RELEASE_AML_HELD, player_id)]

@@ -7,6 +7,7 @@
     walletctl dead-letters list | replay      events that could not be applied
     walletctl refunds list | retry | done     refunds of captures at PSPs a payment left
     walletctl kyc show | allow-cash-out ID    a player's identity verification
+    walletctl aml list | show | investigate | clear | report   money-laundering cases
     walletctl risk pending | approve | reject payments held by the risk rules
     walletctl incidents list | show | ack | advance | note | resolve | evaluate | report
 
@@ -42,6 +43,7 @@ from gateway_bridge.incidents.detector import Detector
 from gateway_bridge.incidents.rules import LifecycleError, Stage
 from gateway_bridge.psp.registry import build_adapters
 from gateway_bridge.support import (
+    aml_commands,
     console,
     dead_letter_commands,
     kyc_commands,
@@ -256,6 +258,11 @@ def _parser() -> argparse.ArgumentParser:
     kyc_commands.add_arguments(kyc)
     actor(kyc)
 
+    aml = sub.add_parser("aml", help="anti-money-laundering cases: list, show, investigate, "
+                         "clear, report (writes the suspicious-activity record)")
+    aml_commands.add_arguments(aml)
+    actor(aml)
+
     risk = sub.add_parser("risk", help="payments held by the risk rules: list, approve, "
                           "reject (through the running bridge; docs/RISK.md)")
     risk_commands.add_arguments(risk)
@@ -290,6 +297,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return refund_commands.check(args)
     if args.command == "kyc":
         return kyc_commands.check(args)
+    if args.command == "aml":
+        return aml_commands.check(args)
     if args.command != "incidents":
         return None
     if args.action == "advance" and not args.to:
@@ -310,6 +319,8 @@ def _work(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         return refund_commands.run(args)
     if args.command == "kyc":
         return kyc_commands.run(args)
+    if args.command == "aml":
+        return aml_commands.run(args)
     if args.command == "risk":
         return risk_commands.risk(args, risk_commands.support_key())
     if args.command == "incidents":

@@ -275,6 +275,19 @@ class WalletClient:
             raise
         return True
 
+    async def transaction_id(self, *, key: str, caller: str) -> str | None:
+        """The wallet's journal id of what `caller` recorded under idempotency key `key`;
+        None when nothing was (support's exports: the token needs the read scope)."""
+        try:
+            reply = await self._call("GetTransaction", pb.GetTransactionRequest(
+                idempotency_key=key, caller=caller))
+        except WalletRefused as err:
+            if err.reason == TRANSACTION_NOT_FOUND:
+                return None
+            raise
+        assert isinstance(reply, pb.GetTransactionResponse)
+        return str(reply.transaction.transaction_id)
+
     async def transactions_view(self, *, player_id: str, currency: str,
                                 page_size: int) -> list[dict[str, Any]]:
         """The player's latest journal entries in one currency, newest first, as the

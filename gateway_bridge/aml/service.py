@@ -1,0 +1,51 @@
+"""AML monitoring at the cashier (docs/COMPLIANCE.md): every new payment is looked at with
+the player's recent history; a rule's hit opens (or extends) a case, and a case of a rule
+that holds keeps the player's withdrawals waiting until an analyst clears it."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from gateway_bridge.aml import rules, store
+from gateway_bridge.aml.rules import AmlFacts, AmlPolicy, CaseState
+from gateway_bridge.shared.terms import Direction
+
+log = logging.getLogger("gateway_bridge.aml")
+
+
+class AmlService:
+    def __init__(self, *, pool: asyncpg.Pool, policy: AmlPolicy,
+                 acquire_timeout_ms: int) -> None:
+        self._pool = pool
+        self._policy = policy
+        self._acquire_timeout_s = acquire_timeout_ms / 1000
+
+    async def observe(self, *, payment_id: str, player_id: str, direction: Direction,
+                      currency: str, amount_minor: int) -> list[int]:
+        """The rules over a stored payment and the player's history; returns the cases it
+        opened or joined."""
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
+                conn.transaction(isolation="read_committed"):
+            w = await store.window(conn, self._policy, player_id=player_id, currency=currency)
+            hits = rules.evaluate(self._policy, AmlFacts(
+                direction=direction, currency=currency, amount_minor=amount_minor,
+                deposits_in_cumulative_window_minor=w.cumulative_minor,
+                deposits_in_structuring_window=w.recent, instruments_in_window=w.instruments,
+                currencies_in_window=w.currencies))
+            found = []
+            for hit in hits:
+                case_id, opened = await store.open_or_extend(conn, player_id=player_id,
+                                                             hit=hit, payment_id=payment_id)
+                if opened:
+                    await store.add_history(conn, case_id, to=CaseState.OPEN, actor="rules",
+                                            note=f"{hit.rule}: {hit.detail} ({payment_id})")
+                    log.warning("aml case opened", extra={"case_id": case_id,
+                                                          "rule": hit.rule})
+                found.append(case_id)
+        return found
+
+    async def holding_cases(self, player_id: str) -> list[int]:
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            return await store.holding_cases(conn, player_id)

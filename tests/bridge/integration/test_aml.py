@@ -1,0 +1,125 @@
+"""Anti-money-laundering monitoring through the real bridge, wallet and simulator
+(docs/COMPLIANCE.md): hits open cases, a case of a holding rule keeps the player's
+withdrawals reserved until an analyst clears it, and reporting writes the
+suspicious-activity record with the wallet's journal ids."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from gateway_bridge.server import Running
+from tests.bridge.clis import walletctl
+from tests.bridge.conftest import BridgeFactory, Cashier
+from tests.helpers import SERVICES, TOKENS, Client, wait_for
+from wallet_core.server import Running as WalletRunning
+
+
+def aml_bridge(make_bridge: BridgeFactory) -> AbstractAsyncContextManager[Running]:
+    return make_bridge(BRIDGE_AML_LARGE_DEPOSIT_MINOR='{"USD": 100000}')
+
+
+async def deposit(cashier: Cashier, player: str, amount_minor: int, key: str) -> dict[str, Any]:
+    status, body = await cashier.request("POST", "/v1/deposits", body={
+        "player_id": player, "amount_minor": amount_minor, "currency": "USD",
+        "psp": "stripe", "method": "card"}, headers={"Idempotency-Key": key})
+    assert status == 201, body
+    return body
+
+
+async def cases(conn: asyncpg.Connection, player: str) -> list[asyncpg.Record]:
+    return list(await conn.fetch("SELECT id, rule, state, holds_withdrawals, payment_ids FROM "
+                            "bridge.aml_cases WHERE player_id = $1 ORDER BY id", player))
+
+
+async def test_structuring_holds_withdrawals_until_an_analyst_clears_the_case(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, bridge_db: str, server: WalletRunning,
+        tmp_path: Path) -> None:
+    await client.funded(player, 100_00)
+    async with aml_bridge(make_bridge):
+        big = await deposit(cashier, player, 1_000_00, f"big-{player}")
+        [large] = await cases(bridge_conn, player)
+        assert (large["rule"], large["holds_withdrawals"]) == ("AML_LARGE_DEPOSIT", False)
+        assert list(large["payment_ids"]) == [big["id"]]
+        near = [await deposit(cashier, player, 950_00 + n, f"near-{player}-{n}")
+                for n in range(3)]
+        found = {r["rule"]: r for r in await cases(bridge_conn, player)}
+        held_case = found["AML_STRUCTURING"]
+        assert held_case["holds_withdrawals"] and held_case["state"] == "open"
+        assert near[-1]["id"] in held_case["payment_ids"]
+        status, wd = await cashier.request("POST", "/v1/withdrawals", body={
+            "player_id": player, "amount_minor": 20_00, "currency": "USD", "psp": "stripe",
+            "method": "bank_transfer", "destination": "acct_test_1"},
+            headers={"Idempotency-Key": f"wd-{player}"})
+        assert status == 202, wd
+        assert wd["state"] == "reserved", wd
+        assert wd["attention"] == f"aml hold: case {held_case['id']}", wd["attention"]
+        assert (await client.balance(player)).reserved == 20_00
+
+        env = {"DATABASE_URL": bridge_db}
+        missing = await asyncio.to_thread(walletctl, env, "aml", "clear",
+                                          str(held_case["id"]))
+        assert missing.returncode == 2 and "--note" in missing.stderr
+        listed = await asyncio.to_thread(walletctl, env, "aml", "list")
+        assert str(held_case["id"]) in listed.stdout
+        cleared = await asyncio.to_thread(walletctl, env, "aml", "clear", str(held_case["id"]),
+                                          "--note", "salary payments, documented",
+                                          "--actor", "analyst")
+        assert cleared.returncode == 0, cleared.stderr
+        assert wd["id"] in cleared.stdout
+        await cashier.wait_state(wd["id"], "payout_pending")
+        again = await asyncio.to_thread(walletctl, env, "aml", "clear", str(held_case["id"]),
+                                        "--note", "twice")
+        assert again.returncode == 1 and "AML_CASE_STATE" in again.stderr
+
+        report_env = {**env, "WALLETCTL_WALLET_ADDR": f"127.0.0.1:{server.port}",
+                      "WALLETCTL_WALLET_TOKEN": TOKENS["read"]}
+        reported = await asyncio.to_thread(
+            walletctl, report_env, "aml", "report", str(large["id"]), "--narrative",
+            "one deposit of 1,000 USD from a new card", "--out", str(tmp_path),
+            "--wallet-caller", SERVICES["payments"], "--actor", "analyst")
+        assert reported.returncode == 0, reported.stderr
+    record = orjson.loads((tmp_path / f"sar-{large['id']}.json").read_bytes())
+    assert record["player_id"] == player and record["rule"] == "AML_LARGE_DEPOSIT"
+    assert record["narrative"] == "one deposit of 1,000 USD from a new card"
+    assert [t["id"] for t in record["transactions"]] == [big["id"]]
+    assert record["transactions"][0]["wallet_key"] == f"bridge:deposit:{big['id']}"
+    rows = list(csv.DictReader((tmp_path / f"sar-{large['id']}.csv").open()))
+    assert [r["id"] for r in rows] == [big["id"]] and rows[0]["rule"] == "AML_LARGE_DEPOSIT"
+    history = await bridge_conn.fetch(
+        "SELECT to_state, actor FROM bridge.aml_case_history WHERE case_id = $1 ORDER BY id",
+        held_case["id"])
+    assert [(h["to_state"], h["actor"]) for h in history] == [("open", "rules"),
+                                                              ("cleared", "analyst")]
+
+
+async def test_a_reported_cases_journal_ids_come_from_the_wallet(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, bridge_db: str, server: WalletRunning,
+        tmp_path: Path) -> None:
+    await client.open(player)
+    async with aml_bridge(make_bridge):
+        big = await deposit(cashier, player, 1_500_00, f"jbig-{player}")
+        await cashier.complete_deposit(big)
+        await cashier.wait_state(big["id"], "succeeded")
+        [case] = await cases(bridge_conn, player)
+        env = {"DATABASE_URL": bridge_db, "WALLETCTL_WALLET_ADDR": f"127.0.0.1:{server.port}",
+               "WALLETCTL_WALLET_TOKEN": TOKENS["read"]}
+        done = await asyncio.to_thread(
+            walletctl, env, "aml", "report", str(case["id"]), "--narrative", "checked",
+            "--out", str(tmp_path), "--wallet-caller", SERVICES["payments"])
+        assert done.returncode == 0, done.stderr
+
+    async def written() -> bool:
+        return (tmp_path / f"sar-{case['id']}.json").exists()
+    await wait_for(written)
+    record = orjson.loads((tmp_path / f"sar-{case['id']}.json").read_bytes())
+    [tx] = record["transactions"]
+    assert tx["wallet_journal_id"], tx
