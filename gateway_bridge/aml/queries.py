@@ -1,16 +1,17 @@
 """AML's SQL (migration 0013). A case row is locked (FOR UPDATE) by whoever changes it."""
 
 # The facts of one payment's player, in one round trip: $1 player, $2 currency, the
-# windows in seconds ($3 cumulative, $4 structuring, $5 instruments, $6 currencies).
-# Deposits count when credited or still open; failed ones do not.
+# windows in seconds ($3 cumulative, $4 structuring, $5 instruments, $6 currencies), $7 the
+# payment itself (left out of the deposits: the rules add it). Deposits count when credited
+# or still open; failed and expired ones do not.
 FACTS = """
 SELECT
   (SELECT coalesce(sum(amount_minor), 0)::bigint FROM bridge.payments
-   WHERE player_id = $1 AND direction = 'deposit' AND currency = $2
+   WHERE player_id = $1 AND direction = 'deposit' AND currency = $2 AND id <> $7
      AND state NOT IN ('failed', 'expired')
      AND created_at > now() - $3 * interval '1 second') AS cumulative,
-  ARRAY(SELECT amount_minor FROM bridge.payments
-        WHERE player_id = $1 AND direction = 'deposit' AND currency = $2
+  ARRAY(SELECT ROW(id, amount_minor) FROM bridge.payments
+        WHERE player_id = $1 AND direction = 'deposit' AND currency = $2 AND id <> $7
           AND state NOT IN ('failed', 'expired')
           AND created_at > now() - $4 * interval '1 second'
         ORDER BY created_at DESC LIMIT 1000) AS recent,
@@ -21,16 +22,22 @@ SELECT
    WHERE player_id = $1 AND state NOT IN ('failed', 'expired', 'rejected')
      AND created_at > now() - $6 * interval '1 second') AS currencies"""
 
-# A hit: a new case, or the payment added to the player's open case of that rule.
+# A hit: a new case, or its payments ($5) added to the player's open case of that rule (at
+# most $6 listed: a case is about a pattern, not a ledger).
 OPEN_OR_EXTEND = """
 INSERT INTO bridge.aml_cases (player_id, rule, holds_withdrawals, detail, payment_ids)
-VALUES ($1, $2, $3, $4, ARRAY[$5])
+VALUES ($1, $2, $3, $4, $5::text[])
 ON CONFLICT (player_id, rule) WHERE state IN ('open', 'investigating')
-DO UPDATE SET payment_ids = CASE WHEN $5 = ANY(bridge.aml_cases.payment_ids)
-                                 THEN bridge.aml_cases.payment_ids
-                                 ELSE bridge.aml_cases.payment_ids || $5 END,
+DO UPDATE SET payment_ids = ARRAY(
+                  SELECT x FROM unnest(bridge.aml_cases.payment_ids || $5::text[])
+                      WITH ORDINALITY AS u(x, n)
+                  GROUP BY x ORDER BY min(n) LIMIT $6),
               detail = EXCLUDED.detail, updated_at = now()
 RETURNING id, (xmax = 0) AS opened"""
+
+# One player's AML decisions in turn: rules opening cases, a withdrawal's hold, an
+# analyst's release (transaction-scoped: released at commit).
+LOCK_PLAYER = "SELECT pg_advisory_xact_lock(hashtext('aml:' || $1))"
 
 HOLDING_CASES = """
 SELECT id FROM bridge.aml_cases

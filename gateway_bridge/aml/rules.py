@@ -77,10 +77,17 @@ class AmlFacts:
     direction: Direction
     currency: str
     amount_minor: int
-    deposits_in_cumulative_window_minor: int  # in `currency`
-    deposits_in_structuring_window: Sequence[int]  # amounts, in `currency`
+    # The player's other deposits in `currency`: the sum in the cumulative window, and
+    # (id, amount) of each in the structuring window, oldest first.
+    deposits_before_minor: int
+    deposits_in_structuring_window: Sequence[tuple[str, int]]
     instruments_in_window: int
     currencies_in_window: int
+    payment_id: str = ""
+
+
+# The payments a case lists, at most (a case is about a pattern, not a ledger).
+CASE_PAYMENTS_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,34 +95,44 @@ class Hit:
     rule: str
     holds: bool
     detail: str
+    payment_ids: tuple[str, ...] = ()  # the payments that make the pattern
 
 
 def evaluate(policy: AmlPolicy, f: AmlFacts) -> list[Hit]:
-    hits: list[tuple[str, str]] = []
+    """The hits of this payment: a rule fires on the payment that makes its pattern (the
+    deposit that crosses the cumulative threshold, a near-threshold deposit that completes
+    the structuring count), so old history alone never reopens a cleared case."""
+    hits: list[tuple[str, str, tuple[str, ...]]] = []
+    own = (f.payment_id,) if f.payment_id else ()
     large = policy.large_deposit_minor.get(f.currency)
     if f.direction is Direction.DEPOSIT:
         if large is not None and f.amount_minor >= large:
             hits.append(("AML_LARGE_DEPOSIT", f"a single deposit of {f.amount_minor} "
-                                              f"{f.currency} (threshold {large})"))
+                                              f"{f.currency} (threshold {large})", own))
         cumulative = policy.cumulative_minor.get(f.currency)
-        if cumulative is not None and f.deposits_in_cumulative_window_minor >= cumulative:
+        total = f.deposits_before_minor + f.amount_minor
+        if cumulative is not None and f.deposits_before_minor < cumulative <= total:
             hits.append(("AML_CUMULATIVE_DEPOSITS",
-                         f"{f.deposits_in_cumulative_window_minor} {f.currency} deposited in "
+                         f"{total} {f.currency} deposited in "
                          f"{policy.cumulative_window_s // 86_400} days (threshold "
-                         f"{cumulative})"))
+                         f"{cumulative})", own))
         if large is not None:
             floor = large * (100 - policy.structuring_band_percent) // 100
-            near = [a for a in f.deposits_in_structuring_window if floor <= a < large]
-            if len(near) >= policy.structuring_count_min:
-                hits.append(("AML_STRUCTURING",
-                             f"{len(near)} deposits just under {large} {f.currency} in "
-                             f"{policy.structuring_window_s // 86_400} days"))
+            if floor <= f.amount_minor < large:
+                near = [i for i, a in f.deposits_in_structuring_window if floor <= a < large]
+                if len(near) + 1 >= policy.structuring_count_min:
+                    hits.append(("AML_STRUCTURING",
+                                 f"{len(near) + 1} deposits just under {large} {f.currency} "
+                                 f"in {policy.structuring_window_s // 86_400} days",
+                                 (*near, *own)[-CASE_PAYMENTS_MAX:]))
     if f.instruments_in_window > policy.instruments_max:
         hits.append(("AML_MANY_INSTRUMENTS", f"{f.instruments_in_window} payment instruments "
                                              f"in {policy.instruments_window_s // 86_400} "
-                                             "days"))
+                                             "days", own))
     if f.currencies_in_window > policy.currencies_max:
-        hits.append(("AML_CURRENCY_HOPPING", f"money in and out in {f.currencies_in_window} "
+        hits.append(("AML_CURRENCY_HOPPING", f"payments in {f.currencies_in_window} "
                                              f"currencies in "
-                                             f"{policy.currencies_window_s // 3600} hours"))
-    return [Hit(rule, rule in policy.holding_rules, detail) for rule, detail in hits]
+                                             f"{policy.currencies_window_s // 3600} hours",
+                     own))
+    return [Hit(rule, rule in policy.holding_rules, detail, ids)
+            for rule, detail, ids in hits]

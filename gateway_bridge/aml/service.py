@@ -28,16 +28,18 @@ class AmlService:
         opened or joined."""
         async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn, \
                 conn.transaction(isolation="read_committed"):
-            w = await store.window(conn, self._policy, player_id=player_id, currency=currency)
+            await store.lock_player(conn, player_id)
+            w = await store.window(conn, self._policy, player_id=player_id, currency=currency,
+                                   payment_id=payment_id)
             hits = rules.evaluate(self._policy, AmlFacts(
                 direction=direction, currency=currency, amount_minor=amount_minor,
-                deposits_in_cumulative_window_minor=w.cumulative_minor,
+                deposits_before_minor=w.cumulative_minor,
                 deposits_in_structuring_window=w.recent, instruments_in_window=w.instruments,
-                currencies_in_window=w.currencies))
+                currencies_in_window=w.currencies, payment_id=payment_id))
             found = []
             for hit in hits:
                 case_id, opened = await store.open_or_extend(conn, player_id=player_id,
-                                                             hit=hit, payment_id=payment_id)
+                                                             hit=hit)
                 if opened:
                     await store.add_history(conn, case_id, to=CaseState.OPEN, actor="rules",
                                             note=f"{hit.rule}: {hit.detail} ({payment_id})")

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from gateway_bridge.aml import queries as q
-from gateway_bridge.aml.rules import AmlPolicy, CaseState, Hit
+from gateway_bridge.aml.rules import CASE_PAYMENTS_MAX, AmlPolicy, CaseState, Hit
 
 CASES_MAX = 1000
 
@@ -46,25 +46,31 @@ def _case(row: asyncpg.Record) -> Case:
 @dataclass(frozen=True, slots=True)
 class Window:
     cumulative_minor: int
-    recent: tuple[int, ...]
+    recent: tuple[tuple[str, int], ...]  # (payment id, amount)
     instruments: int
     currencies: int
 
 
 async def window(conn: asyncpg.Connection, policy: AmlPolicy, *, player_id: str,
-                 currency: str) -> Window:
+                 currency: str, payment_id: str) -> Window:
     row = await conn.fetchrow(q.FACTS, player_id, currency, policy.cumulative_window_s,
                               policy.structuring_window_s, policy.instruments_window_s,
-                              policy.currencies_window_s)
-    return Window(int(row["cumulative"]), tuple(int(a) for a in row["recent"]),
-                  int(row["instruments"]), int(row["currencies"]))
+                              policy.currencies_window_s, payment_id)
+    # The newest 1,000 come back newest first; the rules list them oldest first.
+    recent = tuple((str(r[0]), int(r[1])) for r in reversed(row["recent"]))
+    return Window(int(row["cumulative"]), recent, int(row["instruments"]),
+                  int(row["currencies"]))
 
 
-async def open_or_extend(conn: asyncpg.Connection, *, player_id: str, hit: Hit,
-                         payment_id: str) -> tuple[int, bool]:
+async def lock_player(conn: asyncpg.Connection, player_id: str) -> None:
+    await conn.execute(q.LOCK_PLAYER, player_id)
+
+
+async def open_or_extend(conn: asyncpg.Connection, *, player_id: str,
+                         hit: Hit) -> tuple[int, bool]:
     """(case id, whether it was opened now)."""
     row = await conn.fetchrow(q.OPEN_OR_EXTEND, player_id, hit.rule, hit.holds, hit.detail,
-                              payment_id)
+                              list(hit.payment_ids), CASE_PAYMENTS_MAX)
     return int(row["id"]), bool(row["opened"])
 
 

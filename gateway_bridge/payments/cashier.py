@@ -33,6 +33,7 @@ import asyncpg
 from asyncpg.pool import PoolAcquireContext
 
 from gateway_bridge import metrics
+from gateway_bridge.aml import store as aml_store
 from gateway_bridge.aml.service import AmlService
 from gateway_bridge.fx.conversion import convert
 from gateway_bridge.fx.rates import FxRates
@@ -287,8 +288,9 @@ class Payments:
                     command.player_id, amount_minor=kyc_amount, currency=kyc_currency))
         payment, created = await self._store(command, Direction.DEPOSIT, psp=psp,
                                              routing=routing, fx_quote=quote)
-        if created:
-            await self._observe(payment)
+        # Watched on every call, retries included (observing is idempotent): a request whose
+        # first look failed is looked at again.
+        await self._observe(payment)
         if created and self._kyc is not None:
             # Checked again now that it is stored: deposits started side by side each see
             # the others, so together they can't slip past the threshold.
@@ -628,6 +630,28 @@ class Payments:
 
     # -- withdrawals ----------------------------------------------------------------------
 
+    async def _aml_hold(self, payment_id: str, player_id: str, *,
+                        source: str) -> Payment | None:
+        """Holds a reserved withdrawal while an AML case of a holding rule is open (None
+        when none is). Under the player's AML lock, which an analyst's release also takes:
+        a case cleared at the same time either sees this hold and releases it, or is seen
+        closed here."""
+        async with self._transaction() as conn:
+            await aml_store.lock_player(conn, player_id)
+            cases = await aml_store.holding_cases(conn, player_id)
+            if not cases:
+                return None
+            found = await store.payment(conn, payment_id, lock=True)
+            assert found is not None
+            attention = "aml hold: case " + ", ".join(str(c) for c in cases)
+            if found.state is not State.RESERVED or found.attention == attention:
+                return found
+            p = replace(found, attention=attention, next_sync_at=None)
+            await store.save(conn, p)
+            await store.add_history(conn, p, from_state=p.state, source=source,
+                                    note=f"held for AML ({attention})")
+            return p
+
     async def _observe(self, p: Payment) -> None:
         """AML monitoring of a new payment: its hits open cases for analysts
         (gateway_bridge.aml); a case that holds stops the player's withdrawals in
@@ -654,8 +678,6 @@ class Payments:
                 self._refuse(await self._kyc.withdrawal_gate(command.player_id))
         payment, created = await self._store(command, Direction.WITHDRAWAL, psp=psp,
                                              routing=routing)
-        if created:
-            await self._observe(payment)
         if created and routing is not None:
             metrics.ROUTING_ATTEMPTS.labels(psp, "first").inc()
         screening = await self._risk.screen(risk_subject(payment))
@@ -684,12 +706,13 @@ class Payments:
         if p.state is State.RESERVED:
             if screening.held:
                 return await self._hold(p.id, _review_note(screening), source=source)
-            if self._aml is not None \
-                    and (cases := await self._aml.holding_cases(p.player_id)):
-                # An open AML case of a rule that holds: reserved, not paid out, until an
-                # analyst clears it (walletctl aml clear releases it to the status sync).
-                return await self._hold(p.id, "aml hold: case " + ", ".join(
-                    str(c) for c in cases), source=source)
+            if self._aml is not None:
+                # Looked at before every payout attempt (idempotent), so a withdrawal the
+                # status sync drives is watched too; then held while a case holds.
+                await self._observe(p)
+                if (held := await self._aml_hold(p.id, p.player_id, source=source)) \
+                        is not None:
+                    return held
             p = await self._request_payout(p, source=source)
         return p
 

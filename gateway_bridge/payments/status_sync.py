@@ -96,7 +96,9 @@ class StatusSync:
 
     async def _drive_withdrawal(self, p: Payment) -> None:
         p = await self._payments.advance_withdrawal(p.id, source="poll")
-        if p.state in (State.REQUESTED, State.RESERVED):
+        # A withdrawal advance_withdrawal held (a risk review, an AML case) is unscheduled
+        # on purpose: counting an attempt would schedule it again and time it out.
+        if p.state in (State.REQUESTED, State.RESERVED) and p.next_sync_at is not None:
             await self._count_attempt(p, "withdrawal not yet accepted by the PSP")
 
     async def _poll(self, p: Payment) -> None:

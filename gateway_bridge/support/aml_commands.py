@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wallet-caller", default="",
                         help="report: the bridge's caller name in the wallet, to look up "
                              "journal ids")
+    parser.add_argument("--release", action="store_true",
+                        help="report: also release the player's held withdrawals (a "
+                             "compliance decision; by default a reported player's "
+                             "withdrawals stay held)")
     parser.add_argument("--limit", type=int, default=100, choices=range(1, LIST_ROWS_MAX + 1),
                         metavar=f"1..{LIST_ROWS_MAX}")
 
@@ -91,7 +95,16 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _move(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     to = ACTIONS[args.action]
+    found = await aml_store.case(conn, args.id)
+    if found is not None and found.state is CaseState.REPORTED and to is CaseState.REPORTED:
+        # Reported already: the record is written again (a first write that failed).
+        paths = await _write_record(conn, found, args)
+        print(f"suspicious-activity record: {paths[0]} and {paths[1]}")
+        return 0
     async with conn.transaction(isolation="read_committed"):
+        if found is not None:
+            # The player's AML lock: a withdrawal being held now is seen and released.
+            await aml_store.lock_player(conn, found.player_id)
         found = await aml_store.case(conn, args.id, lock=True)
         if found is None:
             print(f"no AML case {args.id}", file=sys.stderr)
@@ -105,8 +118,8 @@ async def _move(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         await aml_store.set_state(conn, found, to, narrative=args.narrative or found.narrative,
                                   actor=args.actor, note=note)
         released: list[str] = []
-        if to in (CaseState.CLEARED, CaseState.REPORTED) \
-                and not await aml_store.holding_cases(conn, found.player_id):
+        release = to is CaseState.CLEARED or (to is CaseState.REPORTED and args.release)
+        if release and not await aml_store.holding_cases(conn, found.player_id):
             # No case holds the player any more: their held withdrawals go on.
             released = await payment_store.release_aml_held(conn, found.player_id)
     print(f"case {found.id} is {to.value}"
@@ -117,6 +130,14 @@ async def _move(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         paths = await _write_record(conn, after, args)
         print(f"suspicious-activity record: {paths[0]} and {paths[1]}")
     return 0
+
+
+def _money_key(p: dict[str, Any]) -> str:
+    """The wallet key of the entry that moved a payment's money: a deposit's credit, a
+    paid withdrawal's commit, else its reserve."""
+    if p["direction"] == "deposit":
+        return wallet_key(Action.DEPOSIT, p["id"])
+    return wallet_key(Action.COMMIT if p["state"] == "paid" else Action.RESERVE, p["id"])
 
 
 async def _journal_ids(payments: list[dict[str, Any]], caller: str) -> dict[str, str | None]:
@@ -131,9 +152,7 @@ async def _journal_ids(payments: list[dict[str, Any]], caller: str) -> dict[str,
                           tls_ca_file=os.environ.get("WALLETCTL_WALLET_TLS_CA_FILE", ""))
     try:
         for p in payments:
-            action = Action.DEPOSIT if p["direction"] == "deposit" else Action.RESERVE
-            found[p["id"]] = await wallet.transaction_id(key=wallet_key(action, p["id"]),
-                                                         caller=caller)
+            found[p["id"]] = await wallet.transaction_id(key=_money_key(p), caller=caller)
     except (WalletRefused, WalletUnavailable) as err:
         print(f"journal ids not looked up: {err}", file=sys.stderr)
     finally:
@@ -145,9 +164,8 @@ async def _write_record(conn: asyncpg.Connection, c: aml_store.Case,
                         args: argparse.Namespace) -> tuple[Path, Path]:
     payments = await aml_store.case_payments(conn, c.payment_ids)
     journal = await _journal_ids(payments, args.wallet_caller)
-    rows = [{**p, "wallet_journal_id": journal[p["id"]],
-             "wallet_key": wallet_key(Action.DEPOSIT if p["direction"] == "deposit"
-                                      else Action.RESERVE, p["id"])} for p in payments]
+    rows = [{**p, "wallet_journal_id": journal[p["id"]], "wallet_key": _money_key(p)}
+            for p in payments]
     record = {"case": c.to_json(), "player_id": c.player_id, "rule": c.rule,
               "detail": c.detail, "narrative": c.narrative,
               "reported_by": args.actor, "reported_at": datetime.now(UTC).isoformat(),

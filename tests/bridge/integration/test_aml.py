@@ -53,7 +53,7 @@ async def test_structuring_holds_withdrawals_until_an_analyst_clears_the_case(
         found = {r["rule"]: r for r in await cases(bridge_conn, player)}
         held_case = found["AML_STRUCTURING"]
         assert held_case["holds_withdrawals"] and held_case["state"] == "open"
-        assert near[-1]["id"] in held_case["payment_ids"]
+        assert list(held_case["payment_ids"]) == [n["id"] for n in near]
         status, wd = await cashier.request("POST", "/v1/withdrawals", body={
             "player_id": player, "amount_minor": 20_00, "currency": "USD", "psp": "stripe",
             "method": "bank_transfer", "destination": "acct_test_1"},

@@ -20,8 +20,8 @@ POLICY = AmlPolicy(large_deposit_minor={"EUR": 10_000}, cumulative_minor={"EUR":
 def facts(**changes: object) -> AmlFacts:
     values: dict[str, object] = {
         "direction": Direction.DEPOSIT, "currency": "EUR", "amount_minor": 100,
-        "deposits_in_cumulative_window_minor": 100, "deposits_in_structuring_window": [100],
-        "instruments_in_window": 1, "currencies_in_window": 1} | changes
+        "deposits_before_minor": 100, "deposits_in_structuring_window": [("pay_0", 100)],
+        "instruments_in_window": 1, "currencies_in_window": 1, "payment_id": "pay_9"} | changes
     return AmlFacts(**values)  # type: ignore[arg-type]
 
 
@@ -33,17 +33,23 @@ def test_each_rule_at_its_threshold() -> None:
     assert rules_hit(facts()) == {}
     assert rules_hit(facts(amount_minor=10_000)) == {"AML_LARGE_DEPOSIT": False}
     assert rules_hit(facts(amount_minor=9_999)) == {}
-    assert rules_hit(facts(deposits_in_cumulative_window_minor=50_000)) == {
-        "AML_CUMULATIVE_DEPOSITS": True}
-    # Three deposits within 10 % under the large-deposit threshold: structuring.
-    assert rules_hit(facts(deposits_in_structuring_window=[9_000, 9_500, 9_999])) == {
-        "AML_STRUCTURING": True}
-    assert rules_hit(facts(deposits_in_structuring_window=[8_999, 9_500, 9_999])) == {}
+    # The deposit that crosses the cumulative threshold fires; later ones don't reopen it.
+    assert rules_hit(facts(deposits_before_minor=49_900)) == {"AML_CUMULATIVE_DEPOSITS": True}
+    assert rules_hit(facts(deposits_before_minor=50_000)) == {}
+    # A third deposit within 10 % under the large-deposit threshold: structuring, with every
+    # deposit of the pattern on the case.
+    two = [("pay_1", 9_000), ("pay_2", 9_500), ("pay_3", 5_000)]
+    [hit] = evaluate(POLICY, facts(amount_minor=9_999, deposits_in_structuring_window=two))
+    assert (hit.rule, hit.holds, hit.payment_ids) == ("AML_STRUCTURING", True,
+                                                      ("pay_1", "pay_2", "pay_9"))
+    assert rules_hit(facts(amount_minor=8_999, deposits_in_structuring_window=two)) == {}
+    assert rules_hit(facts(amount_minor=9_999,
+                           deposits_in_structuring_window=[("pay_1", 9_000)])) == {}
     assert rules_hit(facts(instruments_in_window=6)) == {"AML_MANY_INSTRUMENTS": False}
     assert rules_hit(facts(currencies_in_window=4)) == {"AML_CURRENCY_HOPPING": True}
     # A currency without a threshold is not watched by the amount rules.
     assert rules_hit(facts(currency="JPY", amount_minor=10**9,
-                           deposits_in_cumulative_window_minor=10**9)) == {}
+                           deposits_before_minor=10**9)) == {}
     # Withdrawals meet only the rules about instruments and currencies.
     assert rules_hit(facts(direction=Direction.WITHDRAWAL, amount_minor=10**6)) == {}
 
