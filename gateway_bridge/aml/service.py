@@ -47,7 +47,3 @@ class AmlService:
                                                           "rule": hit.rule})
                 found.append(case_id)
         return found
-
-    async def holding_cases(self, player_id: str) -> list[int]:
-        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-            return await store.holding_cases(conn, player_id)

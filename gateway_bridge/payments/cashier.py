@@ -604,16 +604,23 @@ class Payments:
         held deposit nor pays out a held withdrawal, and named in `attention` (a risk review,
         or an open AML case)."""
         async with self._transaction() as conn:
-            found = await store.payment(conn, payment_id, lock=True)
-            assert found is not None
-            if found.state not in (State.CREATED, State.RESERVED) \
-                    or found.attention == attention:
-                return found
-            p = replace(found, attention=attention, next_sync_at=None)
-            await store.save(conn, p)
-            await store.add_history(conn, p, from_state=p.state, source=source,
-                                   note=f"held for support ({attention})")
-            return p
+            return await self._park(conn, payment_id, attention, source=source,
+                                    states=(State.CREATED, State.RESERVED),
+                                    note=f"held for support ({attention})")
+
+    @staticmethod
+    async def _park(conn: asyncpg.Connection, payment_id: str, attention: str, *,
+                    source: str, states: tuple[State, ...], note: str) -> Payment:
+        """The hold itself, in the caller's transaction: the payment locked, named in
+        `attention` and unscheduled (unless it left `states` or is held so already)."""
+        found = await store.payment(conn, payment_id, lock=True)
+        assert found is not None
+        if found.state not in states or found.attention == attention:
+            return found
+        p = replace(found, attention=attention, next_sync_at=None)
+        await store.save(conn, p)
+        await store.add_history(conn, p, from_state=p.state, source=source, note=note)
+        return p
 
     async def _finish(self, payment_id: str, state: State, note: str, *,
                       refusal: Refusal | None = None) -> None:
@@ -641,16 +648,10 @@ class Payments:
             cases = await aml_store.holding_cases(conn, player_id)
             if not cases:
                 return None
-            found = await store.payment(conn, payment_id, lock=True)
-            assert found is not None
             attention = "aml hold: case " + ", ".join(str(c) for c in cases)
-            if found.state is not State.RESERVED or found.attention == attention:
-                return found
-            p = replace(found, attention=attention, next_sync_at=None)
-            await store.save(conn, p)
-            await store.add_history(conn, p, from_state=p.state, source=source,
+            return await self._park(conn, payment_id, attention, source=source,
+                                    states=(State.RESERVED,),
                                     note=f"held for AML ({attention})")
-            return p
 
     async def _observe(self, p: Payment) -> None:
         """AML monitoring of a new payment: its hits open cases for analysts
