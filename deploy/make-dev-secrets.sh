@@ -49,7 +49,7 @@ game=$(hex 24) bonus=$(hex 24) payments=$(hex 24) support=$(hex 24) account=$(he
 put wallet_callers.json 0644 "{
   \"game-service\": {\"token\": \"$game\", \"scopes\": [\"game\", \"read\"]},
   \"bonus-service\": {\"token\": \"$bonus\", \"scopes\": [\"bonus\", \"read\"]},
-  \"payments-service\": {\"token\": \"$payments\", \"scopes\": [\"payments\", \"read\"]},
+  \"payments-service\": {\"token\": \"$payments\", \"scopes\": [\"payments\", \"read\", \"compliance\"]},
   \"support\": {\"token\": \"$support\", \"scopes\": [\"support\", \"read\"]},
   \"account-service\": {\"token\": \"$account\", \"scopes\": [\"limits\", \"read\"]}
 }

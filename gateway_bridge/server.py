@@ -124,7 +124,8 @@ async def running(settings: Settings, *, migrate_first: bool = True,
                   wallet_timeout_ms=to_wallet.timeout_ms, acquire_timeout_ms=acquire_timeout_ms,
                   rates=rates, router=router)
     risk = RiskService(pool=pool, policy=settings.risk, acquire_timeout_ms=acquire_timeout_ms)
-    kyc = KycService(pool=pool, settings=settings.kyc, acquire_timeout_ms=acquire_timeout_ms)
+    kyc = KycService(pool=pool, settings=settings.kyc, acquire_timeout_ms=acquire_timeout_ms,
+                     wallet=wallet)
     aml = (AmlService(pool=pool, policy=settings.aml.policy,
                       acquire_timeout_ms=acquire_timeout_ms) if settings.aml.enabled else None)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters,

@@ -16,7 +16,8 @@ if [ ! -f .run/callers.json ]; then
 import json, os, secrets
 callers = {name: {"token": secrets.token_urlsafe(24), "scopes": scopes} for name, scopes in {
     "game-service": ["game", "read"], "bonus-service": ["bonus", "read"],
-    "payments-service": ["payments", "read"], "support": ["support", "read"],
+    # The bridge; compliance: the restrictions its KYC results call for.
+    "payments-service": ["payments", "read", "compliance"], "support": ["support", "read"],
     # The casino's account service: the player's responsible-gambling limits and breaks.
     "account-service": ["limits", "read"]}.items()}
 fd = os.open(".run/callers.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

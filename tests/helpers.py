@@ -23,10 +23,15 @@ TOKENS = {
     "support": "test-support-token-0123456789",
     "read": "test-read-token-0123456789",
     "limits": "test-limits-token-0123456789",
+    "compliance": "test-compliance-token-0123456789",
 }
 SERVICES = {"game": "game-service", "bonus": "bonus-service", "payments": "payments-service",
-            "support": "support", "read": "reporting", "limits": "account-service"}
-CALLERS_JSON = orjson.dumps({SERVICES[s]: {"token": t, "scopes": [s]}
+            "support": "support", "read": "reporting", "limits": "account-service",
+            "compliance": "compliance-service"}
+# The bridge (payments-service) also sets the compliance restrictions its KYC results call
+# for (docs/COMPLIANCE.md).
+SCOPES_OF = {s: frozenset({s, "compliance"} if s == "payments" else {s}) for s in TOKENS}
+CALLERS_JSON = orjson.dumps({SERVICES[s]: {"token": t, "scopes": sorted(SCOPES_OF[s])}
                              for s, t in TOKENS.items()}).decode()
 _counter = itertools.count()
 

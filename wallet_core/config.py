@@ -17,7 +17,7 @@ import orjson
 
 from service_kit.settings import EnvReader, SettingsError, read_secret
 
-SCOPES = frozenset({"game", "bonus", "payments", "support", "read", "limits"})
+SCOPES = frozenset({"game", "bonus", "payments", "support", "read", "limits", "compliance"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,11 @@ RETURNING id, (xmax = 0) AS opened"""
 # analyst's release (transaction-scoped: released at commit).
 LOCK_PLAYER = "SELECT pg_advisory_xact_lock(hashtext('aml:' || $1))"
 
+# The rules that already have a case naming this payment ($2), in any state: a payment
+# looked at again (a withdrawal before each payout attempt) never reopens a closed case.
+RULES_NAMING = """
+SELECT DISTINCT rule FROM bridge.aml_cases WHERE player_id = $1 AND $2 = ANY(payment_ids)"""
+
 HOLDING_CASES = """
 SELECT id FROM bridge.aml_cases
 WHERE player_id = $1 AND holds_withdrawals AND state IN ('open', 'investigating')

@@ -65,6 +65,10 @@ class AmlPolicy:
     # Money in and out in several currencies in a short time.
     currencies_max: int = 3
     currencies_window_s: int = 86_400
+    # Little play: a withdrawal when the player's bets in the window came to less than this
+    # share of their deposits in it (money passed through the casino, not played); 0: off.
+    little_play_percent: int = 30
+    little_play_window_s: int = 30 * 86_400
     # The rules whose hits hold the player's withdrawals while their case is open.
     holding_rules: frozenset[str] = frozenset({"AML_STRUCTURING", "AML_CUMULATIVE_DEPOSITS",
                                                "AML_CURRENCY_HOPPING"})
@@ -84,6 +88,10 @@ class AmlFacts:
     instruments_in_window: int
     currencies_in_window: int
     payment_id: str = ""
+    # A withdrawal's: what the player's wallet in `currency` took in deposits and staked in
+    # bets (net of rollbacks) in the little-play window.
+    deposited_in_play_window_minor: int = 0
+    wagered_in_play_window_minor: int = 0
 
 
 # The payments a case lists, at most (a case is about a pattern, not a ledger).
@@ -125,6 +133,16 @@ def evaluate(policy: AmlPolicy, f: AmlFacts) -> list[Hit]:
                                  f"{len(near) + 1} deposits just under {large} {f.currency} "
                                  f"in {policy.structuring_window_s // 86_400} days",
                                  (*near, *own)[-CASE_PAYMENTS_MAX:]))
+    if f.direction is Direction.WITHDRAWAL and policy.little_play_percent \
+            and f.deposited_in_play_window_minor > 0 \
+            and f.wagered_in_play_window_minor * 100 \
+            < f.deposited_in_play_window_minor * policy.little_play_percent:
+        hits.append(("AML_LITTLE_PLAY",
+                     f"a withdrawal of {f.amount_minor} {f.currency} after bets of "
+                     f"{f.wagered_in_play_window_minor} against deposits of "
+                     f"{f.deposited_in_play_window_minor} in "
+                     f"{policy.little_play_window_s // 86_400} days (less than "
+                     f"{policy.little_play_percent} %)", own))
     if f.instruments_in_window > policy.instruments_max:
         hits.append(("AML_MANY_INSTRUMENTS", f"{f.instruments_in_window} payment instruments "
                                              f"in {policy.instruments_window_s // 86_400} "

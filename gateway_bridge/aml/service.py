@@ -10,6 +10,7 @@ import asyncpg
 
 from gateway_bridge.aml import rules, store
 from gateway_bridge.aml.rules import AmlFacts, AmlPolicy, CaseState
+from gateway_bridge.risk import store as risk_store
 from gateway_bridge.shared.terms import Direction
 
 log = logging.getLogger("gateway_bridge.aml")
@@ -31,13 +32,25 @@ class AmlService:
             await store.lock_player(conn, player_id)
             w = await store.window(conn, self._policy, player_id=player_id, currency=currency,
                                    payment_id=payment_id)
+            deposited = wagered = 0
+            if direction is Direction.WITHDRAWAL and self._policy.little_play_percent:
+                # The wallet's journal: deposits and bets from anywhere, not just this bridge.
+                deposited, wagered = await risk_store.wagering(
+                    conn, player_id=player_id, currency=currency,
+                    window_s=self._policy.little_play_window_s)
             hits = rules.evaluate(self._policy, AmlFacts(
                 direction=direction, currency=currency, amount_minor=amount_minor,
                 deposits_before_minor=w.cumulative_minor,
                 deposits_in_structuring_window=w.recent, instruments_in_window=w.instruments,
-                currencies_in_window=w.currencies, payment_id=payment_id))
+                currencies_in_window=w.currencies, payment_id=payment_id,
+                deposited_in_play_window_minor=deposited, wagered_in_play_window_minor=wagered))
+            # A payment looked at again (a withdrawal before each payout attempt) adds
+            # nothing to a rule that already named it, whatever became of that case.
+            named = await store.rules_naming(conn, player_id, payment_id) if hits else set()
             found = []
             for hit in hits:
+                if hit.rule in named:
+                    continue
                 case_id, opened = await store.open_or_extend(conn, player_id=player_id,
                                                              hit=hit)
                 if opened:

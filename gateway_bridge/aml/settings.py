@@ -8,6 +8,9 @@ rule's threshold is a setting, defaults on aml.rules.AmlPolicy:
                                            threshold in BRIDGE_AML_STRUCTURING_WINDOW_S (7 d)
     BRIDGE_AML_INSTRUMENTS_MAX         5   distinct instruments in 30 days
     BRIDGE_AML_CURRENCIES_MAX          3   currencies moved in 24 hours
+    BRIDGE_AML_LITTLE_PLAY_PERCENT     30  a withdrawal after bets below this share of
+                                           the deposits in BRIDGE_AML_LITTLE_PLAY_WINDOW_S
+                                           (30 d); 0 turns the rule off
     BRIDGE_AML_HOLDING_RULES           AML_STRUCTURING,AML_CUMULATIVE_DEPOSITS,
                                        AML_CURRENCY_HOPPING: their open cases hold
                                        the player's withdrawals
@@ -24,7 +27,7 @@ from gateway_bridge.aml.rules import AmlPolicy
 from service_kit.settings import EnvReader
 
 RULES = frozenset({"AML_LARGE_DEPOSIT", "AML_CUMULATIVE_DEPOSITS", "AML_STRUCTURING",
-                   "AML_MANY_INSTRUMENTS", "AML_CURRENCY_HOPPING"})
+                   "AML_MANY_INSTRUMENTS", "AML_CURRENCY_HOPPING", "AML_LITTLE_PLAY"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,5 +75,10 @@ def load(env: Mapping[str, str], r: EnvReader) -> AmlSettings:
                                   high=1000),
         currencies_max=r.integer("BRIDGE_AML_CURRENCIES_MAX", d.currencies_max, low=1,
                                  high=100),
+        little_play_percent=r.integer("BRIDGE_AML_LITTLE_PLAY_PERCENT",
+                                      d.little_play_percent, low=0, high=1000),
+        little_play_window_s=r.integer("BRIDGE_AML_LITTLE_PLAY_WINDOW_S",
+                                       d.little_play_window_s, low=3600,
+                                       high=366 * 86_400),
         holding_rules=holding)
     return AmlSettings(enabled=r.flag("BRIDGE_AML_ENABLED", True), policy=policy)

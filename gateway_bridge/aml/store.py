@@ -74,6 +74,11 @@ async def open_or_extend(conn: asyncpg.Connection, *, player_id: str,
     return int(row["id"]), bool(row["opened"])
 
 
+async def rules_naming(conn: asyncpg.Connection, player_id: str,
+                       payment_id: str) -> set[str]:
+    return {r["rule"] for r in await conn.fetch(q.RULES_NAMING, player_id, payment_id)}
+
+
 async def holding_cases(conn: asyncpg.Connection, player_id: str) -> list[int]:
     return [int(r["id"]) for r in await conn.fetch(q.HOLDING_CASES, player_id)]
 

@@ -8,6 +8,11 @@ rules, pure, with no I/O.
 
 A provider's answer only moves a check that is still the player's current one: an answer
 for an older check (a re-check started since) or one that comes twice changes nothing.
+
+A verification that shows the player under age, or resident in a blocked country, also
+calls for a restriction in the wallet (bets are the wallet's, not the cashier's): its
+encoded form (`restriction`) is kept on the player's row and sent to the wallet until the
+wallet has it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class Verification:
     cash_out_allowed: bool = False
     # Rejected before: deposits stay refused while a re-check runs.
     was_rejected: bool = False
+    # What the wallet should enforce: "" (nothing), "COUNTRY_BLOCKED" or
+    # "UNDERAGE:<the date the player comes of age>" (encode_restriction).
+    restriction: str = ""
     updated_at: datetime | None = None
 
 
@@ -156,3 +164,40 @@ def deposit_gate(v: Verification, *, deposited_minor: int, amount_minor: int,
         return Gate(KYC_REQUIRED, f"deposits past {threshold_minor} minor units in all need a "
                                   f"verified identity; the player is {v.state.value}")
     return None
+
+
+# -- the wallet's restriction ---------------------------------------------------------------
+
+def comes_of_age_on(birth_date: date, age: int) -> date:
+    """The birthday on which a player reaches `age` (29 February: 1 March in other years)."""
+    try:
+        return birth_date.replace(year=birth_date.year + age)
+    except ValueError:
+        return date(birth_date.year + age, 3, 1)
+
+
+def play_restriction(v: Verification, *, today: date, min_age_by_country: Mapping[str, int],
+                     min_age_default: int, blocked_countries: Collection[str]) -> str:
+    """The restriction a verification calls for in the wallet (encoded); a verification
+    without a clear answer keeps the one before (an expiry or a rejection does not show the
+    player older, or living elsewhere)."""
+    if v.state is not KycState.VERIFIED or v.birth_date is None or not v.country:
+        return v.restriction
+    if v.country in blocked_countries:
+        return COUNTRY_BLOCKED
+    minimum = min_age_by_country.get(v.country, min_age_default)
+    if age_on(v.birth_date, today) < minimum:
+        return f"{UNDERAGE}:{comes_of_age_on(v.birth_date, minimum).isoformat()}"
+    return ""
+
+
+def decode_restriction(encoded: str, today: date) -> tuple[str, date | None] | None:
+    """(reason, the date it ends by itself or None) for the wallet; None: nothing to
+    enforce (no restriction, or an age restriction whose birthday has come)."""
+    if not encoded:
+        return None
+    reason, _, until = encoded.partition(":")
+    if not until:
+        return reason, None
+    ends = date.fromisoformat(until)
+    return None if ends <= today else (reason, ends)

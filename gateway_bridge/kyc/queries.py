@@ -7,19 +7,19 @@ ON CONFLICT (player_id) DO NOTHING"""
 
 KYC = """
 SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
-       country, documents_expire_on, cash_out_allowed, was_rejected, updated_at
+       country, documents_expire_on, cash_out_allowed, was_rejected, restriction, updated_at
 FROM bridge.kyc WHERE player_id = $1"""
 
 KYC_FOR_UPDATE = KYC + " FOR UPDATE"
 
 KYC_BY_CHECK_FOR_UPDATE = """
 SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
-       country, documents_expire_on, cash_out_allowed, was_rejected, updated_at
+       country, documents_expire_on, cash_out_allowed, was_rejected, restriction, updated_at
 FROM bridge.kyc WHERE provider = $1 AND check_id = $2 FOR UPDATE"""
 
 KYC_BY_CHECK = """
 SELECT player_id, state, provider, applicant_id, check_id, checks_started, birth_date,
-       country, documents_expire_on, cash_out_allowed, was_rejected, updated_at
+       country, documents_expire_on, cash_out_allowed, was_rejected, restriction, updated_at
 FROM bridge.kyc WHERE provider = $1 AND check_id = $2"""
 
 EVENT_SEEN = "SELECT 1 FROM bridge.kyc_events WHERE provider = $1 AND event_key = $2"
@@ -37,7 +37,19 @@ TOUCH = "UPDATE bridge.kyc SET updated_at = now() WHERE player_id = $1 AND state
 SAVE = """
 UPDATE bridge.kyc SET state = $2, provider = $3, applicant_id = $4, check_id = $5,
        checks_started = $6, birth_date = $7, country = $8, documents_expire_on = $9,
-       cash_out_allowed = $10, was_rejected = $11, updated_at = now()
+       cash_out_allowed = $10, was_rejected = $11, restriction = $12,
+       restriction_version = restriction_version + (restriction <> $12)::int,
+       updated_at = now()
+WHERE player_id = $1"""
+
+# Restrictions the wallet does not have yet, at most $1.
+UNSENT_RESTRICTIONS = """
+SELECT player_id, restriction, restriction_version FROM bridge.kyc
+WHERE restriction_version > restriction_sent_version
+ORDER BY player_id LIMIT $1"""
+
+RESTRICTION_SENT = """
+UPDATE bridge.kyc SET restriction_sent_version = greatest(restriction_sent_version, $2)
 WHERE player_id = $1"""
 
 ADD_HISTORY = """

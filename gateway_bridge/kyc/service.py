@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -23,11 +24,14 @@ from gateway_bridge.kyc.model import CheckResult, Gate, KycRefused, KycState, Ve
 from gateway_bridge.kyc.onfido import NAME, OnfidoClient, read_webhook
 from gateway_bridge.kyc.settings import KycSettings
 from gateway_bridge.psp.base import PspUnavailable
+from gateway_bridge.wallet.client import WalletClient, WalletRefused, WalletUnavailable
 from service_kit import pg
 
 log = logging.getLogger("gateway_bridge.kyc")
 # Late checks asked about per pass.
 LATE_POLLS_MAX = 20
+# Restrictions sent to the wallet per pass.
+RESTRICTIONS_PER_PASS_MAX = 100
 
 # Checks one player may start (each costs money at the provider); then support decides.
 CHECKS_MAX = 5
@@ -35,8 +39,10 @@ CHECKS_MAX = 5
 
 class KycService:
     def __init__(self, *, pool: asyncpg.Pool, settings: KycSettings, acquire_timeout_ms: int,
+                 wallet: WalletClient,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._pool = pool
+        self._wallet = wallet
         self._settings = settings
         self._acquire_timeout_s = acquire_timeout_ms / 1000
         self._clock = clock
@@ -124,6 +130,11 @@ class KycService:
             v = await store.by_check(conn, NAME, check_id, lock=True)
             after = (None if v is None or result is None
                      else model.answered(v, result, now=self._clock()))
+            if after is not None:
+                s = self._settings
+                after = replace(after, restriction=model.play_restriction(
+                    after, today=self._clock().date(), min_age_by_country=s.min_age_by_country,
+                    min_age_default=s.min_age, blocked_countries=s.blocked_countries))
             outcome = (f"applied: {after.state.value}" if after is not None
                        else f"ignored: {action}")
             if not await store.record_event(conn, NAME, event_key, outcome):
@@ -131,8 +142,46 @@ class KycService:
             if v is not None and after is not None and result is not None:
                 note = (f"check {check_id}: clear" if result.clear
                         else f"check {check_id}: consider (rejected)")
+                if after.restriction != v.restriction:
+                    note += f"; wallet restriction: {after.restriction or 'lifted'}"
                 await store.save(conn, after, before=v, source=source, actor=NAME, note=note)
-            return outcome
+        if v is not None and after is not None and after.restriction != v.restriction:
+            try:
+                await self.send_restrictions()
+            except pg.DB_ERRORS as err:  # the poller sends it later
+                log.warning("kyc restriction: database trouble",
+                            extra={"error": type(err).__name__})
+        return outcome
+
+    async def send_restrictions(self) -> int:
+        """Sends the wallet the restrictions it does not have yet (a verification showing
+        the player under age or in a blocked country, or no longer): after each answer, and
+        on every poll for those the wallet could not take then. The call's key names the
+        restriction's version, so a resend replays. Returns how many the wallet took."""
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            unsent = await store.unsent_restrictions(conn, limit=RESTRICTIONS_PER_PASS_MAX)
+        sent = 0
+        today = self._clock().date()
+        for player_id, encoded, version in unsent:
+            wanted = model.decode_restriction(encoded, today)
+            currency = self._settings.threshold_currency
+            try:
+                # The restriction lives on the player's wallets; one opened later inherits
+                # it, so a player with none yet gets one to carry it.
+                await self._wallet.open_wallet(player_id=player_id, currency=currency)
+                await self._wallet.restrict(
+                    player_id=player_id, currency=currency,
+                    reason=None if wanted is None else wanted[0],
+                    until=None if wanted is None else wanted[1],
+                    key=f"bridge:kyc-restrict:{player_id}:{version}")
+            except (WalletUnavailable, WalletRefused) as err:
+                log.warning("kyc restriction not sent", extra={
+                    "player_id": player_id, "error": getattr(err, "reason", "") or err.code})
+                continue
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                await store.restriction_sent(conn, player_id, version)
+            sent += 1
+        return sent
 
     async def poll_late(self) -> int:
         """Asks the provider about checks pending longer than `late_after_ms` (its webhook
@@ -161,6 +210,7 @@ class KycService:
         while True:
             try:
                 await self.poll_late()
+                await self.send_restrictions()
             except pg.DB_ERRORS as err:
                 log.warning("kyc poll: database trouble", extra={"error": type(err).__name__})
             await asyncio.sleep(interval_ms / 1000)

@@ -20,7 +20,7 @@ def _verification(row: asyncpg.Record) -> Verification:
                         documents_expire_on=row["documents_expire_on"],
                         cash_out_allowed=row["cash_out_allowed"],
                         was_rejected=row["was_rejected"],
-                        updated_at=row["updated_at"])
+                        restriction=row["restriction"], updated_at=row["updated_at"])
 
 
 async def verification(conn: asyncpg.Connection, player_id: str, *,
@@ -49,7 +49,8 @@ async def save(conn: asyncpg.Connection, v: Verification, *, before: Verificatio
                source: str, actor: str, note: str) -> None:
     await conn.execute(q.SAVE, v.player_id, v.state.value, v.provider, v.applicant_id,
                        v.check_id, v.checks_started, v.birth_date, v.country,
-                       v.documents_expire_on, v.cash_out_allowed, v.was_rejected)
+                       v.documents_expire_on, v.cash_out_allowed, v.was_rejected,
+                       v.restriction)
     await conn.execute(q.ADD_HISTORY, v.player_id, before.state.value, v.state.value, source,
                        actor, note[:500])
 
@@ -78,3 +79,14 @@ async def touch(conn: asyncpg.Connection, player_id: str) -> None:
 
 async def deposited_minor(conn: asyncpg.Connection, player_id: str, currency: str) -> int:
     return int(await conn.fetchval(q.DEPOSITED, player_id, currency))
+
+
+async def unsent_restrictions(conn: asyncpg.Connection, *,
+                              limit: int) -> list[tuple[str, str, int]]:
+    """(player, encoded restriction, its version) the wallet does not have yet."""
+    return [(r["player_id"], r["restriction"], r["restriction_version"])
+            for r in await conn.fetch(q.UNSENT_RESTRICTIONS, limit)]
+
+
+async def restriction_sent(conn: asyncpg.Connection, player_id: str, version: int) -> None:
+    await conn.execute(q.RESTRICTION_SENT, player_id, version)

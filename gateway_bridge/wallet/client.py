@@ -16,7 +16,7 @@ This module alone knows the wallet's protobufs: callers pass and get plain value
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,17 @@ class WalletClient:
         await self._call("OpenWallet", pb.OpenWalletRequest(
             player_id=player_id, currency=currency,
             idempotency_key=f"bridge:open:{player_id}:{currency}"))
+
+    async def restrict(self, *, player_id: str, currency: str, reason: str | None,
+                       until: date | None, key: str) -> None:
+        """The operator's restriction on the player's play (reason None lifts it); `until`:
+        the day it ends by itself, at midnight UTC."""
+        request = pb.RestrictRequest(player_id=player_id, currency=currency,
+                                     reason=reason or "", lift=reason is None,
+                                     idempotency_key=key)
+        if until is not None:
+            request.until.FromDatetime(datetime.combine(until, time(), UTC))
+        await self._call("Restrict", request)
 
     async def deposit_room(self, *, player_id: str, currency: str) -> DepositRoom:
         """What the player's limits leave for deposits now; no wallet yet, no limits."""

@@ -154,9 +154,11 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     "fx": {"shared", "wallet"},
     "risk": {"shared"},
     "routing": {"shared", "metrics"},
-    # KYC's provider client is built on the PSPs' outbound client and webhook helpers.
-    "kyc": {"shared", "psp"},
-    "aml": {"shared"},
+    # KYC's provider client is built on the PSPs' outbound client and webhook helpers; the
+    # restrictions its results call for go to the wallet.
+    "kyc": {"shared", "psp", "wallet"},
+    # The little-play rule reads the wallet's deposits and bets as the risk rules do.
+    "aml": {"shared", "risk"},
     "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk", "routing", "kyc",
                  "aml"},
     "incidents": {"shared", "metrics", "psp"},

@@ -32,7 +32,10 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     # through the casino's account service; the bridge reads them before a deposit.
     "SetLimits": frozenset({"limits"}),
     "Exclude": frozenset({"limits"}),
-    "GetLimits": frozenset({"limits", "read", "support", "payments"}),
+    # The operator's compliance restriction (under age, blocked country): the bridge sets
+    # it from a player's KYC result.
+    "Restrict": frozenset({"compliance"}),
+    "GetLimits": frozenset({"limits", "read", "support", "payments", "compliance"}),
     # payments: the bridge asks whether a credit it sent under a key was recorded before it
     # re-prices one whose rate aged out (docs/FX.md, rate pinning).
     "GetTransaction": frozenset({"support", "read", "payments"}),

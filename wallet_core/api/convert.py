@@ -21,6 +21,7 @@ from wallet_core.domain import validation as v
 from wallet_core.domain.errors import InvalidField
 from wallet_core.domain.ledger import Balances, BonusState
 from wallet_core.domain.limits import (
+    RESTRICTIONS,
     SELF_EXCLUSION_MAX,
     SELF_EXCLUSION_MIN,
     TIMEOUT_MAX,
@@ -47,7 +48,7 @@ def wallet(req: pb.OpenWalletRequest | pb.GetBalanceRequest | pb.DepositRequest
             | pb.ReserveWithdrawalRequest | pb.BetRequest | pb.WinRequest | pb.RollbackRequest
             | pb.GrantBonusRequest | pb.ChargebackRequest | pb.AdjustRequest
             | pb.GetBonusesRequest | pb.ListTransactionsRequest | pb.SetLimitsRequest
-            | pb.GetLimitsRequest | pb.ExcludeRequest,
+            | pb.GetLimitsRequest | pb.ExcludeRequest | pb.RestrictRequest,
             currencies: Currencies) -> tuple[str, Currency]:
     return v.identifier(req.player_id, "player_id"), v.currency(req.currency, currencies)
 
@@ -279,6 +280,23 @@ def exclude(req: pb.ExcludeRequest, cur: Currencies) -> cmd.Exclude:
                        idempotency_key=v.idempotency_key(req.idempotency_key))
 
 
+def restrict(req: pb.RestrictRequest, cur: Currencies) -> cmd.Restrict:
+    player, currency = wallet(req, cur)
+    until = (req.until.ToDatetime(tzinfo=UTC) if req.HasField("until") else None)
+    if req.lift:
+        if req.reason:
+            raise InvalidField("reason", "must be empty when lift is true")
+        if until is not None:
+            raise InvalidField("until", "must be unset when lift is true")
+        reason = None
+    else:
+        if req.reason not in RESTRICTIONS:
+            raise InvalidField("reason", "UNDERAGE or COUNTRY_BLOCKED (or lift = true)")
+        reason = req.reason
+    return cmd.Restrict(player_id=player, currency=currency.code, reason=reason, until=until,
+                        idempotency_key=v.idempotency_key(req.idempotency_key))
+
+
 # -- responses ---------------------------------------------------------------------------------
 
 _KIND_CODES = {k: code for code, k in _LIMIT_KINDS.items()}
@@ -306,6 +324,10 @@ def limits(view: Mapping[str, Any]) -> pb.Limits:
         out.timeout_until.FromDatetime(g.timeout_until.astimezone(UTC))
     if g.excluded_until is not None:
         out.excluded_until.FromDatetime(g.excluded_until.astimezone(UTC))
+    if g.restriction is not None:
+        out.restriction = g.restriction
+        if g.restricted_until is not None:
+            out.restricted_until.FromDatetime(g.restricted_until.astimezone(UTC))
     return out
 
 

@@ -92,6 +92,7 @@ METHODS = (
     MoneyMethod("Adjust", "adjust", convert.adjust, _plain(pb.AdjustResponse)),
     MoneyMethod("SetLimits", "set_limits", convert.set_limits, _limits(pb.SetLimitsResponse)),
     MoneyMethod("Exclude", "exclude", convert.exclude, _limits(pb.ExcludeResponse)),
+    MoneyMethod("Restrict", "restrict", convert.restrict, _limits(pb.RestrictResponse)),
 )
 BY_NAME = {m.name: m for m in METHODS}
 BY_FIELD = {m.field: m for m in METHODS}

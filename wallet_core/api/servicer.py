@@ -214,6 +214,10 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                       context: Context) -> pb.ExcludeResponse:
         return await self._money("Exclude", request, context)  # type: ignore[no-any-return]
 
+    async def Restrict(self, request: pb.RestrictRequest,
+                       context: Context) -> pb.RestrictResponse:
+        return await self._money("Restrict", request, context)  # type: ignore[no-any-return]
+
     async def GetLimits(self, request: pb.GetLimitsRequest,
                         context: Context) -> pb.GetLimitsResponse:
         async def work(caller: Caller) -> pb.GetLimitsResponse:

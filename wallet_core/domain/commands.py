@@ -180,6 +180,19 @@ class Exclude(WalletCommand):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Restrict(WalletCommand):
+    """The operator's compliance restriction of the player, in every currency, or its lifting
+    (`reason` None); `currency` names the wallet the journal row goes to."""
+
+    kind: ClassVar[str] = "restrict"
+    reason: str | None
+    until: datetime | None = None
+
+    def apply(self, guard: Guard, now: datetime) -> Guard:
+        return guard.with_restriction(self.reason, self.until, now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExpireBonus(Command):
     """Internal: the sweeper's expiry of one bonus (caller "system")."""
 

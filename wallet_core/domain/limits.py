@@ -10,7 +10,10 @@ bet reads it with the lock it already takes and pays no extra round trip. It hol
   effect at once, raising or removing one only after COOLING_OFF;
 - what was used in each limit's current period, reset when the period turns;
 - a time-out or a self-exclusion: bets and deposits refused until it ends (never early),
-  wins and rollbacks of rounds already in play still settled, withdrawals still allowed.
+  wins and rollbacks of rounds already in play still settled, withdrawals still allowed;
+- a restriction the operator's compliance checks put on the player (under age, or resident
+  in a blocked country): refused the same way, but lifted by the operator when its cause is
+  gone, and an age restriction ends by itself on the birthday it waits for.
 
 Periods turn at midnight in the player's time zone (UTC unless one is set).
 """
@@ -35,6 +38,9 @@ SELF_EXCLUSION_MAX = timedelta(days=366 * 10)
 SELF_EXCLUDED = "SELF_EXCLUDED"
 TIMED_OUT = "TIMED_OUT"
 LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+UNDERAGE = "UNDERAGE"
+COUNTRY_BLOCKED = "COUNTRY_BLOCKED"
+RESTRICTIONS = frozenset({UNDERAGE, COUNTRY_BLOCKED})
 
 
 class Kind(StrEnum):
@@ -130,12 +136,17 @@ class Guard:
     # A new time zone waiting for its cooling-off (a zone change moves when periods turn,
     # so it could give a fresh period at once, as a raise would).
     tz_pending: tuple[str, datetime] | None = None
+    # The operator's restriction (UNDERAGE, COUNTRY_BLOCKED) and when it ends by itself
+    # (None: when lifted).
+    restriction: str | None = None
+    restricted_until: datetime | None = None
 
     @property
     def empty(self) -> bool:
         """Nothing set: the wallet row keeps NULL and its bets pay for nothing."""
         return not (self.limits or self.pending or self.timeout_until or self.excluded_until
-                    or self.excluded_permanently or self.tz != "UTC" or self.tz_pending)
+                    or self.excluded_permanently or self.tz != "UTC" or self.tz_pending
+                    or self.restriction)
 
     # -- time --------------------------------------------------------------------------------
 
@@ -168,19 +179,34 @@ class Guard:
                 usage[key] = (found if found is not None and found.holds(now_s)
                               else Usage.fresh(key[1], now, self.tz))
         if (limits is self.limits and usage is self.usage and self.timeout_until is None
-                and self.excluded_until is None):
+                and self.excluded_until is None and self.restricted_until is None):
             return self  # the common case: nothing due, nothing turned
+        restriction_ended = (self.restricted_until is not None
+                             and self.restricted_until <= now)
         return replace(
             self, limits=limits, pending=tuple(waiting), usage=usage,
             timeout_until=(self.timeout_until if self.timeout_until
                            and self.timeout_until > now else None),
             excluded_until=(self.excluded_until if self.excluded_until
-                            and self.excluded_until > now else None))
+                            and self.excluded_until > now else None),
+            restriction=None if restriction_ended else self.restriction,
+            restricted_until=None if restriction_ended else self.restricted_until)
 
     # -- what may happen ---------------------------------------------------------------------
 
     def refuse_break(self, now: datetime) -> None:
-        """Rejected (SELF_EXCLUDED / TIMED_OUT) while the player is on a break."""
+        """Rejected (SELF_EXCLUDED / TIMED_OUT) while the player is on a break, and with the
+        restriction's reason (UNDERAGE / COUNTRY_BLOCKED) while one holds."""
+        if self.restriction is not None and (self.restricted_until is None
+                                             or self.restricted_until > now):
+            until = ("until lifted" if self.restricted_until is None
+                     else f"until {self.restricted_until.isoformat()}")
+            why = ("is under the minimum age" if self.restriction == UNDERAGE
+                   else "lives in a country the casino may not serve")
+            raise Rejected(f"the player {why}: play is restricted {until}",
+                           reason=self.restriction,
+                           metadata={"until": "lifted" if self.restricted_until is None
+                                     else self.restricted_until.isoformat()})
         if self.excluded_permanently or (self.excluded_until and self.excluded_until > now):
             until = ("permanently" if self.excluded_permanently
                      else f"until {self.excluded_until.isoformat()}" if self.excluded_until
@@ -274,15 +300,32 @@ class Guard:
         end = now + exclusion
         return replace(g, excluded_until=max(end, g.excluded_until or end))
 
+    def with_restriction(self, reason: str | None, until: datetime | None,
+                         now: datetime) -> Guard:
+        """The operator's restriction set, replaced, or lifted (`reason` None). Unlike a
+        break it may end early: its cause (an age, a country) can be shown wrong or gone."""
+        g = self.at(now)
+        if reason is None:
+            return replace(g, restriction=None, restricted_until=None)
+        if reason not in RESTRICTIONS:
+            raise InvalidField("reason", "UNDERAGE or COUNTRY_BLOCKED")
+        if until is not None and until <= now:
+            raise InvalidField("until", "must be in the future (or unset: until lifted)")
+        return replace(g, restriction=reason, restricted_until=until)
+
     def with_breaks_of(self, other: Guard) -> Guard:
         """This wallet with the breaks of another wallet of the player (a wallet opened
-        during a break inherits it): the later ends win."""
+        during a break inherits it): the later ends win. A restriction is the player's as
+        well; every wallet carries the same one, so the one found is taken."""
         def later(a: datetime | None, b: datetime | None) -> datetime | None:
             return b if a is None else a if b is None else max(a, b)
         return replace(self, timeout_until=later(self.timeout_until, other.timeout_until),
                        excluded_until=later(self.excluded_until, other.excluded_until),
                        excluded_permanently=(self.excluded_permanently
-                                             or other.excluded_permanently))
+                                             or other.excluded_permanently),
+                       restriction=self.restriction or other.restriction,
+                       restricted_until=(self.restricted_until if self.restriction
+                                         else other.restricted_until))
 
     # -- storage -----------------------------------------------------------------------------
 
@@ -298,7 +341,11 @@ class Guard:
             "excluded_until": _epoch(self.excluded_until) if self.excluded_until else None,
             "excluded_permanently": self.excluded_permanently, "tz": self.tz,
             "tz_pending": (None if self.tz_pending is None
-                           else [self.tz_pending[0], _epoch(self.tz_pending[1])])}
+                           else [self.tz_pending[0], _epoch(self.tz_pending[1])]),
+            **({} if self.restriction is None else {
+                "restriction": self.restriction,
+                "restricted_until": (_epoch(self.restricted_until)
+                                     if self.restricted_until else None)})}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Guard:
@@ -316,7 +363,9 @@ class Guard:
             excluded_permanently=bool(d.get("excluded_permanently", False)),
             tz=str(d.get("tz", "UTC")),
             tz_pending=(None if not d.get("tz_pending")
-                        else (str(d["tz_pending"][0]), _time(d["tz_pending"][1]))))
+                        else (str(d["tz_pending"][0]), _time(d["tz_pending"][1]))),
+            restriction=d.get("restriction"),
+            restricted_until=when(d.get("restricted_until")))
 
 
 _KINDS = {k.value: k for k in Kind}

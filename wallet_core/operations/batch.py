@@ -15,10 +15,10 @@ from wallet_core.storage.batch_writes import BatchWrites
 # Bets and wins gather their rows for one set-based write per batch.
 SET_BASED = frozenset({cmd.Bet, cmd.Win})
 # Operations that find their wallet by withdrawal or bonus id and read it from Postgres, or
-# (Exclude) write other wallets of the player than the one they name: after one, the batch
+# (Exclude, Restrict) write other wallets of the player than the one they name: after one, the batch
 # reads its wallets again.
 BY_ID = (cmd.CommitWithdrawal, cmd.CancelWithdrawal, cmd.ReverseWithdrawal,
-         cmd.ForfeitBonus, cmd.ExpireBonus, cmd.Exclude)
+         cmd.ForfeitBonus, cmd.ExpireBonus, cmd.Exclude, cmd.Restrict)
 
 
 @dataclass(slots=True)

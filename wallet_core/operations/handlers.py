@@ -42,6 +42,7 @@ class Handlers:
             cmd.ForfeitBonus: self._end_bonus, cmd.ExpireBonus: self._end_bonus,
             cmd.Chargeback: self._psp_transfer, cmd.Adjust: self._adjust,
             cmd.SetLimits: self._set_limits, cmd.Exclude: self._exclude,
+            cmd.Restrict: self._exclude,
         }
 
     async def run(self, conn: asyncpg.Connection, batch: Batch, call: Call) -> Outcome:
@@ -154,10 +155,10 @@ class Handlers:
                                   {"changes": str(len(c.changes))})
 
     async def _exclude(self, conn: asyncpg.Connection, batch: Batch, call: Call) -> Outcome:
-        """The break goes on the wallet named (its journal row) and on every other wallet of
-        the player, each under its row lock."""
+        """The break (or restriction) goes on the wallet named (its journal row) and on every
+        other wallet of the player, each under its row lock."""
         c = call.command
-        assert isinstance(c, cmd.Exclude)
+        assert isinstance(c, cmd.Exclude | cmd.Restrict)
         await repo.lock_player_wallets(conn, c.player_id)
         draft = await self._lock(conn, batch, c, with_bonuses=False)
         now = self._clock()
@@ -173,8 +174,9 @@ class Handlers:
                 conn, c.player_id, draft.wallet_id,
                 lambda guard: c.apply(guard or Guard(), now))
 
-        return await self._settle(conn, batch, call, draft, c.currency, rule,
-                                  {"break": c.break_kind}, after)
+        details = ({"break": c.break_kind} if isinstance(c, cmd.Exclude)
+                   else {"restriction": c.reason or "lifted"})
+        return await self._settle(conn, batch, call, draft, c.currency, rule, details, after)
 
     async def _psp_transfer(self, conn: asyncpg.Connection, batch: Batch, call: Call) -> Outcome:
         """Deposit and Chargeback: cash against a PSP account, keyed by psp_reference."""

@@ -123,3 +123,37 @@ async def test_a_reported_cases_journal_ids_come_from_the_wallet(
     record = orjson.loads((tmp_path / f"sar-{case['id']}.json").read_bytes())
     [tx] = record["transactions"]
     assert tx["wallet_journal_id"], tx
+
+
+async def test_a_withdrawal_after_little_play_opens_a_case_once(
+        make_bridge: BridgeFactory, cashier: Cashier, client: Client, player: str,
+        bridge_conn: asyncpg.Connection, bridge_db: str) -> None:
+    """Deposits with bets below 30 % of them, then a withdrawal: the little-play rule opens a
+    case (here a holding one). Cleared, the withdrawal is paid out, and being looked at again
+    before that payout does not open another case. A player who played enough opens none."""
+    played = f"{player}-played"
+    await client.funded(player, 100_00)
+    await client.bet(player, 29_00, round_id="r1")  # 29 % of the deposits
+    await client.funded(played, 100_00)
+    await client.bet(played, 30_00, round_id="r1")
+    async with make_bridge(BRIDGE_AML_HOLDING_RULES="AML_LITTLE_PLAY"):
+        status, wd = await cashier.request("POST", "/v1/withdrawals", body={
+            "player_id": player, "amount_minor": 20_00, "currency": "USD", "psp": "stripe",
+            "method": "bank_transfer", "destination": "acct_test_1"},
+            headers={"Idempotency-Key": f"lp-{player}"})
+        assert status == 202, wd
+        [case] = await cases(bridge_conn, player)
+        assert (case["rule"], case["holds_withdrawals"]) == ("AML_LITTLE_PLAY", True)
+        assert list(case["payment_ids"]) == [wd["id"]]
+        assert wd["state"] == "reserved" and wd["attention"] == f"aml hold: case {case['id']}"
+        cleared = await asyncio.to_thread(walletctl, {"DATABASE_URL": bridge_db}, "aml",
+                                          "clear", str(case["id"]), "--note", "known player")
+        assert cleared.returncode == 0, cleared.stderr
+        await cashier.wait_state(wd["id"], "payout_pending")
+        assert [c["state"] for c in await cases(bridge_conn, player)] == ["cleared"]
+        status, other = await cashier.request("POST", "/v1/withdrawals", body={
+            "player_id": played, "amount_minor": 20_00, "currency": "USD", "psp": "stripe",
+            "method": "bank_transfer", "destination": "acct_test_1"},
+            headers={"Idempotency-Key": f"lp-{played}"})
+        assert status == 202 and other["state"] == "payout_pending", other
+        assert await cases(bridge_conn, played) == []

@@ -11,12 +11,15 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
+import grpc
 import orjson
 
 from gateway_bridge.server import Running
+from gateway_bridge.wallet.client import WalletClient
+from loadtests.ports import lease_port
 from tests.bridge.clis import walletctl
 from tests.bridge.conftest import BridgeFactory, Cashier
-from tests.helpers import Client, wait_for
+from tests.helpers import TOKENS, Client, error_info, wait_for
 
 
 def kyc_bridge(make_bridge: BridgeFactory, sim: str,
@@ -139,6 +142,77 @@ async def test_deposits_past_the_threshold_need_verification_and_age_and_country
     async with kyc_bridge(make_bridge, sim):
         status, body = await deposit(cashier, player, 50_00, f"d5-{player}")
         assert status == 201, body
+
+
+async def test_an_underage_or_blocked_player_may_not_bet_in_the_wallet(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, client: Client,
+        player: str) -> None:
+    """The wallet itself refuses their bets (the cashier sees no bets), in every currency,
+    while a round in play still settles; an age restriction ends on the birthday."""
+    blocked = f"{player}-b"
+    await client.funded(player, 50_00)
+    await client.bet(player, 5_00, round_id="open")
+    async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
+                          BRIDGE_KYC_MIN_AGE_BY_COUNTRY='{"USA": 21}'):
+        check = await start(cashier, player)
+        await complete(cashier, check["check_id"], "clear", dob="2007-06-01", country="USA")
+        await reached(cashier, player, "verified")
+        # The blocked player has no wallet yet: the bridge opens one to carry it.
+        check = await start(cashier, blocked)
+        await complete(cashier, check["check_id"], "clear", dob="1990-01-01", country="PRK")
+        await reached(cashier, blocked, "verified")
+    code, reason, meta = await refusal(client.bet(player, 1_00, round_id="new"))
+    assert (code, reason, meta["until"]) == (grpc.StatusCode.FAILED_PRECONDITION, "UNDERAGE",
+                                             "2028-06-01T00:00:00+00:00")
+    await client.win(player, 7_00, round_id="open")
+    await client.open(player, "EUR")
+    assert (await refusal(client.deposit(player, 1_00, "EUR")))[1] == "UNDERAGE"
+    # WALLET_NOT_FOUND otherwise.
+    assert (await refusal(client.deposit(blocked, 10_00)))[1] == "COUNTRY_BLOCKED"
+    assert (await refusal(client.bet(blocked, 1_00, round_id="r")))[1] == "COUNTRY_BLOCKED"
+
+
+async def test_a_restriction_the_wallet_missed_is_sent_by_the_poller(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, client: Client,
+        bridge_conn: asyncpg.Connection, player: str) -> None:
+    await client.funded(player, 20_00)
+    async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
+                          BRIDGE_KYC_POLL_INTERVAL_MS="100") as bridge:
+        kyc = bridge.services.kyc
+        real = kyc._wallet
+        unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
+                                   timeout_ms=300)
+        kyc._wallet = unreachable
+        try:
+            check = await start(cashier, player)
+            await complete(cashier, check["check_id"], "clear", dob="1990-01-01",
+                           country="PRK")
+            await reached(cashier, player, "verified")
+            unsent = await bridge_conn.fetchval(
+                "SELECT restriction_version - restriction_sent_version FROM bridge.kyc "
+                "WHERE player_id = $1", player)
+            assert unsent == 1
+            await client.bet(player, 1_00, round_id="before")  # the wallet does not know
+        finally:
+            kyc._wallet = real
+            await unreachable.close()
+
+        async def restricted() -> bool:
+            try:
+                await client.bet(player, 1_00, round_id="after")
+            except grpc.aio.AioRpcError as err:
+                return error_info(err).reason == "COUNTRY_BLOCKED"
+            return False
+        await wait_for(restricted)
+
+
+async def refusal(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        info = error_info(err)
+        return err.code(), info.reason, dict(info.metadata)
+    raise AssertionError("the wallet took it")
 
 
 async def test_kyc_is_off_without_a_provider(bridge: object, cashier: Cashier,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway_bridge.aml.rules import (
@@ -63,3 +65,18 @@ def test_a_case_moves_forward_only() -> None:
             transition(done, CaseState.OPEN)
     with pytest.raises(CaseRefused):
         transition(CaseState.INVESTIGATING, CaseState.OPEN)
+
+
+def test_little_play_fires_on_a_withdrawal_below_the_share_played() -> None:
+    policy = AmlPolicy()
+    facts = AmlFacts(direction=Direction.WITHDRAWAL, currency="USD", amount_minor=50_00,
+                     deposits_before_minor=0, deposits_in_structuring_window=(),
+                     instruments_in_window=1, currencies_in_window=1, payment_id="w1",
+                     deposited_in_play_window_minor=100_00,
+                     wagered_in_play_window_minor=29_99)
+    [hit] = evaluate(policy, facts)
+    assert (hit.rule, hit.holds, hit.payment_ids) == ("AML_LITTLE_PLAY", False, ("w1",))
+    assert evaluate(policy, replace(facts, wagered_in_play_window_minor=30_00)) == []
+    assert evaluate(policy, replace(facts, deposited_in_play_window_minor=0)) == []
+    assert evaluate(replace(policy, little_play_percent=0), facts) == []
+    assert evaluate(policy, replace(facts, direction=Direction.DEPOSIT)) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import orjson
@@ -147,3 +148,24 @@ def test_a_rejected_player_stays_refused_while_a_re_check_runs() -> None:
                                                 birth_date=date(1980, 1, 1), country="GBR"),
                              now=NOW)
     assert cleared is not None and not cleared.was_rejected and gate(cleared) is None
+
+
+def test_the_wallet_restriction_follows_a_clear_verification() -> None:
+    rules = {"today": date(2026, 12, 4), "min_age_by_country": {"USA": 21},
+             "min_age_default": 18, "blocked_countries": {"PRK"}}
+    verified = Verification(player_id="p", state=KycState.VERIFIED,
+                            birth_date=date(2007, 6, 1), country="USA")
+    assert model.play_restriction(verified, **rules) == "UNDERAGE:2028-06-01"
+    assert model.play_restriction(replace(verified, country="MLT"), **rules) == ""
+    assert model.play_restriction(replace(verified, country="PRK"), **rules) == \
+        "COUNTRY_BLOCKED"
+    # An expiry or rejection does not make the player older: the last one stands.
+    expired = replace(verified, state=KycState.EXPIRED, restriction="COUNTRY_BLOCKED")
+    assert model.play_restriction(expired, **rules) == "COUNTRY_BLOCKED"
+    assert model.comes_of_age_on(date(2008, 2, 29), 18) == date(2026, 3, 1)
+    assert model.decode_restriction("UNDERAGE:2028-06-01", date(2026, 12, 4)) == (
+        "UNDERAGE", date(2028, 6, 1))
+    assert model.decode_restriction("UNDERAGE:2028-06-01", date(2028, 6, 1)) is None
+    assert model.decode_restriction("COUNTRY_BLOCKED", date(2026, 12, 4)) == (
+        "COUNTRY_BLOCKED", None)
+    assert model.decode_restriction("", date(2026, 12, 4)) is None

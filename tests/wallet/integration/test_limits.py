@@ -45,6 +45,29 @@ async def exclude(client: Client, player: str, kind: pb.BreakKind, duration_s: i
     return answer
 
 
+async def restrict(client: Client, player: str, reason: str = "", *,
+                   until: datetime | None = None, lift: bool = False,
+                   currency: str = "USD") -> pb.RestrictResponse:
+    request = pb.RestrictRequest(player_id=player, currency=currency, reason=reason, lift=lift,
+                                 idempotency_key=key("restrict"))
+    if until is not None:
+        request.until.FromDatetime(until)
+    answer: pb.RestrictResponse = await client.call("Restrict", request, "compliance")
+    return answer
+
+
+def past() -> Any:
+    ts = pb.RestrictRequest().until
+    ts.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    return ts
+
+
+def restrict_as(client: Client, player: str, scope: str) -> Any:
+    return client.call("Restrict", pb.RestrictRequest(
+        player_id=player, currency="USD", reason="UNDERAGE", idempotency_key=key("scope")),
+        scope)
+
+
 async def refusal(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
@@ -168,6 +191,74 @@ async def test_a_break_refuses_bets_and_deposits_but_settles_rounds_and_pays_out
     shorter = await exclude(client, player, pb.BREAK_KIND_TIMEOUT, 24 * 3600)
     assert shorter.limits.excluded_permanently
     assert shorter.limits.timeout_until == answered.limits.timeout_until
+
+
+async def test_a_restriction_refuses_play_until_lifted_and_settles_rounds(
+        client: Client, player: str, ledger_clean: None) -> None:
+    await client.funded(player, 100_00)
+    in_play = key("bet")
+    await client.bet(player, 10_00, idem=in_play, round_id="open")
+    await client.bet(player, 5_00, round_id="open2")
+    await client.open(player, "EUR")
+    answered = await restrict(client, player, "COUNTRY_BLOCKED")
+    assert (answered.limits.restriction, answered.limits.HasField("restricted_until")) == (
+        "COUNTRY_BLOCKED", False)
+    before = await client.balance(player)
+    code, reason, meta = await refusal(client.bet(player, 1_00, round_id="new"))
+    assert (code, reason, meta["until"]) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                             "COUNTRY_BLOCKED", "lifted")
+    assert (await refusal(client.deposit(player, 1_00, "EUR")))[1] == "COUNTRY_BLOCKED"
+    assert (await refusal(client.grant(player, 5_00, 10_00)))[1] == "COUNTRY_BLOCKED"
+    assert await client.balance(player) == before, "refusals move nothing"
+    await client.win(player, 30_00, round_id="open")
+    await client.rollback(player, in_play)
+    reserved = await client.call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
+        player_id=player, currency="USD", amount=20_00, psp="stripe",
+        idempotency_key=key("wd")), "payments")
+    assert reserved.withdrawal_id, "the player's own cash may still leave"
+    # A wallet opened now is under it too; an age restriction replaces it and ends on its own.
+    await client.open(player, "GBP")
+    assert (await refusal(client.deposit(player, 1_00, "GBP")))[1] == "COUNTRY_BLOCKED"
+    birthday = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    aged = await restrict(client, player, "UNDERAGE", until=birthday)
+    assert aged.limits.restricted_until.ToDatetime(tzinfo=UTC) == birthday
+    code, reason, meta = await refusal(client.bet(player, 1_00, round_id="new"))
+    assert (reason, meta["until"]) == ("UNDERAGE", birthday.isoformat())
+    lifted = await restrict(client, player, lift=True, currency="GBP")
+    assert not lifted.limits.restriction
+    await client.bet(player, 1_00, round_id="after")
+    await client.deposit(player, 1_00, "EUR")
+
+
+async def test_an_age_restriction_ends_on_its_birthday(settings: config.Settings,
+                                                      player: str) -> None:
+    now = [datetime.now(UTC)]
+    async with running(settings, clock=lambda: now[0]) as run, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{run.port}") as channel:
+        c = Client(channel)
+        await c.funded(player, 10_00)
+        await restrict(c, player, "UNDERAGE", until=now[0] + timedelta(days=2))
+        assert (await refusal(c.bet(player, 1_00, round_id="r1")))[1] == "UNDERAGE"
+        now[0] += timedelta(days=2, seconds=1)
+        await c.bet(player, 1_00, round_id="r2")
+        assert not (await limits(c, player)).restriction
+
+
+@pytest.mark.parametrize(("request_fields", "field"), [
+    ({"reason": "MINOR"}, "reason"),
+    ({"reason": "UNDERAGE", "lift": True}, "reason"),
+    ({"reason": "UNDERAGE", "until": past()}, "until"),
+])
+async def test_bad_restrictions_name_the_field_and_change_nothing(
+        client: Client, player: str, request_fields: dict[str, Any], field: str) -> None:
+    await client.open(player)
+    code, _, meta = await refusal(client.call("Restrict", pb.RestrictRequest(
+        player_id=player, currency="USD", idempotency_key=key("bad"), **request_fields),
+        "compliance"))
+    assert (code, meta.get("field")) == (grpc.StatusCode.INVALID_ARGUMENT, field), meta
+    assert not (await limits(client, player)).restriction
+    code, _, _ = await refusal(restrict_as(client, player, "limits"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED, "restrictions are the operator's"
 
 
 @pytest.mark.parametrize(("request_fields", "field"), [

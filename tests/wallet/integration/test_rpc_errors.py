@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from wallet.v1 import wallet_service_pb2 as pb
 
-from tests.helpers import TOKENS, Client, error_info, future, key
+from tests.helpers import SCOPES_OF, TOKENS, Client, error_info, future, key
 from wallet_core.api.auth import METHOD_SCOPES
 from wallet_core.server import Running
 
@@ -41,7 +41,7 @@ SCOPE_FOR = {
     "Bet": "game", "Win": "game",
     "Rollback": "game", "GrantBonus": "bonus", "ForfeitBonus": "bonus", "Adjust": "support",
     "GetTransaction": "support", "ListTransactions": "support", "ExecuteBatch": "game",
-    "SetLimits": "limits", "GetLimits": "read", "Exclude": "limits",
+    "SetLimits": "limits", "GetLimits": "read", "Exclude": "limits", "Restrict": "compliance",
 }
 
 
@@ -114,6 +114,9 @@ def base_request(method: str, c: Ctx) -> Any:
         "Exclude": lambda: pb.ExcludeRequest(player_id=p, currency=usd,
                                              kind=pb.BREAK_KIND_TIMEOUT, duration_s=86_400,
                                              idempotency_key=key("ex")),
+        "Restrict": lambda: pb.RestrictRequest(player_id=p, currency=usd,
+                                               reason="COUNTRY_BLOCKED",
+                                               idempotency_key=key("re")),
     }
     return build[method]()
 
@@ -217,10 +220,10 @@ WRONG_TOKENS = {
 
 
 def test_method_scopes_cover_every_rpc() -> None:
-    """METHOD_SCOPES names exactly the 21 RPCs of wallet.v1.WalletService."""
+    """METHOD_SCOPES names exactly the 22 RPCs of wallet.v1.WalletService."""
     rpcs = set(pb.DESCRIPTOR.services_by_name["WalletService"].methods_by_name)
     assert set(METHOD_SCOPES) == rpcs
-    assert len(rpcs) == 21
+    assert len(rpcs) == 22
 
 
 @pytest.mark.parametrize("header", list(NO_TOKEN_HEADERS), ids=list(NO_TOKEN_HEADERS))
@@ -258,8 +261,10 @@ async def test_wrong_token_is_unauthenticated(client: Client, player: str, metho
         assert real not in text
 
 
-DENIED = [(m, s) for m in ALL_METHODS for s in sorted(TOKENS) if s not in METHOD_SCOPES[m]]
-ALLOWED = [(m, s) for m in ALL_METHODS for s in sorted(TOKENS) if s in METHOD_SCOPES[m]]
+DENIED = [(m, s) for m in ALL_METHODS for s in sorted(TOKENS)
+          if not SCOPES_OF[s] & METHOD_SCOPES[m]]
+ALLOWED = [(m, s) for m in ALL_METHODS for s in sorted(TOKENS)
+           if SCOPES_OF[s] & METHOD_SCOPES[m]]
 
 
 @pytest.mark.parametrize(("method", "scope"), DENIED, ids=[f"{m}-{s}" for m, s in DENIED])
@@ -296,10 +301,10 @@ async def test_allowed_scope_gets_past_auth(client: Client, player: str, method:
 
 KEYED = ["OpenWallet", "Deposit", "ReserveWithdrawal", "CommitWithdrawal", "CancelWithdrawal",
          "ReverseWithdrawal", "Chargeback", "Bet", "Win", "Rollback", "GrantBonus",
-         "ForfeitBonus", "Adjust", "SetLimits", "Exclude"]
+         "ForfeitBonus", "Adjust", "SetLimits", "Exclude", "Restrict"]
 WITH_PLAYER = ["OpenWallet", "GetBalance", "GetBonuses", "Deposit", "ReserveWithdrawal",
                "Chargeback", "Bet", "Win", "Rollback", "GrantBonus", "Adjust",
-               "ListTransactions", "SetLimits", "GetLimits", "Exclude"]
+               "ListTransactions", "SetLimits", "GetLimits", "Exclude", "Restrict"]
 POSITIVE_AMOUNT = ["Deposit", "ReserveWithdrawal", "Chargeback", "Bet", "Win", "GrantBonus"]
 REQUIRED_TEXT = {
     "Deposit": ["psp", "psp_reference"], "ReserveWithdrawal": ["psp"],
@@ -479,7 +484,7 @@ async def test_batch_of_bad_calls_changes_nothing(client: Client, db: asyncpg.Co
 
 NO_WALLET_METHODS = ["Bet", "Win", "Rollback", "Deposit", "ReserveWithdrawal", "Chargeback",
                      "GrantBonus", "Adjust", "GetBalance", "GetBonuses", "ListTransactions",
-                     "SetLimits", "GetLimits", "Exclude"]
+                     "SetLimits", "GetLimits", "Exclude", "Restrict"]
 
 
 @pytest.mark.parametrize("method", NO_WALLET_METHODS)
