@@ -64,6 +64,17 @@ INCIDENT_EVALUATION_FAILURES = Counter("bridge_incident_evaluation_failures",
                                        "Evaluations of the incident rules that failed")
 INCIDENTS_OPEN = Gauge("bridge_incidents_open", "Incidents not yet resolved, by rule and "
                        "stage", ["rule", "stage"])
+# Compliance (docs/COMPLIANCE.md): AML cases opened by the rules; open cases and the age of
+# the oldest, and KYC restrictions the wallet does not have yet (read from Postgres).
+AML_CASES_OPENED = Counter("bridge_aml_cases_opened", "AML cases the rules opened, by rule",
+                           ["rule"])
+AML_CASES_OPEN = Gauge("bridge_aml_cases_open", "AML cases open or under investigation, by "
+                       "rule and whether they hold withdrawals", ["rule", "holds"])
+AML_CASE_OLDEST = Gauge("bridge_aml_case_oldest_open_seconds", "Age of the oldest AML case "
+                        "not yet closed, by rule and whether it holds withdrawals",
+                        ["rule", "holds"])
+KYC_RESTRICTIONS_UNSENT = Gauge("bridge_kyc_restrictions_unsent", "Players whose KYC result "
+                                "calls for a wallet restriction the wallet does not have yet")
 
 
 def psp_call(psp: str, outcome: str, duration_s: float) -> None:

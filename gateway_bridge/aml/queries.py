@@ -77,3 +77,10 @@ CASE_PAYMENTS = """
 SELECT id, direction, state, psp, method, currency, amount_minor, settled_minor,
        psp_reference, withdrawal_id, created_at
 FROM bridge.payments WHERE id = ANY($1::text[]) ORDER BY created_at"""
+
+# The gauges: cases not yet closed, by rule and hold, with the oldest one's age (seconds).
+OPEN_COUNTS = """
+SELECT rule, holds_withdrawals, count(*)::int AS n,
+       extract(epoch FROM now() - min(opened_at))::float8 AS oldest_s
+FROM bridge.aml_cases WHERE state IN ('open', 'investigating')
+GROUP BY rule, holds_withdrawals"""

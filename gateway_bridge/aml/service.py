@@ -8,6 +8,7 @@ import logging
 
 import asyncpg
 
+from gateway_bridge import metrics
 from gateway_bridge.aml import rules, store
 from gateway_bridge.aml.rules import AmlFacts, AmlPolicy, CaseState
 from gateway_bridge.risk import store as risk_store
@@ -54,6 +55,7 @@ class AmlService:
                 case_id, opened = await store.open_or_extend(conn, player_id=player_id,
                                                              hit=hit)
                 if opened:
+                    metrics.AML_CASES_OPENED.labels(hit.rule).inc()
                     await store.add_history(conn, case_id, to=CaseState.OPEN, actor="rules",
                                             note=f"{hit.rule}: {hit.detail} ({payment_id})")
                     log.warning("aml case opened", extra={"case_id": case_id,

@@ -112,3 +112,9 @@ async def case_payments(conn: asyncpg.Connection, payment_ids: tuple[str, ...],
                         ) -> list[dict[str, Any]]:
     return [{**dict(r), "created_at": r["created_at"].isoformat()}
             for r in await conn.fetch(q.CASE_PAYMENTS, list(payment_ids))]
+
+
+async def open_counts(conn: asyncpg.Connection) -> list[tuple[str, bool, int, float]]:
+    """(rule, holds, cases not closed, the oldest one's age in seconds)."""
+    return [(r["rule"], r["holds_withdrawals"], r["n"], r["oldest_s"])
+            for r in await conn.fetch(q.OPEN_COUNTS)]

@@ -79,3 +79,6 @@ SELECT coalesce(sum(CASE WHEN settled_minor > 0 THEN settled_minor
 FROM bridge.payments
 WHERE player_id = $1 AND direction = 'deposit'
   AND coalesce(nullif(wallet_currency, ''), currency) = $2"""
+
+UNSENT_COUNT = """
+SELECT count(*)::int FROM bridge.kyc WHERE restriction_version > restriction_sent_version"""

@@ -90,3 +90,7 @@ async def unsent_restrictions(conn: asyncpg.Connection, *,
 
 async def restriction_sent(conn: asyncpg.Connection, player_id: str, version: int) -> None:
     await conn.execute(q.RESTRICTION_SENT, player_id, version)
+
+
+async def unsent_count(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(q.UNSENT_COUNT))

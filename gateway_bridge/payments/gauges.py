@@ -1,5 +1,6 @@
 """The payments' database gauges: payments by state, what waits for support, inbox depth and
-lag, read from Postgres on a timer (the metrics themselves are defined in metrics.py)."""
+lag, AML cases open and KYC restrictions unsent, read from Postgres on a timer (the metrics
+themselves are defined in metrics.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import logging
 import asyncpg
 
 from gateway_bridge import metrics
+from gateway_bridge.aml import store as aml_store
+from gateway_bridge.kyc import store as kyc_store
 from gateway_bridge.payments import store
 from service_kit import pg
 
@@ -29,6 +32,13 @@ async def refresh(conn: asyncpg.Connection) -> None:
         metrics.INBOX.labels(psp, status).set(n)
     for psp, age_s in counts.inbox_lag_s.items():
         metrics.INBOX_LAG.labels(psp).set(age_s)
+    cases = await aml_store.open_counts(conn)
+    metrics.AML_CASES_OPEN.clear()
+    metrics.AML_CASE_OLDEST.clear()
+    for rule, holds, n, oldest_s in cases:
+        metrics.AML_CASES_OPEN.labels(rule, str(holds).lower()).set(n)
+        metrics.AML_CASE_OLDEST.labels(rule, str(holds).lower()).set(oldest_s)
+    metrics.KYC_RESTRICTIONS_UNSENT.set(await kyc_store.unsent_count(conn))
 
 
 async def refresh_forever(pool: asyncpg.Pool, *, interval_ms: int, timeout_ms: int) -> None:

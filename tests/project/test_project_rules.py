@@ -158,7 +158,7 @@ BRIDGE_FOLDERS: dict[str, set[str]] = {
     # restrictions its results call for go to the wallet.
     "kyc": {"shared", "psp", "wallet"},
     # The little-play rule reads the wallet's deposits and bets as the risk rules do.
-    "aml": {"shared", "risk"},
+    "aml": {"shared", "metrics", "risk"},
     "payments": {"shared", "metrics", "psp", "wallet", "fx", "risk", "routing", "kyc",
                  "aml"},
     "incidents": {"shared", "metrics", "psp"},

@@ -13,11 +13,14 @@ from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import generate_latest
 
+from gateway_bridge.payments import gauges
 from gateway_bridge.server import Running
 from tests.bridge.clis import walletctl
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.helpers import SERVICES, TOKENS, Client, wait_for
+from tests.wallet.integration.test_metrics_and_probes import sample
 from wallet_core.server import Running as WalletRunning
 
 
@@ -136,6 +139,7 @@ async def test_a_withdrawal_after_little_play_opens_a_case_once(
     await client.bet(player, 29_00, round_id="r1")  # 29 % of the deposits
     await client.funded(played, 100_00)
     await client.bet(played, 30_00, round_id="r1")
+    before = generate_latest().decode()
     async with make_bridge(BRIDGE_AML_HOLDING_RULES="AML_LITTLE_PLAY"):
         status, wd = await cashier.request("POST", "/v1/withdrawals", body={
             "player_id": player, "amount_minor": 20_00, "currency": "USD", "psp": "stripe",
@@ -146,6 +150,13 @@ async def test_a_withdrawal_after_little_play_opens_a_case_once(
         assert (case["rule"], case["holds_withdrawals"]) == ("AML_LITTLE_PLAY", True)
         assert list(case["payment_ids"]) == [wd["id"]]
         assert wd["state"] == "reserved" and wd["attention"] == f"aml hold: case {case['id']}"
+        # What the AmlCaseOpened and AmlHoldWaiting alerts watch.
+        await gauges.refresh(bridge_conn)
+        after = generate_latest().decode()
+        assert sample(after, "bridge_aml_cases_opened_total", rule="AML_LITTLE_PLAY") - sample(
+            before, "bridge_aml_cases_opened_total", rule="AML_LITTLE_PLAY") == 1
+        assert sample(after, "bridge_aml_cases_open", rule="AML_LITTLE_PLAY",
+                      holds="true") >= 1
         cleared = await asyncio.to_thread(walletctl, {"DATABASE_URL": bridge_db}, "aml",
                                           "clear", str(case["id"]), "--note", "known player")
         assert cleared.returncode == 0, cleared.stderr

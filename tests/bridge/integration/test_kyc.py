@@ -13,13 +13,16 @@ from typing import Any
 import asyncpg
 import grpc
 import orjson
+from prometheus_client import generate_latest
 
+from gateway_bridge.payments import gauges
 from gateway_bridge.server import Running
 from gateway_bridge.wallet.client import WalletClient
 from loadtests.ports import lease_port
 from tests.bridge.clis import walletctl
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.helpers import TOKENS, Client, error_info, wait_for
+from tests.wallet.integration.test_metrics_and_probes import sample
 
 
 def kyc_bridge(make_bridge: BridgeFactory, sim: str,
@@ -192,6 +195,8 @@ async def test_a_restriction_the_wallet_missed_is_sent_by_the_poller(
                 "SELECT restriction_version - restriction_sent_version FROM bridge.kyc "
                 "WHERE player_id = $1", player)
             assert unsent == 1
+            await gauges.refresh(bridge_conn)  # what KycRestrictionUnsent watches
+            assert sample(generate_latest().decode(), "bridge_kyc_restrictions_unsent") >= 1
             await client.bet(player, 1_00, round_id="before")  # the wallet does not know
         finally:
             kyc._wallet = real
