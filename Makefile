@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-.PHONY: run test stop clean lint load bench bench-routing faults
+.PHONY: run test stop clean lint load bench bench-routing faults infra-check image-check
 
 run:    ## set up everything, start wallet + PSP simulator + bridge, run demo sessions
 	scripts/run.sh
@@ -21,6 +21,12 @@ bench-routing: ## the routing benchmark (docs/ROUTING.md): 10 seeded runs, no se
 
 faults: ## the fault scenarios and their results table (FAULTS_SECONDS=60 for a soak)
 	scripts/faults.sh
+
+infra-check: ## the wallet and bridge on real engines: Postgres failover, PgBouncer, Redis Cluster, Prometheus (docs/SCALING.md)
+	scripts/infra-check.sh
+
+image-check: ## build the container image offline and run it against local Postgres and Redis (deploy/README.md)
+	scripts/image-check.sh
 
 lint:
 	scripts/buf.sh lint && .venv/bin/ruff check . && .venv/bin/mypy wallet_core gateway_bridge psp_simulator service_kit

@@ -71,6 +71,10 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     # How long a use case waits for a pooled connection before it answers "unavailable".
     db_acquire_timeout_ms: int = 2000
+    # Behind PgBouncer in transaction mode (before 1.21): no named prepared statements (0)
+    # and no session settings at start-up (docs/SCALING.md).
+    db_statement_cache_size: int = 100
+    db_startup_settings: bool = True
     # Health probes of each PSP's API, and the metrics gauges read from Postgres; both run
     # only when the metrics listener is on (nobody would see them otherwise).
     probe_interval_ms: int = 30_000
@@ -147,6 +151,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                         d.db_acquire_timeout_ms, low=10, high=60_000),
         db_statement_timeout_ms=r.integer("BRIDGE_DB_STATEMENT_TIMEOUT_MS",
                                           d.db_statement_timeout_ms, low=100, high=600_000),
+        db_statement_cache_size=r.integer("BRIDGE_DB_STATEMENT_CACHE_SIZE",
+                                          d.db_statement_cache_size, low=0, high=10_000),
+        db_startup_settings=r.flag("BRIDGE_DB_STARTUP_SETTINGS", d.db_startup_settings),
         probe_interval_ms=r.integer("BRIDGE_PROBE_INTERVAL_MS", d.probe_interval_ms,
                                     low=1000, high=3_600_000),
         metrics_refresh_ms=r.integer("BRIDGE_METRICS_REFRESH_MS", d.metrics_refresh_ms,

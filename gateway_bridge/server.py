@@ -13,13 +13,14 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import asyncpg
 from aiohttp import web
 
 from gateway_bridge import metrics
+from gateway_bridge.aml.rules import AmlPolicy
 from gateway_bridge.aml.service import AmlService
 from gateway_bridge.config import Settings
 from gateway_bridge.fx.rates import FxRates
@@ -43,7 +44,7 @@ from gateway_bridge.routing.service import Router
 from gateway_bridge.wallet.client import WalletClient
 from service_kit import pg
 from service_kit.migrations import migrate
-from service_kit.pg import init_json_codecs
+from service_kit.pg import init_json_codecs, session_settings
 from service_kit.serving import serve_until_signalled
 
 log = logging.getLogger("gateway_bridge.server")
@@ -85,9 +86,10 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         settings.database_url, min_size=1, max_size=settings.db_pool_size_max,
         init=init_json_codecs, timeout=3.0,
         command_timeout=settings.db_statement_timeout_ms / 1000,
-        server_settings={"application_name": "gateway-bridge",
-                         "statement_timeout": str(settings.db_statement_timeout_ms),
-                         "idle_in_transaction_session_timeout": str(idle_ms)})
+        statement_cache_size=settings.db_statement_cache_size,
+        server_settings=session_settings(
+            "gateway-bridge", statement_timeout_ms=settings.db_statement_timeout_ms,
+            idle_in_transaction_ms=idle_ms, startup_settings=settings.db_startup_settings))
     assert pool is not None
     return pool
 
@@ -98,6 +100,22 @@ async def migrate_database(database_url: str) -> list[int]:
         return await migrate(conn, schema=SCHEMA, folder=MIGRATIONS)
     finally:
         await conn.close()
+
+
+async def aml_policy(pool: asyncpg.Pool, policy: AmlPolicy) -> AmlPolicy:
+    """The AML policy as this deployment can run it: the little-play rule reads the wallet's
+    journal, so where the bridge's database does not hold the wallet's tables it is off,
+    said loudly at start-up rather than failing every withdrawal."""
+    if not policy.little_play_percent:
+        return policy
+    async with pool.acquire(timeout=5.0) as conn:
+        journal = await conn.fetchval("SELECT to_regclass('wallet.journal') IS NOT NULL")
+    if journal:
+        return policy
+    log.error("AML_LITTLE_PLAY is off: the bridge's database holds no wallet.journal "
+              "(run the bridge on the wallet's database, or set "
+              "BRIDGE_AML_LITTLE_PLAY_PERCENT=0 to say so)")
+    return replace(policy, little_play_percent=0)
 
 
 @contextlib.asynccontextmanager
@@ -126,7 +144,7 @@ async def running(settings: Settings, *, migrate_first: bool = True,
     risk = RiskService(pool=pool, policy=settings.risk, acquire_timeout_ms=acquire_timeout_ms)
     kyc = KycService(pool=pool, settings=settings.kyc, acquire_timeout_ms=acquire_timeout_ms,
                      wallet=wallet)
-    aml = (AmlService(pool=pool, policy=settings.aml.policy,
+    aml = (AmlService(pool=pool, policy=await aml_policy(pool, settings.aml.policy),
                       acquire_timeout_ms=acquire_timeout_ms) if settings.aml.enabled else None)
     payments = Payments(pool=pool, wallet=wallet, adapters=adapters,
                         settings=settings.payments, psps=settings.psps,

@@ -1,4 +1,5 @@
-"""Postgres connection helpers both services use: JSON codecs, the DATABASE_URL of a CLI."""
+"""Postgres connection helpers both services use: JSON codecs, the session settings a pool
+sends, the DATABASE_URL of a CLI."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ async def init_json_codecs(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(type_name, schema="pg_catalog",
                                   encoder=lambda v: orjson.dumps(v).decode(),
                                   decoder=orjson.loads)
+
+
+def session_settings(application_name: str, *, statement_timeout_ms: int,
+                     idle_in_transaction_ms: int, startup_settings: bool) -> dict[str, str]:
+    """The start-up parameters of a pool's connections. Behind PgBouncer in transaction mode
+    only the application name may travel this way: PgBouncer refuses start-up parameters it
+    does not know, and one server connection serves many clients. The timeouts are then set
+    on the role or database (`ALTER ROLE ... SET statement_timeout`, docs/SCALING.md)."""
+    settings = {"application_name": application_name}
+    if startup_settings:
+        settings.update({"statement_timeout": str(statement_timeout_ms),
+                         "idle_in_transaction_session_timeout": str(idle_in_transaction_ms)})
+    return settings
 
 
 def database_url_from_env() -> str:

@@ -43,6 +43,10 @@ class Settings:
     # Server-side safety net; the request deadline usually ends a call first.
     db_statement_timeout_ms: int = 5000
     db_connect_timeout_ms: int = 3000
+    # Behind PgBouncer in transaction mode (before 1.21): no named prepared statements (0)
+    # and no session settings at start-up (docs/SCALING.md).
+    db_statement_cache_size: int = 100
+    db_startup_settings: bool = True
     redis_timeout_ms: int = 50
     idempotency_ttl_s: int = 86_400
     # Recent outcomes kept in the process in front of Redis (0: none); ~1 KiB each.
@@ -132,6 +136,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                           low=100, high=600_000),
         db_connect_timeout_ms=r.integer("WALLET_DB_CONNECT_TIMEOUT_MS", 3000, low=100,
                                         high=60_000),
+        db_statement_cache_size=r.integer("WALLET_DB_STATEMENT_CACHE_SIZE", 100, low=0,
+                                          high=10_000),
+        db_startup_settings=r.flag("WALLET_DB_STARTUP_SETTINGS", True),
         redis_timeout_ms=r.integer("WALLET_REDIS_TIMEOUT_MS", 50, low=1, high=5000),
         idempotency_ttl_s=r.integer("WALLET_IDEMPOTENCY_TTL_S", 86_400, low=60,
                                     high=90 * 86_400),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from service_kit.pg import init_json_codecs
+from service_kit.pg import init_json_codecs, session_settings
 from wallet_core.config import Settings
 from wallet_core.domain import errors
 
@@ -38,10 +38,11 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         max_size=settings.db_pool_size_max, init=init_json_codecs, reset=_keep_session,
         timeout=settings.db_connect_timeout_ms / 1000,
         command_timeout=settings.db_statement_timeout_ms / 1000,
-        server_settings={"application_name": "wallet-core",
-                         "statement_timeout": str(settings.db_statement_timeout_ms),
-                         "idle_in_transaction_session_timeout":
-                             str(settings.db_statement_timeout_ms * 2)})
+        statement_cache_size=settings.db_statement_cache_size,
+        server_settings=session_settings(
+            "wallet-core", statement_timeout_ms=settings.db_statement_timeout_ms,
+            idle_in_transaction_ms=settings.db_statement_timeout_ms * 2,
+            startup_settings=settings.db_startup_settings))
     assert pool is not None
     return pool
 

@@ -201,11 +201,23 @@ def _pg_bin(name: str) -> str:
     return candidates[-1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    # A zombie (its parent, pg_ctl's shell, is gone and init reaps it later) is dead.
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
 class PrivatePostgres:
     """A throwaway cluster (initdb into a temp dir, pg_ctl on a free port), so a scenario may
-    stop and start it; the shared server is never restarted."""
+    stop and start it; the shared server is never restarted. `options` are more `-c`
+    settings; a standby is made with `basebackup_from` instead of `init`."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: Sequence[str] = ()) -> None:
+        self.options = list(options)
         self.port = lease_port()
         self.dir = Path(tempfile.mkdtemp(prefix="wallet-faults-pg-"))
         self.data = self.dir / "data"
@@ -238,8 +250,9 @@ class PrivatePostgres:
     def start(self) -> None:
         # fsync=off only spares this small disk: an immediate stop is not an OS crash, so the
         # page cache keeps every commit; what the scenario tests is the wallet's side.
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=60")
+        options = " ".join([f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                            "-c fsync=off -c max_connections=60",
+                            *(f"-c {o}" for o in self.options)])
         self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w",
                   "-t", str(PG_CTL_TIMEOUT_S), "-o", options, "start")
 
@@ -249,6 +262,36 @@ class PrivatePostgres:
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
+
+    # -- replication (the failover checks, tests/infra) ------------------------------------
+
+    def basebackup_from(self, primary: PrivatePostgres, *, application_name: str) -> None:
+        """This cluster as a streaming standby of `primary` (pg_basebackup -R), known to it
+        as `application_name` (what synchronous_standby_names names)."""
+        self._run(_pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                  "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--no-sync")
+        with (self.data / "postgresql.auto.conf").open("a") as conf:
+            # The later line wins: the same connection, with the name the primary waits for.
+            conf.write(f"primary_conninfo = 'host=127.0.0.1 port={primary.port} "
+                       f"user=postgres application_name={application_name}'\n")
+
+    def promote(self) -> None:
+        self._run(self.pg_ctl, "-D", str(self.data), "-w", "-t", str(PG_CTL_TIMEOUT_S),
+                  "promote")
+
+    def crash(self) -> None:
+        """SIGKILL the postmaster and every process it started at once, as a machine that
+        dies would: no backend gets to finish what it was doing."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
+                                  timeout=10).stdout.split()
+        for victim in [pid, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + PROCESS_STOP_TIMEOUT_S
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
 
     def destroy(self) -> None:
         try:
