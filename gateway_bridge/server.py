@@ -109,12 +109,17 @@ async def aml_policy(pool: asyncpg.Pool, policy: AmlPolicy) -> AmlPolicy:
     if not policy.little_play_percent:
         return policy
     async with pool.acquire(timeout=5.0) as conn:
-        journal = await conn.fetchval("SELECT to_regclass('wallet.journal') IS NOT NULL")
-    if journal:
+        # CASE: has_table_privilege fails on a table that does not exist.
+        readable = await conn.fetchval(
+            "SELECT CASE WHEN to_regclass('wallet.journal') IS NULL THEN false "
+            "ELSE has_table_privilege('wallet.journal', 'SELECT') "
+            "AND has_table_privilege('wallet.postings', 'SELECT') "
+            "AND has_table_privilege('wallet.wallets', 'SELECT') END")
+    if readable:
         return policy
-    log.error("AML_LITTLE_PLAY is off: the bridge's database holds no wallet.journal "
-              "(run the bridge on the wallet's database, or set "
-              "BRIDGE_AML_LITTLE_PLAY_PERCENT=0 to say so)")
+    log.error("AML_LITTLE_PLAY is off: the bridge cannot read the wallet's journal in its "
+              "database (run the bridge on the wallet's database with SELECT on wallet.journal, "
+              "postings and wallets, or set BRIDGE_AML_LITTLE_PLAY_PERCENT=0 to say so)")
     return replace(policy, little_play_percent=0)
 
 

@@ -22,6 +22,8 @@ class CaseState(StrEnum):
     REPORTED = "reported"
 
 
+RULES = frozenset({"AML_LARGE_DEPOSIT", "AML_CUMULATIVE_DEPOSITS", "AML_STRUCTURING",
+                   "AML_MANY_INSTRUMENTS", "AML_CURRENCY_HOPPING", "AML_LITTLE_PLAY"})
 OPEN_STATES = frozenset({CaseState.OPEN, CaseState.INVESTIGATING})
 _NEXT: Mapping[CaseState, frozenset[CaseState]] = {
     CaseState.OPEN: frozenset({CaseState.INVESTIGATING, CaseState.CLEARED,

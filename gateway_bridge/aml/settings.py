@@ -23,11 +23,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway_bridge.aml.rules import AmlPolicy
+from gateway_bridge.aml.rules import RULES, AmlPolicy
 from service_kit.settings import EnvReader
-
-RULES = frozenset({"AML_LARGE_DEPOSIT", "AML_CUMULATIVE_DEPOSITS", "AML_STRUCTURING",
-                   "AML_MANY_INSTRUMENTS", "AML_CURRENCY_HOPPING", "AML_LITTLE_PLAY"})
 
 
 @dataclass(frozen=True, slots=True)

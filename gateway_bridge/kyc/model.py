@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 
 
@@ -191,13 +191,18 @@ def play_restriction(v: Verification, *, today: date, min_age_by_country: Mappin
     return ""
 
 
-def decode_restriction(encoded: str, today: date) -> tuple[str, date | None] | None:
-    """(reason, the date it ends by itself or None) for the wallet; None: nothing to
-    enforce (no restriction, or an age restriction whose birthday has come)."""
+# An age restriction ends at noon UTC on the birthday: by then the day has begun in every
+# time zone, so no player is let in before their birthday where they live.
+COMES_OF_AGE_AT = time(12, 0, tzinfo=UTC)
+
+
+def decode_restriction(encoded: str, now: datetime) -> tuple[str, datetime | None] | None:
+    """(reason, when it ends by itself or None) for the wallet; None: nothing to enforce (no
+    restriction, or an age restriction whose end has come)."""
     if not encoded:
         return None
     reason, _, until = encoded.partition(":")
     if not until:
         return reason, None
-    ends = date.fromisoformat(until)
-    return None if ends <= today else (reason, ends)
+    ends_at = datetime.combine(date.fromisoformat(until), COMES_OF_AGE_AT)
+    return None if ends_at <= now else (reason, ends_at)

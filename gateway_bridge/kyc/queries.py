@@ -39,18 +39,38 @@ UPDATE bridge.kyc SET state = $2, provider = $3, applicant_id = $4, check_id = $
        checks_started = $6, birth_date = $7, country = $8, documents_expire_on = $9,
        cash_out_allowed = $10, was_rejected = $11, restriction = $12,
        restriction_version = restriction_version + (restriction <> $12)::int,
+       -- A new restriction is due at once, whatever became of the one before.
+       restriction_tried_at = CASE WHEN restriction <> $12 THEN NULL
+                                   ELSE restriction_tried_at END,
        updated_at = now()
 WHERE player_id = $1"""
 
-# Restrictions the wallet does not have yet, at most $1.
+# Players whose restriction the wallet does not have yet, at most $1, those never tried or
+# tried longest ago first, none tried in the last $2 ms (a refused one can't starve others).
 UNSENT_RESTRICTIONS = """
-SELECT player_id, restriction, restriction_version FROM bridge.kyc
+SELECT player_id FROM bridge.kyc
 WHERE restriction_version > restriction_sent_version
-ORDER BY player_id LIMIT $1"""
+  AND (restriction_tried_at IS NULL
+       OR restriction_tried_at < now() - $2 * interval '1 millisecond')
+ORDER BY restriction_tried_at NULLS FIRST, player_id LIMIT $1"""
+
+# One player's restriction, locked while it is sent (so two senders can't deliver versions
+# out of order); a player another sender holds is skipped.
+RESTRICTION_FOR_SENDING = """
+SELECT restriction, restriction_version FROM bridge.kyc
+WHERE player_id = $1 AND restriction_version > restriction_sent_version
+FOR UPDATE SKIP LOCKED"""
+
+RESTRICTION_TRIED = "UPDATE bridge.kyc SET restriction_tried_at = now() WHERE player_id = $1"
 
 RESTRICTION_SENT = """
-UPDATE bridge.kyc SET restriction_sent_version = greatest(restriction_sent_version, $2)
+UPDATE bridge.kyc SET restriction_sent_version = $2, restriction_tried_at = now()
 WHERE player_id = $1"""
+
+# Verified players after $1 (by id), at most $2: reassessed under the current settings.
+VERIFIED_AFTER = """
+SELECT player_id FROM bridge.kyc WHERE state = 'verified' AND player_id > $1
+ORDER BY player_id LIMIT $2"""
 
 ADD_HISTORY = """
 INSERT INTO bridge.kyc_history (player_id, from_state, to_state, source, actor, note)

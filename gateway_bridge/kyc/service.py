@@ -131,10 +131,7 @@ class KycService:
             after = (None if v is None or result is None
                      else model.answered(v, result, now=self._clock()))
             if after is not None:
-                s = self._settings
-                after = replace(after, restriction=model.play_restriction(
-                    after, today=self._clock().date(), min_age_by_country=s.min_age_by_country,
-                    min_age_default=s.min_age, blocked_countries=s.blocked_countries))
+                after = replace(after, restriction=self._restriction(after))
             outcome = (f"applied: {after.state.value}" if after is not None
                        else f"ignored: {action}")
             if not await store.record_event(conn, NAME, event_key, outcome):
@@ -147,41 +144,98 @@ class KycService:
                 await store.save(conn, after, before=v, source=source, actor=NAME, note=note)
         if v is not None and after is not None and after.restriction != v.restriction:
             try:
-                await self.send_restrictions()
+                await self.send_restriction(v.player_id)
             except pg.DB_ERRORS as err:  # the poller sends it later
                 log.warning("kyc restriction: database trouble",
                             extra={"error": type(err).__name__})
         return outcome
 
-    async def send_restrictions(self) -> int:
-        """Sends the wallet the restrictions it does not have yet (a verification showing
-        the player under age or in a blocked country, or no longer): after each answer, and
-        on every poll for those the wallet could not take then. The call's key names the
-        restriction's version, so a resend replays. Returns how many the wallet took."""
-        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-            unsent = await store.unsent_restrictions(conn, limit=RESTRICTIONS_PER_PASS_MAX)
-        sent = 0
-        today = self._clock().date()
-        for player_id, encoded, version in unsent:
-            wanted = model.decode_restriction(encoded, today)
-            currency = self._settings.threshold_currency
+    # -- the wallet's restriction ------------------------------------------------------------
+
+    def _restriction(self, v: Verification) -> str:
+        s = self._settings
+        return model.play_restriction(v, today=self._clock().date(),
+                                      min_age_by_country=s.min_age_by_country,
+                                      min_age_default=s.min_age,
+                                      blocked_countries=s.blocked_countries)
+
+    async def send_restriction(self, player_id: str) -> str:
+        """Sends the wallet the player's restriction if it lacks it. The player's row stays
+        locked meanwhile, so two senders never deliver versions out of order (a row another
+        sender holds is skipped). The call's key names the version and what is asked, so a
+        resend replays. Returns "sent", "refused" (tried again a poll later), "unavailable"
+        or "nothing" (the wallet has it, or another sender holds the row)."""
+        currency = self._settings.threshold_currency
+        async with self._transaction() as conn:
+            found = await store.restriction_for_sending(conn, player_id)
+            if found is None:
+                return "nothing"
+            encoded, version = found
+            wanted = model.decode_restriction(encoded, self._clock())
+            asked = "lift" if wanted is None else ":".join(
+                (wanted[0], wanted[1].isoformat() if wanted[1] else "lifted"))
+            await store.restriction_tried(conn, player_id)
             try:
-                # The restriction lives on the player's wallets; one opened later inherits
-                # it, so a player with none yet gets one to carry it.
+                # The restriction lives on the player's wallets and one opened later
+                # inherits it, so a player with none yet gets one to carry it.
                 await self._wallet.open_wallet(player_id=player_id, currency=currency)
                 await self._wallet.restrict(
                     player_id=player_id, currency=currency,
                     reason=None if wanted is None else wanted[0],
                     until=None if wanted is None else wanted[1],
-                    key=f"bridge:kyc-restrict:{player_id}:{version}")
-            except (WalletUnavailable, WalletRefused) as err:
-                log.warning("kyc restriction not sent", extra={
-                    "player_id": player_id, "error": getattr(err, "reason", "") or err.code})
-                continue
-            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                await store.restriction_sent(conn, player_id, version)
-            sent += 1
+                    key=f"bridge:kyc-restrict:{player_id}:{version}:{asked}:{currency}")
+            except WalletUnavailable:
+                return "unavailable"
+            except WalletRefused as err:
+                log.error("kyc restriction refused by the wallet",
+                          extra={"player_id": player_id, "error": err.reason or err.code})
+                return "refused"
+            await store.restriction_sent(conn, player_id, version)
+        return "sent"
+
+    async def send_restrictions(self) -> int:
+        """Sends the wallet every restriction it lacks (those the wallet could not take when
+        the answer came): on every poll, stopping at the first sign the wallet is away.
+        Returns how many the wallet took."""
+        async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            due = await store.unsent_restrictions(
+                conn, limit=RESTRICTIONS_PER_PASS_MAX,
+                retry_after_ms=self._settings.poll_interval_ms)
+        sent = 0
+        for player_id in due:
+            outcome = await self.send_restriction(player_id)
+            if outcome == "unavailable":
+                break
+            sent += outcome == "sent"
         return sent
+
+    async def reassess(self, *, page_size: int = 500) -> int:
+        """Works out again, under the current settings, the restriction of every verified
+        player (a blocked country or a minimum age changed, or players verified before
+        restrictions existed); a changed one is saved with its reason in the history and
+        sent. Returns how many changed."""
+        changed = 0
+        last = ""
+        while True:
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                page = await store.verified_after(conn, last, limit=page_size)
+            for player_id in page:
+                async with self._transaction() as conn:
+                    v = await store.verification(conn, player_id, lock=True)
+                    wanted = self._restriction(v)
+                    if v.state is not KycState.VERIFIED or wanted == v.restriction:
+                        continue
+                    await store.save(conn, replace(v, restriction=wanted), before=v,
+                                     source="reassess", actor="settings",
+                                     note=f"wallet restriction: {wanted or 'lifted'} "
+                                          "under the current age and country settings")
+                changed += 1
+            if len(page) < page_size:
+                break
+            last = page[-1]
+        if changed:
+            await self.send_restrictions()
+        return changed
 
     async def poll_late(self) -> int:
         """Asks the provider about checks pending longer than `late_after_ms` (its webhook
@@ -207,8 +261,13 @@ class KycService:
 
     async def run_polls(self, interval_ms: int) -> None:
         """The poller's loop (the server runs it while KYC is on)."""
+        reassessed = False
         while True:
             try:
+                if not reassessed:
+                    # Settings change only with a restart: the first pass applies them.
+                    await self.reassess()
+                    reassessed = True
                 await self.poll_late()
                 await self.send_restrictions()
             except pg.DB_ERRORS as err:

@@ -81,15 +81,32 @@ async def deposited_minor(conn: asyncpg.Connection, player_id: str, currency: st
     return int(await conn.fetchval(q.DEPOSITED, player_id, currency))
 
 
-async def unsent_restrictions(conn: asyncpg.Connection, *,
-                              limit: int) -> list[tuple[str, str, int]]:
-    """(player, encoded restriction, its version) the wallet does not have yet."""
-    return [(r["player_id"], r["restriction"], r["restriction_version"])
-            for r in await conn.fetch(q.UNSENT_RESTRICTIONS, limit)]
+async def unsent_restrictions(conn: asyncpg.Connection, *, limit: int,
+                              retry_after_ms: int) -> list[str]:
+    """Players whose restriction the wallet does not have yet, due for a try."""
+    return [r["player_id"]
+            for r in await conn.fetch(q.UNSENT_RESTRICTIONS, limit, retry_after_ms)]
+
+
+async def restriction_for_sending(conn: asyncpg.Connection,
+                                  player_id: str) -> tuple[str, int] | None:
+    """(encoded restriction, version) locked for sending; None when the wallet has it or
+    another sender holds it."""
+    row = await conn.fetchrow(q.RESTRICTION_FOR_SENDING, player_id)
+    return None if row is None else (row["restriction"], row["restriction_version"])
+
+
+async def restriction_tried(conn: asyncpg.Connection, player_id: str) -> None:
+    await conn.execute(q.RESTRICTION_TRIED, player_id)
 
 
 async def restriction_sent(conn: asyncpg.Connection, player_id: str, version: int) -> None:
     await conn.execute(q.RESTRICTION_SENT, player_id, version)
+
+
+async def verified_after(conn: asyncpg.Connection, player_id: str, *,
+                         limit: int) -> list[str]:
+    return [r["player_id"] for r in await conn.fetch(q.VERIFIED_AFTER, player_id, limit)]
 
 
 async def unsent_count(conn: asyncpg.Connection) -> int:

@@ -119,6 +119,11 @@ class WithdrawalCommand:
     country: str = ""
 
 
+# How a wallet refusal reads to the cashier's client.
+_BLOCKED = {"SELF_EXCLUDED": "self-excluded", "TIMED_OUT": "taking a time-out",
+            "UNDERAGE": "under the minimum age", "COUNTRY_BLOCKED": "from a blocked country"}
+
+
 def _review_note(screening: Screening) -> str:
     return "risk review: " + ", ".join(r.code for r in screening.reasons)
 
@@ -336,10 +341,11 @@ class Payments:
             raise Refused(f"the wallet refused the deposit: {err.message}",
                           code=err.reason) from None
         if room.blocked:
-            what = ("self-excluded" if room.blocked == "SELF_EXCLUDED"
-                    else "taking a time-out")
-            raise Refused(f"player_id: the player is {what} until {room.blocked_until}; "
-                          "deposits are refused", code=room.blocked, field="player_id")
+            what = _BLOCKED.get(room.blocked, "restricted")
+            until = ("until the operator lifts it" if room.blocked_until == "lifted"
+                     else f"until {room.blocked_until}")
+            raise Refused(f"player_id: the player is {what} {until}; deposits are refused",
+                          code=room.blocked, field="player_id")
         if room.remaining_minor is not None and amount > room.remaining_minor:
             raise Refused(f"amount_minor: {amount} {currency} is over the player's "
                           f"{room.limit} ({room.remaining_minor} left)",

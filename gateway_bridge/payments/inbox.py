@@ -63,12 +63,14 @@ from service_kit import fx, pg
 
 log = logging.getLogger("gateway_bridge.payments.inbox")
 
+# The wallet's refusals of a credit made to protect the player (responsible gambling, and
+# the operator's age and country restrictions): the deposit is refunded at the PSP instead of
+# waiting for support.
+_PLAYER_PROTECTION_REFUSALS = frozenset({"LIMIT_EXCEEDED", "SELF_EXCLUDED", "TIMED_OUT",
+                                         "UNDERAGE", "COUNTRY_BLOCKED"})
 # The wallet says the withdrawal already moved on: an earlier event whose wallet call
 # succeeded but whose reply was lost is still waiting for its retry. Once it lands, this event
 # decides again against the true state (a payout.failed after a commit becomes a reversal).
-# The wallet's refusals of a credit made to protect the player (responsible gambling): the
-# deposit is refunded at the PSP instead of waiting for support.
-_PLAYER_PROTECTION_REFUSALS = frozenset({"LIMIT_EXCEEDED", "SELF_EXCLUDED", "TIMED_OUT"})
 _REFUSALS_AN_EARLIER_EVENT_MAY_EXPLAIN = frozenset({"WITHDRAWAL_ALREADY_FINAL",
                                                     "WITHDRAWAL_NOT_COMMITTED"})
 # The wallet holds a different request under the key: what was pinned for it may be what it

@@ -16,7 +16,7 @@ This module alone knows the wallet's protobufs: callers pass and get plain value
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +73,21 @@ def _conversion(c: Conversion) -> pb.Conversion:
 @dataclass(frozen=True, slots=True)
 class DepositRoom:
     """What the player's responsible-gambling limits leave for a deposit now
-    (docs/COMPLIANCE.md): a break refuses any; otherwise the tightest deposit limit."""
+    (docs/COMPLIANCE.md): a break or the operator's restriction refuses any; otherwise the
+    tightest deposit limit."""
 
-    blocked: str = ""  # "", "SELF_EXCLUDED" or "TIMED_OUT"
-    blocked_until: str = ""  # ISO time, or "permanent"
+    # "", "SELF_EXCLUDED", "TIMED_OUT", "UNDERAGE" or "COUNTRY_BLOCKED"
+    blocked: str = ""
+    blocked_until: str = ""  # ISO time, "permanent", or "lifted" (until the operator lifts it)
     remaining_minor: int | None = None  # None: no deposit limit
     limit: str = ""  # the tightest deposit limit, e.g. "deposit limit per week"
 
 
 def deposit_room(limits: pb.Limits) -> DepositRoom:
+    if limits.restriction:
+        until = (limits.restricted_until.ToDatetime(tzinfo=UTC).isoformat()
+                 if limits.HasField("restricted_until") else "lifted")
+        return DepositRoom(blocked=limits.restriction, blocked_until=until)
     if limits.excluded_permanently:
         return DepositRoom(blocked="SELF_EXCLUDED", blocked_until="permanent")
     for reason, field_name in (("SELF_EXCLUDED", "excluded_until"),
@@ -183,14 +189,14 @@ class WalletClient:
             idempotency_key=f"bridge:open:{player_id}:{currency}"))
 
     async def restrict(self, *, player_id: str, currency: str, reason: str | None,
-                       until: date | None, key: str) -> None:
+                       until: datetime | None, key: str) -> None:
         """The operator's restriction on the player's play (reason None lifts it); `until`:
-        the day it ends by itself, at midnight UTC."""
+        when it ends by itself."""
         request = pb.RestrictRequest(player_id=player_id, currency=currency,
                                      reason=reason or "", lift=reason is None,
                                      idempotency_key=key)
         if until is not None:
-            request.until.FromDatetime(datetime.combine(until, time(), UTC))
+            request.until.FromDatetime(until.astimezone(UTC))
         await self._call("Restrict", request)
 
     async def deposit_room(self, *, player_id: str, currency: str) -> DepositRoom:

@@ -269,7 +269,8 @@ class PrivatePostgres:
         """This cluster as a streaming standby of `primary` (pg_basebackup -R), known to it
         as `application_name` (what synchronous_standby_names names)."""
         self._run(_pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
-                  "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--no-sync")
+                  "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--no-sync",
+                  "--checkpoint=fast")
         with (self.data / "postgresql.auto.conf").open("a") as conf:
             # The later line wins: the same connection, with the name the primary waits for.
             conf.write(f"primary_conninfo = 'host=127.0.0.1 port={primary.port} "

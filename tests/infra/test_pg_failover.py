@@ -94,15 +94,18 @@ async def _probe(target: str, run_id: str, timeline: Timeline, stop: asyncio.Eve
         stub = pb_grpc.WalletServiceStub(channel)
         while not stop.is_set():
             n += 1
+            sent_at = time.monotonic()
             try:
+                # Not under the run's prefix: the traffic's verification counts those rows.
                 await stub.OpenWallet(pb.OpenWalletRequest(
-                    player_id=f"{run_id}-probe", currency="USD",
-                    idempotency_key=f"{run_id}-probe-{n}"), metadata=auth,
+                    player_id=f"probe-{run_id}", currency="USD",
+                    idempotency_key=f"probe-{run_id}-{n}"), metadata=auth,
                     timeout=PROBE_TIMEOUT_S)
-                now = time.monotonic()
+                # Only a call sent after the kill shows writes are back (one in flight then
+                # may have committed before it).
                 if timeline.killed_at and not timeline.first_ok_after_kill \
-                        and now > timeline.killed_at:
-                    timeline.first_ok_after_kill = now
+                        and sent_at > timeline.killed_at:
+                    timeline.first_ok_after_kill = time.monotonic()
             except grpc.aio.AioRpcError as err:
                 if timeline.killed_at:
                     code = err.code().name

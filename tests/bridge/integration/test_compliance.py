@@ -77,3 +77,28 @@ async def test_a_deposit_the_wallet_refuses_at_credit_time_is_refunded(
     assert seen["refunds"][0]["psp_reference"].startswith("pi_")
     assert seen["attention"] is None and seen["settled_minor"] == 0
     assert (await client.balance(player)).cash == 0
+
+
+async def test_a_restricted_player_is_refused_and_a_late_capture_refunded(
+        bridge: object, cashier: Cashier, client: Client, player: str) -> None:
+    """KYC put a restriction on the player after the deposit was sent to the PSP: the
+    capture is refunded like a limit's refusal; a new deposit is refused at the cashier."""
+    await client.open(player)
+    status, created = await deposit(cashier, player, 40_00, idem=f"late-{player}")
+    assert status == 201, created
+    await client.call("Restrict", pb.RestrictRequest(
+        player_id=player, currency="USD", reason="COUNTRY_BLOCKED",
+        idempotency_key=key("re")), "compliance")
+    status, body = await deposit(cashier, player, 1_00, idem=f"new-{player}")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        422, "COUNTRY_BLOCKED", "player_id"), body
+    assert "until the operator lifts it" in body["error"]["message"]
+    await cashier.complete_deposit(created)
+    failed = await cashier.wait_state(created["id"], "failed")
+    assert failed["refusal"]["reason"] == "COUNTRY_BLOCKED", failed
+
+    async def refunded() -> bool:
+        seen = await cashier.payment(created["id"])
+        return bool(seen.get("refunds")) and seen["refunds"][0]["state"] == "refunded"
+    await wait_for(refunded, timeout_s=15)
+    assert (await client.balance(player)).cash == 0

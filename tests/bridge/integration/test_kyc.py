@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,11 @@ from tests.bridge.clis import walletctl
 from tests.bridge.conftest import BridgeFactory, Cashier
 from tests.helpers import TOKENS, Client, error_info, wait_for
 from tests.wallet.integration.test_metrics_and_probes import sample
+
+# A player who turned 19 a month ago: of age in most countries, not in one asking for 21.
+_TODAY = datetime.now(UTC).date()
+NINETEEN = (_TODAY - timedelta(days=30)).replace(year=(_TODAY - timedelta(days=30)).year - 19,
+                                                day=1)
 
 
 def kyc_bridge(make_bridge: BridgeFactory, sim: str,
@@ -134,17 +140,32 @@ async def test_deposits_past_the_threshold_need_verification_and_age_and_country
         status, body = await deposit(cashier, player, 50_00, f"d2-{player}")
         assert (status, body["error"]["code"]) == (422, "KYC_REQUIRED"), body
         check = await start(cashier, player)
-        await complete(cashier, check["check_id"], "clear", dob="2007-06-01", country="USA")
+        await complete(cashier, check["check_id"], "clear", dob=NINETEEN.isoformat(), country="USA")
         await reached(cashier, player, "verified")
         status, body = await deposit(cashier, player, 50_00, f"d3-{player}")
         assert (status, body["error"]["code"]) == (422, "UNDERAGE"), body
-        assert "minimum age in USA is 21" in body["error"]["message"]
+        assert "minimum age" in body["error"]["message"], body
+    # New settings: a bridge starting reassesses verified players, and the wallet's
+    # restriction follows (COUNTRY_BLOCKED, then lifted: 19 is of age by default).
     async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="USA"):
-        status, body = await deposit(cashier, player, 50_00, f"d4-{player}")
-        assert (status, body["error"]["code"]) == (422, "COUNTRY_BLOCKED"), body
+        await refused_with(cashier, player, "COUNTRY_BLOCKED")
     async with kyc_bridge(make_bridge, sim):
-        status, body = await deposit(cashier, player, 50_00, f"d5-{player}")
-        assert status == 201, body
+        answers: list[tuple[int, dict[str, Any]]] = []
+
+        async def accepted() -> bool:
+            answers.append(await deposit(cashier, player, 50_00, f"d5-{player}"))
+            return answers[-1][0] == 201
+        await wait_for(accepted)
+
+
+async def refused_with(cashier: Cashier, player: str, code: str) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def refused() -> bool:
+        status, body = await deposit(cashier, player, 50_00, f"d4-{player}")
+        seen.append(body)
+        return status == 422 and body["error"]["code"] == code
+    await wait_for(refused)
 
 
 async def test_an_underage_or_blocked_player_may_not_bet_in_the_wallet(
@@ -158,15 +179,16 @@ async def test_an_underage_or_blocked_player_may_not_bet_in_the_wallet(
     async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
                           BRIDGE_KYC_MIN_AGE_BY_COUNTRY='{"USA": 21}'):
         check = await start(cashier, player)
-        await complete(cashier, check["check_id"], "clear", dob="2007-06-01", country="USA")
+        await complete(cashier, check["check_id"], "clear", dob=NINETEEN.isoformat(), country="USA")
         await reached(cashier, player, "verified")
         # The blocked player has no wallet yet: the bridge opens one to carry it.
         check = await start(cashier, blocked)
         await complete(cashier, check["check_id"], "clear", dob="1990-01-01", country="PRK")
         await reached(cashier, blocked, "verified")
     code, reason, meta = await refusal(client.bet(player, 1_00, round_id="new"))
-    assert (code, reason, meta["until"]) == (grpc.StatusCode.FAILED_PRECONDITION, "UNDERAGE",
-                                             "2028-06-01T00:00:00+00:00")
+    assert (code, reason, meta["until"]) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "UNDERAGE",
+        f"{NINETEEN.replace(year=NINETEEN.year + 21).isoformat()}T12:00:00+00:00")
     await client.win(player, 7_00, round_id="open")
     await client.open(player, "EUR")
     assert (await refusal(client.deposit(player, 1_00, "EUR")))[1] == "UNDERAGE"

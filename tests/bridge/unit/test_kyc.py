@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import pytest
@@ -163,9 +163,10 @@ def test_the_wallet_restriction_follows_a_clear_verification() -> None:
     expired = replace(verified, state=KycState.EXPIRED, restriction="COUNTRY_BLOCKED")
     assert model.play_restriction(expired, **rules) == "COUNTRY_BLOCKED"
     assert model.comes_of_age_on(date(2008, 2, 29), 18) == date(2026, 3, 1)
-    assert model.decode_restriction("UNDERAGE:2028-06-01", date(2026, 12, 4)) == (
-        "UNDERAGE", date(2028, 6, 1))
-    assert model.decode_restriction("UNDERAGE:2028-06-01", date(2028, 6, 1)) is None
-    assert model.decode_restriction("COUNTRY_BLOCKED", date(2026, 12, 4)) == (
-        "COUNTRY_BLOCKED", None)
-    assert model.decode_restriction("", date(2026, 12, 4)) is None
+    # An age restriction ends at noon UTC on the birthday: the day has begun everywhere.
+    noon = datetime(2028, 6, 1, 12, tzinfo=UTC)
+    assert model.decode_restriction("UNDERAGE:2028-06-01", noon - timedelta(seconds=1)) == (
+        "UNDERAGE", noon)
+    assert model.decode_restriction("UNDERAGE:2028-06-01", noon) is None
+    assert model.decode_restriction("COUNTRY_BLOCKED", noon) == ("COUNTRY_BLOCKED", None)
+    assert model.decode_restriction("", noon) is None

@@ -102,3 +102,28 @@ def test_a_new_time_zone_waits_like_a_raise_once_limits_exist() -> None:
     assert Guard.from_json(moved.to_json()) == moved
     # With no limit yet, a zone is just the zone.
     assert Guard().with_changes((), NOW, tz="Europe/Malta").tz == "Europe/Malta"
+
+
+def test_a_restriction_is_stored_inherited_refused_and_ends_by_itself() -> None:
+    now = datetime(2026, 12, 4, 10, tzinfo=UTC)
+    ends = now + timedelta(days=30)
+    g = Guard().with_restriction("UNDERAGE", ends, now)
+    assert not g.empty
+    stored = Guard.from_json(g.to_json())
+    assert (stored.restriction, stored.restricted_until) == ("UNDERAGE", ends)
+    with pytest.raises(Rejected) as refused:
+        stored.at(now).refuse_break(now)
+    assert (refused.value.reason, refused.value.metadata["until"]) == (
+        "UNDERAGE", ends.isoformat())
+    # A new wallet of the player carries it; at its end it goes by itself.
+    assert Guard().with_breaks_of(stored).restriction == "UNDERAGE"
+    later = stored.at(ends)
+    assert later.restriction is None and later.empty
+    later.refuse_break(ends)
+    # Unlike a break it can be lifted early, or replaced.
+    assert stored.with_restriction(None, None, now).restriction is None
+    blocked = stored.with_restriction("COUNTRY_BLOCKED", None, now)
+    assert (blocked.restriction, blocked.restricted_until) == ("COUNTRY_BLOCKED", None)
+    assert "restriction" not in Guard().to_json(), "nothing stored for a player without one"
+    with pytest.raises(InvalidField):
+        Guard().with_restriction("MINOR", None, now)
