@@ -75,6 +75,9 @@ class Settings:
     # and no session settings at start-up (docs/SCALING.md).
     db_statement_cache_size: int = 100
     db_startup_settings: bool = True
+    # Migrations take a session-level advisory lock, which PgBouncer in transaction mode
+    # does not keep: behind one, run `gateway-bridge migrate` straight against Postgres.
+    migrate_on_start: bool = True
     # Health probes of each PSP's API, and the metrics gauges read from Postgres; both run
     # only when the metrics listener is on (nobody would see them otherwise).
     probe_interval_ms: int = 30_000
@@ -154,6 +157,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         db_statement_cache_size=r.integer("BRIDGE_DB_STATEMENT_CACHE_SIZE",
                                           d.db_statement_cache_size, low=0, high=10_000),
         db_startup_settings=r.flag("BRIDGE_DB_STARTUP_SETTINGS", d.db_startup_settings),
+        migrate_on_start=r.flag("BRIDGE_MIGRATE_ON_START", d.migrate_on_start),
         probe_interval_ms=r.integer("BRIDGE_PROBE_INTERVAL_MS", d.probe_interval_ms,
                                     low=1000, high=3_600_000),
         metrics_refresh_ms=r.integer("BRIDGE_METRICS_REFRESH_MS", d.metrics_refresh_ms,

@@ -20,6 +20,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway_bridge import metrics
+from gateway_bridge.aml import store as aml_store
 from gateway_bridge.aml.rules import AmlPolicy
 from gateway_bridge.aml.service import AmlService
 from gateway_bridge.config import Settings
@@ -109,12 +110,7 @@ async def aml_policy(pool: asyncpg.Pool, policy: AmlPolicy) -> AmlPolicy:
     if not policy.little_play_percent:
         return policy
     async with pool.acquire(timeout=5.0) as conn:
-        # CASE: has_table_privilege fails on a table that does not exist.
-        readable = await conn.fetchval(
-            "SELECT CASE WHEN to_regclass('wallet.journal') IS NULL THEN false "
-            "ELSE has_table_privilege('wallet.journal', 'SELECT') "
-            "AND has_table_privilege('wallet.postings', 'SELECT') "
-            "AND has_table_privilege('wallet.wallets', 'SELECT') END")
+        readable = await aml_store.wallet_journal_readable(conn)
     if readable:
         return policy
     log.error("AML_LITTLE_PLAY is off: the bridge cannot read the wallet's journal in its "
@@ -235,7 +231,8 @@ async def running(settings: Settings, *, migrate_first: bool = True,
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then stop in the order the module docstring gives."""
     await serve_until_signalled(
-        running(settings), name="gateway-bridge", log=log,
+        running(settings, migrate_first=settings.migrate_on_start), name="gateway-bridge",
+        log=log,
         grace_ms=settings.shutdown_grace_ms,
         details=lambda run: {
             "listen": settings.listen_addr, "port": run.port, "psps": sorted(settings.psps),

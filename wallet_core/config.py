@@ -181,8 +181,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 def _cross_checks(s: Settings, r: EnvReader) -> None:
     if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
         r.problems.append("DATABASE_URL: must start with postgresql://")
-    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        r.problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://",
+                                                   "redis+cluster://", "rediss+cluster://")):
+        r.problems.append("REDIS_URL: must start with redis://, rediss://, unix://, or "
+                          "redis+cluster:// for a Redis Cluster")
+    elif s.redis_url.startswith(("redis+cluster://", "rediss+cluster://")) \
+            and not cluster_nodes(s.redis_url):
+        r.problems.append("REDIS_URL: redis+cluster://host:port[,host:port...] names at "
+                          "least one node")
     if s.group_commit and s.group_commit_batches_max > s.db_pool_size_max:
         r.problems.append("WALLET_GROUP_COMMIT_BATCHES_MAX: larger than WALLET_DB_POOL_SIZE_MAX "
                           "(each batch in flight holds a connection)")
@@ -209,4 +215,20 @@ def _cross_checks(s: Settings, r: EnvReader) -> None:
         r.problems.append("WALLET_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
 
 
-__all__ = ["SCOPES", "Caller", "Settings", "SettingsError", "load"]
+def cluster_nodes(redis_url: str) -> list[tuple[str, int]] | None:
+    """The nodes a `redis+cluster://h1:p1,h2:p2` (or `rediss+cluster://`) URL names, where
+    the client starts to learn the cluster; None for a URL of one server. An empty list: the
+    URL names no usable node."""
+    scheme, sep, rest = redis_url.partition("://")
+    if not sep or scheme not in ("redis+cluster", "rediss+cluster"):
+        return None
+    nodes = []
+    for part in rest.split("/", 1)[0].split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return []
+        nodes.append((host, int(port)))
+    return nodes
+
+
+__all__ = ["SCOPES", "cluster_nodes", "Caller", "Settings", "SettingsError", "load"]

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from wallet_core import metrics
@@ -45,7 +46,8 @@ CLOSE_WRITES_TIMEOUT_S = 2.0
 
 
 class IdempotencyCache:
-    def __init__(self, client: aioredis.Redis | None, *, ttl_s: int, timeout_ms: int,
+    def __init__(self, client: aioredis.Redis | RedisCluster | None, *, ttl_s: int,
+                 timeout_ms: int,
                  retry_after_ms: int = 1000, namespace: str = "",
                  recent_entries_max: int = 0) -> None:
         self._client = client
@@ -130,7 +132,11 @@ class IdempotencyCache:
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout_s):
-                raws = await self._client.mget([self._key(*pairs[i]) for i in ask])
+                keys = [self._key(*pairs[i]) for i in ask]
+                # A cluster spreads players over slots: one MGET per node that holds some.
+                raws = await (self._client.mget_nonatomic(keys)
+                              if isinstance(self._client, RedisCluster)
+                              else self._client.mget(keys))
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("mget", exc)
             return found, False

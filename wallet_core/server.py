@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # health.aio, for type checkers
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
@@ -27,7 +28,7 @@ from service_kit.migrations import migrate
 from service_kit.serving import serve_until_signalled
 from wallet_core import metrics
 from wallet_core.api.servicer import WalletServicer
-from wallet_core.config import Settings
+from wallet_core.config import Settings, cluster_nodes
 from wallet_core.db import create_pool
 from wallet_core.idempotency_cache import IdempotencyCache
 from wallet_core.operations import GroupCommitSettings, Operations
@@ -51,10 +52,18 @@ class Running:
     metrics_port: int | None = None
 
 
-def _redis_client(settings: Settings) -> aioredis.Redis | None:
+def _redis_client(settings: Settings) -> aioredis.Redis | RedisCluster | None:
     if not settings.redis_url:
         return None
     timeout_s = settings.redis_timeout_ms / 1000
+    nodes = cluster_nodes(settings.redis_url)
+    if nodes is not None:
+        # Any reachable node tells the client the rest of the cluster and who holds which
+        # slot; after a failover the first error makes it ask again.
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+                            ssl=settings.redis_url.startswith("rediss+cluster://"),
+                            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                            max_connections=64, require_full_coverage=False)
     return aioredis.from_url(settings.redis_url, socket_timeout=timeout_s,
                              socket_connect_timeout=timeout_s, retry_on_timeout=False,
                              max_connections=64, health_check_interval=30)

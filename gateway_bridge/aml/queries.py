@@ -84,3 +84,11 @@ SELECT rule, holds_withdrawals, count(*)::int AS n,
        extract(epoch FROM now() - min(opened_at))::float8 AS oldest_s
 FROM bridge.aml_cases WHERE state IN ('open', 'investigating')
 GROUP BY rule, holds_withdrawals"""
+
+# Whether the little-play rule can read the wallet's journal from the bridge's database
+# (CASE: has_table_privilege fails on a table that does not exist).
+WALLET_JOURNAL_READABLE = """
+SELECT CASE WHEN to_regclass('wallet.journal') IS NULL THEN false
+            ELSE has_table_privilege('wallet.journal', 'SELECT')
+                 AND has_table_privilege('wallet.postings', 'SELECT')
+                 AND has_table_privilege('wallet.wallets', 'SELECT') END"""

@@ -118,3 +118,7 @@ async def open_counts(conn: asyncpg.Connection) -> list[tuple[str, bool, int, fl
     """(rule, holds, cases not closed, the oldest one's age in seconds)."""
     return [(r["rule"], r["holds_withdrawals"], r["n"], r["oldest_s"])
             for r in await conn.fetch(q.OPEN_COUNTS)]
+
+
+async def wallet_journal_readable(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval(q.WALLET_JOURNAL_READABLE))
