@@ -34,7 +34,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """A server's logs: one JSON object per line on stdout, where container runtimes and
+    log shippers collect them (command-line tools keep stdout for their answers and never
+    call this)."""
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -151,9 +151,8 @@ async def create_withdrawal(request: web.Request) -> web.Response:
 async def get_payment(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     client = client_of(request, services)
-    payment, history = await services.payments.get(request.match_info["payment_id"],
-                                                   client=client)
+    payment, history, refunds = await services.payments.with_refunds(
+        request.match_info["payment_id"], client=client)
     screening = await services.payments.screening(payment.id)
-    refunds = await services.payments.refunds(payment.id)
     return web.json_response(payment_view(payment, history, screening=screening,
                                           refunds=refunds), dumps=dumps)

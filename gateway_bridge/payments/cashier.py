@@ -811,9 +811,16 @@ class Payments:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def refunds(self, payment_id: str) -> list[PspRefund]:
-        async with self._connection() as conn:
-            return await store.refunds_of(conn, payment_id)
+    async def with_refunds(self, payment_id: str, *, client: str | None = None,
+                           ) -> tuple[Payment, list[dict[str, Any]], list[PspRefund]]:
+        """The payment, its history and its refunds as of one instant: a refund settled
+        and the note it clears are written together, so a reader sees both or neither."""
+        async with self._connection() as conn, \
+                conn.transaction(isolation="repeatable_read", readonly=True):
+            p = await store.payment(conn, payment_id)
+            if p is None or (client is not None and p.client != client):
+                raise NotFound("payment_id: no such payment")
+            return p, await store.history(conn, payment_id), await store.refunds_of(conn, p.id)
 
     async def get(self, payment_id: str, *, client: str | None = None,
                   ) -> tuple[Payment, list[dict[str, Any]]]:

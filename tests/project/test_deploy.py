@@ -48,6 +48,8 @@ SIMULATOR_PACKAGE = "psp_simulator"
 DEV_TARGET = "dev"
 PRODUCTION_IMAGE = "wallet-platform"
 DEV_IMAGE = "wallet-platform-dev"
+# Where scripts/image-check.sh puts the wheels the offline build installs (INSTALL_FROM=wheels).
+OFFLINE_WHEELS = "deploy/offline/wheels"
 # Setting names that hold a secret: they may only arrive through a *_FILE variable, an
 # env_file, or a Kubernetes secretKeyRef, never as a literal value.
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|HMAC|CALLERS|DATABASE_URL)")
@@ -253,11 +255,38 @@ def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
     return stages
 
 
+def global_args() -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults: what FROM lines may use."""
+    args: dict[str, str] = {}
+    for op, arg in dockerfile_instructions():
+        if op == "FROM":
+            break
+        if op == "ARG":
+            name, _, default = arg.partition("=")
+            args[name] = default
+    return args
+
+
+def stage_from(stage: str) -> str:
+    """The FROM reference of `stage` as written, ARGs unexpanded."""
+    return [w for w in dockerfile_stages()[stage][0][1].split() if not w.startswith("--")][0]
+
+
 def stage_base(stage: str) -> str:
-    """What `stage` is built FROM: another stage's name or an image reference."""
-    flags_and_image = [w for w in dockerfile_stages()[stage][0][1].split()
-                       if not w.startswith("--")]
-    return flags_and_image[0]
+    """What `stage` is built FROM in the default build: another stage's name or an image
+    reference, with the ARGs at their defaults."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: global_args()[m.group(1)], stage_from(stage))
+
+
+def stage_bases(stage: str) -> list[str]:
+    """Every stage `stage` can be built FROM, whatever the build args (the default first):
+    `FROM install-${X}` may be any stage whose name fits `install-*`."""
+    stages = dockerfile_stages()
+    literals = re.split(r"\$\{?\w+\}?", stage_from(stage))
+    pattern = ".+".join(re.escape(part) for part in literals)
+    alternatives = [name for name in stages if "".join(literals) and re.fullmatch(pattern, name)]
+    default = stage_base(stage)
+    return ([default] if default in stages else []) + [a for a in alternatives if a != default]
 
 
 def stage_chain(stage: str) -> list[str]:
@@ -275,14 +304,15 @@ def stage_image(stage: str) -> list[tuple[str, str]]:
 
 
 def stage_inputs(stage: str) -> set[str]:
-    """Every stage whose files can reach `stage`: its FROM chain and COPY --from sources."""
+    """Every stage whose files can reach `stage`: its FROM chain (under any build args) and
+    COPY --from sources."""
     stages, seen, todo = dockerfile_stages(), set(), [stage]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        todo += stage_chain(name)[1:2]
+        todo += stage_bases(name)
         todo += [m for op, arg in stages[name] if op in ("COPY", "ADD")
                  for m in re.findall(r"--from=(\S+)", arg) if m in stages]
     return seen
@@ -292,6 +322,14 @@ def copy_sources(arg: str) -> list[str]:
     """The context paths a COPY/ADD reads (flags and the destination dropped)."""
     words = [w for w in shlex.split(arg) if not w.startswith("--")]
     return words[:-1]
+
+
+def healthcheck_argv(arg: str) -> list[str]:
+    """The command of a `HEALTHCHECK ... CMD [...]`, through an `sh -c "exec ..."` wrapper."""
+    words = re.findall(r'"([^"]*)"', arg)
+    if words[:2] == ["sh", "-c"]:
+        words = shlex.split(words[2])
+    return words[1:] if words[:1] == ["exec"] else words
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
@@ -304,9 +342,10 @@ def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
     assert base.get("PYTHON_IMAGE", "").startswith("python:3.11-slim")
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
-    assert any(op == "HEALTHCHECK" and re.findall(r'"([^"]*)"', arg)[:2] == ["wallet-core",
-                                                                          "health"]
-               for op, arg in final)
+    health = [healthcheck_argv(arg) for op, arg in final if op == "HEALTHCHECK"]
+    assert health and health[-1][:2] == ["wallet-core", "health"], health
+    # It asks the port the wallet listens on, wherever a run moves it.
+    assert "WALLET_LISTEN_ADDR" in health[-1][health[-1].index("--addr") + 1], health
     assert all("--from=builder" in arg for op, arg in final if op in ("COPY", "ADD"))
     env = " ".join(arg for op, arg in final if op == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
@@ -366,6 +405,32 @@ def test_only_the_dev_target_of_the_image_carries_the_psp_simulator() -> None:
     assert python_path and str(destination.parent) in python_path[-1].split(":"), python_path
     assert any(op == "RUN" and re.search(rf"import {SIMULATOR_PACKAGE}\b", arg)
                for op, arg in stages[DEV_TARGET]), "the dev target never imports psp_simulator"
+
+
+def test_the_offline_build_installs_only_wheels_made_on_the_host() -> None:
+    """INSTALL_FROM=wheels (scripts/image-check.sh) switches the builder's install to the wheels
+    built on the host, with no index; the default stays the install from source on the
+    official image. Either install starts from a venv made on the runtime's own base, so the
+    interpreter the venv records is the one the image runs."""
+    stages = dockerfile_stages()
+    assert global_args().get("INSTALL_FROM") == "source"
+    installs = stage_bases("builder")
+    assert installs == ["install-source", "install-wheels"], installs
+    offline = stages["install-wheels"]
+    pips = [arg for op, arg in offline if op == "RUN" and "pip install" in arg]
+    assert pips and all("--no-index" in arg and "--find-links" in arg for arg in pips), pips
+    copied = sorted(source.rstrip("/") for op, arg in offline if op in ("COPY", "ADD")
+                    for source in copy_sources(arg))
+    assert copied == ["constraints.txt", OFFLINE_WHEELS], copied
+    runtime_root = stage_chain(list(stages)[-1])[-1]
+    for install in installs:
+        assert stage_from(stage_chain(install)[-1]) == stage_from(runtime_root), install
+    # The wheels must reach the build context, and never git.
+    ignored = [line.strip().rstrip("/") for line in
+               (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith(("#", "!"))]
+    assert not any(OFFLINE_WHEELS == p or OFFLINE_WHEELS.startswith(p + "/") for p in ignored)
+    assert "wheels/" in (DEPLOY / "offline" / ".gitignore").read_text().splitlines()
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_build() -> None:
