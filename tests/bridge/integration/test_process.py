@@ -25,7 +25,7 @@ async def test_sigterm_drains_and_exits_0_with_its_log_lines(
                                       sim_url=sim, bridge_port=bridge_port,
                                       BRIDGE_LOG_LEVEL="INFO")}
     proc = subprocess.Popen([sys.executable, "-m", "gateway_bridge", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             while True:
@@ -37,13 +37,14 @@ async def test_sigterm_drains_and_exits_0_with_its_log_lines(
                 assert proc.poll() is None, "the bridge exited during start-up"
                 await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
+        # The server's JSON logs go to stdout; stderr is for anything that is not a log.
+        stdout, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, stderr
-    lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    lines = [orjson.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     server_lines = [line for line in lines if line["logger"] == "gateway_bridge.server"]
     assert [line["msg"] for line in server_lines] == [
         "gateway-bridge serving", "shutting down", "stopped"], server_lines
