@@ -167,8 +167,10 @@ async def _failover(*, sync: bool, redis_url: str, reaper: Reaper, log_dir: Path
         receiver = await _wal_receiver_pid(standby)
         os.kill(receiver, signal.SIGSTOP)
         await asyncio.sleep(WAL_PAUSE_S)
-        timeline.killed_at = time.monotonic()
         await asyncio.to_thread(primary.crash)
+        # From when every process of the primary is gone (calls sent while it was being
+        # killed may still have been answered).
+        timeline.killed_at = time.monotonic()
         # What the receiver had not read never reached the standby.
         os.kill(receiver, signal.SIGKILL)
         await asyncio.sleep(DETECTION_S)
