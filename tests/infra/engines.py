@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadtests.ports import lease_port
-from tests.faults.processes import Proc, log_tail
+from tests.faults.processes import Proc
 
 READY_TIMEOUT_S = 20.0
 
@@ -155,6 +155,3 @@ class RedisCluster:
         for proc in self.procs.values():
             proc.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def describe(self) -> str:
-        return "\n".join(log_tail(p.log_path, 5) for p in self.procs.values())

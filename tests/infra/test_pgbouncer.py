@@ -30,13 +30,11 @@ import pytest
 
 from loadtests.bench_load import Kind, LoadSpec
 from loadtests.bench_procs import LoadPool
-from loadtests.ports import lease_port
-from psp_simulator import config as sim_config
-from psp_simulator.app import running as sim_running
-from tests.bridge.conftest import DEFAULT_KNOBS, PSP_ENV, Cashier
+from tests.bridge.conftest import DEFAULT_KNOBS, Cashier
 from tests.faults import test_bridge_faults as bridge_faults
 from tests.faults.conftest import create_database, new_scenario, one_wallet, wallet_env
 from tests.faults.processes import Reaper
+from tests.faults.test_bridge_faults import sim_url
 from tests.faults.traffic import Traffic
 from tests.faults.verify import settle_and_verify
 from tests.helpers import CALLERS_JSON
@@ -53,6 +51,7 @@ BENCH_PLAYERS = 2000
 BENCH_CONCURRENCY = 64
 BENCH_TOKEN = "infra-bench-token-" + secrets.token_hex(8)
 # Behind PgBouncer before 1.21: unnamed statements only, no session settings at start-up.
+__all__ = ["sim_url"]  # the PSP simulator fixture of the bridge fault scenario
 THROUGH_PGBOUNCER = {"WALLET_DB_STATEMENT_CACHE_SIZE": "0",
                      "WALLET_DB_STARTUP_SETTINGS": "false"}
 
@@ -85,7 +84,8 @@ async def bouncer(reaper: Reaper, log_dir: Path) -> AsyncIterator[tuple[str, Pri
 
 async def test_pgbouncer_in_transaction_mode(bouncer: tuple[str, PrivatePgBouncer],
                                              faults_redis_url: str, reaper: Reaper,
-                                             log_dir: Path, results: Results) -> None:
+                                             log_dir: Path, results: Results,
+                                             sim_url: tuple[str, int]) -> None:
     """PgBouncer in transaction mode: wallet and bridge fault scenarios, Bet overhead."""
     direct, b = bouncer
     conn = await asyncpg.connect(b.url(), timeout=10, statement_cache_size=0)
@@ -127,7 +127,7 @@ async def test_pgbouncer_in_transaction_mode(bouncer: tuple[str, PrivatePgBounce
     report.assert_sound()
 
     # 2. The bridge's fault scenario through PgBouncer.
-    credited = await _bridge_scenario(b.url(), direct, port, log_dir, reaper)
+    credited = await _bridge_scenario(b.url(), direct, port, log_dir, reaper, sim_url)
     results.add(**{"bridge: deposits credited once": credited})
 
     # 3. Bet through PgBouncer next to Bet straight to Postgres.
@@ -142,45 +142,38 @@ async def test_pgbouncer_in_transaction_mode(bouncer: tuple[str, PrivatePgBounce
 
 
 async def _bridge_scenario(via: str, direct: str, wallet_port: int, log_dir: Path,
-                           reaper: Reaper) -> str:
+                           reaper: Reaper, sim_url: tuple[str, int]) -> str:
     """The bridge fault scenario's phases with the bridge on PgBouncer; returns "n of n"."""
     sc = new_scenario("PgBouncer: bridge under webhook storms")
-    bridge_port = lease_port()
-    settings = sim_config.load({**PSP_ENV, "SIM_LISTEN_ADDR": "127.0.0.1:0",
-                                "SIM_WEBHOOK_BASE_URL": f"http://127.0.0.1:{bridge_port}",
-                                "SIM_WEBHOOK_ATTEMPTS_MAX": "12",
-                                "SIM_WEBHOOK_RETRY_BACKOFF_MS": "100",
-                                "SIM_WEBHOOK_SENDERS": "4"})
+    sim, bridge_port = sim_url
     through = {"BRIDGE_DB_STATEMENT_CACHE_SIZE": "0", "BRIDGE_DB_STARTUP_SETTINGS": "false",
                # Migrated straight against Postgres (create_database) beforehand.
                "BRIDGE_MIGRATE_ON_START": "false"}
     saved = {k: os.environ.get(k) for k in through}
     os.environ.update(through)
     try:
-        async with sim_running(settings) as sim_port:
-            sim = f"http://127.0.0.1:{sim_port}"
-            started: list[object] = []
+        started: list[object] = []
 
-            def bridge(wallet_at: int) -> object:
-                proc = bridge_faults._bridge(len(started) + 1, database_url=via,
-                                             wallet_port=wallet_at, sim=sim,
-                                             bridge_port=bridge_port, log_dir=log_dir)
-                started.append(proc)
-                reaper.add(proc.kill)
-                return proc
+        def bridge(wallet_at: int) -> object:
+            proc = bridge_faults._bridge(len(started) + 1, database_url=via,
+                                         wallet_port=wallet_at, sim=sim,
+                                         bridge_port=bridge_port, log_dir=log_dir)
+            started.append(proc)
+            reaper.add(proc.kill)
+            return proc
 
-            conn = await asyncpg.connect(direct, timeout=10)
-            async with aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(total=15)) as http:
-                cashier = Cashier(http, f"http://127.0.0.1:{bridge_port}", sim)
-                try:
-                    payments = await bridge_faults._run_phases(sc.run_id, cashier, bridge,
-                                                               wallet_port, conn)
-                    report = await bridge_faults._verify(sc.report, conn, payments, cashier,
-                                                         direct)
-                finally:
-                    await cashier.knobs(**DEFAULT_KNOBS)
-                    await conn.close()
+        conn = await asyncpg.connect(direct, timeout=10)
+        async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=15)) as http:
+            cashier = Cashier(http, f"http://127.0.0.1:{bridge_port}", sim)
+            try:
+                payments = await bridge_faults._run_phases(sc.run_id, cashier, bridge,
+                                                           wallet_port, conn)
+                report = await bridge_faults._verify(sc.report, conn, payments, cashier,
+                                                     direct)
+            finally:
+                await cashier.knobs(**DEFAULT_KNOBS)
+                await conn.close()
     finally:
         for k, v in saved.items():
             if v is None:
