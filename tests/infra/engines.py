@@ -105,12 +105,17 @@ class RedisCluster:
         for port in self.ports:
             node_dir = self.dir / str(port)
             node_dir.mkdir()
+            # The bus port is leased too: the default (port + 10000) lands in the kernel's
+            # ephemeral range, where an outgoing connection may hold it.
             self.procs[port] = Proc(
                 f"redis-{port}",
                 [self.server, "--port", str(port), "--bind", "127.0.0.1",
+                 "--cluster-port", str(lease_port()),
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  # A dead primary is failed over after this long without an answer.
                  "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                 # A replica's first sync starts at once rather than after 5 s.
+                 "--repl-diskless-sync-delay", "0",
                  "--dir", str(node_dir), "--daemonize", "no"],
                 os.environ, log_dir / f"redis-{port}.log")
 
@@ -130,6 +135,7 @@ class RedisCluster:
             capture_output=True, text=True, timeout=60)
         assert created.returncode == 0, created.stdout + created.stderr
         await self.wait_ok()
+        await self.wait_replicas_synced()
 
     async def wait_ok(self, timeout_s: float = 30.0) -> None:
         """Until every live node says cluster_state:ok."""
@@ -142,11 +148,40 @@ class RedisCluster:
             assert time.monotonic() < deadline, f"cluster not ok: {states[:1]}"
             await asyncio.sleep(0.2)
 
-    async def info(self, port: int) -> str:
+    async def wait_replicas_synced(self, timeout_s: float = 30.0) -> None:
+        """Until every replica has finished its first sync: a replica that never had its
+        primary's data refuses to take over from it (its data age counts from the epoch)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            links = [await self.info(port, "info", "replication") for port in self.ports]
+            replicas = [s for s in links if "role:slave" in s]
+            if len(replicas) == self.NODES // 2 and all(
+                    "master_link_status:up" in s for s in replicas):
+                return
+            assert time.monotonic() < deadline, f"replicas not synced: {replicas}"
+            await asyncio.sleep(0.2)
+
+    async def info(self, port: int, *command: str) -> str:
         done = await asyncio.to_thread(
-            subprocess.run, [self.cli, "-p", str(port), "cluster", "info"],
+            subprocess.run, [self.cli, "-p", str(port), *(command or ("cluster", "info"))],
             capture_output=True, text=True, timeout=10)
         return done.stdout
+
+    async def describe(self) -> str:
+        """What a failed check needs to say why: each live node's view of the cluster and
+        the tail of every node's log."""
+        parts = []
+        for port, proc in self.procs.items():
+            if proc.alive():
+                done = await asyncio.to_thread(
+                    subprocess.run, [self.cli, "-p", str(port), "cluster", "nodes"],
+                    capture_output=True, text=True, timeout=10)
+                parts.append(f"--- {port} cluster nodes\n{done.stdout}")
+            log = proc.log_path
+            tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+            parts.append(f"--- {port} log ({'alive' if proc.alive() else 'dead'})\n"
+                         + "\n".join(tail))
+        return "\n".join(parts)
 
     def kill(self, port: int) -> None:
         self.procs[port].kill()
