@@ -174,8 +174,10 @@ async def _failover(*, sync: bool, redis_url: str, reaper: Reaper, log_dir: Path
         # What the receiver had not read never reached the standby.
         os.kill(receiver, signal.SIGKILL)
         await asyncio.sleep(DETECTION_S)
-        await asyncio.to_thread(standby.promote)
+        # From the promote request: `pg_ctl promote -w` may return after the wallet has
+        # already written to the promoted standby.
         timeline.promoted_at = time.monotonic()
+        await asyncio.to_thread(standby.promote)
 
     try:
         await traffic.run_while(fault, LOAD_S)
@@ -206,7 +208,7 @@ async def _failover(*, sync: bool, redis_url: str, reaper: Reaper, log_dir: Path
         f"{prefix}: check": report.check if report.check == "clean" else "FAILED",
         f"{prefix}: writes unavailable s": round(timeline.first_ok_after_kill
                                                  - timeline.killed_at, 2),
-        f"{prefix}: after promotion s": round(timeline.first_ok_after_kill
+        f"{prefix}: after the promote request s": round(timeline.first_ok_after_kill
                                               - timeline.promoted_at, 2),
         f"{prefix}: caller errors": ", ".join(
             f"{k} {v}" for k, v in sorted(report.codes.items())
