@@ -29,7 +29,7 @@ image-check: ## build the container image offline and run it against local Postg
 	scripts/image-check.sh
 
 lint:
-	scripts/buf.sh lint && .venv/bin/ruff check . && .venv/bin/mypy wallet_core gateway_bridge psp_simulator service_kit
+	scripts/buf.sh lint && .venv/bin/ruff check . && .venv/bin/mypy wallet_core gateway_bridge psp_simulator service_kit wallet_client
 
 clean:
 	scripts/stop.sh --all; rm -rf .venv gen .run build dist

@@ -15,7 +15,7 @@ scripts/buf.sh lint
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
-.venv/bin/mypy wallet_core gateway_bridge psp_simulator service_kit
+.venv/bin/mypy wallet_core gateway_bridge psp_simulator service_kit wallet_client
 echo "== pip-audit (pinned dependencies; skipped when its database is unreachable)"
 scripts/audit.sh
 echo "== pytest (random order: the seed is printed first; --randomly-seed=N repeats an order,"

@@ -124,7 +124,8 @@ class AsyncWalletClient:
     async def call(self, method: str, request: Any, *, timeout_ms: int | None = None) -> Any:
         """Send `request` to RPC `method` with the retry loop; the reply message. The typed
         methods below use it; it is public for RPCs added after this client."""
-        rpc: Callable[..., Awaitable[Any]] = getattr(self._connect(), method)
+        stub = self._connect()
+        rpc: Callable[..., Awaitable[Any]] = getattr(stub, method)
         budget_ms = timeout_ms if timeout_ms is not None else self._deadline_ms
         deadline = time.monotonic() + budget_ms / 1000
         attempt = 0
@@ -137,12 +138,20 @@ class AsyncWalletClient:
                                                         self._attempt_timeout_ms / 1000)))
             except grpc.aio.AioRpcError as err:
                 error = errors.from_rpc_error(err)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stub is stub or (task is not None and task.cancelling()):
+                    raise
+                # close() cancelled the call, not our caller: the outcome is unknown.
+                raise errors.WalletUnavailable(
+                    "CANCELLED", "CANCELLED", "the client was closed during the call; retry "
+                    "with the same idempotency key") from None
             wait_ms = next_wait_ms(self._retry, attempt=attempt, code=error.code,
                                    reason=error.reason, retry_after_ms=error.retry_after_ms,
                                    remaining_ms=(deadline - time.monotonic()) * 1000,
                                    rng=self._rng)
             if wait_ms is None:
-                if isinstance(error, errors.Refused | errors.WalletInternal):
+                if type(error) is not errors.WalletUnavailable:
                     raise error
                 # Retryable but out of attempts or time: whether it happened is unknown.
                 raise errors.WalletUnavailable(
@@ -152,6 +161,11 @@ class AsyncWalletClient:
             if self._on_retry is not None:
                 self._on_retry(RetryEvent(method, attempt, error.code, error.reason, wait_ms))
             await asyncio.sleep(wait_ms / 1000)
+            if self._stub is not stub:
+                # close() ran meanwhile: no more attempts on this client.
+                raise errors.WalletUnavailable(
+                    error.code, error.reason, f"{error.message} (the client was closed; "
+                    "retry with the same idempotency key)", error.metadata)
 
     async def _money(self, method: str, request: Any, timeout_ms: int | None) -> Any:
         return results.money_result(await self.call(method, request, timeout_ms=timeout_ms))

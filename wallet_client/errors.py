@@ -1,15 +1,16 @@
 """Errors of wallet calls, one exception class per stable ErrorInfo reason (README, "Errors").
 
     WalletError                 base: `code` (gRPC status name), `reason`, `message`, `metadata`
-    ├── WalletUnavailable       the outcome is unknown: the call may or may not have happened.
-    │   └── WalletInternal      Retry later with the SAME idempotency key, never a new one.
+    ├── WalletUnavailable       try again later with the SAME idempotency key, never a new
+    │   │                       one: the call may or may not have happened
+    │   ├── WalletInternal      the wallet failed (INTERNAL); not retried by the client
+    │   └── RateLimited         nothing done; `retry_after_ms` says when to try again
     └── Refused                 the wallet answered; a retry with the same key gets the same
         ├── InvalidRequest      answer, so the client never retries these
         ├── NotFound
         ├── Rejected            a business rule refused; recorded under the key
         ├── KeyReused / DuplicatePspReference
-        ├── Unauthenticated / PermissionDenied
-        └── RateLimited         nothing done; `retry_after_ms` says when to try again
+        └── Unauthenticated / PermissionDenied
 
 The parsing reads the rich status gRPC carries in the trailing metadata
 (`grpc-status-details-bin`, a google.rpc.Status), so it needs no more than protobuf and the
@@ -167,7 +168,7 @@ class PermissionDenied(Refused):
     pass
 
 
-class RateLimited(Refused):
+class RateLimited(WalletUnavailable):
     """The caller's rate limit, or the server's cap on calls in flight; nothing was done.
     The client retries these itself while the deadline allows."""
 

@@ -19,7 +19,6 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # health.aio, for type checkers
-from grpc_reflection.v1alpha import reflection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
@@ -27,6 +26,7 @@ from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from service_kit.migrations import migrate
 from service_kit.serving import serve_until_signalled
 from wallet_core import metrics
+from wallet_core.api.reflection import enable_reflection
 from wallet_core.api.servicer import WalletServicer
 from wallet_core.config import Settings, cluster_nodes
 from wallet_core.db import create_pool
@@ -119,6 +119,8 @@ async def running(settings: Settings, *,
 # How far past WALLET_MESSAGE_SIZE_MAX_BYTES a request is still read (and refused with
 # details) before gRPC refuses it without reading it.
 TRANSPORT_SIZE_FACTOR = 4
+# The shortest keepalive ping interval accepted from a client (wallet_client uses 30 s).
+KEEPALIVE_PING_MIN_MS = 10_000
 
 
 async def _start_server(settings: Settings, operations: Operations,
@@ -134,16 +136,21 @@ async def _start_server(settings: Settings, operations: Operations,
                  # Off unless asked: two servers on one port is a deliberate choice.
                  ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),
                  ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
-                 ("grpc.max_connection_age_grace_ms", settings.shutdown_grace_ms)])
+                 ("grpc.max_connection_age_grace_ms", settings.shutdown_grace_ms),
+                 # Clients' keepalive pings on idle connections (wallet_client pings every
+                 # 30 s) are welcome; by default gRPC answers them with GOAWAY
+                 # "too_many_pings" and the client's connection churns.
+                 ("grpc.keepalive_permit_without_calls", 1),
+                 ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_PING_MIN_MS)])
     pb_grpc.add_WalletServiceServicer_to_server(  # type: ignore[no-untyped-call]
         WalletServicer(operations, reads, settings), server)
     # The asyncio servicer: the threaded one parks a worker thread of the loop's executor in
     # every Watch stream (unauthenticated), which can starve it and hang shutdown.
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME], server)
+    # Reflection v1 and v1alpha (api/reflection.py), so grpcurl and Postman need no protos.
+    enable_reflection(server, [SERVICE_NAME,
+                               health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     if settings.tls_cert_file:
         port = server.add_secure_port(settings.listen_addr, _tls_credentials(settings))
     else:

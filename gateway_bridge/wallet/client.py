@@ -1,8 +1,12 @@
-"""The bridge's gRPC client of the wallet: its own token (payments scope), a deadline on
-every call, and errors sorted into the two kinds the bridge treats differently.
+"""The bridge's side of the wallet: wallet_client (the wallet's own client library) with
+the bridge's token (payments scope) and deadline, and the values the bridge works with.
 
-    WalletUnavailable  the call may or may not have happened (UNAVAILABLE, DEADLINE_EXCEEDED,
-                       ABORTED, RESOURCE_EXHAUSTED, INTERNAL, ...): retry with the same key
+wallet_client does the transport: round_robin over the wallet's replicas, retries of calls
+without an answer with the same request and so the same key, within the deadline. Its
+errors come in the two kinds the bridge treats differently:
+
+    WalletUnavailable  the call may or may not have happened (retries and deadline spent,
+                       rate-limited, INTERNAL): retry later with the same key
     WalletRefused      the wallet answered with a definitive refusal (FAILED_PRECONDITION,
                        NOT_FOUND, INVALID_ARGUMENT, ...); `reason` is its stable reason string
 
@@ -23,19 +27,14 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from wallet.v1 import wallet_service_pb2 as pb
-from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
-_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                        grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
-                        grpc.StatusCode.CANCELLED})
+import wallet_client
+
+WalletUnavailable = wallet_client.WalletUnavailable
+WalletRefused = wallet_client.Refused
 # The wallet's reason for a key (or id) that names no journal entry.
 TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
-# Wallet answers are small; this bounds what a misbehaving peer can make us buffer.
-MESSAGE_SIZE_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,84 +103,28 @@ def deposit_room(limits: pb.Limits) -> DepositRoom:
                        limit=f"deposit limit per {period}")
 
 
-class WalletUnavailable(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"wallet {code}: {message}")
-        self.code = code
-
-
-class WalletRefused(Exception):
-    def __init__(self, code: str, reason: str, message: str) -> None:
-        super().__init__(f"wallet {code} {reason}: {message}")
-        self.code = code
-        self.reason = reason
-        self.message = message
-
-
-def _reason(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return str(info.reason)
-    return err.code().name
-
-
 class WalletClient:
     def __init__(self, *, addr: str, token: str, timeout_ms: int, tls_ca_file: str = "",
                  tls_cert_file: str = "", tls_key_file: str = "") -> None:
-        self._addr = addr
-        self._metadata = (("authorization", f"Bearer {token}"),)
-        self._timeout_s = timeout_ms / 1000
-        self._tls_ca_file = tls_ca_file
-        # Our client certificate, for a wallet that requires mutual TLS.
-        self._tls_cert_file = tls_cert_file
-        self._tls_key_file = tls_key_file
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.WalletServiceStub | None = None
-
-    def _connect(self) -> pb_grpc.WalletServiceStub:
-        if self._stub is None:
-            # round_robin: with a DNS name that resolves to every wallet replica (a
-            # Kubernetes headless Service, `dns:///wallet.ns.svc:50051`), calls spread over
-            # all of them instead of sticking to the first; the wallet's connection age limit
-            # makes the channel re-resolve, so new replicas get their share.
-            options = [("grpc.max_receive_message_length", MESSAGE_SIZE_MAX_BYTES),
-                       ("grpc.max_send_message_length", MESSAGE_SIZE_MAX_BYTES),
-                       ("grpc.lb_policy_name", "round_robin")]
-            if self._tls_ca_file or self._tls_cert_file:
-                self._channel = grpc.aio.secure_channel(self._addr, self._credentials(),
-                                                        options=options)
-            else:
-                self._channel = grpc.aio.insecure_channel(self._addr, options=options)
-            self._stub = pb_grpc.WalletServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        return self._stub
-
-    def _credentials(self) -> grpc.ChannelCredentials:
-        """Small PEM files read once, when the channel is first needed."""
-        def read(path: str) -> bytes | None:
-            return Path(path).read_bytes() if path else None
-        # No CA file: gRPC verifies the wallet against the system roots.
-        return grpc.ssl_channel_credentials(root_certificates=read(self._tls_ca_file),
-                                            private_key=read(self._tls_key_file),
-                                            certificate_chain=read(self._tls_cert_file))
+        credentials = None
+        if tls_ca_file or tls_cert_file:
+            # Small PEM files read once. No CA file: the wallet is verified against the
+            # system roots; a client certificate answers a wallet that requires mutual TLS.
+            def read(path: str) -> bytes | None:
+                return Path(path).read_bytes() if path else None
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read(tls_ca_file), private_key=read(tls_key_file),
+                certificate_chain=read(tls_cert_file))
+        self._client = wallet_client.AsyncWalletClient(
+            addr, token=token, deadline_ms=timeout_ms,
+            attempt_timeout_ms=min(timeout_ms, wallet_client.aio.ATTEMPT_TIMEOUT_MS_DEFAULT),
+            credentials=credentials)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = self._stub = None
+        await self._client.close()
 
     async def _call(self, method: str, request: object) -> object:
-        stub = self._connect()
-        try:
-            return await getattr(stub, method)(request, metadata=self._metadata,
-                                               timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as err:
-            code = err.code()
-            if code in _RETRYABLE:
-                raise WalletUnavailable(code.name, err.details() or "") from None
-            raise WalletRefused(code.name, _reason(err), err.details() or "") from None
+        return await self._client.call(method, request)
 
     async def open_wallet(self, *, player_id: str, currency: str) -> None:
         await self._call("OpenWallet", pb.OpenWalletRequest(

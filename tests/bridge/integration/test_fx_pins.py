@@ -74,7 +74,7 @@ async def test_dispute_retried_after_another_was_applied_keeps_its_debit(
             transaction_id = await real_chargeback(**kwargs)
             if not lost:
                 lost.append(kwargs["amount_minor"])
-                raise WalletUnavailable("DEADLINE_EXCEEDED", "reply lost")
+                raise WalletUnavailable("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "reply lost")
             return transaction_id
 
         wallet.chargeback = chargeback_then_lose_reply  # type: ignore[method-assign]
@@ -149,7 +149,7 @@ async def test_lost_reply_retried_after_the_pin_aged_out_replays_the_pinned_rate
             transaction_id = await real_deposit(**kwargs)
             sent.append((kwargs["amount_minor"], kwargs["conversion"].rate))
             if len(sent) == 1:
-                raise WalletUnavailable("DEADLINE_EXCEEDED", "reply lost")
+                raise WalletUnavailable("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "reply lost")
             return transaction_id
 
         wallet.deposit = deposit_then_lose_reply  # type: ignore[method-assign]

@@ -213,7 +213,7 @@ async def test_lost_wallet_reply_is_retried_with_the_same_key_and_credits_once(
         transaction_id = await real_deposit(**kwargs)
         if not lost:
             lost.append(transaction_id)
-            raise WalletUnavailable("DEADLINE_EXCEEDED", "reply lost")
+            raise WalletUnavailable("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "reply lost")
         return transaction_id
 
     wallet.deposit = deposit_then_lose_reply  # type: ignore[method-assign]
@@ -267,7 +267,7 @@ async def test_lost_commit_reply_then_failure_event_still_ends_reversed(
         transaction_id = await real_commit(**kwargs)
         if not lost:
             lost.append(transaction_id)
-            raise WalletUnavailable("DEADLINE_EXCEEDED", "reply lost")
+            raise WalletUnavailable("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "reply lost")
         return transaction_id
 
     wallet.commit = commit_then_lose_reply  # type: ignore[method-assign]

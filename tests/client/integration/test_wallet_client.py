@@ -274,3 +274,21 @@ async def test_concurrent_calls_with_one_key_move_money_once(
                                   for _ in range(10)))
     assert len({b.operation.transaction_id for b in bets}) == 1
     assert (await clients["game"].get_balance(player, "EUR")).cash_minor == 900
+
+
+async def test_closing_the_client_ends_its_retries() -> None:
+    """A call in flight when the client closes ends with WalletUnavailable (the outcome is
+    unknown), not with a retry on a closed channel or an error of gRPC's own."""
+    hole = await BlackHole().start()
+    client = wc.AsyncWalletClient(f"127.0.0.1:{hole.port}", token="t" * 20,
+                                  deadline_ms=5_000, attempt_timeout_ms=200)
+    try:
+        call = asyncio.create_task(client.get_balance("p", "EUR"))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await client.close()
+        with pytest.raises(wc.WalletUnavailable):
+            await call
+        assert time.monotonic() - started < 2.0
+    finally:
+        await hole.close()
