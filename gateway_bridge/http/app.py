@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway_bridge import metrics
-from gateway_bridge.http import cashier, kyc, webhooks
+from gateway_bridge.http import cashier, kyc, openapi, webhooks
 from gateway_bridge.http import errors as http_errors
 from gateway_bridge.http.context import REQUEST_ID, SERVICES, Services
 from gateway_bridge.http.errors import dumps
@@ -104,6 +104,7 @@ def build(services: Services) -> web.Application:
     app.router.add_get("/v1/payments/{payment_id}", cashier.get_payment)
     app.router.add_post("/webhooks/{psp}", webhooks.receive)
     kyc.add_routes(app)
+    openapi.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
