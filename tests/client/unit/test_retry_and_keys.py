@@ -125,3 +125,19 @@ def test_unknown_reasons_fall_back_by_code_and_unknown_outcomes_stay_unknown() -
                            {"field": "amount"})
     assert isinstance(err, errors.InvalidRequest) and err.field == "amount"
     assert not errors.error_for("ALREADY_EXISTS", "IDEMPOTENCY_KEY_REUSED", "").replay
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def test_every_rpc_has_a_typed_method_in_both_clients() -> None:
+    from wallet.v1 import wallet_service_pb2 as pb
+
+    import wallet_client as wc
+
+    rpcs = pb.DESCRIPTOR.services_by_name["WalletService"].methods_by_name
+    for rpc in rpcs:
+        for client in (wc.AsyncWalletClient, wc.WalletClient):
+            assert callable(getattr(client, _snake(rpc), None)), \
+                f"{client.__name__} has no method for {rpc}"
