@@ -272,6 +272,10 @@ class KycService:
                 await self.send_restrictions()
             except pg.DB_ERRORS as err:
                 log.warning("kyc poll: database trouble", extra={"error": type(err).__name__})
+            except Exception:
+                # A bug met by one pass must not stop the poller: late checks and unsent
+                # restrictions would then wait for a restart (KycRestrictionUnsent pages).
+                log.exception("kyc poll: unexpected error; trying again next interval")
             await asyncio.sleep(interval_ms / 1000)
 
     # -- gates -------------------------------------------------------------------------------

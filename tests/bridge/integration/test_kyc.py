@@ -233,6 +233,46 @@ async def test_a_restriction_the_wallet_missed_is_sent_by_the_poller(
         await wait_for(restricted)
 
 
+async def test_the_poller_outlives_an_unexpected_error(
+        make_bridge: BridgeFactory, sim: str, cashier: Cashier, client: Client,
+        player: str) -> None:
+    """A bug met by one poll pass is logged; the next pass still sends what is due."""
+    await client.funded(player, 20_00)
+    async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
+                          BRIDGE_KYC_POLL_INTERVAL_MS="100") as bridge:
+        kyc = bridge.services.kyc
+        real_wallet, real_poll = kyc._wallet, kyc.poll_late
+        failures: list[str] = []
+
+        async def broken_poll() -> Any:
+            if not failures:
+                failures.append("poll")
+                raise RuntimeError("a bug in one pass")
+            return await real_poll()
+
+        unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
+                                   timeout_ms=300)
+        kyc._wallet = unreachable
+        try:
+            check = await start(cashier, player)
+            await complete(cashier, check["check_id"], "clear", dob="1990-01-01",
+                           country="PRK")
+            await reached(cashier, player, "verified")
+            kyc.poll_late = broken_poll  # type: ignore[method-assign]
+        finally:
+            kyc._wallet = real_wallet
+            await unreachable.close()
+
+        async def restricted() -> bool:
+            try:
+                await client.bet(player, 1_00, round_id=f"r-{len(failures)}")
+            except grpc.aio.AioRpcError as err:
+                return error_info(err).reason == "COUNTRY_BLOCKED"
+            return False
+        await wait_for(restricted)
+        assert failures == ["poll"], "the broken pass never ran: the test proves nothing"
+
+
 async def refusal(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     try:
         await call
