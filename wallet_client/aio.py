@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from wallet.v1 import wallet_service_pb2 as pb
 from wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
@@ -34,6 +35,7 @@ DEADLINE_MS_DEFAULT: Final = 5000
 ATTEMPT_TIMEOUT_MS_DEFAULT: Final = 2000
 # Wallet replies are small; this bounds what a misbehaving peer can make us buffer.
 MESSAGE_SIZE_MAX_BYTES: Final = 4 * 1024 * 1024
+R = TypeVar("R")
 CHANNEL_OPTIONS: Final[tuple[tuple[str, Any], ...]] = (
     # Every address the target resolves to gets calls (a headless Service, several A
     # records, or `ipv4:h1:p1,h2:p2`); the wallet's connection age limit makes the channel
@@ -63,8 +65,8 @@ class RetryEvent:
     wait_ms: float
 
 
-def _timestamp(when: datetime) -> Any:
-    ts = pb.GrantBonusRequest().expires_at
+def _timestamp(when: datetime) -> Timestamp:
+    ts = Timestamp()
     ts.FromDatetime(when.astimezone(UTC))
     return ts
 
@@ -167,17 +169,19 @@ class AsyncWalletClient:
                     error.code, error.reason, f"{error.message} (the client was closed; "
                     "retry with the same idempotency key)", error.metadata)
 
-    async def _money(self, method: str, request: Any, timeout_ms: int | None) -> Any:
-        return results.money_result(await self.call(method, request, timeout_ms=timeout_ms))
+    async def _money(self, method: str, request: Any, timeout_ms: int | None,
+                     expected: type[R]) -> R:
+        result = results.money_result(await self.call(method, request, timeout_ms=timeout_ms))
+        assert isinstance(result, expected), f"{method} answered {type(result).__name__}"
+        return result
 
     # -- wallets and balances -----------------------------------------------------------
 
     async def open_wallet(self, player_id: str, currency: str, *, key: str,
                           timeout_ms: int | None = None) -> results.OpenedWallet:
-        r = await self._money("OpenWallet", pb.OpenWalletRequest(
-            player_id=player_id, currency=currency, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.OpenedWallet)
-        return r
+        return await self._money("OpenWallet", pb.OpenWalletRequest(
+            player_id=player_id, currency=currency, idempotency_key=key),
+            timeout_ms, results.OpenedWallet)
 
     async def get_balance(self, player_id: str, currency: str, *,
                           timeout_ms: int | None = None) -> results.Balances:
@@ -189,99 +193,80 @@ class AsyncWalletClient:
 
     async def bet(self, player_id: str, currency: str, amount_minor: int, *, game_id: str,
                   round_id: str, key: str, timeout_ms: int | None = None) -> results.Staked:
-        r = await self._money("Bet", pb.BetRequest(
+        return await self._money("Bet", pb.BetRequest(
             player_id=player_id, currency=currency, amount=amount_minor, game_id=game_id,
-            round_id=round_id, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Staked)
-        return r
+            round_id=round_id, idempotency_key=key), timeout_ms, results.Staked)
 
     async def win(self, player_id: str, currency: str, amount_minor: int, *, game_id: str,
                   round_id: str, key: str, timeout_ms: int | None = None) -> results.Staked:
-        r = await self._money("Win", pb.WinRequest(
+        return await self._money("Win", pb.WinRequest(
             player_id=player_id, currency=currency, amount=amount_minor, game_id=game_id,
-            round_id=round_id, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Staked)
-        return r
+            round_id=round_id, idempotency_key=key), timeout_ms, results.Staked)
 
     async def rollback(self, player_id: str, currency: str, *, game_id: str, bet_key: str,
                        key: str, timeout_ms: int | None = None) -> results.RolledBack:
         """Reverses the bet sent with idempotency key `bet_key`, whether or not it ever
         arrived (a late one is then refused)."""
-        r = await self._money("Rollback", pb.RollbackRequest(
+        return await self._money("Rollback", pb.RollbackRequest(
             player_id=player_id, currency=currency, game_id=game_id,
-            bet_idempotency_key=bet_key, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.RolledBack)
-        return r
+            bet_idempotency_key=bet_key, idempotency_key=key), timeout_ms, results.RolledBack)
 
     # -- payments -----------------------------------------------------------------------
 
     async def deposit(self, player_id: str, currency: str, amount_minor: int, *, psp: str,
                       psp_reference: str, key: str, conversion: pb.Conversion | None = None,
                       timeout_ms: int | None = None) -> results.Operation:
-        r = await self._money("Deposit", pb.DepositRequest(
+        return await self._money("Deposit", pb.DepositRequest(
             player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
             psp_reference=psp_reference, idempotency_key=key, conversion=conversion),
-            timeout_ms)
-        assert isinstance(r, results.Operation)
-        return r
+            timeout_ms, results.Operation)
 
     async def reserve_withdrawal(self, player_id: str, currency: str, amount_minor: int, *,
                                  psp: str, key: str,
                                  timeout_ms: int | None = None) -> results.Reserved:
-        r = await self._money("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
+        return await self._money("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
             player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
-            idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Reserved)
-        return r
+            idempotency_key=key), timeout_ms, results.Reserved)
 
     async def commit_withdrawal(self, withdrawal_id: str, *, key: str,
                                 timeout_ms: int | None = None) -> results.Operation:
-        r = await self._money("CommitWithdrawal", pb.CommitWithdrawalRequest(
-            withdrawal_id=withdrawal_id, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Operation)
-        return r
+        return await self._money("CommitWithdrawal", pb.CommitWithdrawalRequest(
+            withdrawal_id=withdrawal_id, idempotency_key=key), timeout_ms, results.Operation)
 
     async def cancel_withdrawal(self, withdrawal_id: str, *, reason: str, key: str,
                                 timeout_ms: int | None = None) -> results.Operation:
-        r = await self._money("CancelWithdrawal", pb.CancelWithdrawalRequest(
-            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Operation)
-        return r
+        return await self._money("CancelWithdrawal", pb.CancelWithdrawalRequest(
+            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key),
+            timeout_ms, results.Operation)
 
     async def reverse_withdrawal(self, withdrawal_id: str, *, reason: str, key: str,
                                  timeout_ms: int | None = None) -> results.Operation:
-        r = await self._money("ReverseWithdrawal", pb.ReverseWithdrawalRequest(
-            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Operation)
-        return r
+        return await self._money("ReverseWithdrawal", pb.ReverseWithdrawalRequest(
+            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key),
+            timeout_ms, results.Operation)
 
     async def chargeback(self, player_id: str, currency: str, amount_minor: int, *, psp: str,
                          psp_reference: str, key: str,
                          timeout_ms: int | None = None) -> results.Operation:
-        r = await self._money("Chargeback", pb.ChargebackRequest(
+        return await self._money("Chargeback", pb.ChargebackRequest(
             player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
-            psp_reference=psp_reference, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Operation)
-        return r
+            psp_reference=psp_reference, idempotency_key=key), timeout_ms, results.Operation)
 
     # -- bonuses ------------------------------------------------------------------------
 
     async def grant_bonus(self, player_id: str, currency: str, amount_minor: int, *,
                           wagering_requirement_minor: int, expires_at: datetime, key: str,
                           timeout_ms: int | None = None) -> results.BonusGranted:
-        r = await self._money("GrantBonus", pb.GrantBonusRequest(
+        return await self._money("GrantBonus", pb.GrantBonusRequest(
             player_id=player_id, currency=currency, amount=amount_minor,
             wagering_requirement=wagering_requirement_minor,
-            expires_at=_timestamp(expires_at), idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.BonusGranted)
-        return r
+            expires_at=_timestamp(expires_at), idempotency_key=key),
+            timeout_ms, results.BonusGranted)
 
     async def forfeit_bonus(self, bonus_id: str, *, key: str,
                             timeout_ms: int | None = None) -> results.BonusForfeited:
-        r = await self._money("ForfeitBonus", pb.ForfeitBonusRequest(
-            bonus_id=bonus_id, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.BonusForfeited)
-        return r
+        return await self._money("ForfeitBonus", pb.ForfeitBonusRequest(
+            bonus_id=bonus_id, idempotency_key=key), timeout_ms, results.BonusForfeited)
 
     async def get_bonuses(self, player_id: str, currency: str, *,
                           include_inactive: bool = False,
@@ -297,11 +282,9 @@ class AsyncWalletClient:
                      reason: str, key: str,
                      timeout_ms: int | None = None) -> results.Operation:
         """A support correction of bucket "CASH" or "BONUS"; `amount_minor` is signed."""
-        r = await self._money("Adjust", pb.AdjustRequest(
+        return await self._money("Adjust", pb.AdjustRequest(
             player_id=player_id, currency=currency, bucket=f"BUCKET_{bucket}",
-            amount=amount_minor, reason=reason, idempotency_key=key), timeout_ms)
-        assert isinstance(r, results.Operation)
-        return r
+            amount=amount_minor, reason=reason, idempotency_key=key), timeout_ms, results.Operation)
 
     async def get_transaction(self, *, transaction_id: str = "", key: str = "",
                               caller: str = "",
@@ -335,8 +318,7 @@ class AsyncWalletClient:
         reply = await self.call("SetLimits", pb.SetLimitsRequest(
             player_id=player_id, currency=currency, changes=[c.message() for c in changes],
             time_zone=time_zone, idempotency_key=key), timeout_ms=timeout_ms)
-        return results.LimitsChanged(results.Operation.of(reply.result),
-                                     results.Limits.of(reply.limits))
+        return results.LimitsChanged.of(reply)
 
     async def get_limits(self, player_id: str, currency: str, *,
                          timeout_ms: int | None = None) -> results.Limits:
@@ -352,8 +334,7 @@ class AsyncWalletClient:
             player_id=player_id, currency=currency,
             kind=f"BREAK_KIND_{kind}", duration_s=duration_s,
             permanent=permanent, idempotency_key=key), timeout_ms=timeout_ms)
-        return results.LimitsChanged(results.Operation.of(reply.result),
-                                     results.Limits.of(reply.limits))
+        return results.LimitsChanged.of(reply)
 
     async def restrict(self, player_id: str, currency: str, *, reason: str | None, key: str,
                        until: datetime | None = None,
@@ -366,8 +347,7 @@ class AsyncWalletClient:
         if until is not None:
             request.until.CopyFrom(_timestamp(until))
         reply = await self.call("Restrict", request, timeout_ms=timeout_ms)
-        return results.LimitsChanged(results.Operation.of(reply.result),
-                                     results.Limits.of(reply.limits))
+        return results.LimitsChanged.of(reply)
 
     # -- batches ------------------------------------------------------------------------
 

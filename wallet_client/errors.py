@@ -237,7 +237,8 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> WalletError:
     message = err.details() or ""
     reason, metadata, retry_after_ms = "", dict[str, str](), None
     # grpc.aio yields (key, value) tuples; its stubs type them otherwise.
-    pairs: Iterable[tuple[str, str | bytes]] = err.trailing_metadata() or ()  # type: ignore[assignment]
+    metadata_in = err.trailing_metadata() or ()
+    pairs: Iterable[tuple[str, str | bytes]] = metadata_in  # type: ignore[assignment]
     for key, value in pairs:
         if key == DETAILS_METADATA_KEY and isinstance(value, bytes):
             reason, metadata, retry_after_ms = parse_status(value)

@@ -207,6 +207,11 @@ class LimitsChanged:
     operation: Operation
     limits: Limits
 
+    @classmethod
+    def of(cls, reply: pb.SetLimitsResponse | pb.ExcludeResponse | pb.RestrictResponse,
+           ) -> LimitsChanged:
+        return cls(Operation.of(reply.result), Limits.of(reply.limits))
+
 
 @dataclass(frozen=True, slots=True)
 class LimitChange:
@@ -223,7 +228,8 @@ class LimitChange:
                               amount=self.amount_minor, remove=self.remove)
 
 
-MoneyResult = OpenedWallet | Operation | Staked | RolledBack | Reserved | BonusGranted | BonusForfeited
+MoneyResult = (OpenedWallet | Operation | Staked | RolledBack | Reserved | BonusGranted
+               | BonusForfeited)
 
 
 def money_result(reply: object) -> MoneyResult:

@@ -115,10 +115,8 @@ class WalletClient:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=read(tls_ca_file), private_key=read(tls_key_file),
                 certificate_chain=read(tls_cert_file))
-        self._client = wallet_client.AsyncWalletClient(
-            addr, token=token, deadline_ms=timeout_ms,
-            attempt_timeout_ms=min(timeout_ms, wallet_client.aio.ATTEMPT_TIMEOUT_MS_DEFAULT),
-            credentials=credentials)
+        self._client = wallet_client.AsyncWalletClient(addr, token=token, deadline_ms=timeout_ms,
+                                                       credentials=credentials)
 
     async def close(self) -> None:
         await self._client.close()

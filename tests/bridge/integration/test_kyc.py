@@ -7,7 +7,8 @@ may not deposit."""
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -197,22 +198,46 @@ async def test_an_underage_or_blocked_player_may_not_bet_in_the_wallet(
     assert (await refusal(client.bet(blocked, 1_00, round_id="r")))[1] == "COUNTRY_BLOCKED"
 
 
+@asynccontextmanager
+async def wallet_away(bridge: Running) -> AsyncIterator[None]:
+    """The KYC service's wallet unreachable inside the block: restrictions stay unsent."""
+    kyc = bridge.services.kyc
+    real = kyc._wallet
+    unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
+                               timeout_ms=300)
+    kyc._wallet = unreachable
+    try:
+        yield
+    finally:
+        kyc._wallet = real
+        await unreachable.close()
+
+
+async def verify_in_blocked_country(cashier: Cashier, player: str) -> None:
+    check = await start(cashier, player)
+    await complete(cashier, check["check_id"], "clear", dob="1990-01-01", country="PRK")
+    await reached(cashier, player, "verified")
+
+
+async def until_country_blocked(client: Client, player: str) -> None:
+    """Until the wallet refuses the player's bets with COUNTRY_BLOCKED."""
+    async def restricted() -> bool:
+        try:
+            await client.bet(player, 1_00, round_id="after")
+        except grpc.aio.AioRpcError as err:
+            return error_info(err).reason == "COUNTRY_BLOCKED"
+        return False
+    await wait_for(restricted)
+
+
 async def test_a_restriction_the_wallet_missed_is_sent_by_the_poller(
         make_bridge: BridgeFactory, sim: str, cashier: Cashier, client: Client,
         bridge_conn: asyncpg.Connection, player: str) -> None:
     await client.funded(player, 20_00)
     async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
                           BRIDGE_KYC_POLL_INTERVAL_MS="100") as bridge:
-        kyc = bridge.services.kyc
-        real = kyc._wallet
-        unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
-                                   timeout_ms=300)
-        kyc._wallet = unreachable
-        try:
-            check = await start(cashier, player)
-            await complete(cashier, check["check_id"], "clear", dob="1990-01-01",
-                           country="PRK")
-            await reached(cashier, player, "verified")
+        async with wallet_away(bridge):
+            await verify_in_blocked_country(cashier, player)
             unsent = await bridge_conn.fetchval(
                 "SELECT restriction_version - restriction_sent_version FROM bridge.kyc "
                 "WHERE player_id = $1", player)
@@ -220,17 +245,7 @@ async def test_a_restriction_the_wallet_missed_is_sent_by_the_poller(
             await gauges.refresh(bridge_conn)  # what KycRestrictionUnsent watches
             assert sample(generate_latest().decode(), "bridge_kyc_restrictions_unsent") >= 1
             await client.bet(player, 1_00, round_id="before")  # the wallet does not know
-        finally:
-            kyc._wallet = real
-            await unreachable.close()
-
-        async def restricted() -> bool:
-            try:
-                await client.bet(player, 1_00, round_id="after")
-            except grpc.aio.AioRpcError as err:
-                return error_info(err).reason == "COUNTRY_BLOCKED"
-            return False
-        await wait_for(restricted)
+        await until_country_blocked(client, player)
 
 
 async def test_the_poller_outlives_an_unexpected_error(
@@ -241,7 +256,7 @@ async def test_the_poller_outlives_an_unexpected_error(
     async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
                           BRIDGE_KYC_POLL_INTERVAL_MS="100") as bridge:
         kyc = bridge.services.kyc
-        real_wallet, real_poll = kyc._wallet, kyc.poll_late
+        real_poll = kyc.poll_late
         failures: list[str] = []
 
         async def broken_poll() -> Any:
@@ -250,26 +265,10 @@ async def test_the_poller_outlives_an_unexpected_error(
                 raise RuntimeError("a bug in one pass")
             return await real_poll()
 
-        unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
-                                   timeout_ms=300)
-        kyc._wallet = unreachable
-        try:
-            check = await start(cashier, player)
-            await complete(cashier, check["check_id"], "clear", dob="1990-01-01",
-                           country="PRK")
-            await reached(cashier, player, "verified")
+        async with wallet_away(bridge):
+            await verify_in_blocked_country(cashier, player)
             kyc.poll_late = broken_poll  # type: ignore[method-assign]
-        finally:
-            kyc._wallet = real_wallet
-            await unreachable.close()
-
-        async def restricted() -> bool:
-            try:
-                await client.bet(player, 1_00, round_id=f"r-{len(failures)}")
-            except grpc.aio.AioRpcError as err:
-                return error_info(err).reason == "COUNTRY_BLOCKED"
-            return False
-        await wait_for(restricted)
+        await until_country_blocked(client, player)
         assert failures == ["poll"], "the broken pass never ran: the test proves nothing"
 
 
