@@ -265,11 +265,16 @@ async def test_the_poller_outlives_an_unexpected_error(
                 raise RuntimeError("a bug in one pass")
             return await real_poll()
 
+        async def broken_pass_ran() -> bool:
+            return failures == ["poll"]
+
         async with wallet_away(bridge):
             await verify_in_blocked_country(cashier, player)
             kyc.poll_late = broken_poll  # type: ignore[method-assign]
+            # The wallet stays away until the broken pass has run, so no pass before it can
+            # send the restriction: only a pass after the error can.
+            await wait_for(broken_pass_ran)
         await until_country_blocked(client, player)
-        assert failures == ["poll"], "the broken pass never ran: the test proves nothing"
 
 
 async def refusal(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
