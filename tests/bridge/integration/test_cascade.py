@@ -264,9 +264,15 @@ async def test_a_retry_racing_a_slow_charge_waits_instead_of_charging_elsewhere(
     card = method()
     await prefer(bridge_conn, "stripe", card)
     async with make_bridge(**rules_env(card, ["stripe", "adyen"])):
-        await cashier.knobs(work_ms_by_psp={"stripe": 700})
+        await cashier.knobs(work_ms_by_psp={"stripe": 1500})
         first = asyncio.create_task(charge(cashier, player, card, key=f"race-{card}"))
-        await asyncio.sleep(0.2)
+
+        async def stored() -> bool:
+            return bool(await bridge_conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM bridge.payments WHERE client_key = $1)",
+                f"race-{card}"))
+        await wait_for(stored)  # the first request created the payment: the retry is a retry
+        await asyncio.sleep(0.2)  # and its charge reached stripe, which works for 1.5 s
         second = await charge(cashier, player, card, key=f"race-{card}")
         status, created = await first
         assert status == 201 and created["psp"] == "stripe", created

@@ -171,6 +171,9 @@ async def test_callback_errors_count_forged_webhooks(
             assert r.status == 401
         await webhooks.flush_rejections(run.services)
         changes = await _evaluate(run)
+        # The simulator's retries of the refused deliveries end here, not at the next
+        # test's bridge, whose exact webhook counts they would change.
+        await cashier.flush()
     assert [(c.rule, c.scope) for c in changes] == [("callback_errors", "stripe")]
     incident = await store.incident(conn, changes[0].incident_id)
     assert incident["observed"]["errors"] == 3 and incident["affected"] == []
@@ -192,6 +195,9 @@ async def test_a_rotated_webhook_secret_shows_as_callback_errors(
                 await asyncio.sleep(0.05)
         await webhooks.flush_rejections(run.services)
         changes = await _evaluate(run)
+        # The simulator's retries of the refused deliveries end here, not at the next
+        # test's bridge, whose exact webhook counts they would change.
+        await cashier.flush()
     assert [(c.rule, c.scope) for c in changes] == [("callback_errors", "stripe")]
     incident = await store.incident(conn, changes[0].incident_id)
     assert set(incident["observed"]["by_cause"]) == {"signature"}

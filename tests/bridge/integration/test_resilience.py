@@ -24,7 +24,7 @@ from tests.bridge.conftest import (
     Cashier,
     bridge_env,
 )
-from tests.helpers import Client
+from tests.helpers import Client, wait_for
 from wallet_core import config as wallet_config
 from wallet_core.server import running as wallet_running
 
@@ -136,7 +136,9 @@ async def test_bridge_killed_after_acknowledging_credits_exactly_once_on_restart
 async def test_failing_psp_opens_the_breaker_and_deposits_are_refused_clearly(
         make_bridge: BridgeFactory, cashier: Cashier, player: str) -> None:
     """PSP down: deposits fail, the breaker opens (503 PSP_UNAVAILABLE at once), then heals."""
-    async with make_bridge():
+    # A cool-down long enough that a slow machine cannot let it lapse before the breaker's
+    # open answers below are seen.
+    async with make_bridge(BRIDGE_PSP_BREAKER_COOLDOWN_MS="3000"):
         await cashier.knobs(down=True)
         codes = []
         for n in range(4):
@@ -152,7 +154,10 @@ async def test_failing_psp_opens_the_breaker_and_deposits_are_refused_clearly(
             "method": "card"}, headers={"Idempotency-Key": "brk-open"})
         assert status == 503 and "circuit open" in body["error"]["message"]
         await cashier.knobs(down=False)
-        await asyncio.sleep(0.6)  # BRIDGE_PSP_BREAKER_COOLDOWN_MS=500
+
+        async def cooled() -> bool:
+            return (await cashier.request("GET", "/readyz"))[1]["psps"]["stripe"] == "up"
+        await wait_for(cooled)
         ok = await cashier.deposit(player, 5_00, psp="stripe", key="brk-after")
         assert ok["state"] == "pending"
 

@@ -19,7 +19,10 @@ from wallet_core.server import Running
 
 ROOT = Path(__file__).resolve().parents[3]
 PROCESS_TIMEOUT_S = 180
-pytestmark = pytest.mark.slow
+# Building the wheel and its venv (in the first test's set-up) takes about 10 s here, but
+# pip may wait on a slow package index: the whole of it is bounded by PROCESS_TIMEOUT_S
+# per step, not by the suite's 120 s per test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(4 * PROCESS_TIMEOUT_S)]
 
 
 async def _run(*argv: str | Path, env: dict[str, str] | None = None) -> str:
