@@ -63,6 +63,8 @@ async def receive(request: web.Request) -> web.Response:
 async def flush_rejections(services: Services) -> None:
     """Adds the rejections counted in memory to `bridge.webhook_rejections` (running totals)
     and to the current minute's counts the callback-error incident rule reads."""
+    if not services.rejected_unsaved:
+        return  # no connection taken: a flush runs every second on every replica
     pending = dict(services.rejected_unsaved)
     services.rejected_unsaved.clear()
     try:

@@ -86,7 +86,7 @@ def test_rate_limit_is_off_by_default() -> None:
 @pytest.fixture
 async def limited_wallet(
         custom_settings: Callable[..., config.Settings]) -> AsyncIterator[Client]:
-    # Burst 2, then one call a second: the third call of a quick series is refused.
+    # Burst 2, then one call a second: the third of three calls sent together is refused.
     settings = custom_settings(listen_addr="127.0.0.1:0", rate_limit_rps=1, rate_limit_burst=2)
     async with running(settings) as run, \
             grpc.aio.insecure_channel(f"127.0.0.1:{run.port}") as channel:
@@ -98,12 +98,17 @@ async def test_over_the_rate_is_resource_exhausted_with_a_retry_hint_and_changes
     """The call over a caller's rate gets RESOURCE_EXHAUSTED, reason RATE_LIMITED and a
     RetryInfo; it recorded nothing, so the same key after the hint is the first execution;
     another caller is not limited meanwhile."""
-    await limited_wallet.open(player)  # payments: token 1
-    await limited_wallet.deposit(player, 1000)  # payments: token 2
-    refused_key = key("dep")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await limited_wallet.deposit(player, 700, idem=refused_key)
-    err = caught.value
+    await client.open(player)  # through the unlimited server: the limited bucket stays full
+    # Three deposits of the payments caller sent together, so no token comes back between
+    # them (one a second): the burst of 2 passes and one, whichever comes last, is refused.
+    amounts = {key("dep"): amount for amount in (100, 200, 400)}
+    outcomes = dict(zip(amounts, await asyncio.gather(
+        *(limited_wallet.deposit(player, amount, idem=k) for k, amount in amounts.items()),
+        return_exceptions=True), strict=True))
+    refused = {k: o for k, o in outcomes.items() if isinstance(o, BaseException)}
+    assert len(refused) == 1, outcomes
+    [(refused_key, err)] = refused.items()
+    assert isinstance(err, grpc.aio.AioRpcError), err
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
     info = error_info(err)
     assert info.reason == RATE_LIMITED and info.domain == "wallet.v1"
@@ -111,14 +116,15 @@ async def test_over_the_rate_is_resource_exhausted_with_a_retry_hint_and_changes
     assert 0 < retry_after_ms <= 1000
     assert "rate limit" in (err.details() or "")
     assert _retry_delay_ms(err) == retry_after_ms
-    # Nothing happened: the balance is the first deposit only...
-    assert (await client.balance(player)).cash == 1000
+    # Nothing happened: the balance is the two deposits that passed only...
+    passed_minor = sum(amounts.values()) - amounts[refused_key]
+    assert (await client.balance(player)).cash == passed_minor
     # ...and other callers have their own bucket (read scope through the limited server).
-    assert (await limited_wallet.balance(player)).cash == 1000
+    assert (await limited_wallet.balance(player)).cash == passed_minor
     await asyncio.sleep(retry_after_ms / 1000 + 0.05)
-    retried = await limited_wallet.deposit(player, 700, idem=refused_key)
+    retried = await limited_wallet.deposit(player, amounts[refused_key], idem=refused_key)
     assert not retried.result.replay, "the refused call must not have been recorded"
-    assert retried.result.balances.cash == 1700
+    assert retried.result.balances.cash == sum(amounts.values())
 
 
 def _retry_delay_ms(err: grpc.aio.AioRpcError) -> int:

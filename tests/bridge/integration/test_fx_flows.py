@@ -15,7 +15,7 @@ from wallet.v1 import wallet_service_pb2 as pb
 
 from gateway_bridge.server import Running as BridgeRunning
 from tests.bridge.conftest import BridgeFactory, Cashier
-from tests.helpers import SERVICES, Client
+from tests.helpers import SERVICES, Client, wait_for
 
 AGE_MAX_MS = 600
 
@@ -159,13 +159,17 @@ async def test_no_fresh_rate_at_credit_time_defers_until_fresh(
     await asyncio.sleep(AGE_MAX_MS / 1000 + 0.1)
     await cashier.complete_deposit(created)
     await cashier.flush()
-    await asyncio.sleep(0.5)
+    finished_sql = ("SELECT status, attempts, last_error FROM bridge.inbox "
+                    "WHERE payment_id = $1 AND psp_event_type = 'finished'")
+
+    async def tried() -> bool:
+        row = await bridge_conn.fetchrow(finished_sql, created["id"])
+        return row is not None and row["attempts"] >= 1
+    await wait_for(tried)
     p = await cashier.payment(created["id"])
     assert p["state"] in ("pending", "processing") and p["settled_minor"] == 0, p
-    row = await bridge_conn.fetchrow(
-        "SELECT status, attempts, last_error FROM bridge.inbox WHERE payment_id = $1 "
-        "AND psp_event_type = 'finished'", created["id"])
-    assert row["status"] == "pending" and row["attempts"] >= 1
+    row = await bridge_conn.fetchrow(finished_sql, created["id"])
+    assert row["status"] == "pending" and row["attempts"] >= 1, dict(row)
     assert "not credited yet" in row["last_error"] and "BTC/EUR" in row["last_error"]
     assert (await client.balance(player, "EUR")).cash == 0
 

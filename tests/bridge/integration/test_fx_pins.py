@@ -27,16 +27,24 @@ from tests.helpers import TOKENS, Client, wait_for
 # twice the wallet timeout (2 x 500 ms), so a retry finds its pin stale and its call over.
 SLOW_RETRY_ENV = {"BRIDGE_INBOX_BACKOFF_MS": "2500", "BRIDGE_INBOX_BACKOFF_MAX_MS": "2500",
                   "BRIDGE_WALLET_TIMEOUT_MS": "500"}
+# A rates provider this slow keeps an inbox worker waiting long after it claimed its event:
+# the connections in use are sampled for the first second of that wait, leaving 2 s for a
+# slow claim or a stalled event loop before a sample could see the pin being written. The
+# provider timeout (the bridge's bound: at most the statement timeout, 5 s) outlasts it.
+SLOW_FX_LATENCY_MS = 3000
+SLOW_FX_SAMPLING_MS = 1000
+SLOW_FX_TIMEOUT_MS = 4000
 
 
 @asynccontextmanager
 async def fx_bridge(make_bridge: BridgeFactory, cashier: Cashier, *, workers: bool = True,
                     env: dict[str, str] | None = None) -> AsyncIterator[BridgeRunning]:
     await cashier.sim("/_sim/fx", {"reset": True})
+    # `env` may override these (a longer provider timeout for a slower provider).
+    overrides = {"BRIDGE_FX_TIMEOUT_MS": "1500", **(env or {})}
     async with make_bridge(BRIDGE_FX_RATES_URL=f"{cashier.sim_url}/fx/rates",
                            BRIDGE_FX_SPREAD_BPS="150", workers=workers,
-                           BRIDGE_FX_RATE_AGE_MAX_MS=str(AGE_MAX_MS),
-                           BRIDGE_FX_TIMEOUT_MS="1500", **(env or {})) as run:
+                           BRIDGE_FX_RATE_AGE_MAX_MS=str(AGE_MAX_MS), **overrides) as run:
         yield run
     await cashier.sim("/_sim/fx", {"reset": True})
 
@@ -87,6 +95,12 @@ async def test_dispute_retried_after_another_was_applied_keeps_its_debit(
             d1_id = await bridge_conn.fetchval(
                 "SELECT id FROM bridge.inbox WHERE id > $1 AND status = 'pending'", since)
             assert d1_id is not None
+            # D1's back-off (1.25..2.5 s) could run out before D2 is applied on a slow
+            # machine: D1 waits until released below. The worker holds D1's row until it has
+            # recorded the failure and its back-off, so this lands after that.
+            assert await bridge_conn.execute(
+                "UPDATE bridge.inbox SET next_attempt_at = now() + interval '1 hour' "
+                "WHERE id = $1", d1_id) == "UPDATE 1"
             await cashier.chargeback(created, amount_minor=33_33)  # D2, applied first
 
             async def d2_applied() -> bool:
@@ -95,7 +109,7 @@ async def test_dispute_retried_after_another_was_applied_keeps_its_debit(
             await wait_for(d2_applied)
             assert await bridge_conn.fetchval(
                 "SELECT status FROM bridge.inbox WHERE id = $1", d1_id) == "pending"
-            # D1's retry now rather than after its back-off
+            # D1's retry now
             await bridge_conn.execute("UPDATE bridge.inbox SET next_attempt_at = now() "
                                       "WHERE id = $1", d1_id)
             bridge.services.inbox.wake()
@@ -240,9 +254,10 @@ async def test_credit_refused_outright_drops_its_pin_and_a_replay_prices_afresh(
 async def test_slow_rates_provider_holds_no_second_connection(
         make_bridge: BridgeFactory, cashier: Cashier, player: str,
         bridge_conn: asyncpg.Connection, ledger_clean: None) -> None:
-    """While an inbox worker waits 800 ms for the rates provider, it holds only its own pool
+    """While an inbox worker waits 3 s for the rates provider, it holds only its own pool
     connection (the pin is looked up on it, and written after the answer)."""
-    async with fx_bridge(make_bridge, cashier, workers=False) as bridge:
+    async with fx_bridge(make_bridge, cashier, workers=False,
+                         env={"BRIDGE_FX_TIMEOUT_MS": str(SLOW_FX_TIMEOUT_MS)}) as bridge:
         await fx(cashier, rates={"BTC/EUR": "60000"})
         status, created = await btc_deposit(cashier, player, key=f"slow-{player}")
         assert status == 201, created
@@ -254,17 +269,28 @@ async def test_slow_rates_provider_holds_no_second_connection(
                 "SELECT count(*) FROM bridge.inbox WHERE payment_id = $1 AND "
                 "psp_event_type = 'finished'", created["id"]))
         await wait_for(stored)
-        await fx(cashier, latency_ms=800)
+        await fx(cashier, latency_ms=SLOW_FX_LATENCY_MS)
         await asyncio.sleep(AGE_MAX_MS / 1000 + 0.1)  # the cached table ages out
         pool = bridge.pool
+
+        def in_use() -> int:
+            return int(pool.get_size() - pool.get_idle_size())
+
         applying = asyncio.create_task(bridge.services.inbox.drain())
-        in_use: list[int] = []
-        await asyncio.sleep(0.2)
-        for _ in range(10):
-            in_use.append(pool.get_size() - pool.get_idle_size())
+
+        async def claimed() -> bool:
+            return in_use() >= 1
+        await wait_for(claimed)
+        # From the claim on the worker holds its connection; the provider answers no sooner
+        # than SLOW_FX_LATENCY_MS later, so every sample below falls before the pin's write.
+        loop = asyncio.get_running_loop()
+        sampling_ends_s = loop.time() + SLOW_FX_SAMPLING_MS / 1000
+        samples: list[int] = []
+        while loop.time() < sampling_ends_s:
+            samples.append(in_use())
             await asyncio.sleep(0.03)
         await applying
-        assert min(in_use) == 1, in_use
+        assert set(samples) == {1}, samples
         assert (await cashier.payment(created["id"]))["state"] == "succeeded"
 
 

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from loadtests.ports import lease_port
-from tests.helpers import CALLERS_JSON, TOKENS, Client, key
+from tests.helpers import CALLERS_JSON, TOKENS, Client, key, wait_for
 from wallet_core import config
 from wallet_core.config import SettingsError
 
@@ -75,7 +75,8 @@ def test_serve_with_bad_config_exits_2_with_field_messages() -> None:
 
 
 async def test_sigterm_finishes_the_call_in_flight_then_exits(
-        database_url: str, redis_url: str, player: str, ledger_clean: None) -> None:
+        database_url: str, redis_url: str, db: asyncpg.Connection, player: str,
+        ledger_clean: None) -> None:
     """SIGTERM during a call: the call completes within the grace period, exit code 0."""
     port = lease_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
@@ -95,7 +96,9 @@ async def test_sigterm_finishes_the_call_in_flight_then_exits(
                 await locker.execute("SELECT 1 FROM wallet.wallets WHERE player_id = $1 "
                                      "FOR UPDATE", player)
                 in_flight = asyncio.create_task(client.bet(player, 2_00, idem=key()))
-                await asyncio.sleep(0.3)
+                # SIGTERM only once the Bet is in the server, waiting for the wallet row:
+                # sent earlier, the Bet would be refused as a new call during shutdown.
+                await _until_blocked_by(db, locker.get_server_pid())
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.3)
                 assert proc.poll() is None, "exited before finishing the call in flight"
@@ -109,3 +112,13 @@ async def test_sigterm_finishes_the_call_in_flight_then_exits(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def _until_blocked_by(db: asyncpg.Connection, holder_pid: int) -> None:
+    """Until some backend waits for a lock the backend `holder_pid` holds, at most 10 s.
+    Polled on `db`, outside any transaction: pg_locks is read live on every poll."""
+    async def blocked() -> bool:
+        return bool(await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted "
+            "AND $1 = ANY(pg_blocking_pids(pid))", holder_pid))
+    await wait_for(blocked)

@@ -5,6 +5,7 @@ numbers throughout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from wallet.v1 import wallet_service_pb2 as pb
 
-from tests.helpers import SERVICES, Client, error_info, key
+from tests.helpers import SERVICES, Client, error_info, key, wait_for
 
 # -- small helpers ---------------------------------------------------------------------------
 
@@ -384,7 +385,14 @@ async def test_bonus_expires_by_sweeper(client: Client, player: str, redis_clien
         player_id=player, currency="USD", amount=100, wagering_requirement=1000,
         expires_at=expires, idempotency_key=key("grant")), "bonus")
     assert bal(g.result.balances) == (5, 100, 0, 105)
-    await asyncio.sleep(2.5)
+
+    async def expired() -> bool:
+        b = (await bonuses(client, player, include_inactive=True))[g.bonus_id]
+        return b.state == pb.BONUS_STATE_EXPIRED
+    # A sweeper pass every 200 ms; the bound leaves a loaded machine time for several. On
+    # timeout the assertions below say what was found instead.
+    with contextlib.suppress(TimeoutError):
+        await wait_for(expired, timeout_s=10)
     b = (await bonuses(client, player, include_inactive=True))[g.bonus_id]
     # The sweeper's key is "bonus-expire:<bonus id>" (caller "system"); a cached outcome left in
     # Redis db 15 by an earlier run (whose fresh database reused this id) is replayed instead.
