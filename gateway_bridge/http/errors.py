@@ -10,6 +10,7 @@ from gateway_bridge.shared import errors
 STATUS_BY_ERROR: dict[type[errors.BridgeError], int] = {
     errors.InvalidRequest: 400,
     errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.Refused: 422,

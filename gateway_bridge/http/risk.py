@@ -19,7 +19,7 @@ from gateway_bridge.http import cashier
 from gateway_bridge.http.context import SERVICES
 from gateway_bridge.http.errors import dumps
 from gateway_bridge.payments.review import Reviews
-from gateway_bridge.shared.errors import InvalidRequest, Unauthenticated
+from gateway_bridge.shared.errors import Forbidden, InvalidRequest
 
 REVIEWS = web.AppKey("risk_reviews", Reviews)
 PENDING_PAGE_MAX = 100
@@ -31,8 +31,8 @@ def _support_client(request: web.Request) -> str:
     services = request.app[SERVICES]
     client = cashier.client_of(request, services)
     if client not in services.settings.risk_support_clients:
-        raise Unauthenticated("Authorization: this API key may not decide risk reviews "
-                              "(BRIDGE_RISK_SUPPORT_CLIENTS)", code="RISK_SUPPORT_ONLY")
+        raise Forbidden("Authorization: this API key may not decide risk reviews "
+                        "(BRIDGE_RISK_SUPPORT_CLIENTS)", code="RISK_SUPPORT_ONLY")
     return client
 
 

@@ -46,6 +46,12 @@ class Unauthenticated(BridgeError):
     code = "UNAUTHENTICATED"
 
 
+class Forbidden(BridgeError):
+    """A valid key whose client may not do this (unlike Unauthenticated: no new key helps)."""
+
+    code = "FORBIDDEN"
+
+
 class NotFound(BridgeError):
     code = "NOT_FOUND"
 

@@ -269,7 +269,7 @@ async def test_withdrawals_and_payments_answer_as_the_contract_says(
 async def test_risk_screening_and_reviews_answer_as_the_contract_says(
         make_bridge: BridgeFactory, api: ContractClient, client: Client, player: str) -> None:
     """A deposit held for review (202) and one denied (422 RISK_DENIED with reasons); the
-    review list (200, 401 RISK_SUPPORT_ONLY, 401); approve and reject (200, again 200, the
+    review list (200, 403 RISK_SUPPORT_ONLY, 401); approve and reject (200, again 200, the
     other verdict 409, 404, 400, 415)."""
     await client.funded(player, 100_00)
     async with make_bridge(**REVIEW_ENV):
@@ -290,7 +290,7 @@ async def test_risk_screening_and_reviews_answer_as_the_contract_says(
         assert {held.json()["id"], held_out.json()["id"]} <= {
             r["payment_id"] for r in listing.json()["reviews"]}
         cashier_only = await api.call("GET", "/v1/risk/reviews")
-        assert cashier_only.status_code == 401 and code_of(cashier_only) == "RISK_SUPPORT_ONLY"
+        assert cashier_only.status_code == 403 and code_of(cashier_only) == "RISK_SUPPORT_ONLY"
         anonymous = await api.call("GET", "/v1/risk/reviews", auth=False, request_valid=False)
         assert anonymous.status_code == 401 and code_of(anonymous) == "UNAUTHENTICATED"
 

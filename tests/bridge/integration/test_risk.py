@@ -133,10 +133,10 @@ async def test_withdrawal_in_review_stays_reserved_until_approved_then_pays_out(
         status, body = await cashier.request(
             "POST", f"/v1/risk/reviews/{held['id']}/approve",
             body={"actor": "mallory", "reason": "looks fine"})
-        assert status == 401 and body["error"]["code"] == "RISK_SUPPORT_ONLY"
+        assert status == 403 and body["error"]["code"] == "RISK_SUPPORT_ONLY"
         # ...checked before the body, so such a key learns nothing of what is accepted.
         status, body = await cashier.request("POST", f"/v1/risk/reviews/{held['id']}/reject")
-        assert status == 401 and body["error"]["code"] == "RISK_SUPPORT_ONLY"
+        assert status == 403 and body["error"]["code"] == "RISK_SUPPORT_ONLY"
         status, listing = await cashier.request("GET", "/v1/risk/reviews", headers=SUPPORT)
         assert status == 200 and held["id"] in {r["payment_id"] for r in listing["reviews"]}
         status, approved = await cashier.request(
