@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -38,6 +39,7 @@ from tests.bridge.openapi_check import (
     documented_operations,
     registered_operations,
 )
+from tests.faults.proxy import SlowProxy
 from tests.helpers import Client
 
 SUPPORT = {"Authorization": f"Bearer {OTHER_API_KEY}"}
@@ -480,6 +482,38 @@ async def test_probes_answer_as_the_contract_says(
     ready = await api.call("GET", "/readyz", auth=False)
     assert ready.status_code == 200
     assert set(ready.json()["psps"]) == {"stripe", "adyen", "nowpayments"}
+
+
+async def test_a_bridge_that_lost_its_database_answers_as_the_contract_says(
+        make_bridge: BridgeFactory, bridge_db: str, api: ContractClient, player: str) -> None:
+    """The database goes away under a running bridge: /readyz is 503, a PSP's webhook is
+    503 (not stored, so the PSP delivers it again) and the cashier API is 503 UNAVAILABLE,
+    each in the documented shape; liveness still answers."""
+    db = urlsplit(bridge_db)
+    cut = SlowProxy(db.hostname or "127.0.0.1", db.port or 5432)
+    await cut.start()
+    credentials = db.netloc.rpartition("@")[0]
+    proxied = db._replace(netloc=f"{credentials}@127.0.0.1:{cut.port}" if credentials
+                          else f"127.0.0.1:{cut.port}").geturl()
+    try:
+        async with make_bridge(DATABASE_URL=proxied, workers=False):
+            assert (await api.call("GET", "/readyz", auth=False)).status_code == 200
+            await cut.close()  # every connection cut, no new one accepted
+            ready = await api.call("GET", "/readyz", auth=False)
+            assert ready.json() == {"status": "unavailable", "database": "down"}, ready.data
+            stripe = stripe_event(f"evt_oa_nodb_{player}")
+            webhook = await api.call("POST", "/webhooks/stripe", data=stripe, auth=False,
+                                     headers=stripe_signed(stripe))
+            assert webhook.status_code == 503 and code_of(webhook) == "UNAVAILABLE", \
+                webhook.data
+            deposit = await api.call("POST", "/v1/deposits", json=deposit_body(player),
+                                     headers={"Idempotency-Key": f"oa-nodb-{player}"})
+            assert deposit.status_code == 503 and code_of(deposit) == "UNAVAILABLE", \
+                deposit.data
+            alive = await api.call("GET", "/healthz", auth=False)
+            assert alive.status_code == 200
+    finally:
+        await cut.close()
 
 
 # --- the check itself ------------------------------------------------------------------------
