@@ -230,6 +230,24 @@ async def test_a_psp_that_refuses_the_deposit_answers_502(
         assert declined.status_code == 502 and code_of(declined) == "PSP_DECLINED"
 
 
+async def test_approving_a_deposit_its_psp_refuses_answers_502(
+        make_bridge: BridgeFactory, api: ContractClient, declining_psp: str,
+        player: str) -> None:
+    """A held deposit reaches its PSP only when support approves it; the PSP's refusal then
+    is the approval's answer: 502 PSP_DECLINED, and the payment is failed."""
+    async with make_bridge(BRIDGE_STRIPE_BASE_URL=declining_psp, **REVIEW_ENV):
+        held = await api.call("POST", "/v1/deposits", json=deposit_body(player, 60_00),
+                              headers={"Idempotency-Key": f"oa-held-502-{player}"})
+        assert held.status_code == 202 and held.json()["risk"]["review"] == "pending"
+        approved = await api.call("POST", f"/v1/risk/reviews/{held.json()['id']}/approve",
+                                  json={"actor": "alice", "reason": "known player"},
+                                  headers=SUPPORT)
+        assert approved.status_code == 502 and code_of(approved) == "PSP_DECLINED", \
+            approved.data
+        payment = await api.call("GET", f"/v1/payments/{held.json()['id']}")
+        assert payment.json()["state"] == "failed", payment.data
+
+
 async def test_withdrawals_and_payments_answer_as_the_contract_says(
         bridge: server.Running, api: ContractClient, client: Client, player: str) -> None:
     """POST /v1/withdrawals: 202, 200 replay, 422 the wallet's refusal, 400, 401;
