@@ -7,6 +7,7 @@ itself fails on a wrong answer, on an undocumented route, and on enums that left
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -532,6 +533,22 @@ async def test_a_bridge_that_lost_its_database_answers_as_the_contract_says(
             assert alive.status_code == 200
     finally:
         await cut.close()
+
+
+async def test_a_bug_answers_500_with_only_a_request_id(
+        bridge: server.Running, api: ContractClient, caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected exception is 500 INTERNAL in the documented shape, saying nothing of
+    itself; its traceback is logged under the request id the caller got."""
+    async def broken() -> dict[str, int]:
+        raise RuntimeError("detail-for-the-log-only")
+    bridge.services.inbox.counts = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="gateway_bridge.http"):
+        answer = await api.call("GET", "/readyz", auth=False)
+    assert answer.status_code == 500 and code_of(answer) == "INTERNAL", answer.data
+    assert b"detail-for-the-log-only" not in answer.data
+    request_id = answer.json()["error"]["request_id"]
+    [logged] = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+    assert logged.exc_info is not None and "detail-for-the-log-only" in str(logged.exc_info[1])
 
 
 # --- the check itself ------------------------------------------------------------------------
