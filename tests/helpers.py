@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import grpc
 import orjson
 from google.rpc import error_details_pb2
@@ -120,3 +121,14 @@ async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout_s: float = 1
     async with asyncio.timeout(timeout_s):
         while not await predicate():
             await asyncio.sleep(0.05)
+
+
+async def until_blocked_by(db: asyncpg.Connection, holder_pid: int) -> None:
+    """Until some backend waits for a lock the backend `holder_pid` holds (a call under test
+    has reached a row the test locked), at most 10 s. pg_locks is read live on every poll,
+    even inside a transaction on `db`, so `db` may be the holder itself."""
+    async def blocked() -> bool:
+        return bool(await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted "
+            "AND $1 = ANY(pg_blocking_pids(pid))", holder_pid))
+    await wait_for(blocked)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ from gateway_bridge import config as bridge_config
 from gateway_bridge.server import Running as BridgeRunning
 from gateway_bridge.server import migrate_database
 from gateway_bridge.server import running as bridge_running
+from gateway_bridge.wallet.client import WalletClient
 from loadtests.ports import lease_port
 from psp_simulator import config as sim_config
 from psp_simulator.app import running as sim_running
@@ -101,6 +102,21 @@ def bridge_env(*, database_url: str, wallet_port: int, sim_url: str, bridge_port
 
 
 BridgeFactory = Callable[..., AbstractAsyncContextManager[BridgeRunning]]
+
+
+@asynccontextmanager
+async def wallet_away(service: Any, *, timeout_ms: int) -> AsyncIterator[None]:
+    """`service`'s wallet (its `_wallet`: the KYC service, the inbox) unreachable inside the
+    block, a port nobody listens on; the rest of the bridge keeps its wallet."""
+    real = service._wallet
+    unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
+                               timeout_ms=timeout_ms)
+    service._wallet = unreachable
+    try:
+        yield
+    finally:
+        service._wallet = real
+        await unreachable.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 CHUNK_BYTES_MAX = 64 * 1024
 
@@ -44,6 +45,15 @@ class SlowProxy:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def url(self, upstream_url: str) -> str:
+        """`upstream_url` (a database URL naming the upstream) through this proxy: the host
+        and port replaced, credentials, path and query kept."""
+        parts = urlsplit(upstream_url)
+        credentials = parts.netloc.rpartition("@")[0]
+        address = f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(
+            netloc=f"{credentials}@{address}" if credentials else address))
 
     def start_drops(self, every_s: float) -> None:
         self.drop_every_s = every_s

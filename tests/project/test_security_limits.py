@@ -16,7 +16,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.helpers import CALLERS_JSON, Client, error_info, key
+from tests.helpers import CALLERS_JSON, Client, error_info, key, until_blocked_by
 from wallet_core import config
 from wallet_core.api.rate_limit import RATE_LIMITED, RateLimiter
 from wallet_core.server import Running, running
@@ -157,19 +157,10 @@ async def test_calls_past_the_concurrency_cap_are_resource_exhausted(
             await db.execute("SELECT 1 FROM wallet.wallets WHERE player_id = $1 FOR UPDATE",
                              player)
             held = asyncio.create_task(wallet.bet(player, 100))
-            await _until_waiting_for_the_lock(db, player)
+            await until_blocked_by(db, db.get_server_pid())
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await wallet.bet(player, 200)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (
                 caught.value.details())
         assert (await held).result.balances.cash == 900
         assert (await wallet.balance(player)).cash == 900  # the refused bet did nothing
-
-
-async def _until_waiting_for_the_lock(db: asyncpg.Connection, player: str) -> None:
-    """Wait until another backend is blocked on a lock (the held Bet), at most 5 s."""
-    async with asyncio.timeout(5):
-        while not await db.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"):
-            await asyncio.sleep(0.01)

@@ -17,11 +17,10 @@ import asyncpg
 import pytest
 
 from gateway_bridge.server import Running as BridgeRunning
-from gateway_bridge.wallet.client import WalletClient, WalletUnavailable
-from loadtests.ports import lease_port
-from tests.bridge.conftest import BridgeFactory, Cashier
+from gateway_bridge.wallet.client import WalletUnavailable
+from tests.bridge.conftest import BridgeFactory, Cashier, wallet_away
 from tests.bridge.integration.test_fx_flows import AGE_MAX_MS, btc_deposit, fx, stored_payments
-from tests.helpers import TOKENS, Client, wait_for
+from tests.helpers import Client, wait_for
 
 # Retries come 1.25..2.5 s after a failure: past the rate's maximum age (600 ms) and past
 # twice the wallet timeout (2 x 500 ms), so a retry finds its pin stale and its call over.
@@ -193,12 +192,7 @@ async def test_stale_pin_the_wallet_never_recorded_gets_a_fresh_rate(
         await fx(cashier, rates={"BTC/EUR": "60000"})
         status, created = await btc_deposit(cashier, player, key=f"stale-pin-{player}")
         assert status == 201, created
-        inbox = bridge.services.inbox
-        real = inbox._wallet
-        unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
-                                   timeout_ms=500)
-        inbox._wallet = unreachable
-        try:
+        async with wallet_away(bridge.services.inbox, timeout_ms=500):
             await cashier.complete_deposit(created)
 
             async def tried() -> bool:
@@ -208,9 +202,6 @@ async def test_stale_pin_the_wallet_never_recorded_gets_a_fresh_rate(
             await wait_for(tried)
             assert await pinned_rate(bridge_conn, created["id"]) == "60000"
             await fx(cashier, rates={"BTC/EUR": "61000"})
-        finally:
-            inbox._wallet = real
-            await unreachable.close()
         done = await cashier.wait_state(created["id"], "succeeded")
         assert done["fx"]["credit"]["rate"] == "61000"
         assert done["fx"]["credit"]["credited_minor"] == 9012

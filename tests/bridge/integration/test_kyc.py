@@ -7,8 +7,7 @@ may not deposit."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,11 +18,9 @@ from prometheus_client import generate_latest
 
 from gateway_bridge.payments import gauges
 from gateway_bridge.server import Running
-from gateway_bridge.wallet.client import WalletClient
-from loadtests.ports import lease_port
 from tests.bridge.clis import walletctl
-from tests.bridge.conftest import BridgeFactory, Cashier
-from tests.helpers import TOKENS, Client, error_info, wait_for
+from tests.bridge.conftest import BridgeFactory, Cashier, wallet_away
+from tests.helpers import Client, error_info, wait_for
 from tests.wallet.integration.test_metrics_and_probes import sample
 
 # A player who turned 19 a month ago: of age in most countries, not in one asking for 21.
@@ -198,21 +195,6 @@ async def test_an_underage_or_blocked_player_may_not_bet_in_the_wallet(
     assert (await refusal(client.bet(blocked, 1_00, round_id="r")))[1] == "COUNTRY_BLOCKED"
 
 
-@asynccontextmanager
-async def wallet_away(bridge: Running) -> AsyncIterator[None]:
-    """The KYC service's wallet unreachable inside the block: restrictions stay unsent."""
-    kyc = bridge.services.kyc
-    real = kyc._wallet
-    unreachable = WalletClient(addr=f"127.0.0.1:{lease_port()}", token=TOKENS["payments"],
-                               timeout_ms=300)
-    kyc._wallet = unreachable
-    try:
-        yield
-    finally:
-        kyc._wallet = real
-        await unreachable.close()
-
-
 async def verify_in_blocked_country(cashier: Cashier, player: str) -> None:
     check = await start(cashier, player)
     await complete(cashier, check["check_id"], "clear", dob="1990-01-01", country="PRK")
@@ -236,7 +218,7 @@ async def test_a_restriction_the_wallet_missed_is_sent_by_the_poller(
     await client.funded(player, 20_00)
     async with kyc_bridge(make_bridge, sim, BRIDGE_KYC_BLOCKED_COUNTRIES="PRK",
                           BRIDGE_KYC_POLL_INTERVAL_MS="100") as bridge:
-        async with wallet_away(bridge):
+        async with wallet_away(bridge.services.kyc, timeout_ms=300):
             await verify_in_blocked_country(cashier, player)
             unsent = await bridge_conn.fetchval(
                 "SELECT restriction_version - restriction_sent_version FROM bridge.kyc "
@@ -268,7 +250,7 @@ async def test_the_poller_outlives_an_unexpected_error(
         async def broken_pass_ran() -> bool:
             return failures == ["poll"]
 
-        async with wallet_away(bridge):
+        async with wallet_away(bridge.services.kyc, timeout_ms=300):
             await verify_in_blocked_country(cashier, player)
             kyc.poll_late = broken_poll  # type: ignore[method-assign]
             # The wallet stays away until the broken pass has run, so no pass before it can

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from loadtests.ports import lease_port
-from tests.helpers import CALLERS_JSON, TOKENS, Client, key, wait_for
+from tests.helpers import CALLERS_JSON, TOKENS, Client, key, until_blocked_by
 from wallet_core import config
 from wallet_core.config import SettingsError
 
@@ -98,7 +98,7 @@ async def test_sigterm_finishes_the_call_in_flight_then_exits(
                 in_flight = asyncio.create_task(client.bet(player, 2_00, idem=key()))
                 # SIGTERM only once the Bet is in the server, waiting for the wallet row:
                 # sent earlier, the Bet would be refused as a new call during shutdown.
-                await _until_blocked_by(db, locker.get_server_pid())
+                await until_blocked_by(db, locker.get_server_pid())
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.3)
                 assert proc.poll() is None, "exited before finishing the call in flight"
@@ -113,12 +113,3 @@ async def test_sigterm_finishes_the_call_in_flight_then_exits(
             proc.kill()
             proc.wait()
 
-
-async def _until_blocked_by(db: asyncpg.Connection, holder_pid: int) -> None:
-    """Until some backend waits for a lock the backend `holder_pid` holds, at most 10 s.
-    Polled on `db`, outside any transaction: pg_locks is read live on every poll."""
-    async def blocked() -> bool:
-        return bool(await db.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE NOT granted "
-            "AND $1 = ANY(pg_blocking_pids(pid))", holder_pid))
-    await wait_for(blocked)
