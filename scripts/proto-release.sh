@@ -16,8 +16,7 @@ if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
     echo "usage: scripts/proto-release.sh <version>, e.g. 1.1.0" >&2
     exit 2
 fi
-buf=.venv/bin/buf
-[ -x "$buf" ] || { echo "proto-release: $buf missing: run scripts/bootstrap.sh" >&2; exit 1; }
+buf=scripts/buf.sh
 baseline=protos/baseline/wallet-v1.binpb
 "$buf" lint
 "$buf" breaking --against "$baseline"

@@ -34,7 +34,7 @@ def operation_key(caller: str, *parts: str | int) -> str:
     """`caller:part:part...`, or `caller:sha256:<hex>` of the same parts when that would be
     longer than the wallet takes. `caller` names the service instance family that owns
     the key space (keys are scoped per calling service by the wallet too)."""
-    head = _part(caller, "caller").strip()
+    head = _part(caller.strip(), "caller")
     body = [_part(p, "key part") for p in parts]
     key = SEPARATOR.join([head, *body])
     if len(key) <= KEY_LENGTH_MAX:

@@ -34,11 +34,12 @@ class WalletClient:
     """Takes the same arguments as AsyncWalletClient."""
 
     def __init__(self, target: str, **kwargs: Any) -> None:
+        # First, so bad arguments raise before a loop thread is started (and left running).
+        self._async = AsyncWalletClient(target, **kwargs)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="wallet-client", daemon=True)
         self._thread.start()
-        self._async = AsyncWalletClient(target, **kwargs)
 
     def _run(self, coro: Coroutine[Any, Any, R]) -> R:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

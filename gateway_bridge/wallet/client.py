@@ -125,20 +125,14 @@ class WalletClient:
         return await self._client.call(method, request)
 
     async def open_wallet(self, *, player_id: str, currency: str) -> None:
-        await self._call("OpenWallet", pb.OpenWalletRequest(
-            player_id=player_id, currency=currency,
-            idempotency_key=f"bridge:open:{player_id}:{currency}"))
+        await self._client.open_wallet(player_id, currency,
+                                       key=f"bridge:open:{player_id}:{currency}")
 
     async def restrict(self, *, player_id: str, currency: str, reason: str | None,
                        until: datetime | None, key: str) -> None:
         """The operator's restriction on the player's play (reason None lifts it); `until`:
         when it ends by itself."""
-        request = pb.RestrictRequest(player_id=player_id, currency=currency,
-                                     reason=reason or "", lift=reason is None,
-                                     idempotency_key=key)
-        if until is not None:
-            request.until.FromDatetime(until.astimezone(UTC))
-        await self._call("Restrict", request)
+        await self._client.restrict(player_id, currency, reason=reason, key=key, until=until)
 
     async def deposit_room(self, *, player_id: str, currency: str) -> DepositRoom:
         """What the player's limits leave for deposits now; no wallet yet, no limits."""
@@ -167,8 +161,9 @@ class WalletClient:
         return reply.balances
 
     async def balances(self, *, player_id: str, currency: str) -> Balances:
-        b = await self._balances(player_id, currency)
-        return Balances(b.currency, b.cash, b.bonus, b.reserved, b.available)
+        b = await self._client.get_balance(player_id, currency)
+        return Balances(b.currency, b.cash_minor, b.bonus_minor, b.reserved_minor,
+                        b.available_minor)
 
     async def balances_view(self, *, player_id: str, currency: str) -> dict[str, Any]:
         """The balances as the wallet's JSON mapping prints them (support views)."""
@@ -180,53 +175,40 @@ class WalletClient:
                       conversion: Conversion | None = None) -> str:
         """`conversion`: the player paid in another currency (docs/FX.md); `amount_minor`
         is then the credit it is worth in `currency`, which the wallet checks."""
-        reply = await self._call("Deposit", pb.DepositRequest(
-            player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
-            psp_reference=psp_reference, idempotency_key=key,
-            conversion=None if conversion is None else _conversion(conversion)))
-        assert isinstance(reply, pb.DepositResponse)
-        return reply.result.transaction_id
+        done = await self._client.deposit(
+            player_id, currency, amount_minor, psp=psp, psp_reference=psp_reference, key=key,
+            conversion=None if conversion is None else _conversion(conversion))
+        return done.transaction_id
 
     async def chargeback(self, *, player_id: str, currency: str, amount_minor: int, psp: str,
                          psp_reference: str, key: str) -> str:
-        reply = await self._call("Chargeback", pb.ChargebackRequest(
-            player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
-            psp_reference=psp_reference, idempotency_key=key))
-        assert isinstance(reply, pb.ChargebackResponse)
-        return reply.result.transaction_id
+        done = await self._client.chargeback(player_id, currency, amount_minor, psp=psp,
+                                             psp_reference=psp_reference, key=key)
+        return done.transaction_id
 
     async def reserve(self, *, player_id: str, currency: str, amount_minor: int, psp: str,
                       key: str) -> str:
-        reply = await self._call("ReserveWithdrawal", pb.ReserveWithdrawalRequest(
-            player_id=player_id, currency=currency, amount=amount_minor, psp=psp,
-            idempotency_key=key))
-        assert isinstance(reply, pb.ReserveWithdrawalResponse)
-        return reply.withdrawal_id
+        reserved = await self._client.reserve_withdrawal(player_id, currency, amount_minor,
+                                                         psp=psp, key=key)
+        return reserved.withdrawal_id
 
     async def commit(self, *, withdrawal_id: str, key: str) -> str:
-        reply = await self._call("CommitWithdrawal", pb.CommitWithdrawalRequest(
-            withdrawal_id=withdrawal_id, idempotency_key=key))
-        assert isinstance(reply, pb.CommitWithdrawalResponse)
-        return reply.result.transaction_id
+        return (await self._client.commit_withdrawal(withdrawal_id, key=key)).transaction_id
 
     async def cancel(self, *, withdrawal_id: str, reason: str, key: str) -> str:
-        reply = await self._call("CancelWithdrawal", pb.CancelWithdrawalRequest(
-            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key))
-        assert isinstance(reply, pb.CancelWithdrawalResponse)
-        return reply.result.transaction_id
+        done = await self._client.cancel_withdrawal(withdrawal_id, reason=reason, key=key)
+        return done.transaction_id
 
     async def reverse(self, *, withdrawal_id: str, reason: str, key: str) -> str:
-        reply = await self._call("ReverseWithdrawal", pb.ReverseWithdrawalRequest(
-            withdrawal_id=withdrawal_id, reason=reason, idempotency_key=key))
-        assert isinstance(reply, pb.ReverseWithdrawalResponse)
-        return reply.result.transaction_id
+        done = await self._client.reverse_withdrawal(withdrawal_id, reason=reason, key=key)
+        return done.transaction_id
 
     async def recorded(self, *, key: str) -> bool:
         """Whether the wallet holds an operation of ours under idempotency key `key`
         (GetTransaction by key; a recorded refusal counts). WalletRefused when the wallet
         can't tell us (e.g. this token may not read), WalletUnavailable when unreachable."""
         try:
-            await self._call("GetTransaction", pb.GetTransactionRequest(idempotency_key=key))
+            await self._client.get_transaction(key=key)
         except WalletRefused as err:
             if err.reason == TRANSACTION_NOT_FOUND:
                 return False
@@ -237,14 +219,12 @@ class WalletClient:
         """The wallet's journal id of what `caller` recorded under idempotency key `key`;
         None when nothing was (support's exports: the token needs the read scope)."""
         try:
-            reply = await self._call("GetTransaction", pb.GetTransactionRequest(
-                idempotency_key=key, caller=caller))
+            found = await self._client.get_transaction(key=key, caller=caller)
         except WalletRefused as err:
             if err.reason == TRANSACTION_NOT_FOUND:
                 return None
             raise
-        assert isinstance(reply, pb.GetTransactionResponse)
-        return str(reply.transaction.transaction_id)
+        return found.transaction_id
 
     async def transactions_view(self, *, player_id: str, currency: str,
                                 page_size: int) -> list[dict[str, Any]]:

@@ -4,12 +4,13 @@ derives, and how a rich status becomes an exception."""
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from wallet_client import errors, keys
+from wallet_client import WalletClient, errors, keys
 from wallet_client.retry import RetryPolicy, backoff_ms, next_wait_ms, retryable
 
 
@@ -82,12 +83,19 @@ def test_long_keys_shrink_to_a_stable_digest_within_the_limit() -> None:
     assert key != keys.RoundKeys("slots", long_round).win()
 
 
-@pytest.mark.parametrize(("caller", "parts"), [("", ("r",)), ("slots", ("",)),
+@pytest.mark.parametrize(("caller", "parts"), [("", ("r",)), ("  ", ("r",)), ("slots", ("",)),
                                                ("slots", ("r\n1",)), ("slots", ("ü",)),
                                                ("c" * 200, ("r",))])
 def test_key_parts_must_be_usable(caller: str, parts: tuple[str, ...]) -> None:
     with pytest.raises(ValueError):
         keys.operation_key(caller, *parts)
+
+
+def test_a_blocking_client_refused_its_arguments_leaves_no_thread_running() -> None:
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(ValueError):
+        WalletClient("127.0.0.1:1", token="")
+    assert "wallet-client" not in {t.name for t in threading.enumerate()} - before
 
 
 def _status(code: int, reason: str, metadata: dict[str, str], retry_ms: int = 0) -> bytes:
